@@ -1,0 +1,164 @@
+//! The hypervisor's own command line (/chosen/bootargs of the host device tree, i.e. QEMU's
+//! `-append`): space-separated `key=value` options.
+//!
+//! | option | meaning | default |
+//! |---|---|---|
+//! | `log=error\|warn\|info\|debug\|trace` | log level | `info` |
+//! | `mem=SIZE` | RAM of every VM (`K`, `M`, `G` suffixes) | 128M |
+//! | `smp=N` | vCPUs of every VM | 1 |
+//! | `vmN.mem=SIZE`, `vmN.smp=N` | the same for VM number N only | |
+
+use core::fmt;
+
+pub const MAX_VMS: usize = 8;
+pub const DEFAULT_VM_MEM: u64 = 128 << 20;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VmParams {
+    pub mem: u64,
+    pub vcpus: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HvConfig {
+    pub log_level: LogLevel,
+    default: VmParams,
+    per_vm: [(Option<u64>, Option<usize>); MAX_VMS],
+}
+
+/// An option the hypervisor could not use; it is reported and otherwise ignored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BadOption<'a> {
+    pub option: &'a str,
+    pub why: &'static str,
+}
+
+impl fmt::Display for BadOption<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ignoring option `{}`: {}", self.option, self.why)
+    }
+}
+
+/// Parses "64M", "1G", "4096", "512K".
+pub fn parse_size(s: &str) -> Option<u64> {
+    let (digits, shift) = match s.as_bytes().last()? {
+        b'K' | b'k' => (&s[..s.len() - 1], 10),
+        b'M' | b'm' => (&s[..s.len() - 1], 20),
+        b'G' | b'g' => (&s[..s.len() - 1], 30),
+        _ => (s, 0),
+    };
+    let n: u64 = digits.parse().ok()?;
+    n.checked_mul(1 << shift)
+}
+
+impl Default for HvConfig {
+    fn default() -> Self {
+        HvConfig {
+            log_level: LogLevel::Info,
+            default: VmParams { mem: DEFAULT_VM_MEM, vcpus: 1 },
+            per_vm: [(None, None); MAX_VMS],
+        }
+    }
+}
+
+impl HvConfig {
+    /// Parses `cmdline`, calling `bad` for each option it cannot use.
+    pub fn parse<'a>(cmdline: &'a str, mut bad: impl FnMut(BadOption<'a>)) -> HvConfig {
+        let mut cfg = HvConfig::default();
+        for option in cmdline.split_ascii_whitespace() {
+            let Some((key, value)) = option.split_once('=') else {
+                bad(BadOption { option, why: "expected key=value" });
+                continue;
+            };
+            let (vm, key) = match key.strip_prefix("vm").and_then(|k| k.split_once('.')) {
+                Some((n, k)) => match n.parse::<usize>() {
+                    Ok(n) if n < MAX_VMS => (Some(n), k),
+                    _ => {
+                        bad(BadOption { option, why: "no such VM number" });
+                        continue;
+                    }
+                },
+                None => (None, key),
+            };
+            let result = match (key, vm) {
+                ("log", None) => match value {
+                    "error" => Ok(cfg.log_level = LogLevel::Error),
+                    "warn" => Ok(cfg.log_level = LogLevel::Warn),
+                    "info" => Ok(cfg.log_level = LogLevel::Info),
+                    "debug" => Ok(cfg.log_level = LogLevel::Debug),
+                    "trace" => Ok(cfg.log_level = LogLevel::Trace),
+                    _ => Err("unknown log level"),
+                },
+                ("mem", _) => match parse_size(value) {
+                    Some(m) if m >= 2 << 20 && m % (2 << 20) == 0 => Ok(match vm {
+                        Some(n) => cfg.per_vm[n].0 = Some(m),
+                        None => cfg.default.mem = m,
+                    }),
+                    _ => Err("memory size must be a multiple of 2M"),
+                },
+                ("smp", _) => match value.parse::<usize>() {
+                    Ok(n) if n >= 1 => Ok(match vm {
+                        Some(v) => cfg.per_vm[v].1 = Some(n),
+                        None => cfg.default.vcpus = n,
+                    }),
+                    _ => Err("vCPU count must be a number >= 1"),
+                },
+                _ => Err("unknown option"),
+            };
+            if let Err(why) = result {
+                bad(BadOption { option, why });
+            }
+        }
+        cfg
+    }
+
+    /// The parameters of VM number `vm` (counted from 0 in boot-module order).
+    pub fn vm(&self, vm: usize) -> VmParams {
+        let (mem, vcpus) = self.per_vm.get(vm).copied().unwrap_or((None, None));
+        VmParams { mem: mem.unwrap_or(self.default.mem), vcpus: vcpus.unwrap_or(self.default.vcpus) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec::Vec;
+
+    #[test]
+    fn parses_sizes() {
+        assert_eq!(parse_size("64M"), Some(64 << 20));
+        assert_eq!(parse_size("1g"), Some(1 << 30));
+        assert_eq!(parse_size("4096"), Some(4096));
+        assert_eq!(parse_size("M"), None);
+        assert_eq!(parse_size("99999999999999G"), None);
+    }
+
+    #[test]
+    fn defaults_and_overrides() {
+        let mut bad = Vec::new();
+        let c = HvConfig::parse("log=debug mem=256M smp=2 vm1.mem=64M vm1.smp=4", |b| bad.push(b));
+        assert!(bad.is_empty());
+        assert_eq!(c.log_level, LogLevel::Debug);
+        assert_eq!(c.vm(0), VmParams { mem: 256 << 20, vcpus: 2 });
+        assert_eq!(c.vm(1), VmParams { mem: 64 << 20, vcpus: 4 });
+        assert_eq!(c.vm(MAX_VMS + 3), VmParams { mem: 256 << 20, vcpus: 2 });
+        assert_eq!(HvConfig::parse("", |_| ()).vm(0), VmParams { mem: DEFAULT_VM_MEM, vcpus: 1 });
+    }
+
+    #[test]
+    fn reports_bad_options_and_keeps_going() {
+        let mut bad = Vec::new();
+        let c = HvConfig::parse("mem=3M smp=0 log=loud vm99.mem=2M frob=1 plain smp=3", |b| bad.push(b.option));
+        assert_eq!(bad, ["mem=3M", "smp=0", "log=loud", "vm99.mem=2M", "frob=1", "plain"]);
+        assert_eq!(c.vm(0).vcpus, 3);
+    }
+}

@@ -1,0 +1,184 @@
+//! The device tree each VM is booted with, and the guest-physical layout it describes.
+//!
+//! The layout follows QEMU's virt machine so that a kernel configured for it finds things
+//! where it expects; only what the hypervisor provides is described.
+
+use crate::fdt_writer::{FdtError, FdtWriter};
+use alloc::format;
+use alloc::vec::Vec;
+
+/// Guest-physical (IPA) layout of every VM.
+pub mod layout {
+    pub const GICD_BASE: u64 = 0x0800_0000;
+    pub const GICD_SIZE: u64 = 0x1_0000;
+    pub const GICR_BASE: u64 = 0x080a_0000;
+    /// Two 64 KiB frames (RD and SGI) per vCPU.
+    pub const GICR_STRIDE: u64 = 0x2_0000;
+    pub const UART_BASE: u64 = 0x0900_0000;
+    pub const UART_SIZE: u64 = 0x1000;
+    /// UART interrupt: SPI 1.
+    pub const UART_SPI: u32 = 1;
+    pub const RAM_BASE: u64 = 0x4000_0000;
+}
+
+/// What goes into a VM's device tree.
+#[derive(Clone, Debug)]
+pub struct GuestDtConfig<'a> {
+    pub vm_id: usize,
+    pub ram_size: u64,
+    pub vcpus: usize,
+    pub bootargs: &'a str,
+    /// Guest-physical [start, end) of the initrd, if any.
+    pub initrd: Option<(u64, u64)>,
+}
+
+const GIC_PHANDLE: u32 = 1;
+const CLOCK_PHANDLE: u32 = 2;
+const GIC_PPI: u32 = 1;
+const GIC_SPI: u32 = 0;
+const IRQ_LEVEL_HIGH: u32 = 4;
+
+/// MPIDR_EL1 affinity value of vCPU `index` (Aff0 = index, Aff1 = index / 16, as GICv3
+/// limits Aff0 to 16 targets per cluster in its SGI target lists).
+pub fn vcpu_mpidr(index: usize) -> u64 {
+    ((index as u64 / 16) << 8) | (index as u64 % 16)
+}
+
+/// Inverse of [`vcpu_mpidr`], for affinity values a guest passes to PSCI.
+pub fn vcpu_index(mpidr: u64, vcpus: usize) -> Option<usize> {
+    let aff = mpidr & 0xff_00ff_ffff;
+    if aff & !0xffff != 0 || (aff & 0xff) >= 16 {
+        return None;
+    }
+    let index = ((aff >> 8) * 16 + (aff & 0xff)) as usize;
+    (index < vcpus).then_some(index)
+}
+
+/// Builds the blob.
+pub fn build(cfg: &GuestDtConfig<'_>) -> Result<Vec<u8>, FdtError> {
+    use layout::*;
+    let mut w = FdtWriter::new();
+    w.begin_node("")?;
+    w.prop_u32("#address-cells", 2)?;
+    w.prop_u32("#size-cells", 2)?;
+    w.prop_strs("compatible", &["linux,dummy-virt"])?;
+    w.prop_str("model", &format!("hypervisor VM {}", cfg.vm_id))?;
+    w.prop_u32("interrupt-parent", GIC_PHANDLE)?;
+
+    w.begin_node("psci")?;
+    w.prop_strs("compatible", &["arm,psci-1.0", "arm,psci-0.2"])?;
+    w.prop_str("method", "hvc")?;
+    w.end_node()?;
+
+    w.begin_node("cpus")?;
+    w.prop_u32("#address-cells", 1)?;
+    w.prop_u32("#size-cells", 0)?;
+    for i in 0..cfg.vcpus {
+        let mpidr = vcpu_mpidr(i);
+        w.begin_node(&format!("cpu@{mpidr:x}"))?;
+        w.prop_str("device_type", "cpu")?;
+        w.prop_strs("compatible", &["arm,armv8"])?;
+        w.prop_u32("reg", mpidr as u32)?;
+        w.prop_str("enable-method", "psci")?;
+        w.end_node()?;
+    }
+    w.end_node()?;
+
+    w.begin_node(&format!("memory@{RAM_BASE:x}"))?;
+    w.prop_str("device_type", "memory")?;
+    w.prop_reg64("reg", &[(RAM_BASE, cfg.ram_size)])?;
+    w.end_node()?;
+
+    w.begin_node("timer")?;
+    w.prop_strs("compatible", &["arm,armv8-timer"])?;
+    // Secure physical, non-secure physical, virtual, hypervisor timer PPIs.
+    let mut irqs = Vec::new();
+    for ppi in [13, 14, 11, 10] {
+        irqs.extend_from_slice(&[GIC_PPI, ppi, IRQ_LEVEL_HIGH]);
+    }
+    w.prop_cells("interrupts", &irqs)?;
+    w.prop_empty("always-on")?;
+    w.end_node()?;
+
+    w.begin_node(&format!("intc@{GICD_BASE:x}"))?;
+    w.prop_strs("compatible", &["arm,gic-v3"])?;
+    w.prop_u32("#interrupt-cells", 3)?;
+    w.prop_empty("interrupt-controller")?;
+    w.prop_reg64("reg", &[(GICD_BASE, GICD_SIZE), (GICR_BASE, GICR_STRIDE * cfg.vcpus as u64)])?;
+    w.prop_u32("phandle", GIC_PHANDLE)?;
+    w.end_node()?;
+
+    w.begin_node("apb-pclk")?;
+    w.prop_strs("compatible", &["fixed-clock"])?;
+    w.prop_u32("#clock-cells", 0)?;
+    w.prop_u32("clock-frequency", 24_000_000)?;
+    w.prop_str("clock-output-names", "clk24mhz")?;
+    w.prop_u32("phandle", CLOCK_PHANDLE)?;
+    w.end_node()?;
+
+    let uart = format!("pl011@{UART_BASE:x}");
+    w.begin_node(&uart)?;
+    w.prop_strs("compatible", &["arm,pl011", "arm,primecell"])?;
+    w.prop_reg64("reg", &[(UART_BASE, UART_SIZE)])?;
+    w.prop_cells("interrupts", &[GIC_SPI, UART_SPI, IRQ_LEVEL_HIGH])?;
+    w.prop_strs("clock-names", &["uartclk", "apb_pclk"])?;
+    w.prop_cells("clocks", &[CLOCK_PHANDLE, CLOCK_PHANDLE])?;
+    w.end_node()?;
+
+    w.begin_node("chosen")?;
+    w.prop_str("bootargs", cfg.bootargs)?;
+    w.prop_str("stdout-path", &format!("/{uart}"))?;
+    if let Some((start, end)) = cfg.initrd {
+        w.prop_u64("linux,initrd-start", start)?;
+        w.prop_u64("linux,initrd-end", end)?;
+    }
+    w.end_node()?;
+
+    w.end_node()?;
+    w.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn describes_the_vm() {
+        let blob = build(&GuestDtConfig {
+            vm_id: 3,
+            ram_size: 256 << 20,
+            vcpus: 4,
+            bootargs: "console=ttyAMA0 earlycon",
+            initrd: Some((0x4800_0000, 0x4810_0000)),
+        })
+        .unwrap();
+        let fdt = fdt::Fdt::new(&blob).unwrap();
+        let mem = fdt.memory().regions().next().unwrap();
+        assert_eq!((mem.starting_address as u64, mem.size), (layout::RAM_BASE, Some(256 << 20)));
+        assert_eq!(fdt.cpus().count(), 4);
+        let ids: std::vec::Vec<usize> = fdt.cpus().map(|c| c.ids().first()).collect();
+        assert_eq!(ids, [0, 1, 2, 3]);
+        assert_eq!(fdt.chosen().bootargs(), Some("console=ttyAMA0 earlycon"));
+        assert_eq!(fdt.chosen().stdout().unwrap().name, "pl011@9000000");
+        let chosen = fdt.find_node("/chosen").unwrap();
+        let start = chosen.property("linux,initrd-start").unwrap().as_usize().unwrap();
+        assert_eq!(start, 0x4800_0000);
+        let gic = fdt.find_compatible(&["arm,gic-v3"]).unwrap();
+        let regs: std::vec::Vec<_> = gic.reg().unwrap().collect();
+        assert_eq!(regs[1].size, Some(4 * 0x2_0000));
+        let psci = fdt.find_node("/psci").unwrap();
+        assert_eq!(psci.property("method").unwrap().as_str(), Some("hvc"));
+        assert_eq!(fdt.root().property("model").unwrap().as_str(), Some("hypervisor VM 3"));
+    }
+
+    #[test]
+    fn mpidr_mapping_round_trips_and_rejects_strangers() {
+        for i in 0..40 {
+            assert_eq!(vcpu_index(vcpu_mpidr(i), 40), Some(i));
+        }
+        assert_eq!(vcpu_index(vcpu_mpidr(4), 4), None);
+        assert_eq!(vcpu_index(0x1_0000, 64), None, "Aff2 is never used");
+        assert_eq!(vcpu_index(0x20, 64), None, "Aff0 stays below 16");
+        assert_eq!(vcpu_index(0x8000_0000 | 2, 4), Some(2), "MPIDR's RES1 bit is ignored");
+    }
+}

@@ -1,0 +1,205 @@
+//! The hypercall ABI: SMC Calling Convention function IDs (over HVC, or SMC trapped by
+//! HCR_EL2.TSC), their decoding into [`Call`], and return codes.
+//!
+//! Shared by the hypervisor (which decodes) and the test guests (which call).
+
+/// Function IDs.
+pub mod id {
+    // Arm architecture calls (owning entity 0).
+    pub const SMCCC_VERSION: u32 = 0x8000_0000;
+    pub const SMCCC_ARCH_FEATURES: u32 = 0x8000_0001;
+    pub const SMCCC_ARCH_WORKAROUND_1: u32 = 0x8000_8000;
+
+    // PSCI (owning entity 4). 64-bit variants are 0xC4..., 32-bit 0x84....
+    pub const PSCI_VERSION: u32 = 0x8400_0000;
+    pub const PSCI_CPU_SUSPEND_32: u32 = 0x8400_0001;
+    pub const PSCI_CPU_SUSPEND_64: u32 = 0xc400_0001;
+    pub const PSCI_CPU_OFF: u32 = 0x8400_0002;
+    pub const PSCI_CPU_ON_32: u32 = 0x8400_0003;
+    pub const PSCI_CPU_ON_64: u32 = 0xc400_0003;
+    pub const PSCI_AFFINITY_INFO_32: u32 = 0x8400_0004;
+    pub const PSCI_AFFINITY_INFO_64: u32 = 0xc400_0004;
+    pub const PSCI_MIGRATE_INFO_TYPE: u32 = 0x8400_0006;
+    pub const PSCI_SYSTEM_OFF: u32 = 0x8400_0008;
+    pub const PSCI_SYSTEM_RESET: u32 = 0x8400_0009;
+    pub const PSCI_FEATURES: u32 = 0x8400_000a;
+
+    // This hypervisor's own calls (owning entity 6, vendor-specific hypervisor service).
+    pub const HV_VERSION: u32 = 0xc600_0001;
+    pub const HV_CONSOLE_WRITE: u32 = 0xc600_0002;
+    pub const HV_TEST_VERDICT: u32 = 0xc600_0003;
+    pub const HV_COUNTER: u32 = 0xc600_0004;
+}
+
+/// SMCCC and PSCI return codes (as the signed value placed in x0).
+pub mod ret {
+    pub const SUCCESS: i64 = 0;
+    pub const NOT_SUPPORTED: i64 = -1;
+    pub const INVALID_PARAMETERS: i64 = -2;
+    pub const DENIED: i64 = -3;
+    pub const ALREADY_ON: i64 = -4;
+    pub const ON_PENDING: i64 = -5;
+    pub const INTERNAL_FAILURE: i64 = -6;
+    pub const NOT_PRESENT: i64 = -7;
+    pub const INVALID_ADDRESS: i64 = -9;
+}
+
+/// SMCCC version reported: 1.1.
+pub const SMCCC_VERSION_1_1: u64 = 0x1_0001;
+/// PSCI version reported: 1.1.
+pub const PSCI_VERSION_1_1: u64 = 0x1_0001;
+/// MIGRATE_INFO_TYPE: no Trusted OS that needs migration.
+pub const PSCI_TOS_NOT_PRESENT: u64 = 2;
+/// Hypervisor version reported by HV_VERSION as (major << 16 | minor << 8 | patch).
+pub const HV_VERSION_VALUE: u64 = 0 << 16 | 1 << 8;
+/// The longest buffer one HV_CONSOLE_WRITE takes.
+pub const CONSOLE_WRITE_MAX: u64 = 4096;
+
+/// AFFINITY_INFO results.
+pub mod affinity {
+    pub const ON: i64 = 0;
+    pub const OFF: i64 = 1;
+    pub const ON_PENDING: i64 = 2;
+}
+
+/// Per-vCPU counters readable with HV_COUNTER.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u64)]
+pub enum Counter {
+    /// Every exit from the guest to the hypervisor.
+    Exits = 0,
+    Hypercalls = 1,
+    /// Data aborts emulated as device accesses.
+    MmioAccesses = 2,
+    /// Aborts and UNDEFs injected into the guest.
+    InjectedFaults = 3,
+    SysregTraps = 4,
+    WfxTraps = 5,
+}
+
+impl Counter {
+    pub const ALL: [Counter; 6] = [
+        Counter::Exits,
+        Counter::Hypercalls,
+        Counter::MmioAccesses,
+        Counter::InjectedFaults,
+        Counter::SysregTraps,
+        Counter::WfxTraps,
+    ];
+
+    pub fn from_raw(v: u64) -> Option<Counter> {
+        Counter::ALL.get(v as usize).copied()
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Counter::Exits => "exits",
+            Counter::Hypercalls => "hypercalls",
+            Counter::MmioAccesses => "mmio",
+            Counter::InjectedFaults => "injected",
+            Counter::SysregTraps => "sysreg",
+            Counter::WfxTraps => "wfx",
+        }
+    }
+}
+
+/// A decoded call. Arguments are taken from x1..x3 (truncated to 32 bits for SMC32 calls).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Call {
+    SmcccVersion,
+    SmcccArchFeatures { function: u32 },
+    PsciVersion,
+    PsciCpuSuspend,
+    PsciCpuOff,
+    PsciCpuOn { target: u64, entry: u64, context: u64 },
+    PsciAffinityInfo { target: u64, lowest_level: u64 },
+    PsciMigrateInfoType,
+    PsciSystemOff,
+    PsciSystemReset,
+    PsciFeatures { function: u32 },
+    HvVersion,
+    HvConsoleWrite { addr: u64, len: u64 },
+    HvTestVerdict { code: u64 },
+    HvCounter { counter: u64 },
+    /// Anything else: answered with NOT_SUPPORTED.
+    Unknown { function: u32 },
+}
+
+/// Bit 30 of a function ID: the SMC64 calling convention (64-bit arguments).
+fn is_smc64(function: u32) -> bool {
+    function & (1 << 30) != 0
+}
+
+impl Call {
+    /// Decodes x0..x3 as the guest left them.
+    pub fn decode(x0: u64, x1: u64, x2: u64, x3: u64) -> Call {
+        // SMCCC: the function ID is w0; the upper half of x0 is ignored.
+        let function = x0 as u32;
+        let arg = |x: u64| if is_smc64(function) { x } else { x & 0xffff_ffff };
+        let (a1, a2, a3) = (arg(x1), arg(x2), arg(x3));
+        use id::*;
+        match function {
+            SMCCC_VERSION => Call::SmcccVersion,
+            SMCCC_ARCH_FEATURES => Call::SmcccArchFeatures { function: a1 as u32 },
+            PSCI_VERSION => Call::PsciVersion,
+            PSCI_CPU_SUSPEND_32 | PSCI_CPU_SUSPEND_64 => Call::PsciCpuSuspend,
+            PSCI_CPU_OFF => Call::PsciCpuOff,
+            PSCI_CPU_ON_32 | PSCI_CPU_ON_64 => Call::PsciCpuOn { target: a1, entry: a2, context: a3 },
+            PSCI_AFFINITY_INFO_32 | PSCI_AFFINITY_INFO_64 => Call::PsciAffinityInfo { target: a1, lowest_level: a2 },
+            PSCI_MIGRATE_INFO_TYPE => Call::PsciMigrateInfoType,
+            PSCI_SYSTEM_OFF => Call::PsciSystemOff,
+            PSCI_SYSTEM_RESET => Call::PsciSystemReset,
+            PSCI_FEATURES => Call::PsciFeatures { function: a1 as u32 },
+            HV_VERSION => Call::HvVersion,
+            HV_CONSOLE_WRITE => Call::HvConsoleWrite { addr: a1, len: a2 },
+            HV_TEST_VERDICT => Call::HvTestVerdict { code: a1 },
+            HV_COUNTER => Call::HvCounter { counter: a1 },
+            _ => Call::Unknown { function },
+        }
+    }
+
+    /// Whether `function` names a call this ABI implements (for PSCI_FEATURES and
+    /// SMCCC_ARCH_FEATURES).
+    pub fn is_implemented(function: u32) -> bool {
+        !matches!(Call::decode(function as u64, 0, 0, 0), Call::Unknown { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_known_calls() {
+        assert_eq!(Call::decode(0x8000_0000, 0, 0, 0), Call::SmcccVersion);
+        assert_eq!(
+            Call::decode(0xc400_0003, 0x1, 0x4008_0000, 0xdead_beef_0000),
+            Call::PsciCpuOn { target: 1, entry: 0x4008_0000, context: 0xdead_beef_0000 }
+        );
+        assert_eq!(Call::decode(id::HV_CONSOLE_WRITE as u64, 0x4000_1000, 12, 0), Call::HvConsoleWrite { addr: 0x4000_1000, len: 12 });
+    }
+
+    #[test]
+    fn smc32_calls_ignore_the_upper_halves_of_arguments() {
+        assert_eq!(
+            Call::decode(0x8400_0003, 0xffff_ffff_0000_0002, 0x1_4008_0000, 7),
+            Call::PsciCpuOn { target: 2, entry: 0x4008_0000, context: 7 }
+        );
+    }
+
+    #[test]
+    fn unknown_and_malformed_ids_are_unknown() {
+        assert_eq!(Call::decode(0x8600_ff01, 0, 0, 0), Call::Unknown { function: 0x8600_ff01 });
+        assert_eq!(Call::decode(0x1_8000_0000, 0, 0, 0), Call::SmcccVersion, "only w0 is the function ID");
+        assert!(Call::is_implemented(id::PSCI_CPU_ON_64));
+        assert!(!Call::is_implemented(0x8400_0007));
+    }
+
+    #[test]
+    fn counters_round_trip() {
+        for c in Counter::ALL {
+            assert_eq!(Counter::from_raw(c as u64), Some(c));
+        }
+        assert_eq!(Counter::from_raw(99), None);
+    }
+}

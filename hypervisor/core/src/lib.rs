@@ -1,0 +1,20 @@
+//! Portable logic of the hypervisor.
+//!
+//! Everything here is plain `no_std` Rust with no hardware access, so it builds for the
+//! EL2 image, for the test guests and for the host, where `cargo test` exercises it.
+
+#![no_std]
+
+extern crate alloc;
+
+#[cfg(test)]
+extern crate std;
+
+pub mod cmdline;
+pub mod esr;
+pub mod fdt_writer;
+pub mod guest_dt;
+pub mod hypercall;
+pub mod image;
+pub mod pgtable;
+pub mod sysreg;

@@ -1,0 +1,546 @@
+//! One 4 KiB-granule translation-table walker for both regimes the hypervisor builds:
+//! its own EL2 stage-1 tables and each VM's stage-2 tables.
+//!
+//! The walker owns traversal, block/page choice, block splitting with break-before-make,
+//! and freeing of tables that become empty. What differs between regimes is only how
+//! attributes are encoded in a leaf descriptor ([`Regime`]). Table memory is reached through
+//! [`TableMemory`], so the same code runs on real frames at EL2 and on an arena in host tests.
+
+pub const PAGE_SIZE: u64 = 4096;
+const ENTRIES_PER_TABLE: usize = 512;
+const DESC_VALID: u64 = 1 << 0;
+const DESC_TABLE_OR_PAGE: u64 = 1 << 1;
+/// Output address bits [47:12] of any descriptor.
+const OA_MASK: u64 = 0x0000_ffff_ffff_f000;
+const AF: u64 = 1 << 10;
+const SH_INNER: u64 = 3 << 8;
+const XN: u64 = 1 << 54;
+
+/// Which translation regime the descriptors are for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Regime {
+    /// A VM's stage-2 (IPA -> PA) tables, HCR_EL2.FWB clear.
+    Stage2,
+    /// The hypervisor's own EL2 stage-1 tables (HCR_EL2.E2H clear), MAIR_EL2 as in [`mair`].
+    El2,
+}
+
+/// MAIR_EL2 index of each memory type used in EL2 stage-1 descriptors.
+pub mod mair {
+    /// Attr0: normal memory, inner/outer write-back, read/write-allocate.
+    pub const NORMAL_INDEX: u64 = 0;
+    /// Attr1: Device-nGnRE.
+    pub const DEVICE_INDEX: u64 = 1;
+    /// The MAIR_EL2 value matching the indices above.
+    pub const VALUE: u64 = 0xff | (0x04 << 8);
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemType {
+    Normal,
+    Device,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Attrs {
+    pub mem: MemType,
+    pub read: bool,
+    pub write: bool,
+    pub exec: bool,
+}
+
+impl Attrs {
+    pub const RAM_RWX: Attrs = Attrs { mem: MemType::Normal, read: true, write: true, exec: true };
+    pub const RAM_RW: Attrs = Attrs { mem: MemType::Normal, read: true, write: true, exec: false };
+    pub const RAM_RX: Attrs = Attrs { mem: MemType::Normal, read: true, write: false, exec: true };
+    pub const RAM_RO: Attrs = Attrs { mem: MemType::Normal, read: true, write: false, exec: false };
+    pub const DEVICE_RW: Attrs = Attrs { mem: MemType::Device, read: true, write: true, exec: false };
+}
+
+impl Regime {
+    /// Attribute bits of a leaf (everything but the type bits and the output address).
+    fn leaf_attrs(self, a: Attrs) -> u64 {
+        // Device memory is never executable, whatever was asked.
+        let xn = if a.exec && a.mem == MemType::Normal { 0 } else { XN };
+        match self {
+            Regime::Stage2 => {
+                let memattr: u64 = match a.mem {
+                    MemType::Normal => 0xf, // outer WB, inner WB
+                    MemType::Device => 0x1, // Device-nGnRE
+                };
+                let s2ap = (a.read as u64) << 6 | (a.write as u64) << 7;
+                let sh = if a.mem == MemType::Normal { SH_INNER } else { 0 };
+                memattr << 2 | s2ap | sh | AF | xn
+            }
+            Regime::El2 => {
+                let idx = match a.mem {
+                    MemType::Normal => mair::NORMAL_INDEX,
+                    MemType::Device => mair::DEVICE_INDEX,
+                };
+                // AP[1] is RES1 at EL2; AP[2] set means read-only.
+                let ap: u64 = if a.write { 0b01 } else { 0b11 };
+                let sh = if a.mem == MemType::Normal { SH_INNER } else { 0 };
+                idx << 2 | ap << 6 | sh | AF | xn
+            }
+        }
+    }
+
+    fn decode_attrs(self, desc: u64) -> Attrs {
+        let exec = desc & XN == 0;
+        match self {
+            Regime::Stage2 => Attrs {
+                mem: if (desc >> 2) & 0xf == 0xf { MemType::Normal } else { MemType::Device },
+                read: desc & (1 << 6) != 0,
+                write: desc & (1 << 7) != 0,
+                exec,
+            },
+            Regime::El2 => Attrs {
+                mem: if (desc >> 2) & 7 == mair::NORMAL_INDEX { MemType::Normal } else { MemType::Device },
+                read: true,
+                write: desc & (1 << 7) == 0,
+                exec,
+            },
+        }
+    }
+}
+
+/// Where table frames come from and how they are read and written.
+pub trait TableMemory {
+    /// `pages` zeroed, contiguous 4 KiB frames aligned to their total size; their physical address.
+    fn alloc_zeroed(&mut self, pages: usize) -> Option<u64>;
+    /// Returns frames obtained from `alloc_zeroed`.
+    fn free(&mut self, pa: u64, pages: usize);
+    fn read(&self, table: u64, index: usize) -> u64;
+    /// A single-copy-atomic store of one descriptor.
+    fn write(&mut self, table: u64, index: usize, desc: u64);
+    /// A valid entry translating `[va, va + size)` was just invalidated: remove it from
+    /// every TLB that may hold it before anything else is written there (break-before-make).
+    fn invalidate_tlb(&mut self, va: u64, size: u64);
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapError {
+    /// An address or size is not a multiple of 4 KiB.
+    Misaligned,
+    /// The range reaches beyond the table's input address size.
+    OutOfRange,
+    /// Part of the range is already mapped.
+    AlreadyMapped,
+    /// No frame for a table.
+    NoMemory,
+    /// The input address size cannot be expressed with a 4 KiB granule here.
+    UnsupportedSize,
+}
+
+/// Bits of input address resolved below `level` (the size one entry at that level covers).
+const fn entry_shift(level: u8) -> u32 {
+    12 + 9 * (3 - level as u32)
+}
+
+/// A translation table tree. It does not own its memory: pass the same [`TableMemory`] to
+/// every call, and call [`PageTable::destroy`] to give the frames back.
+#[derive(Debug)]
+pub struct PageTable {
+    regime: Regime,
+    root: u64,
+    root_pages: usize,
+    start_level: u8,
+    va_bits: u8,
+    tables: usize,
+}
+
+/// The result of a successful translation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Translation {
+    pub pa: u64,
+    pub attrs: Attrs,
+    /// Size of the block or page that maps the address.
+    pub size: u64,
+}
+
+impl PageTable {
+    /// An empty tree for `va_bits` of input address. Stage-2 roots at level 1 may be made of
+    /// concatenated tables (up to 42 bits); stage-1 roots cannot.
+    pub fn new(mem: &mut impl TableMemory, regime: Regime, va_bits: u8) -> Result<Self, MapError> {
+        let max_l1 = match regime {
+            Regime::Stage2 => 42,
+            Regime::El2 => 39,
+        };
+        let start_level = match va_bits {
+            32..=48 if va_bits <= max_l1 => 1,
+            32..=48 => 0,
+            _ => return Err(MapError::UnsupportedSize),
+        };
+        let root_entries = 1usize << (va_bits as u32 - entry_shift(start_level));
+        let root_pages = root_entries.div_ceil(ENTRIES_PER_TABLE);
+        let root = mem.alloc_zeroed(root_pages).ok_or(MapError::NoMemory)?;
+        Ok(PageTable { regime, root, root_pages, start_level, va_bits, tables: root_pages })
+    }
+
+    /// Physical address of the root (for TTBR0_EL2 or VTTBR_EL2).
+    pub fn root(&self) -> u64 {
+        self.root
+    }
+
+    pub fn start_level(&self) -> u8 {
+        self.start_level
+    }
+
+    pub fn va_bits(&self) -> u8 {
+        self.va_bits
+    }
+
+    /// Table frames currently in use, the root included.
+    pub fn table_pages(&self) -> usize {
+        self.tables
+    }
+
+    fn index(&self, level: u8, va: u64) -> usize {
+        let entries = if level == self.start_level {
+            self.root_pages * ENTRIES_PER_TABLE
+        } else {
+            ENTRIES_PER_TABLE
+        };
+        ((va >> entry_shift(level)) as usize) & (entries - 1)
+    }
+
+    fn check_range(&self, va: u64, size: u64) -> Result<(), MapError> {
+        if va % PAGE_SIZE != 0 || size % PAGE_SIZE != 0 {
+            return Err(MapError::Misaligned);
+        }
+        let end = va.checked_add(size).ok_or(MapError::OutOfRange)?;
+        if end > 1u64 << self.va_bits {
+            return Err(MapError::OutOfRange);
+        }
+        Ok(())
+    }
+
+    /// Maps `[va, va + size)` to `[pa, pa + size)`, using 1 GiB and 2 MiB blocks wherever both
+    /// addresses are aligned for them. The range must be unmapped; on error, the part mapped
+    /// before the error stays mapped (unmap the range to undo it).
+    pub fn map(&mut self, mem: &mut impl TableMemory, va: u64, pa: u64, size: u64, attrs: Attrs) -> Result<(), MapError> {
+        self.check_range(va, size)?;
+        if pa % PAGE_SIZE != 0 || pa.checked_add(size).is_none_or(|end| end > OA_MASK + PAGE_SIZE) {
+            return Err(MapError::Misaligned);
+        }
+        let leaf = self.regime.leaf_attrs(attrs);
+        self.map_level(mem, self.root, self.start_level, va, pa, size, leaf)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn map_level(&mut self, mem: &mut impl TableMemory, table: u64, level: u8, mut va: u64, mut pa: u64, mut size: u64, leaf: u64) -> Result<(), MapError> {
+        let block = 1u64 << entry_shift(level);
+        while size > 0 {
+            let idx = self.index(level, va);
+            let chunk = size.min(block - (va & (block - 1)));
+            let desc = mem.read(table, idx);
+            let valid = desc & DESC_VALID != 0;
+            let whole_entry = chunk == block && pa & (block - 1) == 0;
+            if level == 3 || (level >= 1 && whole_entry) {
+                if valid {
+                    return Err(MapError::AlreadyMapped);
+                }
+                let ty = if level == 3 { DESC_VALID | DESC_TABLE_OR_PAGE } else { DESC_VALID };
+                mem.write(table, idx, leaf | (pa & OA_MASK) | ty);
+            } else {
+                let next = if !valid {
+                    let t = mem.alloc_zeroed(1).ok_or(MapError::NoMemory)?;
+                    self.tables += 1;
+                    mem.write(table, idx, t | DESC_VALID | DESC_TABLE_OR_PAGE);
+                    t
+                } else if desc & DESC_TABLE_OR_PAGE != 0 {
+                    desc & OA_MASK
+                } else {
+                    return Err(MapError::AlreadyMapped);
+                };
+                self.map_level(mem, next, level + 1, va, pa, chunk, leaf)?;
+            }
+            va += chunk;
+            pa += chunk;
+            size -= chunk;
+        }
+        Ok(())
+    }
+
+    /// Removes every mapping in `[va, va + size)`, splitting blocks that are only partly
+    /// covered, and frees tables that become empty. Returns the number of bytes that were mapped.
+    pub fn unmap(&mut self, mem: &mut impl TableMemory, va: u64, size: u64) -> Result<u64, MapError> {
+        self.check_range(va, size)?;
+        self.unmap_level(mem, self.root, self.start_level, va, size)
+    }
+
+    fn unmap_level(&mut self, mem: &mut impl TableMemory, table: u64, level: u8, mut va: u64, mut size: u64) -> Result<u64, MapError> {
+        let block = 1u64 << entry_shift(level);
+        let mut unmapped = 0;
+        while size > 0 {
+            let idx = self.index(level, va);
+            let entry_va = va & !(block - 1);
+            let chunk = size.min(block - (va - entry_va));
+            let desc = mem.read(table, idx);
+            if desc & DESC_VALID != 0 {
+                let is_table = level < 3 && desc & DESC_TABLE_OR_PAGE != 0;
+                if chunk == block {
+                    // The whole entry goes: break it, then free what hung below.
+                    mem.write(table, idx, 0);
+                    mem.invalidate_tlb(entry_va, block);
+                    if is_table {
+                        unmapped += self.count_and_free(mem, desc & OA_MASK, level + 1);
+                    } else {
+                        unmapped += block;
+                    }
+                } else {
+                    let child = if is_table { desc & OA_MASK } else { self.split_block(mem, table, idx, level, entry_va, desc)? };
+                    unmapped += self.unmap_level(mem, child, level + 1, va, chunk)?;
+                    if (0..ENTRIES_PER_TABLE).all(|i| mem.read(child, i) & DESC_VALID == 0) {
+                        mem.write(table, idx, 0);
+                        mem.invalidate_tlb(entry_va, block);
+                        mem.free(child, 1);
+                        self.tables -= 1;
+                    }
+                }
+            }
+            va += chunk;
+            size -= chunk;
+        }
+        Ok(unmapped)
+    }
+
+    /// Replaces a block by a table of next-level entries with the same attributes
+    /// (break-before-make). Returns the new table.
+    fn split_block(&mut self, mem: &mut impl TableMemory, table: u64, idx: usize, level: u8, entry_va: u64, desc: u64) -> Result<u64, MapError> {
+        let child = mem.alloc_zeroed(1).ok_or(MapError::NoMemory)?;
+        self.tables += 1;
+        let child_level = level + 1;
+        let child_size = 1u64 << entry_shift(child_level);
+        let attrs = desc & !OA_MASK & !(DESC_VALID | DESC_TABLE_OR_PAGE);
+        let ty = if child_level == 3 { DESC_VALID | DESC_TABLE_OR_PAGE } else { DESC_VALID };
+        let base = desc & OA_MASK;
+        for i in 0..ENTRIES_PER_TABLE {
+            mem.write(child, i, attrs | (base + i as u64 * child_size) | ty);
+        }
+        mem.write(table, idx, 0);
+        mem.invalidate_tlb(entry_va, 1u64 << entry_shift(level));
+        mem.write(table, idx, child | DESC_VALID | DESC_TABLE_OR_PAGE);
+        Ok(child)
+    }
+
+    /// Frees a detached subtree; returns the bytes its leaves mapped.
+    fn count_and_free(&mut self, mem: &mut impl TableMemory, table: u64, level: u8) -> u64 {
+        let mut bytes = 0;
+        for i in 0..ENTRIES_PER_TABLE {
+            let desc = mem.read(table, i);
+            if desc & DESC_VALID == 0 {
+                continue;
+            }
+            if level < 3 && desc & DESC_TABLE_OR_PAGE != 0 {
+                bytes += self.count_and_free(mem, desc & OA_MASK, level + 1);
+            } else {
+                bytes += 1u64 << entry_shift(level);
+            }
+        }
+        mem.free(table, 1);
+        self.tables -= 1;
+        bytes
+    }
+
+    /// Looks `va` up as the hardware walker would.
+    pub fn translate(&self, mem: &impl TableMemory, va: u64) -> Option<Translation> {
+        if va >> self.va_bits != 0 {
+            return None;
+        }
+        let mut table = self.root;
+        let mut level = self.start_level;
+        loop {
+            let desc = mem.read(table, self.index(level, va));
+            if desc & DESC_VALID == 0 {
+                return None;
+            }
+            let size = 1u64 << entry_shift(level);
+            if level < 3 && desc & DESC_TABLE_OR_PAGE != 0 {
+                table = desc & OA_MASK;
+                level += 1;
+                continue;
+            }
+            if level == 3 && desc & DESC_TABLE_OR_PAGE == 0 {
+                return None; // reserved encoding
+            }
+            let pa = (desc & OA_MASK & !(size - 1)) | (va & (size - 1));
+            return Some(Translation { pa, attrs: self.regime.decode_attrs(desc), size });
+        }
+    }
+
+    /// Frees every table frame (not the memory the leaves point to). Returns the number of
+    /// table frames freed.
+    pub fn destroy(mut self, mem: &mut impl TableMemory) -> usize {
+        let before = self.tables;
+        let (root, pages) = (self.root, self.root_pages);
+        for i in 0..pages * ENTRIES_PER_TABLE {
+            let desc = mem.read(root, i);
+            if desc & DESC_VALID != 0 && desc & DESC_TABLE_OR_PAGE != 0 {
+                self.count_and_free(mem, desc & OA_MASK, self.start_level + 1);
+            }
+        }
+        mem.free(root, pages);
+        before
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::vec::Vec;
+
+    /// Table memory on the host: frames in a map, addresses handed out upwards.
+    #[derive(Default)]
+    struct Arena {
+        frames: BTreeMap<u64, Vec<u64>>,
+        next: u64,
+        invalidations: Vec<(u64, u64)>,
+    }
+
+    impl TableMemory for Arena {
+        fn alloc_zeroed(&mut self, pages: usize) -> Option<u64> {
+            let size = pages as u64 * PAGE_SIZE;
+            let pa = (self.next + 0x1000_0000).next_multiple_of(size);
+            self.next = pa + size - 0x1000_0000;
+            for p in 0..pages as u64 {
+                self.frames.insert(pa + p * PAGE_SIZE, std::vec![0; 512]);
+            }
+            Some(pa)
+        }
+        fn free(&mut self, pa: u64, pages: usize) {
+            for p in 0..pages as u64 {
+                assert!(self.frames.remove(&(pa + p * PAGE_SIZE)).is_some(), "double free");
+            }
+        }
+        fn read(&self, table: u64, index: usize) -> u64 {
+            let page = table + (index / 512) as u64 * PAGE_SIZE;
+            self.frames[&page][index % 512]
+        }
+        fn write(&mut self, table: u64, index: usize, desc: u64) {
+            let page = table + (index / 512) as u64 * PAGE_SIZE;
+            self.frames.get_mut(&page).unwrap()[index % 512] = desc;
+        }
+        fn invalidate_tlb(&mut self, va: u64, size: u64) {
+            self.invalidations.push((va, size));
+        }
+    }
+
+    const GIB: u64 = 1 << 30;
+    const MIB2: u64 = 2 << 20;
+
+    #[test]
+    fn stage2_40_bit_root_is_two_concatenated_level1_tables() {
+        let mut m = Arena::default();
+        let t = PageTable::new(&mut m, Regime::Stage2, 40).unwrap();
+        assert_eq!(t.start_level(), 1);
+        assert_eq!(t.table_pages(), 2);
+        assert_eq!(t.root() % (2 * PAGE_SIZE), 0);
+        let t48 = PageTable::new(&mut m, Regime::Stage2, 48).unwrap();
+        assert_eq!(t48.start_level(), 0);
+        let el2 = PageTable::new(&mut m, Regime::El2, 40).unwrap();
+        assert_eq!(el2.start_level(), 0, "stage-1 roots cannot be concatenated");
+        assert_eq!(PageTable::new(&mut m, Regime::Stage2, 20).err(), Some(MapError::UnsupportedSize));
+    }
+
+    #[test]
+    fn uses_the_largest_blocks_alignment_allows() {
+        let mut m = Arena::default();
+        let mut t = PageTable::new(&mut m, Regime::Stage2, 40).unwrap();
+        // 1 GiB + 2 MiB + 4 KiB, all aligned: one L1 block, one L2 block, one page.
+        t.map(&mut m, GIB, 3 * GIB, GIB + MIB2 + PAGE_SIZE, Attrs::RAM_RWX).unwrap();
+        assert_eq!(t.translate(&m, GIB + 0x1234).unwrap().size, GIB);
+        assert_eq!(t.translate(&m, 2 * GIB + 0x10).unwrap().size, MIB2);
+        let last = t.translate(&m, 2 * GIB + MIB2 + 0x20).unwrap();
+        assert_eq!(last.size, PAGE_SIZE);
+        assert_eq!(last.pa, 4 * GIB + MIB2 + 0x20);
+        assert_eq!(t.translate(&m, 2 * GIB + MIB2 + PAGE_SIZE), None);
+        // root (2) + L2 table + L3 table
+        assert_eq!(t.table_pages(), 4);
+    }
+
+    #[test]
+    fn misaligned_physical_addresses_fall_back_to_pages() {
+        let mut m = Arena::default();
+        let mut t = PageTable::new(&mut m, Regime::Stage2, 40).unwrap();
+        t.map(&mut m, 0x4000_0000, 0x8000_1000, MIB2, Attrs::RAM_RW).unwrap();
+        for off in (0..MIB2).step_by(PAGE_SIZE as usize) {
+            let tr = t.translate(&m, 0x4000_0000 + off).unwrap();
+            assert_eq!(tr.pa, 0x8000_1000 + off);
+            assert_eq!(tr.size, PAGE_SIZE);
+            assert_eq!(tr.attrs, Attrs::RAM_RW);
+        }
+    }
+
+    #[test]
+    fn attributes_round_trip_in_both_regimes() {
+        for regime in [Regime::Stage2, Regime::El2] {
+            let mut m = Arena::default();
+            let mut t = PageTable::new(&mut m, regime, 39).unwrap();
+            let cases = [Attrs::RAM_RWX, Attrs::RAM_RW, Attrs::RAM_RX, Attrs::RAM_RO, Attrs::DEVICE_RW];
+            for (i, a) in cases.iter().enumerate() {
+                t.map(&mut m, i as u64 * PAGE_SIZE, 0x1000_0000 + i as u64 * PAGE_SIZE, PAGE_SIZE, *a).unwrap();
+                assert_eq!(t.translate(&m, i as u64 * PAGE_SIZE).unwrap().attrs, *a, "{regime:?} {a:?}");
+            }
+            // Device memory is never executable.
+            let dx = Attrs { exec: true, ..Attrs::DEVICE_RW };
+            t.map(&mut m, 0x10_0000, 0x900_0000, PAGE_SIZE, dx).unwrap();
+            assert!(!t.translate(&m, 0x10_0000).unwrap().attrs.exec);
+        }
+    }
+
+    #[test]
+    fn stage2_descriptor_bits_match_the_architecture() {
+        let mut m = Arena::default();
+        let mut t = PageTable::new(&mut m, Regime::Stage2, 40).unwrap();
+        t.map(&mut m, 0, 0x4000_0000, PAGE_SIZE, Attrs::RAM_RW).unwrap();
+        let l2 = m.read(t.root(), 0) & OA_MASK;
+        let l3 = m.read(l2, 0) & OA_MASK;
+        // valid|page, MemAttr 0xf, S2AP RW, SH inner, AF, XN
+        assert_eq!(m.read(l3, 0), 0x4000_0000 | 0b11 | 0xf << 2 | 0b11 << 6 | 3 << 8 | 1 << 10 | 1 << 54);
+    }
+
+    #[test]
+    fn rejects_overlaps_and_bad_ranges() {
+        let mut m = Arena::default();
+        let mut t = PageTable::new(&mut m, Regime::Stage2, 40).unwrap();
+        t.map(&mut m, 0x4000_0000, 0x4000_0000, MIB2, Attrs::RAM_RW).unwrap();
+        assert_eq!(t.map(&mut m, 0x4010_0000, 0, PAGE_SIZE, Attrs::RAM_RW), Err(MapError::AlreadyMapped));
+        assert_eq!(t.map(&mut m, 0x123, 0, PAGE_SIZE, Attrs::RAM_RW), Err(MapError::Misaligned));
+        assert_eq!(t.map(&mut m, 1 << 40, 0, PAGE_SIZE, Attrs::RAM_RW), Err(MapError::OutOfRange));
+        assert_eq!(t.map(&mut m, u64::MAX - 0xfff, 0, PAGE_SIZE, Attrs::RAM_RW), Err(MapError::OutOfRange));
+        assert_eq!(t.unmap(&mut m, 0x4000_0000, 3), Err(MapError::Misaligned));
+    }
+
+    #[test]
+    fn unmapping_part_of_a_block_splits_it_with_break_before_make() {
+        let mut m = Arena::default();
+        let mut t = PageTable::new(&mut m, Regime::Stage2, 40).unwrap();
+        t.map(&mut m, GIB, GIB, GIB, Attrs::RAM_RWX).unwrap();
+        let hole = GIB + 5 * MIB2 + 3 * PAGE_SIZE;
+        assert_eq!(t.unmap(&mut m, hole, PAGE_SIZE).unwrap(), PAGE_SIZE);
+        assert_eq!(t.translate(&m, hole), None);
+        assert_eq!(t.translate(&m, hole - PAGE_SIZE).unwrap().pa, hole - PAGE_SIZE);
+        assert_eq!(t.translate(&m, hole + PAGE_SIZE).unwrap().pa, hole + PAGE_SIZE);
+        assert_eq!(t.translate(&m, GIB + 7 * MIB2).unwrap().size, MIB2);
+        // The 1 GiB block, then the 2 MiB block, were broken and invalidated before the tables went in.
+        assert!(m.invalidations.contains(&(GIB, GIB)));
+        assert!(m.invalidations.contains(&(GIB + 5 * MIB2, MIB2)));
+    }
+
+    #[test]
+    fn empty_tables_are_freed_and_destroy_frees_the_rest() {
+        let mut m = Arena::default();
+        let mut t = PageTable::new(&mut m, Regime::Stage2, 40).unwrap();
+        t.map(&mut m, 0x4000_0000, 0x9000_0000, 4 * PAGE_SIZE, Attrs::RAM_RW).unwrap();
+        t.map(&mut m, 0x8000_0000, 0xa000_0000, MIB2, Attrs::RAM_RW).unwrap();
+        assert_eq!(t.table_pages(), 2 + 2 + 1);
+        assert_eq!(t.unmap(&mut m, 0x4000_0000, 4 * PAGE_SIZE).unwrap(), 4 * PAGE_SIZE);
+        assert_eq!(t.table_pages(), 2 + 1);
+        // Unmapping nothing is fine and reports nothing.
+        assert_eq!(t.unmap(&mut m, 0x4000_0000, MIB2).unwrap(), 0);
+        assert_eq!(t.destroy(&mut m), 3);
+        assert!(m.frames.is_empty(), "every table frame went back");
+    }
+}

@@ -1,0 +1,91 @@
+//! System-register encodings, as trapped accesses report them.
+
+/// (op0, op1, CRn, CRm, op2) packed into one value, comparable and printable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SysReg(u32);
+
+impl SysReg {
+    pub const fn new(op0: u8, op1: u8, crn: u8, crm: u8, op2: u8) -> Self {
+        SysReg((op0 as u32) << 16 | (op1 as u32) << 12 | (crn as u32) << 8 | (crm as u32) << 4 | op2 as u32)
+    }
+
+    pub const fn op0(self) -> u8 {
+        (self.0 >> 16) as u8
+    }
+    pub const fn op1(self) -> u8 {
+        ((self.0 >> 12) & 0xf) as u8
+    }
+    pub const fn crn(self) -> u8 {
+        ((self.0 >> 8) & 0xf) as u8
+    }
+    pub const fn crm(self) -> u8 {
+        ((self.0 >> 4) & 0xf) as u8
+    }
+    pub const fn op2(self) -> u8 {
+        (self.0 & 0xf) as u8
+    }
+
+    /// The name of registers the hypervisor knows, for logs.
+    pub fn name(self) -> Option<&'static str> {
+        KNOWN.iter().find(|(r, _)| *r == self).map(|(_, n)| *n)
+    }
+}
+
+impl core::fmt::Display for SysReg {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.name() {
+            Some(n) => f.write_str(n),
+            None => write!(f, "S{}_{}_C{}_C{}_{}", self.op0(), self.op1(), self.crn(), self.crm(), self.op2()),
+        }
+    }
+}
+
+pub const MIDR_EL1: SysReg = SysReg::new(3, 0, 0, 0, 0);
+pub const MPIDR_EL1: SysReg = SysReg::new(3, 0, 0, 0, 5);
+pub const ID_AA64PFR0_EL1: SysReg = SysReg::new(3, 0, 0, 4, 0);
+pub const ID_AA64ISAR1_EL1: SysReg = SysReg::new(3, 0, 0, 6, 1);
+pub const ID_AA64MMFR0_EL1: SysReg = SysReg::new(3, 0, 0, 7, 0);
+pub const ACTLR_EL1: SysReg = SysReg::new(3, 0, 1, 0, 1);
+pub const PMCR_EL0: SysReg = SysReg::new(3, 3, 9, 12, 0);
+pub const CNTP_CTL_EL0: SysReg = SysReg::new(3, 3, 14, 2, 1);
+pub const CNTP_CVAL_EL0: SysReg = SysReg::new(3, 3, 14, 2, 2);
+pub const CNTP_TVAL_EL0: SysReg = SysReg::new(3, 3, 14, 2, 0);
+pub const DC_ISW: SysReg = SysReg::new(1, 0, 7, 6, 2);
+pub const DC_CSW: SysReg = SysReg::new(1, 0, 7, 10, 2);
+pub const DC_CISW: SysReg = SysReg::new(1, 0, 7, 14, 2);
+
+const KNOWN: &[(SysReg, &str)] = &[
+    (MIDR_EL1, "MIDR_EL1"),
+    (MPIDR_EL1, "MPIDR_EL1"),
+    (ID_AA64PFR0_EL1, "ID_AA64PFR0_EL1"),
+    (ID_AA64ISAR1_EL1, "ID_AA64ISAR1_EL1"),
+    (ID_AA64MMFR0_EL1, "ID_AA64MMFR0_EL1"),
+    (ACTLR_EL1, "ACTLR_EL1"),
+    (PMCR_EL0, "PMCR_EL0"),
+    (CNTP_CTL_EL0, "CNTP_CTL_EL0"),
+    (CNTP_CVAL_EL0, "CNTP_CVAL_EL0"),
+    (CNTP_TVAL_EL0, "CNTP_TVAL_EL0"),
+    (DC_ISW, "DC ISW"),
+    (DC_CSW, "DC CSW"),
+    (DC_CISW, "DC CISW"),
+];
+
+/// IMPLEMENTATION DEFINED registers live at op0=3, CRn=11 or 15 (trapped by HCR_EL2.TIDCP).
+pub fn is_implementation_defined(r: SysReg) -> bool {
+    r.op0() == 3 && (r.crn() == 11 || r.crn() == 15)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::string::ToString;
+
+    #[test]
+    fn formats_known_and_unknown_registers() {
+        assert_eq!(MPIDR_EL1.to_string(), "MPIDR_EL1");
+        let r = SysReg::new(3, 1, 15, 2, 7);
+        assert_eq!(r.to_string(), "S3_1_C15_C2_7");
+        assert!(is_implementation_defined(r));
+        assert_eq!((r.op0(), r.op1(), r.crn(), r.crm(), r.op2()), (3, 1, 15, 2, 7));
+    }
+}
