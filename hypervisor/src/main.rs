@@ -1,2 +1,195 @@
+//! A type-1 hypervisor for AArch64: boots at EL2 on QEMU's virt machine and runs guests
+//! at EL1. See README.md for how to run it and ../shared/DESIGN.md for the architecture.
+
 #![no_std]
 #![no_main]
+
+extern crate alloc;
+
+mod arch;
+mod boot;
+mod console;
+mod dev;
+mod mm;
+mod panic;
+mod percpu;
+mod vm;
+
+use alloc::vec::Vec;
+use arch::{cpu, firmware};
+use boot::host_dt::{HostDt, ModuleKind};
+use boot::loader::LoadError;
+use core::sync::atomic::Ordering;
+use hv_core::cmdline::HvConfig;
+use hv_core::pgtable::{self, Regime, PAGE_SIZE};
+use hv_core::ranges::{subtract, Range};
+use percpu::{this_cpu, MAX_CPUS};
+use vm::{status, Vm, VmSpec};
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// QEMU virt's PL011, used only if the device tree cannot be read.
+const FALLBACK_UART: u64 = 0x0900_0000;
+/// Heap taken from RAM once frames are known (tables, VM structures, device trees).
+const HEAP_SIZE: u64 = 16 << 20;
+
+/// Entry from boot.S on the boot CPU, MMU on with the boot identity map.
+#[no_mangle]
+extern "C" fn hv_main(dtb: u64) -> ! {
+    mm::frames::init_bootstrap_heap();
+    let features = cpu::detect_features();
+    let dt = match HostDt::new(dtb) {
+        Ok(dt) => dt,
+        Err(e) => {
+            console::init(FALLBACK_UART);
+            console::init_logging(hv_core::cmdline::LogLevel::Info);
+            log::error!("no usable device tree at {dtb:#x} ({e:?}): boot the hypervisor as an arm64 Image with -kernel");
+            firmware::exit(status::NO_GUEST as u32);
+        }
+    };
+    console::init(dt.uart().map_or(FALLBACK_UART, |r| r.start));
+    console::init_logging(hv_core::cmdline::LogLevel::Info);
+    let config = HvConfig::parse(dt.bootargs(), |bad| log::warn!("command line: {bad}"));
+    console::set_level(config.log_level);
+    log::info!(
+        "hypervisor {VERSION} at EL2: {}-bit PA, PAuth {}, command line \"{}\"",
+        features.pa_bits,
+        if features.pauth { "yes" } else { "no" },
+        dt.bootargs()
+    );
+
+    init_memory(&dt);
+    let ipa_bits = cpu::ipa_bits();
+    let start_level = pgtable::start_level(Regime::Stage2, ipa_bits).unwrap_or(1);
+    VTCR.store(cpu::vtcr(ipa_bits, start_level), Ordering::Release);
+    cpu::init_el2(VTCR.load(Ordering::Acquire));
+    this_cpu().online.store(true, Ordering::Release);
+    let cpus = start_secondary_cpus(&dt);
+    log::info!("{cpus} CPU(s) online, {} MiB free for guests, {ipa_bits}-bit guest IPA space", mm::frames::free_bytes() >> 20);
+
+    start_vms(&dt, &config, cpus);
+    arch::enter_guest(vm::sched::schedule(false))
+}
+
+/// VTCR_EL2 for every CPU (the same stage-2 geometry for all VMs).
+static VTCR: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Entry from boot.S on secondary CPUs, MMU on with the final tables.
+#[no_mangle]
+extern "C" fn secondary_main(index: usize) -> ! {
+    cpu::init_el2(VTCR.load(Ordering::Acquire));
+    this_cpu().online.store(true, Ordering::Release);
+    cpu::send_event();
+    log::debug!("online, MPIDR {:#x}", cpu::mpidr());
+    let _ = index;
+    arch::enter_guest(vm::sched::schedule(false))
+}
+
+/// Frames and heap from the RAM the device tree lists, minus what must be kept (the image,
+/// the device tree, guest modules, firmware reservations); then the final EL2 tables.
+fn init_memory(dt: &HostDt) {
+    let ram: Vec<Range> = dt.ram().collect();
+    let mut reserved: Vec<Range> = dt.reservations().collect();
+    reserved.push(mm::hyp_map::image_range());
+    reserved.push(dt.range());
+    reserved.extend(dt.modules().iter().map(|m| m.range));
+    let free = subtract(&ram, &reserved, PAGE_SIZE);
+    mm::frames::add(&free);
+    if mm::frames::grow_heap(HEAP_SIZE).is_none() {
+        panic!("not enough RAM for the hypervisor heap ({} MiB)", HEAP_SIZE >> 20);
+    }
+    let mut devices: Vec<Range> = dt.uart().into_iter().collect();
+    if let Some((d, r)) = dt.gicv3() {
+        devices.push(d);
+        devices.push(r);
+    }
+    match mm::hyp_map::build(&ram, &devices) {
+        Ok(root) => arch::mmu::switch_el2_tables(root),
+        Err(e) => panic!("cannot build the EL2 tables: {e:?}"),
+    }
+    log::info!(
+        "RAM {}; hypervisor image {:#x}..{:#x}; device tree at {:#x}",
+        ram.iter().map(|r| alloc::format!("{:#x}..{:#x}", r.start, r.end)).collect::<Vec<_>>().join(", "),
+        mm::hyp_map::image_range().start,
+        mm::hyp_map::image_range().end,
+        dt.range().start
+    );
+}
+
+/// Starts every other CPU of the device tree (up to MAX_CPUS) through the firmware's PSCI
+/// and waits for each to come online. Returns the number of CPUs online.
+fn start_secondary_cpus(dt: &HostDt) -> usize {
+    let me = cpu::mpidr();
+    let mut index = 1;
+    for mpidr in dt.cpus().filter(|&m| m != me) {
+        if index >= MAX_CPUS {
+            log::warn!("CPU {mpidr:#x} and beyond left off: at most {MAX_CPUS} CPUs are used");
+            break;
+        }
+        let r = firmware::cpu_on(mpidr, arch::secondary_entry as *const () as u64, index as u64);
+        if r != 0 {
+            log::error!("PSCI CPU_ON of CPU {mpidr:#x} failed ({r})");
+            continue;
+        }
+        let (freq, t0) = cpu::counter();
+        let online = &percpu::cpu(index).expect("index below MAX_CPUS").online;
+        while !online.load(Ordering::Acquire) {
+            if cpu::counter().1 - t0 > freq {
+                log::error!("CPU {mpidr:#x} did not come online within 1 s");
+                break;
+            }
+            core::hint::spin_loop();
+        }
+        if online.load(Ordering::Acquire) {
+            index += 1;
+        }
+    }
+    percpu::online_cpus()
+}
+
+/// One VM per kernel module (with the ramdisk module that follows it, if any).
+fn start_vms(dt: &HostDt, config: &HvConfig, cpus: usize) {
+    let mut specs: Vec<VmSpec> = Vec::new();
+    for m in dt.modules() {
+        match m.kind {
+            ModuleKind::Kernel => specs.push(VmSpec {
+                kernel: m.range,
+                initrd: None,
+                bootargs: m.bootargs,
+                params: config.vm(specs.len()),
+            }),
+            ModuleKind::Ramdisk => match specs.last_mut() {
+                Some(s) if s.initrd.is_none() => s.initrd = Some(m.range),
+                _ => log::warn!("ramdisk module at {:#x} has no kernel before it: ignored", m.range.start),
+            },
+        }
+    }
+    if specs.is_empty() {
+        log::error!("no guest given: pass a kernel with -device guest-loader,addr=...,kernel=... (make run does this)");
+        firmware::exit(status::NO_GUEST as u32);
+    }
+    let mut next_cpu = 0;
+    let mut started = 0;
+    for (id, spec) in specs.into_iter().enumerate() {
+        let vcpus = spec.params.vcpus;
+        let pcpus: Vec<usize> = (0..vcpus).map(|j| (next_cpu + j) % cpus).collect();
+        let result = if vcpus > cpus {
+            Err(LoadError::TooManyVcpus { asked: vcpus, cpus })
+        } else {
+            Vm::create(id, spec, &pcpus)
+        };
+        match result {
+            Ok(vm) => {
+                next_cpu = (next_cpu + vcpus) % cpus;
+                vm::start(vm);
+                started += 1;
+            }
+            Err(e) => {
+                log::error!("VM {id}: cannot start: {e}");
+                vm::set_exit_status(status::VM_CRASHED);
+            }
+        }
+    }
+    if started == 0 {
+        vm::shutdown();
+    }
+}

@@ -17,4 +17,5 @@ pub mod guest_dt;
 pub mod hypercall;
 pub mod image;
 pub mod pgtable;
+pub mod ranges;
 pub mod sysreg;

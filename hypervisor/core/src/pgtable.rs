@@ -137,6 +137,20 @@ const fn entry_shift(level: u8) -> u32 {
     12 + 9 * (3 - level as u32)
 }
 
+/// The level a walk of `va_bits` input bits starts at (for VTCR_EL2.SL0). Stage-2 roots at
+/// level 1 may be made of up to 8 concatenated tables (42 bits); stage-1 roots cannot.
+pub fn start_level(regime: Regime, va_bits: u8) -> Option<u8> {
+    let max_l1 = match regime {
+        Regime::Stage2 => 42,
+        Regime::El2 => 39,
+    };
+    match va_bits {
+        32..=48 if va_bits <= max_l1 => Some(1),
+        32..=48 => Some(0),
+        _ => None,
+    }
+}
+
 /// A translation table tree. It does not own its memory: pass the same [`TableMemory`] to
 /// every call, and call [`PageTable::destroy`] to give the frames back.
 #[derive(Debug)]
@@ -159,18 +173,9 @@ pub struct Translation {
 }
 
 impl PageTable {
-    /// An empty tree for `va_bits` of input address. Stage-2 roots at level 1 may be made of
-    /// concatenated tables (up to 42 bits); stage-1 roots cannot.
+    /// An empty tree for `va_bits` of input address (see [`start_level`]).
     pub fn new(mem: &mut impl TableMemory, regime: Regime, va_bits: u8) -> Result<Self, MapError> {
-        let max_l1 = match regime {
-            Regime::Stage2 => 42,
-            Regime::El2 => 39,
-        };
-        let start_level = match va_bits {
-            32..=48 if va_bits <= max_l1 => 1,
-            32..=48 => 0,
-            _ => return Err(MapError::UnsupportedSize),
-        };
+        let start_level = start_level(regime, va_bits).ok_or(MapError::UnsupportedSize)?;
         let root_entries = 1usize << (va_bits as u32 - entry_shift(start_level));
         let root_pages = root_entries.div_ceil(ENTRIES_PER_TABLE);
         let root = mem.alloc_zeroed(root_pages).ok_or(MapError::NoMemory)?;

@@ -1,0 +1,137 @@
+//! Per-CPU EL2 configuration and what the CPU can do.
+
+use aarch64_cpu::registers::*;
+use spin::Once;
+
+/// What this machine's CPUs implement (read once, on the boot CPU).
+#[derive(Clone, Copy, Debug)]
+pub struct Features {
+    /// Physical address size in bits (ID_AA64MMFR0_EL1.PARange).
+    pub pa_bits: u8,
+    /// PARange's raw value (for the PS fields).
+    pub pa_range: u8,
+    /// FEAT_PAuth: the EL1 key registers exist and must be switched with the vCPU.
+    pub pauth: bool,
+}
+
+static FEATURES: Once<Features> = Once::new();
+
+pub fn detect_features() -> Features {
+    *FEATURES.call_once(|| {
+        let pa_range = ID_AA64MMFR0_EL1.read(ID_AA64MMFR0_EL1::PARange) as u8;
+        let pa_bits = match pa_range {
+            0 => 32,
+            1 => 36,
+            2 => 40,
+            3 => 42,
+            4 => 44,
+            5 => 48,
+            _ => 52,
+        };
+        let isar1 = ID_AA64ISAR1_EL1.get();
+        // APA, API, GPA, GPI fields: any non-zero means FEAT_PAuth.
+        let pauth = (isar1 >> 4) & 0xff != 0 || (isar1 >> 24) & 0xff != 0;
+        Features { pa_bits, pa_range, pauth }
+    })
+}
+
+/// The features; `detect_features` must have run.
+pub fn features() -> Features {
+    FEATURES.get().copied().unwrap_or(Features { pa_bits: 40, pa_range: 2, pauth: false })
+}
+
+/// HCR_EL2 while a guest runs: stage-2 on, AArch64 EL1, interrupts and SErrors routed to
+/// EL2, and traps for what the hypervisor must see: SMC (TSC), WFI (TWI), set/way cache
+/// maintenance (TSW), ACTLR (TACR), IMPLEMENTATION DEFINED registers (TIDCP), LOR (TLOR).
+pub fn guest_hcr() -> u64 {
+    const VM: u64 = 1 << 0;
+    const SWIO: u64 = 1 << 1;
+    const PTW: u64 = 1 << 2;
+    const FMO: u64 = 1 << 3;
+    const IMO: u64 = 1 << 4;
+    const AMO: u64 = 1 << 5;
+    const FB: u64 = 1 << 9;
+    const BSU_IS: u64 = 1 << 10;
+    const TWI: u64 = 1 << 13;
+    const TSC: u64 = 1 << 19;
+    const TIDCP: u64 = 1 << 20;
+    const TACR: u64 = 1 << 21;
+    const TSW: u64 = 1 << 22;
+    const RW: u64 = 1 << 31;
+    const TLOR: u64 = 1 << 35;
+    // Until lazy switching exists, the guest owns the key registers while it runs and
+    // they are switched with the rest of its EL1 state.
+    const APK: u64 = 1 << 40;
+    const API: u64 = 1 << 41;
+    let pauth = if features().pauth { APK | API } else { 0 };
+    VM | SWIO | PTW | FMO | IMO | AMO | FB | BSU_IS | TWI | TSC | TIDCP | TACR | TSW | RW | TLOR | pauth
+}
+
+/// IPA size given to every VM: what the CPU supports, capped at 40 bits (1 TiB), which
+/// lets stage-2 start at level 1 with two concatenated tables and covers any guest we place.
+pub fn ipa_bits() -> u8 {
+    features().pa_bits.min(40)
+}
+
+/// VTCR_EL2 for VMs of `ipa_bits` whose stage-2 root is at `start_level`.
+pub fn vtcr(ipa_bits: u8, start_level: u8) -> u64 {
+    let t0sz = 64 - ipa_bits as u64;
+    let sl0: u64 = match start_level {
+        0 => 2,
+        1 => 1,
+        _ => 0,
+    };
+    const IRGN0_WBWA: u64 = 1 << 8;
+    const ORGN0_WBWA: u64 = 1 << 10;
+    const SH0_INNER: u64 = 3 << 12;
+    const RES1: u64 = 1 << 31;
+    t0sz | sl0 << 6 | IRGN0_WBWA | ORGN0_WBWA | SH0_INNER | (features().pa_range as u64) << 16 | RES1
+}
+
+extern "C" {
+    fn read_mdcr_el2() -> u64;
+    fn write_mdcr_el2(v: u64);
+}
+
+/// EL2 settings every physical CPU needs before it runs guests.
+pub fn init_el2(vtcr_value: u64) {
+    VTCR_EL2.set(vtcr_value);
+    // Guests may read the physical counter but not program the physical timer, which is
+    // not virtualized; they use the virtual timer, whose offset is 0 on every CPU.
+    CNTHCTL_EL2.write(CNTHCTL_EL2::EL1PCTEN::SET + CNTHCTL_EL2::EL1PCEN::CLEAR);
+    CNTVOFF_EL2.set(0);
+    // FP/SIMD and trace registers belong to the guest (the hypervisor is built soft-float);
+    // SVE stays trapped (CPTR_EL2.TZ) and is answered with UNDEF.
+    const TFP: u64 = 1 << 10;
+    const TTA: u64 = 1 << 20;
+    const TAM: u64 = 1 << 30;
+    const TCPAC: u64 = 1 << 31;
+    CPTR_EL2.set(CPTR_EL2.get() & !(TFP | TTA | TAM | TCPAC));
+    // PMU accesses trap (TPM, TPMCR): there is no virtual PMU, and a shared one would leak
+    // between VMs. HPMN keeps its reset value.
+    const TPMCR: u64 = 1 << 5;
+    const TPM: u64 = 1 << 6;
+    // SAFETY: MDCR_EL2 only controls traps of lower-EL debug/PMU accesses.
+    unsafe { write_mdcr_el2(read_mdcr_el2() | TPM | TPMCR) };
+    aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
+}
+
+/// MPIDR_EL1 affinity fields of this CPU.
+pub fn mpidr() -> u64 {
+    MPIDR_EL1.get() & 0xff_00ff_ffff
+}
+
+/// Counter frequency in Hz and current count, for timestamps.
+pub fn counter() -> (u64, u64) {
+    (CNTFRQ_EL0.get(), CNTPCT_EL0.get())
+}
+
+pub fn wait_for_event() {
+    aarch64_cpu::asm::wfe();
+}
+
+/// Wakes CPUs waiting in `wait_for_event` after a store they should see.
+pub fn send_event() {
+    aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::ISH);
+    aarch64_cpu::asm::sev();
+}

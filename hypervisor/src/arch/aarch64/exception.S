@@ -1,0 +1,143 @@
+// EL2 exception vectors, guest entry and guest exit.
+//
+// While a guest runs, SP_EL2 points at its vCPU's register frame (VcpuRegs: x0..x30), so an
+// exit saves the guest's registers with plain stores before touching anything else. It then
+// switches to this CPU's hypervisor stack (PerCpu.stack_top at TPIDR_EL2) and calls
+//     handle_exit(regs: *mut VcpuRegs, kind: u64) -> *mut VcpuRegs
+// which returns the frame of the vCPU to run next. Nothing of the hypervisor lives on the
+// stack across a guest run, so the stack is empty at every exit. ELR_EL2/SPSR_EL2 stay live
+// in their registers while a vCPU is loaded; EL1 state is switched only when a CPU changes
+// vCPUs (arch::aarch64::context).
+//
+// Constants: {REGS_X30} {STACK_TOP} {KIND_SYNC} {KIND_IRQ} {KIND_FIQ} {KIND_SERROR}
+//            {FRAME_SIZE} {EL2_SYNC} {EL2_IRQ} {EL2_FIQ} {EL2_SERROR} {EL2_SP0}
+
+.macro save_guest_and_handle kind
+    stp     x0, x1, [sp, #16 * 0]
+    stp     x2, x3, [sp, #16 * 1]
+    stp     x4, x5, [sp, #16 * 2]
+    stp     x6, x7, [sp, #16 * 3]
+    stp     x8, x9, [sp, #16 * 4]
+    stp     x10, x11, [sp, #16 * 5]
+    stp     x12, x13, [sp, #16 * 6]
+    stp     x14, x15, [sp, #16 * 7]
+    stp     x16, x17, [sp, #16 * 8]
+    stp     x18, x19, [sp, #16 * 9]
+    stp     x20, x21, [sp, #16 * 10]
+    stp     x22, x23, [sp, #16 * 11]
+    stp     x24, x25, [sp, #16 * 12]
+    stp     x26, x27, [sp, #16 * 13]
+    stp     x28, x29, [sp, #16 * 14]
+    str     x30, [sp, #{REGS_X30}]
+    mov     x0, sp
+    mov     x1, #\kind
+    b       guest_exit
+.endm
+
+// An exception taken from EL2 itself: always a hypervisor bug. Build a frame on the stack
+// (x0..x30, then ELR, SPSR, ESR, FAR) and report it.
+.macro el2_fault kind
+    sub     sp, sp, #{FRAME_SIZE}
+    stp     x0, x1, [sp, #16 * 0]
+    stp     x2, x3, [sp, #16 * 1]
+    mov     x1, #\kind
+    b       el2_fault_common
+.endm
+
+.section .text.vectors, "ax"
+.balign 0x800
+.global el2_vectors
+el2_vectors:
+    // Current EL with SP_EL0: never used by the hypervisor.
+    .balign 0x80
+    el2_fault {EL2_SP0}
+    .balign 0x80
+    el2_fault {EL2_SP0}
+    .balign 0x80
+    el2_fault {EL2_SP0}
+    .balign 0x80
+    el2_fault {EL2_SP0}
+    // Current EL with SP_EL2.
+    .balign 0x80
+    el2_fault {EL2_SYNC}
+    .balign 0x80
+    el2_fault {EL2_IRQ}
+    .balign 0x80
+    el2_fault {EL2_FIQ}
+    .balign 0x80
+    el2_fault {EL2_SERROR}
+    // Lower EL, AArch64: guest exits.
+    .balign 0x80
+    save_guest_and_handle {KIND_SYNC}
+    .balign 0x80
+    save_guest_and_handle {KIND_IRQ}
+    .balign 0x80
+    save_guest_and_handle {KIND_FIQ}
+    .balign 0x80
+    save_guest_and_handle {KIND_SERROR}
+    // Lower EL, AArch32 (a guest's 32-bit EL0): the same exits.
+    .balign 0x80
+    save_guest_and_handle {KIND_SYNC}
+    .balign 0x80
+    save_guest_and_handle {KIND_IRQ}
+    .balign 0x80
+    save_guest_and_handle {KIND_FIQ}
+    .balign 0x80
+    save_guest_and_handle {KIND_SERROR}
+
+guest_exit:
+    mrs     x2, tpidr_el2
+    ldr     x2, [x2, #{STACK_TOP}]
+    mov     sp, x2
+    bl      handle_exit
+    // fall through with x0 = the frame to resume
+
+// x0 = *VcpuRegs. Loads the guest's registers and returns to it.
+.global guest_resume
+guest_resume:
+    mov     sp, x0
+    ldp     x2, x3, [sp, #16 * 1]
+    ldp     x4, x5, [sp, #16 * 2]
+    ldp     x6, x7, [sp, #16 * 3]
+    ldp     x8, x9, [sp, #16 * 4]
+    ldp     x10, x11, [sp, #16 * 5]
+    ldp     x12, x13, [sp, #16 * 6]
+    ldp     x14, x15, [sp, #16 * 7]
+    ldp     x16, x17, [sp, #16 * 8]
+    ldp     x18, x19, [sp, #16 * 9]
+    ldp     x20, x21, [sp, #16 * 10]
+    ldp     x22, x23, [sp, #16 * 11]
+    ldp     x24, x25, [sp, #16 * 12]
+    ldp     x26, x27, [sp, #16 * 13]
+    ldp     x28, x29, [sp, #16 * 14]
+    ldr     x30, [sp, #{REGS_X30}]
+    ldp     x0, x1, [sp, #16 * 0]
+    eret
+    dsb     nsh                     // no speculation past the eret
+    isb
+
+el2_fault_common:
+    stp     x4, x5, [sp, #16 * 2]
+    stp     x6, x7, [sp, #16 * 3]
+    stp     x8, x9, [sp, #16 * 4]
+    stp     x10, x11, [sp, #16 * 5]
+    stp     x12, x13, [sp, #16 * 6]
+    stp     x14, x15, [sp, #16 * 7]
+    stp     x16, x17, [sp, #16 * 8]
+    stp     x18, x19, [sp, #16 * 9]
+    stp     x20, x21, [sp, #16 * 10]
+    stp     x22, x23, [sp, #16 * 11]
+    stp     x24, x25, [sp, #16 * 12]
+    stp     x26, x27, [sp, #16 * 13]
+    stp     x28, x29, [sp, #16 * 14]
+    mrs     x2, elr_el2
+    stp     x30, x2, [sp, #16 * 15]
+    mrs     x2, spsr_el2
+    mrs     x3, esr_el2
+    stp     x2, x3, [sp, #16 * 16]
+    mrs     x2, far_el2
+    str     x2, [sp, #16 * 17]
+    mov     x0, sp
+    bl      el2_exception           // reports and never returns
+1:  wfe
+    b       1b

@@ -1,0 +1,78 @@
+//! Exception kinds and the report for exceptions the hypervisor takes itself.
+
+use hv_core::esr::Esr;
+
+/// Which vector a guest exit came through (exception.S passes it to `handle_exit`).
+#[repr(u64)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitKind {
+    Sync = 0,
+    Irq = 1,
+    Fiq = 2,
+    SError = 3,
+}
+
+impl ExitKind {
+    pub fn from_raw(v: u64) -> ExitKind {
+        match v {
+            0 => ExitKind::Sync,
+            1 => ExitKind::Irq,
+            2 => ExitKind::Fiq,
+            _ => ExitKind::SError,
+        }
+    }
+}
+
+/// Which vector an exception taken at EL2 came through.
+#[repr(u64)]
+#[derive(Clone, Copy, Debug)]
+pub enum El2Kind {
+    Sync = 0,
+    Irq = 1,
+    Fiq = 2,
+    SError = 3,
+    Sp0 = 4,
+}
+
+/// Registers at the time of an EL2 exception, built by exception.S.
+#[repr(C)]
+pub struct TrapFrame {
+    pub x: [u64; 31],
+    pub elr: u64,
+    pub spsr: u64,
+    pub esr: u64,
+    pub far: u64,
+    _pad: u64,
+}
+
+/// An exception taken at EL2 is a hypervisor bug: report everything and panic (the panic
+/// path records it and stops the machine).
+#[no_mangle]
+extern "C" fn el2_exception(frame: &TrapFrame, kind: u64) -> ! {
+    super::firmware::exit_if_semihosting_failed(frame);
+    let esr = Esr(frame.esr);
+    let kind = match kind {
+        0 => "synchronous",
+        1 => "IRQ",
+        2 => "FIQ",
+        3 => "SError",
+        _ => "exception on SP_EL0",
+    };
+    let mut w = crate::console::PanicWriter;
+    use core::fmt::Write;
+    let _ = writeln!(w, "\n*** hypervisor exception at EL2: {kind}");
+    let _ = writeln!(w, "ESR_EL2 {:#018x}: EC {:#04x} ({}), IL {}, ISS {:#x}", esr.0, esr.ec(), esr.class_name(), esr.il32() as u8, esr.iss());
+    if matches!(esr.ec(), 0x24 | 0x25) {
+        let da = esr.data_abort();
+        let _ = writeln!(w, "  data abort: {} (FSC {:#x}), {}", da.fault_kind(), da.fsc, if da.write { "write" } else { "read" });
+    }
+    let _ = writeln!(w, "ELR_EL2 {:#018x}  SPSR_EL2 {:#018x}  FAR_EL2 {:#018x}", frame.elr, frame.spsr, frame.far);
+    for (i, pair) in frame.x.chunks(2).enumerate() {
+        let _ = write!(w, "x{:<2} {:#018x}", i * 2, pair[0]);
+        if let Some(v) = pair.get(1) {
+            let _ = write!(w, "  x{:<2} {:#018x}", i * 2 + 1, v);
+        }
+        let _ = writeln!(w);
+    }
+    panic!("unexpected {kind} exception at EL2 (EC {:#x}, ELR {:#x}, FAR {:#x})", esr.ec(), frame.elr, frame.far);
+}

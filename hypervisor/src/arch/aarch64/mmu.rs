@@ -1,0 +1,76 @@
+//! EL2 stage-1 translation control and TLB maintenance.
+
+use aarch64_cpu::asm::barrier;
+use aarch64_cpu::registers::*;
+use core::arch::asm;
+use hv_core::pgtable::mair;
+
+pub const MAIR_EL2: u64 = mair::VALUE;
+/// TCR_EL2 without PS (boot.S inserts the CPU's PARange): T0SZ 25 (39-bit VA, level-1
+/// root), inner/outer write-back write-allocate walks, inner shareable, 4 KiB granule,
+/// RES1 bits 23 and 31.
+pub const TCR_EL2: u64 = 25 | 1 << 8 | 1 << 10 | 3 << 12 | 1 << 23 | 1 << 31;
+/// Input address bits of the EL2 tables (matches T0SZ above).
+pub const EL2_VA_BITS: u8 = 39;
+/// SCTLR_EL2: RES1 bits, MMU, data cache, SP alignment check, instruction cache.
+pub const SCTLR_EL2: u64 = 0x30c5_0830 | 1 | 1 << 2 | 1 << 3 | 1 << 12;
+
+/// Switches this CPU to the EL2 tables at `root`. They must identity-map the running code.
+pub fn switch_el2_tables(root: u64) {
+    barrier::dsb(barrier::ISHST);
+    TTBR0_EL2.set(root);
+    barrier::isb(barrier::SY);
+    // SAFETY: invalidates this CPU's EL2 TLB entries; the new tables map everything the
+    // hypervisor runs on, so nothing is lost.
+    unsafe { asm!("tlbi alle2", "dsb ish", "isb", options(nostack)) };
+}
+
+/// Invalidates EL2 stage-1 TLB entries for `[va, va + size)` on all CPUs.
+pub fn invalidate_el2_range(va: u64, size: u64) {
+    barrier::dsb(barrier::ISHST);
+    let mut page = va >> 12;
+    let end = (va + size) >> 12;
+    // Beyond a few pages a full flush is cheaper than a walk of invalidations.
+    if end - page > 64 {
+        // SAFETY: TLB maintenance only drops cached translations.
+        unsafe { asm!("tlbi alle2is", options(nostack)) };
+    } else {
+        while page < end {
+            // SAFETY: as above, one page at a time.
+            unsafe { asm!("tlbi vae2is, {}", in(reg) page, options(nostack)) };
+            page += 1;
+        }
+    }
+    barrier::dsb(barrier::ISH);
+    barrier::isb(barrier::SY);
+}
+
+/// Invalidates stage-2 (and combined stage-1+2) TLB entries for `[ipa, ipa + size)` of the
+/// VM whose VTTBR_EL2 value is `vttbr`, on all CPUs. Must run in the hypervisor (no guest
+/// loaded on this CPU may observe the temporary VTTBR).
+pub fn invalidate_stage2_range(vttbr: u64, ipa: u64, size: u64) {
+    let saved = VTTBR_EL2.get();
+    VTTBR_EL2.set(vttbr);
+    barrier::isb(barrier::SY);
+    barrier::dsb(barrier::ISHST);
+    let mut page = ipa >> 12;
+    let end = (ipa + size) >> 12;
+    if end - page > 64 {
+        // SAFETY: drops every translation of this VMID; the VM refaults what it needs.
+        unsafe { asm!("tlbi vmalls12e1is", options(nostack)) };
+    } else {
+        while page < end {
+            // SAFETY: drops the stage-2 entries of one IPA page of this VMID.
+            unsafe { asm!("tlbi ipas2e1is, {}", in(reg) page, options(nostack)) };
+            page += 1;
+        }
+        barrier::dsb(barrier::ISH);
+        // Combined entries are tagged by VA, not IPA: drop the VMID's stage-1 entries too.
+        // SAFETY: as above.
+        unsafe { asm!("tlbi vmalle1is", options(nostack)) };
+    }
+    barrier::dsb(barrier::ISH);
+    barrier::isb(barrier::SY);
+    VTTBR_EL2.set(saved);
+    barrier::isb(barrier::SY);
+}

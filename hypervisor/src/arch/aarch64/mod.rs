@@ -1,0 +1,56 @@
+//! AArch64 at EL2: boot, exception vectors, guest entry/exit, EL1 context switching,
+//! system-register set-up, TLB maintenance and calls to firmware.
+
+pub mod context;
+pub mod cpu;
+pub mod exception;
+pub mod firmware;
+pub mod mmu;
+
+use crate::percpu::{PerCpu, MAX_CPUS, STACK_STRIDE};
+use core::arch::global_asm;
+use core::mem::{offset_of, size_of};
+
+global_asm!(
+    include_str!("boot.S"),
+    MAX_CPUS = const MAX_CPUS,
+    STACK_STRIDE = const STACK_STRIDE,
+    PERCPU_SIZE = const size_of::<PerCpu>(),
+    STACK_TOP = const offset_of!(PerCpu, stack_top),
+    MAIR = const mmu::MAIR_EL2,
+    TCR = const mmu::TCR_EL2,
+    SCTLR = const mmu::SCTLR_EL2,
+);
+
+global_asm!(
+    include_str!("exception.S"),
+    REGS_X30 = const offset_of!(context::VcpuRegs, x) + 30 * 8,
+    STACK_TOP = const offset_of!(PerCpu, stack_top),
+    KIND_SYNC = const exception::ExitKind::Sync as u64,
+    KIND_IRQ = const exception::ExitKind::Irq as u64,
+    KIND_FIQ = const exception::ExitKind::Fiq as u64,
+    KIND_SERROR = const exception::ExitKind::SError as u64,
+    FRAME_SIZE = const size_of::<exception::TrapFrame>(),
+    EL2_SYNC = const exception::El2Kind::Sync as u64,
+    EL2_IRQ = const exception::El2Kind::Irq as u64,
+    EL2_FIQ = const exception::El2Kind::Fiq as u64,
+    EL2_SERROR = const exception::El2Kind::SError as u64,
+    EL2_SP0 = const exception::El2Kind::Sp0 as u64,
+);
+
+global_asm!(include_str!("context.S"));
+
+extern "C" {
+    /// PSCI CPU_ON entry point of secondary CPUs (boot.S).
+    pub fn secondary_entry();
+    /// Loads a vCPU's registers from `regs` and returns to the guest (exception.S).
+    fn guest_resume(regs: *mut context::VcpuRegs) -> !;
+}
+
+/// Enters the guest whose register frame is `regs`. Its EL1 state, ELR_EL2 and SPSR_EL2
+/// must already be loaded on this CPU.
+pub fn enter_guest(regs: *mut context::VcpuRegs) -> ! {
+    // SAFETY: `regs` points at a loaded vCPU's frame (the scheduler's invariant); the
+    // hypervisor's stack is abandoned, as every exit starts from the stack top again.
+    unsafe { guest_resume(regs) }
+}

@@ -1,0 +1,92 @@
+//! Places a guest's kernel, initrd and device tree in its RAM (arm64 boot protocol):
+//! kernel at the RAM base + text_offset, device tree in the last 2 MiB of RAM, initrd just
+//! below it.
+
+use crate::vm::Vm;
+use core::fmt;
+use hv_core::guest_dt::{self, layout, GuestDtConfig};
+use hv_core::image::{ImageError, ImageHeader, HEADER_SIZE};
+use hv_core::pgtable::PAGE_SIZE;
+use hv_core::ranges::Range;
+
+/// The device tree's slot at the top of RAM (Linux caps a DTB at 2 MiB).
+const DTB_SLOT: u64 = 2 << 20;
+
+#[derive(Debug)]
+pub enum LoadError {
+    NotAnImage(ImageError),
+    /// Kernel, initrd and device tree do not fit in the VM's RAM.
+    TooBig { what: &'static str, need: u64, ram: u64 },
+    OutOfMemory,
+    TooManyVcpus { asked: usize, cpus: usize },
+    DeviceTree,
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoadError::NotAnImage(e) => write!(f, "kernel is not an arm64 Image: {e}"),
+            LoadError::TooBig { what, need, ram } => {
+                write!(f, "{what} does not fit: needs {} KiB of the VM's {} MiB RAM", need >> 10, ram >> 20)
+            }
+            LoadError::OutOfMemory => f.write_str("not enough host memory for the VM"),
+            LoadError::TooManyVcpus { asked, cpus } => {
+                write!(f, "{asked} vCPUs asked but the machine has {cpus} physical CPU(s) for them")
+            }
+            LoadError::DeviceTree => f.write_str("could not build the guest device tree"),
+        }
+    }
+}
+
+pub struct BootInfo {
+    pub entry: u64,
+    pub dtb: u64,
+    pub initrd: Option<(u64, u64)>,
+}
+
+/// Bytes of a boot module (reserved host memory that nothing else uses).
+fn module_bytes(r: Range) -> &'static [u8] {
+    // SAFETY: module ranges come from the host device tree, are reserved from the frame
+    // allocator and identity-mapped for the hypervisor's life.
+    unsafe { core::slice::from_raw_parts(r.start as *const u8, r.size() as usize) }
+}
+
+pub fn load(vm: &Vm) -> Result<BootInfo, LoadError> {
+    let spec = &vm.spec;
+    let kernel = module_bytes(spec.kernel);
+    let header = ImageHeader::parse(&kernel[..kernel.len().min(HEADER_SIZE)], kernel.len() as u64).map_err(LoadError::NotAnImage)?;
+    let ram = vm.ram_size;
+    let dtb = layout::RAM_BASE + ram - DTB_SLOT;
+    let entry = layout::RAM_BASE + header.text_offset;
+    let kernel_end = entry + header.image_size;
+    if kernel_end > dtb {
+        return Err(LoadError::TooBig { what: "kernel", need: header.text_offset + header.image_size + DTB_SLOT, ram });
+    }
+    vm.write_guest(entry, kernel).map_err(|_| LoadError::OutOfMemory)?;
+
+    let initrd = match spec.initrd {
+        Some(r) => {
+            let start = (dtb - r.size()) & !(PAGE_SIZE - 1);
+            if r.size() > dtb - kernel_end || start < kernel_end {
+                return Err(LoadError::TooBig { what: "initrd", need: header.text_offset + header.image_size + r.size() + DTB_SLOT, ram });
+            }
+            vm.write_guest(start, module_bytes(r)).map_err(|_| LoadError::OutOfMemory)?;
+            Some((start, start + r.size()))
+        }
+        None => None,
+    };
+
+    let blob = guest_dt::build(&GuestDtConfig {
+        vm_id: vm.id,
+        ram_size: ram,
+        vcpus: vm.vcpus.len(),
+        bootargs: spec.bootargs,
+        initrd,
+    })
+    .map_err(|_| LoadError::DeviceTree)?;
+    if blob.len() as u64 > DTB_SLOT {
+        return Err(LoadError::DeviceTree);
+    }
+    vm.write_guest(dtb, &blob).map_err(|_| LoadError::OutOfMemory)?;
+    Ok(BootInfo { entry, dtb, initrd })
+}

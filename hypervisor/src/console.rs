@@ -1,0 +1,115 @@
+//! The hypervisor's console: the host PL011, the `log` back end with its
+//! `[time level cpuN vmM]` prefix, guest console lines, and a lock-free writer for panics.
+
+use crate::dev::pl011::Pl011;
+use crate::percpu::{this_cpu, NO_VM};
+use core::fmt::{self, Write};
+use core::sync::atomic::Ordering;
+use hv_core::cmdline::LogLevel;
+use spin::{Mutex, Once};
+
+static UART: Once<Pl011> = Once::new();
+/// Serializes whole lines from different CPUs.
+static LINE_LOCK: Mutex<()> = Mutex::new(());
+
+/// Starts console output on the PL011 at `base` (mapped as device memory).
+pub fn init(base: u64) {
+    // SAFETY: `base` comes from the host device tree's stdout UART, which the boot and
+    // final EL2 tables map as device memory; only this module writes to it.
+    UART.call_once(|| unsafe { Pl011::new(base) });
+}
+
+struct RawUart;
+
+impl Write for RawUart {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        if let Some(u) = UART.get() {
+            for b in s.bytes() {
+                if b == b'\n' {
+                    u.put_byte(b'\r');
+                }
+                u.put_byte(b);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes without taking the line lock: for the panic path, where the lock may be held by
+/// the CPU that panicked.
+pub struct PanicWriter;
+
+impl Write for PanicWriter {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        RawUart.write_str(s)
+    }
+}
+
+fn timestamp() -> (u64, u64) {
+    let (freq, count) = crate::arch::cpu::counter();
+    let freq = freq.max(1);
+    (count / freq, (count % freq) * 1_000_000 / freq)
+}
+
+/// Prints one line of a guest's console output, prefixed with the VM.
+pub fn guest_line(vm: usize, line: &[u8]) {
+    let _guard = LINE_LOCK.lock();
+    let mut w = RawUart;
+    let _ = write!(w, "vm{vm}| ");
+    if let Some(u) = UART.get() {
+        for &b in line {
+            // Keep control characters from reaching the terminal, except tab.
+            let b = if b == b'\t' || (0x20..0x7f).contains(&b) { b } else { b'.' };
+            u.put_byte(b);
+        }
+    }
+    let _ = w.write_str("\n");
+}
+
+struct Logger;
+
+impl log::Log for Logger {
+    fn enabled(&self, _: &log::Metadata) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record) {
+        let level = match record.level() {
+            log::Level::Error => 'E',
+            log::Level::Warn => 'W',
+            log::Level::Info => 'I',
+            log::Level::Debug => 'D',
+            log::Level::Trace => 'T',
+        };
+        let (s, us) = timestamp();
+        let cpu = this_cpu();
+        let vm = cpu.current_vm.load(Ordering::Relaxed);
+        let _guard = LINE_LOCK.lock();
+        let mut w = RawUart;
+        let _ = if vm == NO_VM {
+            write!(w, "[{s:>4}.{us:06} {level} cpu{} hv ] ", cpu.index())
+        } else {
+            write!(w, "[{s:>4}.{us:06} {level} cpu{} vm{vm}] ", cpu.index())
+        };
+        let _ = writeln!(w, "{}", record.args());
+    }
+
+    fn flush(&self) {}
+}
+
+static LOGGER: Logger = Logger;
+
+pub fn init_logging(level: LogLevel) {
+    let _ = log::set_logger(&LOGGER);
+    set_level(level);
+}
+
+pub fn set_level(level: LogLevel) {
+    log::set_max_level(match level {
+        LogLevel::Error => log::LevelFilter::Error,
+        LogLevel::Warn => log::LevelFilter::Warn,
+        LogLevel::Info => log::LevelFilter::Info,
+        LogLevel::Debug => log::LevelFilter::Debug,
+        LogLevel::Trace => log::LevelFilter::Trace,
+    });
+}

@@ -1,0 +1,4 @@
+//! Devices: those the hypervisor drives itself and those it emulates for guests.
+
+pub mod pl011;
+pub mod vuart;

@@ -1,0 +1,49 @@
+//! The host's PL011 UART, driven polled for the hypervisor's own console output.
+
+use tock_registers::interfaces::{Readable, Writeable};
+use tock_registers::register_bitfields;
+use tock_registers::register_structs;
+use tock_registers::registers::{ReadOnly, ReadWrite};
+
+register_bitfields! {u32,
+    FR [
+        /// Transmit FIFO full.
+        TXFF OFFSET(5) NUMBITS(1) [],
+    ]
+}
+
+register_structs! {
+    Regs {
+        (0x000 => dr: ReadWrite<u32>),
+        (0x004 => _reserved),
+        (0x018 => fr: ReadOnly<u32, FR::Register>),
+        (0x01c => @END),
+    }
+}
+
+pub struct Pl011 {
+    regs: &'static Regs,
+}
+
+// SAFETY: the registers are only reached through `put_byte`, whose single-register
+// accesses are safe from any CPU (callers serialize whole lines themselves).
+unsafe impl Sync for Pl011 {}
+// SAFETY: as above; the mapping is global.
+unsafe impl Send for Pl011 {}
+
+impl Pl011 {
+    /// # Safety
+    /// `base` must be the address of a PL011 mapped as device memory for as long as the
+    /// returned value is used, and nothing else may program its transmit side.
+    pub unsafe fn new(base: u64) -> Pl011 {
+        // SAFETY: the caller guarantees a mapped PL011 at `base`.
+        Pl011 { regs: unsafe { &*(base as *const Regs) } }
+    }
+
+    pub fn put_byte(&self, b: u8) {
+        while self.regs.fr.is_set(FR::TXFF) {
+            core::hint::spin_loop();
+        }
+        self.regs.dr.set(b as u32);
+    }
+}

@@ -1,0 +1,81 @@
+//! Per-CPU data and stacks. TPIDR_EL2 holds the address of this CPU's `PerCpu`.
+
+use crate::vm::sched::RunQueue;
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+/// Physical CPUs the hypervisor uses (more in the device tree are left off).
+pub const MAX_CPUS: usize = 8;
+pub const STACK_SIZE: usize = 64 * 1024;
+/// Each CPU's stack sits above one guard page that the final EL2 tables leave unmapped.
+pub const STACK_STRIDE: usize = STACK_SIZE + GUARD_SIZE;
+pub const GUARD_SIZE: usize = 4096;
+
+#[repr(C)]
+pub struct PerCpu {
+    /// Top of this CPU's hypervisor stack: written by boot.S, read by exception.S.
+    pub stack_top: AtomicU64,
+    pub online: AtomicBool,
+    /// Id of the VM whose vCPU is loaded here (NO_VM when idle), for log prefixes.
+    pub current_vm: AtomicUsize,
+    /// vCPUs assigned to this CPU.
+    pub runqueue: spin::Mutex<RunQueue>,
+}
+
+pub const NO_VM: usize = usize::MAX;
+
+impl PerCpu {
+    const fn new() -> PerCpu {
+        PerCpu {
+            stack_top: AtomicU64::new(0),
+            online: AtomicBool::new(false),
+            current_vm: AtomicUsize::new(NO_VM),
+            runqueue: spin::Mutex::new(RunQueue::new()),
+        }
+    }
+}
+
+#[repr(C, align(4096))]
+pub struct Stacks(UnsafeCell<[[u8; STACK_STRIDE]; MAX_CPUS]>);
+
+// SAFETY: each CPU uses only its own slice, and only through its stack pointer.
+unsafe impl Sync for Stacks {}
+
+/// The stacks; boot.S finds them through __stacks_start.
+#[used]
+#[link_section = ".stacks"]
+static STACKS: Stacks = Stacks(UnsafeCell::new([[0; STACK_STRIDE]; MAX_CPUS]));
+
+/// boot.S sets TPIDR_EL2 to &PERCPU[index].
+#[no_mangle]
+static PERCPU: [PerCpu; MAX_CPUS] = [const { PerCpu::new() }; MAX_CPUS];
+
+impl PerCpu {
+    /// This CPU's index (0 = the boot CPU): its position in PERCPU.
+    pub fn index(&self) -> usize {
+        (self as *const PerCpu as usize - PERCPU.as_ptr() as usize) / core::mem::size_of::<PerCpu>()
+    }
+}
+
+/// This CPU's data.
+pub fn this_cpu() -> &'static PerCpu {
+    use aarch64_cpu::registers::Readable;
+    let p = aarch64_cpu::registers::TPIDR_EL2.get() as *const PerCpu;
+    // SAFETY: boot.S points TPIDR_EL2 at an element of PERCPU before any Rust code runs,
+    // and PERCPU is a static.
+    unsafe { &*p }
+}
+
+pub fn cpu(index: usize) -> Option<&'static PerCpu> {
+    PERCPU.get(index)
+}
+
+/// Physical address range of CPU `index`'s guard page.
+pub fn stack_guard(index: usize) -> (u64, u64) {
+    let base = STACKS.0.get() as u64 + (index * STACK_STRIDE) as u64;
+    (base, GUARD_SIZE as u64)
+}
+
+pub fn online_cpus() -> usize {
+    PERCPU.iter().filter(|c| c.online.load(Ordering::Acquire)).count()
+}

@@ -1,0 +1,112 @@
+//! SMCCC calls from guests (HVC, or SMC trapped by HCR_EL2.TSC): PSCI, the Arm
+//! architecture calls, and this hypervisor's own calls. Every argument is checked; answers
+//! go back in x0.
+
+use super::exit::Next;
+use super::vcpu::{Power, Vcpu, VcpuRun};
+use super::{StopReason, Vm};
+use crate::arch::cpu;
+use hv_core::guest_dt::vcpu_index;
+use hv_core::hypercall::{self as abi, affinity, id, ret, Call, Counter};
+
+pub fn handle(vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun) -> Next {
+    run.count(Counter::Hypercalls);
+    let x = &run.regs.x;
+    let call = Call::decode(x[0], x[1], x[2], x[3]);
+    let (value, next): (i64, Next) = match call {
+        Call::SmcccVersion => (abi::SMCCC_VERSION_1_1 as i64, Next::Resume),
+        Call::SmcccArchFeatures { function } => (arch_features(function), Next::Resume),
+        Call::PsciVersion => (abi::PSCI_VERSION_1_1 as i64, Next::Resume),
+        Call::PsciFeatures { function } => (psci_features(function), Next::Resume),
+        // Only standby states (no context loss): the call returns like WFI.
+        Call::PsciCpuSuspend => (ret::SUCCESS, Next::Yield),
+        Call::PsciCpuOff => (ret::SUCCESS, Next::Off),
+        Call::PsciCpuOn { target, entry, context } => (cpu_on(vm, target, entry, context), Next::Resume),
+        Call::PsciAffinityInfo { target, lowest_level } => (affinity_info(vm, target, lowest_level), Next::Resume),
+        Call::PsciMigrateInfoType => (abi::PSCI_TOS_NOT_PRESENT as i64, Next::Resume),
+        Call::PsciSystemOff => (ret::SUCCESS, Next::Stop(StopReason::PoweredOff)),
+        Call::PsciSystemReset => (ret::SUCCESS, Next::Stop(StopReason::Reset)),
+        Call::HvVersion => (abi::HV_VERSION_VALUE as i64, Next::Resume),
+        Call::HvConsoleWrite { addr, len } => (console_write(vm, addr, len), Next::Resume),
+        Call::HvTestVerdict { code } => {
+            vm.set_verdict(code);
+            (ret::SUCCESS, Next::Resume)
+        }
+        Call::HvCounter { counter } => match Counter::from_raw(counter) {
+            Some(c) => (run.counters[c as usize] as i64, Next::Resume),
+            None => (ret::INVALID_PARAMETERS, Next::Resume),
+        },
+        Call::Unknown { function } => {
+            log::debug!("vCPU {}: unknown SMCCC function {function:#x}", vcpu.index);
+            (ret::NOT_SUPPORTED, Next::Resume)
+        }
+    };
+    run.regs.x[0] = value as u64;
+    next
+}
+
+/// SMCCC_ARCH_FEATURES answers for Arm architecture calls (owning entity 0) only.
+fn arch_features(function: u32) -> i64 {
+    match function {
+        id::SMCCC_VERSION | id::SMCCC_ARCH_FEATURES => ret::SUCCESS,
+        _ => ret::NOT_SUPPORTED,
+    }
+}
+
+/// PSCI_FEATURES: the PSCI functions implemented, and SMCCC_VERSION (SMCCC 1.1 discovery).
+fn psci_features(function: u32) -> i64 {
+    let psci = function & 0xbf00_0000 == 0x8400_0000;
+    if function == id::SMCCC_VERSION || (psci && Call::is_implemented(function)) {
+        ret::SUCCESS
+    } else {
+        ret::NOT_SUPPORTED
+    }
+}
+
+fn cpu_on(vm: &Vm, target: u64, entry: u64, context: u64) -> i64 {
+    let Some(index) = vcpu_index(target, vm.vcpus.len()) else {
+        return ret::INVALID_PARAMETERS;
+    };
+    if !vm.is_ram(entry, 4) || entry % 4 != 0 {
+        return ret::INVALID_ADDRESS;
+    }
+    let target = &vm.vcpus[index];
+    let mut power = target.power.lock();
+    match *power {
+        Power::On => ret::ALREADY_ON,
+        Power::OnPending { .. } => ret::ON_PENDING,
+        Power::Off => {
+            *power = Power::OnPending { entry, context };
+            drop(power);
+            cpu::send_event();
+            ret::SUCCESS
+        }
+    }
+}
+
+fn affinity_info(vm: &Vm, target: u64, lowest_level: u64) -> i64 {
+    if lowest_level != 0 {
+        return ret::INVALID_PARAMETERS;
+    }
+    let Some(index) = vcpu_index(target, vm.vcpus.len()) else {
+        return ret::INVALID_PARAMETERS;
+    };
+    match *vm.vcpus[index].power.lock() {
+        Power::On => affinity::ON,
+        Power::OnPending { .. } => affinity::ON_PENDING,
+        Power::Off => affinity::OFF,
+    }
+}
+
+fn console_write(vm: &Vm, addr: u64, len: u64) -> i64 {
+    if len > abi::CONSOLE_WRITE_MAX {
+        return ret::INVALID_PARAMETERS;
+    }
+    let mut buf = [0u8; abi::CONSOLE_WRITE_MAX as usize];
+    let buf = &mut buf[..len as usize];
+    if vm.read_guest(addr, buf).is_err() {
+        return ret::INVALID_ADDRESS;
+    }
+    vm.uart.write_bytes(buf);
+    len as i64
+}

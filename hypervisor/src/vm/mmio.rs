@@ -1,0 +1,81 @@
+//! Data aborts on guest-physical addresses stage-2 leaves unmapped: emulated when a device
+//! lives there, otherwise answered with an abort in the guest.
+
+use super::exit::{skip_instruction, Next};
+use super::vcpu::{Vcpu, VcpuRun};
+use super::{inject, Vm};
+use aarch64_cpu::registers::*;
+use hv_core::esr::Esr;
+use hv_core::guest_dt::layout;
+use hv_core::hypercall::Counter;
+use hv_core::ranges::Range;
+
+/// A device model reached by trapped loads and stores. Offsets are from the device's base;
+/// values are zero-extended to 64 bits. Device models must accept any offset and size.
+pub trait MmioDevice {
+    fn read(&self, offset: u64, size: u8) -> u64;
+    fn write(&self, offset: u64, size: u8, value: u64);
+}
+
+/// The faulting IPA: page from HPFAR_EL2.FIPA, offset from FAR_EL2.
+pub fn fault_ipa(far: u64) -> u64 {
+    let hpfar = HPFAR_EL2.get();
+    ((hpfar >> 4) << 12) & 0x000f_ffff_ffff_f000 | (far & 0xfff)
+}
+
+fn device_at(vm: &Vm, ipa: u64) -> Option<(&dyn MmioDevice, u64)> {
+    let uart = Range::new(layout::UART_BASE, layout::UART_SIZE);
+    if uart.contains(ipa) {
+        return Some((&vm.uart, ipa - uart.start));
+    }
+    None
+}
+
+pub fn handle_data_abort(vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun, esr: Esr) -> Next {
+    let da = esr.data_abort();
+    let far = FAR_EL2.get();
+    let ipa = fault_ipa(far);
+    let access = if da.write { "write" } else { "read" };
+    let device = device_at(vm, ipa);
+    let Some((dev, offset)) = device.filter(|_| da.isv && !da.s1ptw) else {
+        let why = if device.is_some() {
+            "an access the hypervisor cannot decode (no syndrome)"
+        } else if vm.is_ram(ipa, 1) {
+            "guest RAM"
+        } else {
+            "no RAM or device"
+        };
+        log::warn!(
+            "vCPU {}: {access} at IPA {ipa:#x} (VA {far:#x}, PC {:#x}): {}, {why}: abort injected",
+            vcpu.index,
+            ELR_EL2.get(),
+            da.fault_kind()
+        );
+        inject::data_abort(run, far, da.write);
+        return Next::Resume;
+    };
+    run.count(Counter::MmioAccesses);
+    let size = da.access_size;
+    let reg = da.reg as usize;
+    if da.write {
+        let value = if reg == 31 { 0 } else { run.regs.x[reg] };
+        let mask = if size == 8 { u64::MAX } else { (1u64 << (size * 8)) - 1 };
+        dev.write(offset, size, value & mask);
+    } else {
+        let mut value = dev.read(offset, size);
+        if size < 8 {
+            value &= (1u64 << (size * 8)) - 1;
+            if da.sign_extend && value & (1 << (size * 8 - 1)) != 0 {
+                value |= u64::MAX << (size * 8);
+            }
+        }
+        if !da.sixty_four {
+            value &= 0xffff_ffff;
+        }
+        if reg != 31 {
+            run.regs.x[reg] = value;
+        }
+    }
+    skip_instruction();
+    Next::Resume
+}

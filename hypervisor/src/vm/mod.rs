@@ -1,0 +1,381 @@
+//! Virtual machines: guest RAM and its stage-2 tables, vCPUs, emulated devices, and the
+//! VM's life from creation to retirement.
+
+pub mod exit;
+pub mod hypercall;
+pub mod inject;
+pub mod mmio;
+pub mod sched;
+pub mod sysreg;
+pub mod vcpu;
+
+use crate::arch::cpu;
+use crate::boot::loader::{self, LoadError};
+use crate::dev::vuart::VUart;
+use crate::mm::frames;
+use crate::mm::tables::{FrameTables, TlbScope};
+use alloc::boxed::Box;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use hv_core::cmdline::VmParams;
+use hv_core::guest_dt::layout;
+use hv_core::hypercall::Counter;
+use hv_core::pgtable::{Attrs, PageTable, Regime, PAGE_SIZE};
+use hv_core::ranges::Range;
+use spin::Mutex;
+use vcpu::{Power, Vcpu};
+
+/// Everything needed to (re)build a VM.
+#[derive(Clone, Debug)]
+pub struct VmSpec {
+    pub kernel: Range,
+    pub initrd: Option<Range>,
+    pub bootargs: &'static str,
+    pub params: VmParams,
+}
+
+/// Why a VM stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// PSCI SYSTEM_OFF.
+    PoweredOff,
+    /// PSCI SYSTEM_RESET: the VM is built again from its spec.
+    Reset,
+    /// Every vCPU called CPU_OFF.
+    AllVcpusOff,
+    /// The hypervisor stopped it: it did something that cannot be continued.
+    Crashed(&'static str),
+}
+
+/// A verdict not yet reported.
+const NO_VERDICT: i64 = i64::MIN;
+
+/// One block of guest RAM: IPA range and the host frames behind it.
+#[derive(Clone, Copy, Debug)]
+struct RamChunk {
+    ipa: u64,
+    pa: u64,
+    size: u64,
+    pages: usize,
+}
+
+pub struct Vm {
+    pub id: usize,
+    pub spec: VmSpec,
+    vttbr: u64,
+    stage2: Mutex<Option<PageTable>>,
+    ram: Vec<RamChunk>,
+    pub ram_size: u64,
+    pub vcpus: Vec<Box<Vcpu>>,
+    pub uart: VUart,
+    stopping: AtomicBool,
+    stop_reason: Mutex<Option<StopReason>>,
+    verdict: AtomicI64,
+    /// Run-queue entries still holding this VM; the CPU that drops the last one retires it.
+    queued: AtomicUsize,
+}
+
+impl Vm {
+    /// Builds a VM: RAM, stage-2, images, device tree; vCPU 0 ready to start.
+    /// `pcpus` lists the physical CPUs its vCPUs go to, in vCPU order.
+    pub fn create(id: usize, spec: VmSpec, pcpus: &[usize]) -> Result<Arc<Vm>, LoadError> {
+        let vcpus = spec.params.vcpus;
+        if vcpus > pcpus.len() {
+            return Err(LoadError::TooManyVcpus { asked: vcpus, cpus: pcpus.len() });
+        }
+        let ram_size = spec.params.mem;
+        let vmid = (id as u64 + 1) & 0xff;
+        let mut tables = FrameTables { scope: TlbScope::Stage2 { vttbr: 0 } };
+        let mut s2 = PageTable::new(&mut tables, Regime::Stage2, cpu::ipa_bits()).map_err(|_| LoadError::OutOfMemory)?;
+        let vttbr = s2.root() | vmid << 48;
+        tables.scope = TlbScope::Stage2 { vttbr };
+
+        let ram = match alloc_ram(ram_size) {
+            Some(r) => r,
+            None => {
+                s2.destroy(&mut tables);
+                return Err(LoadError::OutOfMemory);
+            }
+        };
+        for c in &ram {
+            if s2.map(&mut tables, c.ipa, c.pa, c.size, Attrs::RAM_RWX).is_err() {
+                s2.destroy(&mut tables);
+                free_ram(&ram);
+                return Err(LoadError::OutOfMemory);
+            }
+        }
+
+        let vm = Arc::new_cyclic(|weak| {
+            let me = weak.as_ptr();
+            Vm {
+                id,
+                vttbr,
+                stage2: Mutex::new(Some(s2)),
+                ram,
+                ram_size,
+                vcpus: (0..vcpus).map(|i| Box::new(Vcpu::new(i, pcpus[i], me))).collect(),
+                uart: VUart::new(id),
+                stopping: AtomicBool::new(false),
+                stop_reason: Mutex::new(None),
+                verdict: AtomicI64::new(NO_VERDICT),
+                queued: AtomicUsize::new(0),
+                spec,
+            }
+        });
+        // Dropping `vm` on error frees RAM and tables (Drop).
+        let boot = loader::load(&vm)?;
+        // Table and image writes must be visible to the guest's walks and fetches.
+        aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::ISH);
+        *vm.vcpus[0].power.lock() = Power::OnPending { entry: boot.entry, context: boot.dtb };
+        log::info!(
+            "VM {id}: {} MiB RAM at IPA {:#x}, {vcpus} vCPU(s) on CPU(s) {:?}, kernel at {:#x}, device tree at {:#x}{}",
+            ram_size >> 20,
+            layout::RAM_BASE,
+            &pcpus[..vcpus],
+            boot.entry,
+            boot.dtb,
+            match boot.initrd {
+                Some((s, e)) => alloc::format!(", initrd {:#x}..{:#x}", s, e),
+                None => alloc::string::String::new(),
+            }
+        );
+        Ok(vm)
+    }
+
+    pub fn vttbr(&self) -> u64 {
+        self.vttbr
+    }
+
+    /// The host address behind `[ipa, ipa + len)` if it is all guest RAM in one chunk.
+    fn host_range(&self, ipa: u64, len: u64) -> Option<u64> {
+        self.ram.iter().find_map(|c| {
+            let r = Range::new(c.ipa, c.size);
+            r.contains_range(ipa, len).then(|| c.pa + (ipa - c.ipa))
+        })
+    }
+
+    /// Copies guest RAM at `ipa` into `buf`. Fails if any byte is outside guest RAM.
+    pub fn read_guest(&self, mut ipa: u64, buf: &mut [u8]) -> Result<(), ()> {
+        let mut done = 0;
+        while done < buf.len() {
+            let n = (buf.len() - done).min((PAGE_SIZE - ipa % PAGE_SIZE) as usize);
+            let host = self.host_range(ipa, n as u64).ok_or(())?;
+            // SAFETY: `host` is in this VM's RAM (identity-mapped, owned by the VM while it
+            // exists) for `n` bytes; the guest may change it concurrently, which only
+            // changes the bytes we copy.
+            unsafe { core::ptr::copy_nonoverlapping(host as *const u8, buf[done..].as_mut_ptr(), n) };
+            done += n;
+            ipa += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Copies `data` into guest RAM at `ipa`. Fails if any byte is outside guest RAM.
+    pub fn write_guest(&self, mut ipa: u64, data: &[u8]) -> Result<(), ()> {
+        let mut done = 0;
+        while done < data.len() {
+            let n = (data.len() - done).min((PAGE_SIZE - ipa % PAGE_SIZE) as usize);
+            let host = self.host_range(ipa, n as u64).ok_or(())?;
+            // SAFETY: as in `read_guest`; the destination is guest RAM only.
+            unsafe { core::ptr::copy_nonoverlapping(data[done..].as_ptr(), host as *mut u8, n) };
+            done += n;
+            ipa += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Whether `[ipa, ipa + len)` is guest RAM.
+    pub fn is_ram(&self, ipa: u64, len: u64) -> bool {
+        Range::new(layout::RAM_BASE, self.ram_size).contains_range(ipa, len)
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    /// Asks every vCPU of the VM to stop; the first reason given is kept.
+    pub fn request_stop(&self, reason: StopReason) {
+        {
+            let mut r = self.stop_reason.lock();
+            if r.is_none() {
+                *r = Some(reason);
+                match reason {
+                    StopReason::Crashed(why) => log::error!("VM {}: stopping: {why}", self.id),
+                    _ => log::info!("VM {}: stopping: {:?}", self.id, reason),
+                }
+            }
+        }
+        self.stopping.store(true, Ordering::Release);
+        cpu::send_event();
+    }
+
+    pub fn stop_reason(&self) -> Option<StopReason> {
+        *self.stop_reason.lock()
+    }
+
+    pub fn set_verdict(&self, code: u64) {
+        self.verdict.store(code as i64 & i64::MAX, Ordering::Release);
+        if code == 0 {
+            log::info!("VM {}: test verdict PASS", self.id);
+        } else {
+            log::error!("VM {}: test verdict FAIL (code {code})", self.id);
+        }
+    }
+
+    /// The reported verdict (0 = pass), if any.
+    pub fn verdict(&self) -> Option<u64> {
+        let v = self.verdict.load(Ordering::Acquire);
+        (v != NO_VERDICT).then_some(v as u64)
+    }
+
+    /// Number of vCPUs that are on or about to be.
+    pub fn vcpus_on(&self) -> usize {
+        self.vcpus.iter().filter(|v| *v.power.lock() != Power::Off).count()
+    }
+
+    fn log_counters(&self) {
+        for v in &self.vcpus {
+            // SAFETY: called at retirement: every vCPU is off and out of all run queues.
+            let run = unsafe { v.run_mut() };
+            let mut line = alloc::string::String::new();
+            for c in Counter::ALL {
+                use core::fmt::Write;
+                let _ = write!(line, " {}={}", c.name(), run.counters[c as usize]);
+            }
+            log::info!("VM {} vCPU {}:{line}", self.id, v.index);
+        }
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        let mut tables = FrameTables { scope: TlbScope::Stage2 { vttbr: self.vttbr } };
+        let mut table_pages = 0;
+        if let Some(mut s2) = self.stage2.lock().take() {
+            for c in &self.ram {
+                let _ = s2.unmap(&mut tables, c.ipa, c.size);
+            }
+            table_pages = s2.destroy(&mut tables);
+        }
+        free_ram(&self.ram);
+        log::info!(
+            "VM {}: freed {} MiB of RAM and {} stage-2 table pages ({} MiB free)",
+            self.id,
+            self.ram_size >> 20,
+            table_pages,
+            frames::free_bytes() >> 20
+        );
+    }
+}
+
+/// Allocates `size` bytes of zeroed guest RAM in naturally aligned power-of-two chunks of at
+/// least 2 MiB, laid out from the guest's RAM base.
+fn alloc_ram(size: u64) -> Option<Vec<RamChunk>> {
+    const MIN_CHUNK: u64 = 2 << 20;
+    let mut chunks = Vec::new();
+    let mut ipa = layout::RAM_BASE;
+    let mut left = size;
+    while left > 0 {
+        let mut chunk = 1u64 << (63 - left.leading_zeros());
+        let pa = loop {
+            if chunk < MIN_CHUNK {
+                free_ram(&chunks);
+                return None;
+            }
+            if let Some(pa) = frames::alloc((chunk / PAGE_SIZE) as usize) {
+                break pa;
+            }
+            chunk /= 2;
+        };
+        let pages = (chunk / PAGE_SIZE) as usize;
+        // SAFETY: freshly allocated frames, identity-mapped; zeroing them keeps whatever
+        // they held before (another VM's data) from reaching this guest.
+        unsafe { core::ptr::write_bytes(pa as *mut u8, 0, chunk as usize) };
+        chunks.push(RamChunk { ipa, pa, size: chunk, pages });
+        ipa += chunk;
+        left -= chunk;
+    }
+    Some(chunks)
+}
+
+fn free_ram(chunks: &[RamChunk]) {
+    for c in chunks {
+        frames::free(c.pa, c.pages);
+    }
+}
+
+/// Live VMs, and the worst outcome so far (the machine's exit status).
+static VMS: Mutex<Vec<Arc<Vm>>> = Mutex::new(Vec::new());
+static EXIT_STATUS: AtomicUsize = AtomicUsize::new(0);
+
+/// Exit statuses of the machine (QEMU's exit code).
+pub mod status {
+    pub const OK: usize = 0;
+    pub const TEST_FAILED: usize = 1;
+    pub const VM_CRASHED: usize = 2;
+    pub const HYPERVISOR_PANIC: u32 = 3;
+    pub const NO_GUEST: usize = 4;
+}
+
+/// Makes a VM runnable: its vCPUs join their physical CPUs' run queues.
+pub fn start(vm: Arc<Vm>) {
+    VMS.lock().push(vm.clone());
+    vm.queued.store(vm.vcpus.len(), Ordering::Release);
+    for v in &vm.vcpus {
+        sched::assign(v.pcpu, vm.clone(), v.index);
+    }
+    cpu::send_event();
+}
+
+/// Called by the CPU that removed the VM's last run-queue entry.
+pub fn dequeued(vm: &Arc<Vm>) {
+    if vm.queued.fetch_sub(1, Ordering::AcqRel) == 1 {
+        retire(vm.clone());
+    }
+}
+
+fn retire(vm: Arc<Vm>) {
+    vm.uart.flush();
+    let reason = vm.stop_reason().unwrap_or(StopReason::AllVcpusOff);
+    let outcome = match (reason, vm.verdict()) {
+        (StopReason::Crashed(_), _) => status::VM_CRASHED,
+        (_, Some(code)) if code != 0 => status::TEST_FAILED,
+        _ => status::OK,
+    };
+    EXIT_STATUS.fetch_max(outcome, Ordering::AcqRel);
+    log::info!("VM {}: stopped ({:?}), verdict {:?}", vm.id, reason, vm.verdict());
+    vm.log_counters();
+    let remaining = {
+        let mut vms = VMS.lock();
+        vms.retain(|v| !Arc::ptr_eq(v, &vm));
+        vms.len()
+    };
+    let (id, spec) = (vm.id, vm.spec.clone());
+    let pcpus: Vec<usize> = vm.vcpus.iter().map(|v| v.pcpu).collect();
+    drop(vm); // last reference: RAM and tables are freed here
+    if reason == StopReason::Reset {
+        log::info!("VM {id}: rebooting");
+        match Vm::create(id, spec, &pcpus) {
+            Ok(vm) => return start(vm),
+            Err(e) => {
+                log::error!("VM {id}: reboot failed: {e}");
+                EXIT_STATUS.fetch_max(status::VM_CRASHED, Ordering::AcqRel);
+            }
+        }
+    }
+    if remaining == 0 {
+        shutdown();
+    }
+}
+
+/// All VMs are gone: power the machine off with the worst outcome as exit status.
+pub fn shutdown() -> ! {
+    let code = EXIT_STATUS.load(Ordering::Acquire);
+    log::info!("all VMs stopped; machine exit status {code}");
+    crate::arch::firmware::exit(code as u32)
+}
+
+pub fn set_exit_status(code: usize) {
+    EXIT_STATUS.fetch_max(code, Ordering::AcqRel);
+}

@@ -1,0 +1,149 @@
+//! Per-CPU scheduling of vCPUs. Each physical CPU has a run queue of the vCPUs assigned to
+//! it; several vCPUs (of one or several VMs) may share a CPU. A CPU switches vCPUs only when
+//! the running one gives the CPU away (WFI, CPU_OFF, VM stop): there is no time slicing yet.
+//! Switching saves the outgoing vCPU's EL1/FP state and loads the incoming one's; ordinary
+//! exits that resume the same vCPU touch none of it.
+
+use super::vcpu::{Power, Vcpu};
+use super::{dequeued, Vm};
+use crate::arch::context::{self, El1State, FpState, VcpuRegs};
+use crate::arch::cpu;
+use crate::percpu::{this_cpu, NO_VM};
+use aarch64_cpu::registers::*;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::Ordering;
+
+struct Entry {
+    vm: Arc<Vm>,
+    vcpu: usize,
+}
+
+impl Entry {
+    fn vcpu(&self) -> &Vcpu {
+        &self.vm.vcpus[self.vcpu]
+    }
+}
+
+pub struct RunQueue {
+    entries: Vec<Entry>,
+    /// Index in `entries` of the vCPU whose state is loaded on this CPU.
+    loaded: Option<usize>,
+}
+
+impl RunQueue {
+    pub const fn new() -> RunQueue {
+        RunQueue { entries: Vec::new(), loaded: None }
+    }
+}
+
+/// Adds a vCPU to physical CPU `pcpu`'s run queue.
+pub fn assign(pcpu: usize, vm: Arc<Vm>, vcpu: usize) {
+    if let Some(c) = crate::percpu::cpu(pcpu) {
+        c.runqueue.lock().entries.push(Entry { vm, vcpu });
+    }
+}
+
+fn runnable(e: &Entry) -> bool {
+    !e.vm.is_stopping() && matches!(*e.vcpu().power.lock(), Power::On | Power::OnPending { .. })
+}
+
+/// Chooses what this CPU runs next, loads it, and returns its register frame. With
+/// `yield_current`, another runnable vCPU is preferred to the one loaded now. Waits (WFE)
+/// while nothing here is runnable.
+pub fn schedule(yield_current: bool) -> *mut VcpuRegs {
+    let cpu = this_cpu();
+    loop {
+        let mut retired: Vec<Arc<Vm>> = Vec::new();
+        let picked = {
+            let mut rq = cpu.runqueue.lock();
+            // Drop the vCPUs of VMs that are stopping.
+            let mut i = 0;
+            while i < rq.entries.len() {
+                if rq.entries[i].vm.is_stopping() {
+                    let e = rq.entries.remove(i);
+                    *e.vcpu().power.lock() = Power::Off;
+                    rq.loaded = match rq.loaded {
+                        Some(l) if l == i => None,
+                        Some(l) if l > i => Some(l - 1),
+                        other => other,
+                    };
+                    retired.push(e.vm);
+                } else {
+                    i += 1;
+                }
+            }
+            let n = rq.entries.len();
+            let start = match (rq.loaded, yield_current) {
+                (Some(l), true) => l + 1,
+                (Some(l), false) => l,
+                (None, _) => 0,
+            };
+            let choice = (0..n).map(|k| (start + k) % n).find(|&k| runnable(&rq.entries[k]));
+            match choice {
+                Some(k) => {
+                    switch_to(&mut rq, k);
+                    let e = &rq.entries[k];
+                    cpu.current_vm.store(e.vm.id, Ordering::Relaxed);
+                    Some(e.vcpu().regs_ptr())
+                }
+                None => {
+                    if let Some(l) = rq.loaded.take() {
+                        unload(rq.entries[l].vcpu());
+                    }
+                    cpu.current_vm.store(NO_VM, Ordering::Relaxed);
+                    None
+                }
+            }
+        };
+        // Outside the run-queue lock: retiring may start a rebooted VM, which queues vCPUs.
+        for vm in retired {
+            dequeued(&vm);
+        }
+        if let Some(regs) = picked {
+            return regs;
+        }
+        cpu::wait_for_event();
+    }
+}
+
+/// Makes entry `k` the loaded vCPU, starting it if it was just switched on.
+fn switch_to(rq: &mut RunQueue, k: usize) {
+    let incoming = rq.entries[k].vcpu();
+    if rq.loaded != Some(k) {
+        if let Some(l) = rq.loaded {
+            unload(rq.entries[l].vcpu());
+        }
+    }
+    let mut power = incoming.power.lock();
+    if let Power::OnPending { entry, context } = *power {
+        // SAFETY: this CPU is the vCPU's assigned CPU and it is not running.
+        let run = unsafe { incoming.run_mut() };
+        run.regs = Default::default();
+        run.regs.x[0] = context;
+        run.el1 = El1State::at_entry(entry, incoming.mpidr);
+        run.fp = FpState::default();
+        *power = Power::On;
+        drop(power);
+        load(incoming);
+    } else if rq.loaded != Some(k) {
+        drop(power);
+        load(incoming);
+    }
+    rq.loaded = Some(k);
+}
+
+fn load(v: &Vcpu) {
+    // SAFETY: this CPU is the vCPU's assigned CPU; it is not running anywhere.
+    let run = unsafe { v.run_mut() };
+    context::restore(&run.el1, &run.fp);
+    VTTBR_EL2.set(v.vm().vttbr());
+    HCR_EL2.set(cpu::guest_hcr());
+    aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
+}
+
+fn unload(v: &Vcpu) {
+    // SAFETY: as in `load`; the vCPU just exited on this CPU.
+    let run = unsafe { v.run_mut() };
+    context::save(&mut run.el1, &mut run.fp);
+}

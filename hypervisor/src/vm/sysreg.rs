@@ -1,0 +1,54 @@
+//! Trapped system-register accesses (EC 0x18): the few the hypervisor emulates, and UNDEF
+//! for the rest.
+
+use super::exit::{skip_instruction, Next};
+use super::vcpu::{Vcpu, VcpuRun};
+use super::{inject, Vm};
+use aarch64_cpu::registers::*;
+use hv_core::esr::Esr;
+use hv_core::hypercall::Counter;
+use hv_core::sysreg::{self, SysReg};
+
+enum Emulated {
+    /// Reads as this value, writes ignored.
+    Value(u64),
+    /// A cache-maintenance operation that needs no work.
+    Done,
+}
+
+fn emulate(r: SysReg) -> Option<Emulated> {
+    match r {
+        // ACTLR_EL1 is IMPLEMENTATION DEFINED: the guest sees none of the host's controls.
+        sysreg::ACTLR_EL1 => Some(Emulated::Value(0)),
+        // Set/way maintenance cannot be made safe for a guest on shared caches; QEMU's TCG
+        // has no caches to maintain, so completing it is exact here. (On hardware this
+        // must clean the VM's memory by address, as KVM does.)
+        sysreg::DC_ISW | sysreg::DC_CSW | sysreg::DC_CISW => Some(Emulated::Done),
+        _ => None,
+    }
+}
+
+pub fn handle(_vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun, esr: Esr) -> Next {
+    run.count(Counter::SysregTraps);
+    let access = esr.sysreg();
+    let r = access.encoding();
+    match emulate(r) {
+        Some(Emulated::Value(v)) => {
+            if access.read && access.reg != 31 {
+                run.regs.x[access.reg as usize] = v;
+            }
+            skip_instruction();
+        }
+        Some(Emulated::Done) => skip_instruction(),
+        None => {
+            log::warn!(
+                "vCPU {}: {} of {r} at PC {:#x}: not emulated, UNDEF injected",
+                vcpu.index,
+                if access.read { "read" } else { "write" },
+                ELR_EL2.get()
+            );
+            inject::undefined(run);
+        }
+    }
+    Next::Resume
+}

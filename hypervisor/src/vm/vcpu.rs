@@ -1,0 +1,102 @@
+//! A virtual CPU: its architectural state (touched only by the physical CPU it is assigned
+//! to) and its power state (changed by other vCPUs through PSCI).
+
+use super::Vm;
+use crate::arch::context::{El1State, FpState, VcpuRegs};
+use core::cell::UnsafeCell;
+use hv_core::hypercall::Counter;
+use spin::Mutex;
+
+/// What the running physical CPU owns of a vCPU.
+#[repr(C)]
+pub struct VcpuRun {
+    /// Must stay first: exception.S saves into it through SP and `Vcpu::from_regs` relies
+    /// on it being at offset 0 of the `Vcpu`.
+    pub regs: VcpuRegs,
+    pub el1: El1State,
+    pub fp: FpState,
+    pub counters: [u64; Counter::ALL.len()],
+}
+
+impl VcpuRun {
+    pub fn count(&mut self, c: Counter) {
+        self.counters[c as usize] += 1;
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Power {
+    Off,
+    /// PSCI CPU_ON accepted: start at `entry` with x0 = `context` when next scheduled.
+    OnPending { entry: u64, context: u64 },
+    On,
+}
+
+#[repr(C)]
+pub struct Vcpu {
+    run: UnsafeCell<VcpuRun>,
+    pub index: usize,
+    pub mpidr: u64,
+    /// The physical CPU this vCPU runs on.
+    pub pcpu: usize,
+    pub power: Mutex<Power>,
+    vm: *const Vm,
+}
+
+// SAFETY: `run` is only accessed by the physical CPU the vCPU is assigned to (`pcpu`), or
+// after the vCPU is Off and its VM retired; everything else is behind locks or immutable.
+unsafe impl Sync for Vcpu {}
+// SAFETY: as above; `vm` points at the owning VM, which outlives the vCPU.
+unsafe impl Send for Vcpu {}
+
+impl Vcpu {
+    pub fn new(index: usize, pcpu: usize, vm: *const Vm) -> Vcpu {
+        let mpidr = hv_core::guest_dt::vcpu_mpidr(index);
+        Vcpu {
+            run: UnsafeCell::new(VcpuRun {
+                regs: VcpuRegs::default(),
+                el1: El1State::at_entry(0, mpidr),
+                fp: FpState::default(),
+                counters: [0; Counter::ALL.len()],
+            }),
+            index,
+            mpidr,
+            pcpu,
+            power: Mutex::new(Power::Off),
+            vm,
+        }
+    }
+
+    /// The VM this vCPU belongs to.
+    pub fn vm(&self) -> &Vm {
+        // SAFETY: a VM owns its vCPUs and is only freed after all of them left every run
+        // queue, so the back-pointer is valid whenever a vCPU is reachable.
+        unsafe { &*self.vm }
+    }
+
+    /// The vCPU whose register frame is `regs` (the pointer exception.S hands back).
+    ///
+    /// # Safety
+    /// `regs` must be `&vcpu.run.regs` of a live vCPU.
+    pub unsafe fn from_regs<'a>(regs: *mut VcpuRegs) -> &'a Vcpu {
+        // SAFETY: `regs` is at offset 0 of `VcpuRun` (repr(C)), which is at offset 0 of
+        // `Vcpu` (repr(C), UnsafeCell is transparent), per the caller's guarantee.
+        unsafe { &*(regs as *const Vcpu) }
+    }
+
+    /// The running state.
+    ///
+    /// # Safety
+    /// Only the physical CPU this vCPU is assigned to may call it, and not twice at once;
+    /// or any CPU once the vCPU is Off and will not run again.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn run_mut(&self) -> &mut VcpuRun {
+        // SAFETY: exclusivity is the caller's guarantee.
+        unsafe { &mut *self.run.get() }
+    }
+
+    pub fn regs_ptr(&self) -> *mut VcpuRegs {
+        // SAFETY: only the address is taken.
+        unsafe { core::ptr::addr_of_mut!((*self.run.get()).regs) }
+    }
+}

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Builds the hypervisor and the test guests for aarch64 with the toolchain setup.sh chose,
+# and turns each ELF into a raw arm64 Image:
+#   target/images/hypervisor.bin   the EL2 image (QEMU -kernel)
+#   target/images/<guest>.bin      one per test guest (guest-tests/src/bin/<guest>.rs)
+# ELFs with symbols stay in target/cross/$TARGET/release/ (for gdb).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -f target/toolchain.env ] || scripts/setup.sh
+# shellcheck disable=SC1091
+. target/toolchain.env
+
+args=(build --release --target "$TARGET" --target-dir target/cross -p hypervisor -p guest-tests)
+if [ "$BUILD_STD" = 1 ]; then
+    args+=(-Zbuild-std=core,alloc,compiler_builtins -Zbuild-std-features=compiler-builtins-mem)
+    export RUSTC_BOOTSTRAP=1
+fi
+upper=$(echo "$TARGET" | tr 'a-z-' 'A-Z_')
+export "CARGO_TARGET_${upper}_LINKER=$LINKER"
+export RUSTC
+"$CARGO" "${args[@]}" ${CARGO_QUIET:+-q}
+
+out=target/cross/$TARGET/release
+mkdir -p target/images
+bins=(hypervisor $(ls guest-tests/src/bin | sed -n 's/\.rs$//p'))
+python3 scripts/elf2image.py "$out" target/images "${bins[@]}"
