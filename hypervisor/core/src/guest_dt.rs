@@ -3,9 +3,10 @@
 //! The layout follows QEMU's virt machine so that a kernel configured for it finds things
 //! where it expects; only what the hypervisor provides is described.
 
+#[cfg(feature = "alloc")]
 use crate::fdt_writer::{FdtError, FdtWriter};
-use alloc::format;
-use alloc::vec::Vec;
+#[cfg(feature = "alloc")]
+use alloc::{format, vec::Vec};
 
 /// Guest-physical (IPA) layout of every VM.
 pub mod layout {
@@ -32,12 +33,6 @@ pub struct GuestDtConfig<'a> {
     pub initrd: Option<(u64, u64)>,
 }
 
-const GIC_PHANDLE: u32 = 1;
-const CLOCK_PHANDLE: u32 = 2;
-const GIC_PPI: u32 = 1;
-const GIC_SPI: u32 = 0;
-const IRQ_LEVEL_HIGH: u32 = 4;
-
 /// MPIDR_EL1 affinity value of vCPU `index` (Aff0 = index, Aff1 = index / 16, as GICv3
 /// limits Aff0 to 16 targets per cluster in its SGI target lists).
 pub fn vcpu_mpidr(index: usize) -> u64 {
@@ -55,8 +50,14 @@ pub fn vcpu_index(mpidr: u64, vcpus: usize) -> Option<usize> {
 }
 
 /// Builds the blob.
+#[cfg(feature = "alloc")]
 pub fn build(cfg: &GuestDtConfig<'_>) -> Result<Vec<u8>, FdtError> {
     use layout::*;
+    const GIC_PHANDLE: u32 = 1;
+    const CLOCK_PHANDLE: u32 = 2;
+    const GIC_PPI: u32 = 1;
+    const GIC_SPI: u32 = 0;
+    const IRQ_LEVEL_HIGH: u32 = 4;
     let mut w = FdtWriter::new();
     w.begin_node("")?;
     w.prop_u32("#address-cells", 2)?;

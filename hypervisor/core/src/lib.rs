@@ -5,6 +5,7 @@
 
 #![no_std]
 
+#[cfg(feature = "alloc")]
 extern crate alloc;
 
 #[cfg(test)]
@@ -12,10 +13,12 @@ extern crate std;
 
 pub mod cmdline;
 pub mod esr;
+#[cfg(feature = "alloc")]
 pub mod fdt_writer;
 pub mod guest_dt;
 pub mod hypercall;
 pub mod image;
 pub mod pgtable;
+#[cfg(feature = "alloc")]
 pub mod ranges;
 pub mod sysreg;

@@ -130,6 +130,23 @@ impl HostDt {
         chosen.and_then(|c| c.property("bootargs")).and_then(|p| p.as_str()).unwrap_or("")
     }
 
+    /// A module's reg. QEMU's guest-loader writes it with the root's #address-cells and
+    /// #size-cells even though /chosen declares none (where the default would be 2 and 1).
+    fn module_reg(&self, n: fdt::node::FdtNode) -> Option<Range> {
+        let chosen = self.fdt.find_node("/chosen")?;
+        let has_own = chosen.property("#address-cells").is_some();
+        let cells = if has_own { chosen.cell_sizes() } else { self.fdt.root().cell_sizes() };
+        let raw = n.property("reg")?.value;
+        let cell = |i: usize| -> Option<u64> {
+            let b = raw.get(i * 4..i * 4 + 4)?;
+            Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as u64)
+        };
+        let read = |first: usize, count: usize| -> Option<u64> { (first..first + count).try_fold(0u64, |acc, i| Some(acc << 32 | cell(i)?)) };
+        let addr = read(0, cells.address_cells)?;
+        let size = read(cells.address_cells, cells.size_cells)?;
+        Some(Range::new(addr, size))
+    }
+
     /// Guest modules in address order (scripts/qemu.py places them in the order the VMs
     /// are given; libfdt may list nodes in either order).
     pub fn modules(&self) -> Vec<Module> {
@@ -147,9 +164,9 @@ impl HostDt {
                 } else {
                     return None;
                 };
-                let r = n.reg()?.next()?;
+                let range = self.module_reg(n)?;
                 let bootargs = n.property("bootargs").and_then(|p| p.as_str()).unwrap_or("");
-                Some(Module { kind, range: Range::new(r.starting_address as u64, r.size? as u64), bootargs })
+                Some(Module { kind, range, bootargs })
             })
             .collect();
         v.sort_by_key(|m| m.range.start);

@@ -329,9 +329,9 @@ pub fn start(vm: Arc<Vm>) {
 }
 
 /// Called by the CPU that removed the VM's last run-queue entry.
-pub fn dequeued(vm: &Arc<Vm>) {
+pub fn dequeued(vm: Arc<Vm>) {
     if vm.queued.fetch_sub(1, Ordering::AcqRel) == 1 {
-        retire(vm.clone());
+        retire(vm);
     }
 }
 

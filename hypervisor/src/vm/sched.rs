@@ -98,7 +98,7 @@ pub fn schedule(yield_current: bool) -> *mut VcpuRegs {
         };
         // Outside the run-queue lock: retiring may start a rebooted VM, which queues vCPUs.
         for vm in retired {
-            dequeued(&vm);
+            dequeued(vm);
         }
         if let Some(regs) = picked {
             return regs;

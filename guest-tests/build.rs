@@ -1,0 +1,8 @@
+fn main() {
+    let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default();
+    let script = format!("{dir}/../linker/guest.ld");
+    if std::env::var("TARGET").is_ok_and(|t| t.starts_with("aarch64-unknown-none")) {
+        println!("cargo:rustc-link-arg-bins=-T{script}");
+    }
+    println!("cargo:rerun-if-changed={script}");
+}

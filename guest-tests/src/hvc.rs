@@ -1,0 +1,55 @@
+//! Hypercalls: SMCCC over HVC #0 (and SMC #0, which the hypervisor traps).
+
+use core::arch::asm;
+use hv_core::hypercall::id;
+
+/// An SMCCC call over HVC; returns x0..x3.
+pub fn hvc(x0: u64, x1: u64, x2: u64, x3: u64) -> [u64; 4] {
+    let r: [u64; 4];
+    // SAFETY: an SMCCC call; per SMCCC 1.1 only x0..x17 may change.
+    unsafe {
+        let (a, b, c, d);
+        asm!("hvc #0", inout("x0") x0 => a, inout("x1") x1 => b, inout("x2") x2 => c, inout("x3") x3 => d,
+            out("x4") _, out("x5") _, out("x6") _, out("x7") _, out("x8") _, out("x9") _,
+            out("x10") _, out("x11") _, out("x12") _, out("x13") _, out("x14") _, out("x15") _,
+            out("x16") _, out("x17") _, options(nostack));
+        r = [a, b, c, d];
+    }
+    r
+}
+
+/// The same over SMC (trapped by the hypervisor through HCR_EL2.TSC).
+pub fn smc(x0: u64, x1: u64, x2: u64, x3: u64) -> [u64; 4] {
+    let r: [u64; 4];
+    // SAFETY: as for `hvc`.
+    unsafe {
+        let (a, b, c, d);
+        asm!("smc #0", inout("x0") x0 => a, inout("x1") x1 => b, inout("x2") x2 => c, inout("x3") x3 => d,
+            out("x4") _, out("x5") _, out("x6") _, out("x7") _, out("x8") _, out("x9") _,
+            out("x10") _, out("x11") _, out("x12") _, out("x13") _, out("x14") _, out("x15") _,
+            out("x16") _, out("x17") _, options(nostack));
+        r = [a, b, c, d];
+    }
+    r
+}
+
+/// x0 of a call as a signed SMCCC return value.
+pub fn call(function: u32, a1: u64, a2: u64, a3: u64) -> i64 {
+    hvc(function as u64, a1, a2, a3)[0] as i64
+}
+
+pub fn hv_version() -> u64 {
+    hvc(id::HV_VERSION as u64, 0, 0, 0)[0]
+}
+
+pub fn console_write(bytes: &[u8]) -> i64 {
+    call(id::HV_CONSOLE_WRITE, bytes.as_ptr() as u64, bytes.len() as u64, 0)
+}
+
+pub fn test_verdict(code: u64) {
+    call(id::HV_TEST_VERDICT, code, 0, 0);
+}
+
+pub fn counter(c: hv_core::hypercall::Counter) -> u64 {
+    hvc(id::HV_COUNTER as u64, c as u64, 0, 0)[0]
+}

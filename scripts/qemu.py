@@ -1,0 +1,230 @@
+#!/usr/bin/env python3
+"""The one place that builds QEMU command lines (run, debug, boot tests, benchmarks), and
+the checks that stop bad input before QEMU starts.
+
+    scripts/qemu.py run   [options]     boot the hypervisor with guests, console on the terminal
+    scripts/qemu.py debug [options]     the same, halted, with QEMU's gdb stub on :1234
+    scripts/qemu.py print [options]     print the command line only
+
+Options (all optional; the Makefile maps KERNEL=, INITRD=, ... onto them):
+    --kernel F      guest arm64 Image (default: the demo guest, target/images/hello.bin)
+    --initrd F      guest initrd
+    --append S      guest kernel command line
+    --smp N         guest vCPUs (default 2 for the demo guest, else 1)
+    --mem SIZE      guest RAM, e.g. 256M (default 128M)
+    --cpus N        physical CPUs of the machine (default: max(2, SMP))
+    --hv-args S     extra hypervisor command line (e.g. log=debug)
+    --pauth impdef|qarma5   PAC algorithm of -cpu max (default impdef: 3.5x cheaper to emulate)
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import struct
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+IMAGES = ROOT / "target" / "images"
+HYPERVISOR = IMAGES / "hypervisor.bin"
+HYPERVISOR_ELF = ROOT / "target" / "cross" / "aarch64-unknown-none-softfloat" / "release" / "hypervisor"
+DEFAULT_GUEST = IMAGES / "hello.bin"
+QEMU = "qemu-system-aarch64"
+RAM_BASE = 0x4000_0000
+# Guest modules go above where QEMU puts its device tree (RAM base + 128 MiB).
+MODULE_BASE = RAM_BASE + (256 << 20)
+DTB_SLOT = 2 << 20  # the hypervisor puts each guest's device tree in its last 2 MiB
+MIB = 1 << 20
+GDB_PORT = 1234
+
+
+class UserError(Exception):
+    """Bad input: reported as one clear line, exit status 2."""
+
+
+def parse_size(text: str) -> int:
+    units = {"K": 10, "M": 20, "G": 30}
+    t = text.strip().upper().removesuffix("B")
+    shift = units.get(t[-1:], 0) if t else 0
+    digits = t[:-1] if shift else t
+    if not digits.isdigit():
+        raise UserError(f"'{text}' is not a size (use e.g. 128M or 1G)")
+    return int(digits) << shift
+
+
+def image_footprint(path: Path) -> int:
+    """Checks that `path` is a readable little-endian arm64 Image; returns the bytes it
+    occupies in guest RAM (text_offset + image_size)."""
+    if not path.exists():
+        raise UserError(f"kernel '{path}' does not exist")
+    try:
+        with path.open("rb") as f:
+            header = f.read(64)
+        size = path.stat().st_size
+    except OSError as e:
+        raise UserError(f"kernel '{path}' cannot be read: {e.strerror}") from None
+    if len(header) < 64 or header[56:60] != b"ARM\x64":
+        hint = " (a gzip-compressed vmlinuz? unpack it first)" if header[:2] == b"\x1f\x8b" else ""
+        raise UserError(f"kernel '{path}' is not an arm64 Image: no 'ARM\\x64' magic at byte 56{hint}")
+    text_offset, image_size, flags = struct.unpack_from("<QQQ", header, 8)
+    if flags & 1:
+        raise UserError(f"kernel '{path}' is a big-endian Image; only little-endian guests run")
+    if image_size == 0:
+        text_offset, image_size = 0x80000, size
+    return text_offset + max(image_size, size)
+
+
+def readable(path: Path, what: str) -> int:
+    try:
+        with path.open("rb"):
+            pass
+        return path.stat().st_size
+    except FileNotFoundError:
+        raise UserError(f"{what} '{path}' does not exist") from None
+    except OSError as e:
+        raise UserError(f"{what} '{path}' cannot be read: {e.strerror}") from None
+
+
+@dataclass
+class Guest:
+    kernel: Path
+    initrd: Path | None = None
+    bootargs: str = ""
+    mem: int = 128 * MIB
+    smp: int = 1
+
+
+@dataclass
+class Machine:
+    guests: list[Guest]
+    cpus: int | None = None
+    hv_args: str = ""
+    pauth: str = "impdef"
+    icount: bool = False
+    gdb: bool = False
+    host_mem: int | None = None
+    extra: list[str] = field(default_factory=list)
+
+
+def align_up(v: int, a: int) -> int:
+    return (v + a - 1) // a * a
+
+
+def command(m: Machine) -> list[str]:
+    """Validates the machine and returns QEMU's argv."""
+    if not m.guests:
+        raise UserError("no guest given")
+    if not HYPERVISOR.exists():
+        raise UserError(f"{HYPERVISOR} is missing: run 'make' first")
+    cpus = m.cpus if m.cpus is not None else max([2] + [g.smp for g in m.guests])
+    if not 1 <= cpus <= 8:
+        raise UserError(f"CPUS={cpus}: the hypervisor uses 1 to 8 physical CPUs")
+    if m.pauth not in ("impdef", "qarma5"):
+        raise UserError(f"PAUTH={m.pauth}: use impdef or qarma5")
+    devices: list[str] = []
+    hv_args = []
+    addr = MODULE_BASE
+    guest_total = 0
+    for i, g in enumerate(m.guests):
+        footprint = image_footprint(g.kernel)
+        if g.smp < 1:
+            raise UserError(f"SMP={g.smp}: a guest needs at least one vCPU")
+        if g.smp > cpus:
+            raise UserError(f"SMP={g.smp} is larger than the CPUs given (CPUS={cpus}): vCPUs are not time-sliced yet")
+        if g.mem % (2 * MIB) or g.mem < 4 * MIB:
+            raise UserError(f"MEM={g.mem // MIB}M: guest memory must be a multiple of 2M and at least 4M")
+        need = footprint + DTB_SLOT
+        initrd_size = readable(g.initrd, "initrd") if g.initrd else 0
+        if need + initrd_size > g.mem:
+            what = "kernel and initrd" if g.initrd else "kernel"
+            raise UserError(f"{what} need {(need + initrd_size + MIB - 1) // MIB} MiB but the guest has MEM={g.mem // MIB}M")
+        kernel_size = g.kernel.stat().st_size
+        devices += ["-device", f"guest-loader,addr={addr:#x},kernel={g.kernel},bootargs={g.bootargs}"]
+        addr = align_up(addr + kernel_size, 2 * MIB)
+        if g.initrd:
+            devices += ["-device", f"guest-loader,addr={addr:#x},initrd={g.initrd}"]
+            addr = align_up(addr + initrd_size, 2 * MIB)
+        hv_args += [f"vm{i}.mem={g.mem // MIB}M", f"vm{i}.smp={g.smp}"]
+        guest_total += g.mem
+    # Host RAM: the modules, every guest's RAM, and room for the hypervisor.
+    host_mem = m.host_mem or align_up(addr - RAM_BASE + guest_total + 256 * MIB, 256 * MIB)
+    if m.hv_args:
+        hv_args.append(m.hv_args)
+    cpu = "max,pauth-impdef=on" if m.pauth == "impdef" else "max"
+    argv = [
+        QEMU,
+        "-machine", "virt,virtualization=on,gic-version=3",
+        "-cpu", cpu,
+        "-smp", str(cpus),
+        "-m", f"{host_mem // MIB}M",
+        "-nographic",
+        "-semihosting-config", "enable=on,target=native",
+        "-kernel", str(HYPERVISOR),
+        "-append", " ".join(hv_args),
+        *devices,
+    ]
+    if m.icount:
+        argv += ["-icount", "shift=0"]
+    if m.gdb:
+        argv += ["-gdb", f"tcp::{GDB_PORT}", "-S"]
+    return argv + m.extra
+
+
+def machine_from_args(argv: list[str]) -> Machine:
+    p = argparse.ArgumentParser(prog="qemu.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("mode", choices=["run", "debug", "print"])
+    p.add_argument("--kernel", default="")
+    p.add_argument("--initrd", default="")
+    p.add_argument("--append", default="")
+    p.add_argument("--smp", default="")
+    p.add_argument("--mem", default="")
+    p.add_argument("--cpus", default="")
+    p.add_argument("--hv-args", default="")
+    p.add_argument("--pauth", default="impdef")
+    a = p.parse_args(argv)
+
+    def number(text: str, name: str) -> int | None:
+        if not text:
+            return None
+        if not text.isdigit():
+            raise UserError(f"{name}={text} is not a number")
+        return int(text)
+
+    kernel = Path(a.kernel) if a.kernel else DEFAULT_GUEST
+    smp = number(a.smp, "SMP") or (2 if not a.kernel else 1)
+    g = Guest(
+        kernel=kernel,
+        initrd=Path(a.initrd) if a.initrd else None,
+        bootargs=a.append,
+        mem=parse_size(a.mem) if a.mem else 128 * MIB,
+        smp=smp,
+    )
+    m = Machine(guests=[g], cpus=number(a.cpus, "CPUS"), hv_args=a.hv_args, pauth=a.pauth, gdb=a.mode == "debug")
+    m.mode = a.mode  # type: ignore[attr-defined]
+    return m
+
+
+def main(argv: list[str]) -> int:
+    try:
+        m = machine_from_args(argv)
+        cmd = command(m)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if m.mode == "print":  # type: ignore[attr-defined]
+        print(" ".join(cmd))
+        return 0
+    if shutil.which(QEMU) is None:
+        print(f"error: {QEMU} not found: run scripts/setup.sh", file=sys.stderr)
+        return 2
+    if m.gdb:
+        print(f"QEMU is halted with its gdb stub on port {GDB_PORT}. In another terminal:\n"
+              f"  gdb-multiarch {HYPERVISOR_ELF.relative_to(ROOT)} -ex 'target remote :{GDB_PORT}'\n"
+              f"Quit QEMU with Ctrl-A X.", file=sys.stderr)
+    os.execvp(cmd[0], cmd)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
