@@ -45,7 +45,10 @@ extern "C" fn rt_exception(frame: &mut Frame, kind: u64) {
         FAR[cpu].store(frame.far, Ordering::Relaxed);
         ELR[cpu].store(frame.elr, Ordering::Relaxed);
         TAKEN[cpu].store(true, Ordering::Release);
-        frame.elr += 4;
+        // A faulting fetch (probe_exec) returns to its caller; anything else skips the
+        // faulting instruction.
+        let iabt = frame.esr >> 26 == hv_core::esr::ec::IABT_CURRENT as u64;
+        frame.elr = if iabt { frame.x[30] } else { frame.elr + 4 };
         return;
     }
     crate::println!(
@@ -95,4 +98,14 @@ pub fn probe_write(addr: u64, value: u64) -> Result<(), Exception> {
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// Branches to `addr` with a link (as a call would); the exception if the fetch faulted.
+pub fn probe_exec(addr: u64) -> Option<Exception> {
+    // SAFETY: `blr` to an address expected to fault on fetch; the handler returns to the
+    // link register, so execution continues after the branch. x30 and the caller-saved
+    // registers are declared clobbered in case the target did execute and returned.
+    expect_exception(|| unsafe {
+        asm!("blr {t}", t = in(reg) addr, out("x30") _, clobber_abi("C"), options(nostack))
+    })
 }

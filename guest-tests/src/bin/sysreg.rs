@@ -1,0 +1,69 @@
+//! Trapped system registers: IMPLEMENTATION DEFINED registers, the PMU and the physical
+//! timer give the guest an UNDEF from the hypervisor; ACTLR_EL1 and set/way cache
+//! maintenance are emulated; EL2 registers are UNDEFINED at EL1 by the architecture.
+
+#![no_std]
+#![no_main]
+
+use core::arch::asm;
+use guest_rt::exceptions::{expect_exception, Exception};
+use guest_rt::{check, check_eq, hvc, println, BootInfo};
+use hv_core::hypercall::Counter;
+
+fn check_undef(what: &str, e: Option<Exception>) {
+    match e {
+        Some(e) if e.ec() == 0 && e.esr & (1 << 25) != 0 => {}
+        other => {
+            println!("{}: expected UNDEF, got {:?}", what, other);
+            guest_rt::fail(4);
+        }
+    }
+}
+
+fn main(_info: &BootInfo) -> ! {
+    // SAFETY (all asm below): single system-register accesses that either trap to the
+    // hypervisor or raise UNDEF at EL1; the probe handler skips the instruction.
+    check_undef("read of IMPLEMENTATION DEFINED S3_0_C15_C0_0", expect_exception(|| unsafe {
+        asm!("mrs {}, S3_0_C15_C0_0", out(reg) _, options(nostack));
+    }));
+    check_undef("write of IMPLEMENTATION DEFINED S3_1_C11_C0_0", expect_exception(|| unsafe {
+        asm!("msr S3_1_C11_C0_0, {}", in(reg) 1u64, options(nostack));
+    }));
+    // Whether the UNDEF for an IMPLEMENTATION DEFINED encoding comes from the hypervisor
+    // (HCR_EL2.TIDCP) or from the CPU depends on whether the CPU implements it (QEMU's do
+    // not), so those are not counted below; the rest always trap to the hypervisor.
+    let traps = hvc::counter(Counter::SysregTraps);
+    let injected = hvc::counter(Counter::InjectedFaults);
+    check_undef("read of PMCR_EL0", expect_exception(|| unsafe {
+        asm!("mrs {}, S3_3_C9_C12_0", out(reg) _, options(nostack));
+    }));
+    check_undef("read of CNTP_CTL_EL0", expect_exception(|| unsafe {
+        asm!("mrs {}, S3_3_C14_C2_1", out(reg) _, options(nostack));
+    }));
+
+    // ACTLR_EL1: reads as zero, writes ignored, no fault.
+    let mut actlr: u64 = 0xdead;
+    let e = expect_exception(|| unsafe {
+        asm!("msr S3_0_C1_C0_1, {w}", "mrs {r}, S3_0_C1_C0_1", w = in(reg) u64::MAX, r = out(reg) actlr, options(nostack));
+    });
+    check!(e.is_none(), "ACTLR_EL1 access faulted: {:?}", e);
+    check_eq!(actlr, 0, "ACTLR_EL1 value");
+
+    // Set/way cache maintenance completes.
+    let e = expect_exception(|| unsafe { asm!("dc cisw, {}", in(reg) 0u64, options(nostack)) });
+    check!(e.is_none(), "DC CISW faulted: {:?}", e);
+
+    // EL2 registers do not exist at EL1 (the CPU raises UNDEF without the hypervisor).
+    check_undef("read of HCR_EL2 at EL1", expect_exception(|| unsafe {
+        asm!("mrs {}, S3_4_C1_C1_0", out(reg) _, options(nostack));
+    }));
+
+    let traps = hvc::counter(Counter::SysregTraps) - traps;
+    let injected = hvc::counter(Counter::InjectedFaults) - injected;
+    println!("{} trapped register accesses, {} UNDEFs injected", traps, injected);
+    check_eq!(traps, 5, "trapped accesses (PMCR, CNTP_CTL, 2 ACTLR, DC CISW)");
+    check_eq!(injected, 2, "UNDEFs injected by the hypervisor (PMCR, CNTP_CTL)");
+    guest_rt::pass()
+}
+
+guest_rt::guest_main!(main);
