@@ -112,9 +112,10 @@ def align_up(v: int, a: int) -> int:
     return (v + a - 1) // a * a
 
 
-def command(m: Machine) -> list[str]:
-    """Validates the machine and returns QEMU's argv."""
-    if not m.guests:
+def command(m: Machine, validate: bool = True) -> list[str]:
+    """Validates the machine and returns QEMU's argv. Tests of the hypervisor's own checks
+    pass validate=False to get bad guests (or none) through."""
+    if not m.guests and validate:
         raise UserError("no guest given")
     if not HYPERVISOR.exists():
         raise UserError(f"{HYPERVISOR} is missing: run 'make' first")
@@ -128,7 +129,7 @@ def command(m: Machine) -> list[str]:
     addr = MODULE_BASE
     guest_total = 0
     for i, g in enumerate(m.guests):
-        footprint = image_footprint(g.kernel)
+        footprint = image_footprint(g.kernel) if validate else 0
         if g.smp < 1:
             raise UserError(f"SMP={g.smp}: a guest needs at least one vCPU")
         if g.smp > cpus:

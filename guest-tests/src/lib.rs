@@ -35,6 +35,15 @@ pub struct BootInfo {
     pub ram_size: u64,
     pub vcpus: usize,
     pub bootargs: &'static str,
+    /// Reboots of this VM before this boot.
+    pub boot_count: u32,
+}
+
+impl BootInfo {
+    /// The number after `key=` in the bootargs, if there is one.
+    pub fn arg(&self, key: &str) -> Option<u64> {
+        self.bootargs.split_ascii_whitespace().find_map(|w| w.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
+    }
 }
 
 extern "Rust" {
@@ -75,6 +84,11 @@ extern "C" fn rt_primary(dtb: u64) -> ! {
         dtb,
         vcpus: fdt.cpus().count(),
         bootargs: fdt.chosen().bootargs().unwrap_or(""),
+        boot_count: fdt
+            .find_node("/chosen")
+            .and_then(|c| c.property(hv_core::guest_dt::BOOT_COUNT_PROPERTY))
+            .and_then(|p| p.as_usize())
+            .unwrap_or(0) as u32,
         fdt,
         ram_base,
         ram_size,

@@ -156,6 +156,7 @@ fn start_vms(dt: &HostDt, config: &HvConfig, cpus: usize) {
                 initrd: None,
                 bootargs: m.bootargs,
                 params: config.vm(specs.len()),
+                boot_count: 0,
             }),
             ModuleKind::Ramdisk => match specs.last_mut() {
                 Some(s) if s.initrd.is_none() => s.initrd = Some(m.range),

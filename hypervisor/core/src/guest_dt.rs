@@ -31,7 +31,12 @@ pub struct GuestDtConfig<'a> {
     pub bootargs: &'a str,
     /// Guest-physical [start, end) of the initrd, if any.
     pub initrd: Option<(u64, u64)>,
+    /// How many times the VM was rebooted (PSCI SYSTEM_RESET) before this boot.
+    pub boot_count: u32,
 }
+
+/// /chosen property carrying [`GuestDtConfig::boot_count`].
+pub const BOOT_COUNT_PROPERTY: &str = "hypervisor,boot-count";
 
 /// MPIDR_EL1 affinity value of vCPU `index` (Aff0 = index, Aff1 = index / 16, as GICv3
 /// limits Aff0 to 16 targets per cluster in its SGI target lists).
@@ -133,6 +138,7 @@ pub fn build(cfg: &GuestDtConfig<'_>) -> Result<Vec<u8>, FdtError> {
         w.prop_u64("linux,initrd-start", start)?;
         w.prop_u64("linux,initrd-end", end)?;
     }
+    w.prop_u32(BOOT_COUNT_PROPERTY, cfg.boot_count)?;
     w.end_node()?;
 
     w.end_node()?;
@@ -151,6 +157,7 @@ mod tests {
             vcpus: 4,
             bootargs: "console=ttyAMA0 earlycon",
             initrd: Some((0x4800_0000, 0x4810_0000)),
+            boot_count: 2,
         })
         .unwrap();
         let fdt = fdt::Fdt::new(&blob).unwrap();
@@ -164,6 +171,7 @@ mod tests {
         let chosen = fdt.find_node("/chosen").unwrap();
         let start = chosen.property("linux,initrd-start").unwrap().as_usize().unwrap();
         assert_eq!(start, 0x4800_0000);
+        assert_eq!(chosen.property(BOOT_COUNT_PROPERTY).unwrap().as_usize(), Some(2));
         let gic = fdt.find_compatible(&["arm,gic-v3"]).unwrap();
         let regs: std::vec::Vec<_> = gic.reg().unwrap().collect();
         assert_eq!(regs[1].size, Some(4 * 0x2_0000));

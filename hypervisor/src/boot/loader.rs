@@ -82,6 +82,7 @@ pub fn load(vm: &Vm) -> Result<BootInfo, LoadError> {
         vcpus: vm.vcpus.len(),
         bootargs: spec.bootargs,
         initrd,
+        boot_count: spec.boot_count,
     })
     .map_err(|_| LoadError::DeviceTree)?;
     if blob.len() as u64 > DTB_SLOT {

@@ -33,6 +33,8 @@ pub struct VmSpec {
     pub initrd: Option<Range>,
     pub bootargs: &'static str,
     pub params: VmParams,
+    /// Reboots so far (told to the guest in its device tree).
+    pub boot_count: u32,
 }
 
 /// Why a VM stopped.
@@ -351,11 +353,12 @@ fn retire(vm: Arc<Vm>) {
         vms.retain(|v| !Arc::ptr_eq(v, &vm));
         vms.len()
     };
-    let (id, spec) = (vm.id, vm.spec.clone());
+    let (id, mut spec) = (vm.id, vm.spec.clone());
     let pcpus: Vec<usize> = vm.vcpus.iter().map(|v| v.pcpu).collect();
     drop(vm); // last reference: RAM and tables are freed here
     if reason == StopReason::Reset {
-        log::info!("VM {id}: rebooting");
+        spec.boot_count += 1;
+        log::info!("VM {id}: rebooting (boot {})", spec.boot_count);
         match Vm::create(id, spec, &pcpus) {
             Ok(vm) => return start(vm),
             Err(e) => {

@@ -1,0 +1,50 @@
+# Entry points. The logic lives in scripts/; every target does its own set-up.
+#
+#   make run   [KERNEL=Image] [INITRD=file] [APPEND="..."] [SMP=n] [MEM=128M] [CPUS=n] [HVARGS="log=debug"] [PAUTH=impdef|qarma5]
+#   make debug (same options; QEMU halted with a gdb stub on :1234)
+#   make test  host unit tests, then every boot test
+#   make bench benchmarks (numbers, not verdicts)
+
+KERNEL ?=
+INITRD ?=
+APPEND ?=
+SMP ?=
+MEM ?=
+CPUS ?=
+HVARGS ?=
+PAUTH ?= impdef
+
+QEMU_OPTS = --kernel "$(KERNEL)" --initrd "$(INITRD)" --append "$(APPEND)" --smp "$(SMP)" \
+            --mem "$(MEM)" --cpus "$(CPUS)" --hv-args "$(HVARGS)" --pauth "$(PAUTH)"
+
+.PHONY: all setup build run debug test unit-test boot-test bench clean
+
+all: build
+
+setup:
+	@scripts/setup.sh
+
+build: setup
+	@CARGO_QUIET=1 scripts/build.sh
+
+run: build
+	@python3 scripts/qemu.py run $(QEMU_OPTS)
+
+debug: build
+	@scripts/setup.sh --debug
+	@python3 scripts/qemu.py debug $(QEMU_OPTS)
+
+test: build
+	@scripts/test.sh
+
+unit-test: setup
+	@cargo test -p hv-core
+
+boot-test: build
+	@python3 scripts/boottest.py
+
+bench: build
+	@python3 scripts/bench.py
+
+clean:
+	rm -rf target

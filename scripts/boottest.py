@@ -1,0 +1,161 @@
+#!/usr/bin/env python3
+"""Boot tests: each boots the hypervisor under QEMU with one or more guests, bounded by a
+timeout, and checks QEMU's exit status and the console for what the test names. Also the
+checks that bad input is refused before QEMU starts.
+
+    scripts/boottest.py [-k SUBSTRING] [--timeout S]
+
+Logs go to target/test-logs/<test>.log. Ends with 'N passed, N failed'; exits non-zero if
+any test failed or hung.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import qemu  # noqa: E402
+from qemu import IMAGES, MIB, Guest, Machine, UserError  # noqa: E402
+
+LOGS = qemu.ROOT / "target" / "test-logs"
+PASS_LINE = r"test verdict PASS"
+
+
+def guest(name: str, **kw) -> Guest:
+    return Guest(kernel=IMAGES / f"{name}.bin", **kw)
+
+
+@dataclass
+class BootTest:
+    name: str
+    machine: Machine
+    # Regular expressions that must all appear in the console output.
+    expect: list[str] = field(default_factory=list)
+    # ... and ones that must not.
+    reject: list[str] = field(default_factory=lambda: [r"HYPERVISOR PANIC", r"hypervisor exception at EL2"])
+    status: int = 0
+    # False: skip qemu.py's checks of the guests, to reach the hypervisor's own.
+    validate: bool = True
+
+
+@dataclass
+class InputTest:
+    """Bad input that qemu.py must refuse with a clear message before QEMU starts."""
+    name: str
+    args: list[str]
+    message: str
+
+
+def boot_tests() -> list[BootTest]:
+    verdict = [PASS_LINE, r"all VMs stopped; machine exit status 0"]
+    return [
+        BootTest("hello", Machine([guest("hello", smp=2)], cpus=2), [
+            r"vm0\| hello from vCPU 0 at EL1", r"vm0\| hello from vCPU 1 at EL1",
+            r"vm0\| memory: 128 MiB at 0x40000000", r"vm0\| vCPUs in device tree: 2",
+            r"vm0\| hypervisor version 0\.1\.0", *verdict]),
+        BootTest("hypercalls", Machine([guest("hypercalls")]), [
+            r"vm0\| console hypercall works", r"vm0\| 2000 random hypercalls answered", *verdict]),
+        BootTest("psci", Machine([guest("psci", smp=4)], cpus=4), [
+            r"vm0\| vCPU 3 up \(MPIDR 0x80000003\), context 0x1003", r"vm0\| 3 secondary vCPUs started",
+            r"vm0\| vCPU 1 restarted after CPU_OFF", *verdict]),
+        BootTest("isolation", Machine([guest("isolation")]), [
+            r"vm0\| (\d+) probes outside RAM, \1 aborts injected", r"abort injected", *verdict]),
+        BootTest("sysreg", Machine([guest("sysreg")]), [
+            r"read of PMCR_EL0 .*UNDEF injected", r"vm0\| 5 trapped register accesses, 2 UNDEFs injected", *verdict]),
+        BootTest("smp", Machine([guest("smp", smp=4)], cpus=4), [
+            r"vm0\| 4 vCPUs added 20000 each: total 80000", *verdict]),
+        BootTest("reset", Machine([guest("reset")]), [
+            r"VM 0: rebooting \(boot 1\)", r"vm0\| boot 1", *verdict]),
+        BootTest("two-vms", Machine([guest("hello", smp=2), guest("hypercalls")], cpus=2), [
+            r"vm0\| all 2 vCPU\(s\) reported", r"vm1\| 2000 random hypercalls answered",
+            r"VM 0: test verdict PASS", r"VM 1: test verdict PASS", r"machine exit status 0"]),
+        BootTest("shared-cpu", Machine([guest("switch", bootargs="tag=1"), guest("switch", bootargs="tag=2")], cpus=1), [
+            r"vm0\| tag 1: registers intact across 100 waits", r"vm1\| tag 2: registers intact across 100 waits",
+            r"VM 0: test verdict PASS", r"VM 1: test verdict PASS", r"machine exit status 0"]),
+        # The hypervisor's own refusals (qemu.py's checks bypassed), with their exit statuses.
+        BootTest("guest-not-an-image", Machine([Guest(kernel=qemu.ROOT / "Cargo.toml")]), [
+            r"VM 0: cannot start: kernel is not an arm64 Image", r"machine exit status 2"], status=2, validate=False),
+        BootTest("guest-too-big-for-host", Machine([guest("hello", mem=1024 * MIB)], host_mem=512 * MIB), [
+            r"VM 0: cannot start: not enough host memory", r"machine exit status 2"], status=2),
+        BootTest("no-guest", Machine([]), [r"no guest given"], status=4, validate=False),
+        BootTest("failing-guest-fails-the-run", Machine([guest("psci", smp=1)], cpus=1), [
+            r"check failed .* this test needs at least 2 vCPUs", r"test verdict FAIL", r"machine exit status 1"], status=1),
+    ]
+
+
+def input_tests() -> list[InputTest]:
+    hello = str(IMAGES / "hello.bin")
+    big = LOGS / "initrd-8M"
+    with big.open("wb") as f:
+        f.truncate(8 * MIB)
+    return [
+        InputTest("missing-kernel", ["--kernel", "/nonexistent/Image"], r"kernel '/nonexistent/Image' does not exist"),
+        InputTest("kernel-not-an-image", ["--kernel", str(qemu.ROOT / "Cargo.toml")], r"is not an arm64 Image"),
+        InputTest("missing-initrd", ["--kernel", hello, "--initrd", "/nonexistent/initrd"], r"initrd '/nonexistent/initrd' does not exist"),
+        InputTest("initrd-larger-than-memory", ["--kernel", hello, "--initrd", str(big), "--mem", "4M"],
+                  r"kernel and initrd need \d+ MiB but the guest has MEM=4M"),
+        InputTest("smp-larger-than-cpus", ["--kernel", hello, "--smp", "4", "--cpus", "2"], r"SMP=4 is larger than the CPUs given \(CPUS=2\)"),
+        InputTest("bad-memory-size", ["--kernel", hello, "--mem", "lots"], r"'lots' is not a size"),
+        InputTest("bad-smp", ["--kernel", hello, "--smp", "two"], r"SMP=two is not a number"),
+    ]
+
+
+def run_boot(t: BootTest, timeout: float) -> tuple[bool, str]:
+    argv = qemu.command(t.machine, validate=t.validate)
+    log = LOGS / f"{t.name}.log"
+    try:
+        p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout)
+        out = p.stdout.decode(errors="replace")
+        log.write_text(" ".join(argv) + "\n\n" + out)
+    except subprocess.TimeoutExpired as e:
+        out = (e.stdout or b"").decode(errors="replace")
+        log.write_text(" ".join(argv) + "\n\n" + out)
+        return False, f"hung: no exit within {timeout:.0f} s (log: {log})"
+    problems = []
+    if p.returncode != t.status:
+        problems.append(f"exit status {p.returncode}, expected {t.status}")
+    problems += [f"missing /{r}/" for r in t.expect if not re.search(r, out)]
+    problems += [f"unexpected /{r}/" for r in t.reject if re.search(r, out)]
+    return not problems, "; ".join(problems) + (f" (log: {log})" if problems else "")
+
+
+def run_input(t: InputTest) -> tuple[bool, str]:
+    p = subprocess.run([sys.executable, str(Path(qemu.__file__)), "print", *t.args],
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+    if p.returncode != 2:
+        return False, f"exit status {p.returncode}, expected 2 (stderr: {p.stderr.strip()})"
+    if not re.search(t.message, p.stderr):
+        return False, f"message /{t.message}/ not in: {p.stderr.strip()}"
+    return True, ""
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("-k", default="", help="run only tests whose name contains this")
+    ap.add_argument("--timeout", type=float, default=60.0, help="seconds each boot may take")
+    a = ap.parse_args()
+    LOGS.mkdir(parents=True, exist_ok=True)
+    passed = failed = 0
+    for t in [*boot_tests(), *input_tests()]:
+        if a.k not in t.name:
+            continue
+        start = time.monotonic()
+        try:
+            ok, why = run_boot(t, a.timeout) if isinstance(t, BootTest) else run_input(t)
+        except UserError as e:
+            ok, why = False, f"could not build the machine: {e}"
+        kind = "boot" if isinstance(t, BootTest) else "input"
+        print(f"{'PASS' if ok else 'FAIL'} {kind}/{t.name} ({time.monotonic() - start:.1f}s){'' if ok else ': ' + why}", flush=True)
+        passed += ok
+        failed += not ok
+    print(f"boot: {passed} passed, {failed} failed")
+    return 0 if failed == 0 and passed > 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# `make test`: host unit tests of the portable crates, then every boot test. Exits non-zero
+# if anything failed; the last line is the boot tests' "N passed, N failed".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+status=0
+echo "== host unit tests (cargo test)"
+cargo test -q -p hv-core || status=1
+echo "== boot tests (QEMU)"
+python3 scripts/boottest.py "$@" || status=1
+exit $status
