@@ -137,23 +137,28 @@ impl Call {
         let function = x0 as u32;
         let arg = |x: u64| if is_smc64(function) { x } else { x & 0xffff_ffff };
         let (a1, a2, a3) = (arg(x1), arg(x2), arg(x3));
-        use id::*;
-        match function {
-            SMCCC_VERSION => Call::SmcccVersion,
-            SMCCC_ARCH_FEATURES => Call::SmcccArchFeatures { function: a1 as u32 },
-            PSCI_VERSION => Call::PsciVersion,
-            PSCI_CPU_SUSPEND_32 | PSCI_CPU_SUSPEND_64 => Call::PsciCpuSuspend,
-            PSCI_CPU_OFF => Call::PsciCpuOff,
-            PSCI_CPU_ON_32 | PSCI_CPU_ON_64 => Call::PsciCpuOn { target: a1, entry: a2, context: a3 },
-            PSCI_AFFINITY_INFO_32 | PSCI_AFFINITY_INFO_64 => Call::PsciAffinityInfo { target: a1, lowest_level: a2 },
-            PSCI_MIGRATE_INFO_TYPE => Call::PsciMigrateInfoType,
-            PSCI_SYSTEM_OFF => Call::PsciSystemOff,
-            PSCI_SYSTEM_RESET => Call::PsciSystemReset,
-            PSCI_FEATURES => Call::PsciFeatures { function: a1 as u32 },
-            HV_VERSION => Call::HvVersion,
-            HV_CONSOLE_WRITE => Call::HvConsoleWrite { addr: a1, len: a2 },
-            HV_TEST_VERDICT => Call::HvTestVerdict { code: a1 },
-            HV_COUNTER => Call::HvCounter { counter: a1 },
+        // Fast calls only, with bits 23:16 clear (SMCCC); then by owning entity and number,
+        // which compiles to small jump tables rather than a search over every ID.
+        if function & 0x8000_0000 == 0 || function & 0x00ff_0000 != 0 {
+            return Call::Unknown { function };
+        }
+        let smc64 = is_smc64(function);
+        match ((function >> 24) & 0x3f, function & 0xffff, smc64) {
+            (0, 0x0000, false) => Call::SmcccVersion,
+            (0, 0x0001, false) => Call::SmcccArchFeatures { function: a1 as u32 },
+            (4, 0x0000, false) => Call::PsciVersion,
+            (4, 0x0001, _) => Call::PsciCpuSuspend,
+            (4, 0x0002, false) => Call::PsciCpuOff,
+            (4, 0x0003, _) => Call::PsciCpuOn { target: a1, entry: a2, context: a3 },
+            (4, 0x0004, _) => Call::PsciAffinityInfo { target: a1, lowest_level: a2 },
+            (4, 0x0006, false) => Call::PsciMigrateInfoType,
+            (4, 0x0008, false) => Call::PsciSystemOff,
+            (4, 0x0009, false) => Call::PsciSystemReset,
+            (4, 0x000a, false) => Call::PsciFeatures { function: a1 as u32 },
+            (6, 0x0001, true) => Call::HvVersion,
+            (6, 0x0002, true) => Call::HvConsoleWrite { addr: a1, len: a2 },
+            (6, 0x0003, true) => Call::HvTestVerdict { code: a1 },
+            (6, 0x0004, true) => Call::HvCounter { counter: a1 },
             _ => Call::Unknown { function },
         }
     }
@@ -193,6 +198,25 @@ mod tests {
         assert_eq!(Call::decode(0x1_8000_0000, 0, 0, 0), Call::SmcccVersion, "only w0 is the function ID");
         assert!(Call::is_implemented(id::PSCI_CPU_ON_64));
         assert!(!Call::is_implemented(0x8400_0007));
+    }
+
+    #[test]
+    fn decoding_matches_every_id_constant() {
+        use id::*;
+        let known = [
+            SMCCC_VERSION, SMCCC_ARCH_FEATURES, PSCI_VERSION, PSCI_CPU_SUSPEND_32, PSCI_CPU_SUSPEND_64, PSCI_CPU_OFF,
+            PSCI_CPU_ON_32, PSCI_CPU_ON_64, PSCI_AFFINITY_INFO_32, PSCI_AFFINITY_INFO_64, PSCI_MIGRATE_INFO_TYPE,
+            PSCI_SYSTEM_OFF, PSCI_SYSTEM_RESET, PSCI_FEATURES, HV_VERSION, HV_CONSOLE_WRITE, HV_TEST_VERDICT, HV_COUNTER,
+        ];
+        for f in known {
+            assert!(Call::is_implemented(f), "{f:#x}");
+            // The other calling convention of a call defined for one only, and the same
+            // number with reserved bits or as a yielding call, are not calls.
+            assert!(!Call::is_implemented(f | 0x0001_0000), "{f:#x} with reserved bits");
+            assert!(!Call::is_implemented(f & !0x8000_0000), "{f:#x} as a yielding call");
+        }
+        assert!(!Call::is_implemented(0xc000_0000), "SMCCC_VERSION is SMC32 only");
+        assert!(!Call::is_implemented(0x8600_0001), "our calls are SMC64");
     }
 
     #[test]

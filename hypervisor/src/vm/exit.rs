@@ -2,7 +2,7 @@
 //! exception.S with the guest's general-purpose registers saved in its frame.
 
 use super::vcpu::{Power, Vcpu, VcpuRun};
-use super::{hypercall, inject, mmio, sched, sysreg, StopReason, Vm};
+use super::{hypercall, inject, mmio, sched, sysreg, Crash, StopReason, Vm};
 use crate::arch::context::VcpuRegs;
 use crate::arch::exception::ExitKind;
 use aarch64_cpu::registers::*;
@@ -10,6 +10,7 @@ use hv_core::esr::{ec, Esr};
 use hv_core::hypercall::Counter;
 
 /// What happens after an exit was handled.
+#[derive(Clone, Copy, Debug)]
 pub enum Next {
     /// Back to the same vCPU.
     Resume,
@@ -21,26 +22,74 @@ pub enum Next {
     Stop(StopReason),
 }
 
+/// Set in `handle_exit`'s result when exception.S must save the rest of the frame and
+/// call `handle_exit_slow` (frames are 16-byte aligned, so bit 0 is free).
+const SLOW: usize = 1;
+
+/// The fast path, with only x0..x18 and x30 saved: hypercalls, which read and write
+/// nothing else, are handled completely here. Everything else is left to
+/// `handle_exit_slow` once the whole frame is saved.
 #[no_mangle]
-extern "C" fn handle_exit(regs: *mut VcpuRegs, kind: u64) -> *mut VcpuRegs {
+extern "C" fn handle_exit(regs: *mut VcpuRegs, kind: u64) -> usize {
     // SAFETY: exception.S passes the frame SP pointed at, which the scheduler set to the
     // loaded vCPU's `regs`.
     let vcpu = unsafe { Vcpu::from_regs(regs) };
     // SAFETY: the vCPU is loaded on this CPU, its assigned one; nothing else touches it.
     let run = unsafe { vcpu.run_mut() };
-    let vm = vcpu.vm();
     run.count(Counter::Exits);
-    let next = match ExitKind::from_raw(kind) {
-        ExitKind::Sync => sync_exit(vm, vcpu, run),
-        // No physical interrupt is enabled yet; one arriving is logged and ignored.
-        ExitKind::Irq | ExitKind::Fiq => {
-            log::warn!("unexpected physical interrupt while vCPU {} ran", vcpu.index);
-            Next::Resume
+    run.pending = Pending::Exit(ExitKind::from_raw(kind));
+    if kind == ExitKind::Sync as u64 {
+        let esr = Esr(ESR_EL2.get());
+        let smc = esr.ec() == ec::SMC64;
+        if smc || (esr.ec() == ec::HVC64 && esr.imm16() == 0) {
+            if smc {
+                // A trapped SMC returns to the SMC itself: step over it.
+                skip_instruction();
+            }
+            let vm = vcpu.vm();
+            let next = hypercall::handle(vm, vcpu, run);
+            if matches!(next, Next::Resume) && !vm.is_stopping() {
+                return regs as usize;
+            }
+            run.pending = Pending::Handled(next);
         }
-        ExitKind::SError => Next::Stop(StopReason::Crashed("SError while the guest ran")),
+    }
+    regs as usize | SLOW
+}
+
+/// What the fast path left for the slow one.
+#[derive(Clone, Copy, Debug)]
+pub enum Pending {
+    /// An exit not handled yet.
+    Exit(ExitKind),
+    /// A handled exit whose outcome is not a plain resume.
+    Handled(Next),
+}
+
+/// The slow path, with the whole frame saved: any exit, and any outcome (another vCPU,
+/// idling, a stopping VM). Returns the frame of the vCPU to run next.
+#[no_mangle]
+extern "C" fn handle_exit_slow(regs: *mut VcpuRegs) -> *mut VcpuRegs {
+    // SAFETY: as in `handle_exit`.
+    let vcpu = unsafe { Vcpu::from_regs(regs) };
+    // SAFETY: as in `handle_exit`.
+    let run = unsafe { vcpu.run_mut() };
+    let vm = vcpu.vm();
+    let next = match run.pending {
+        Pending::Handled(next) => next,
+        Pending::Exit(ExitKind::Sync) => sync_exit(vm, vcpu, run),
+        Pending::Exit(kind) => async_exit(vcpu, kind),
     };
+    if matches!(next, Next::Resume) && !vm.is_stopping() {
+        return regs;
+    }
+    leave(vm, vcpu, next)
+}
+
+/// The exit did not simply resume: the vCPU waits, goes off, or its VM stops.
+#[inline(never)]
+fn leave(vm: &Vm, vcpu: &Vcpu, next: Next) -> *mut VcpuRegs {
     match next {
-        Next::Resume if !vm.is_stopping() => regs,
         Next::Resume => sched::schedule(false),
         Next::Yield => sched::schedule(true),
         Next::Off => {
@@ -57,21 +106,25 @@ extern "C" fn handle_exit(regs: *mut VcpuRegs, kind: u64) -> *mut VcpuRegs {
     }
 }
 
+#[cold]
+fn async_exit(vcpu: &Vcpu, kind: ExitKind) -> Next {
+    match kind {
+        // No physical interrupt is enabled yet; one arriving is logged and ignored.
+        ExitKind::Irq | ExitKind::Fiq => {
+            log::warn!("unexpected physical interrupt while vCPU {} ran", vcpu.index);
+            Next::Resume
+        }
+        _ => Next::Stop(StopReason::Crashed(Crash::SError)),
+    }
+}
+
 fn sync_exit(vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun) -> Next {
     let esr = Esr(ESR_EL2.get());
     match esr.ec() {
+        // HVC #0 and SMC were handled on the fast path; SMCCC calls use HVC #0 only.
         ec::HVC64 => {
-            if esr.imm16() != 0 {
-                // SMCCC calls use HVC #0 only.
-                run.regs.x[0] = hv_core::hypercall::ret::NOT_SUPPORTED as u64;
-                return Next::Resume;
-            }
-            hypercall::handle(vm, vcpu, run)
-        }
-        ec::SMC64 => {
-            // A trapped SMC returns to the SMC itself: step over it.
-            skip_instruction();
-            hypercall::handle(vm, vcpu, run)
+            run.regs.x[0] = hv_core::hypercall::ret::NOT_SUPPORTED as u64;
+            Next::Resume
         }
         ec::WFX => {
             run.count(Counter::WfxTraps);
@@ -82,32 +135,40 @@ fn sync_exit(vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun) -> Next {
         }
         ec::SYSREG => sysreg::handle(vm, vcpu, run, esr),
         ec::DABT_LOWER => mmio::handle_data_abort(vm, vcpu, run, esr),
-        ec::IABT_LOWER => {
-            let far = FAR_EL2.get();
-            log::warn!(
-                "vCPU {}: instruction fetch from IPA {:#x} (not executable guest RAM) at PC {:#x}: abort injected",
-                vcpu.index,
-                mmio::fault_ipa(far),
-                ELR_EL2.get()
-            );
-            inject::instruction_abort(run, far);
-            Next::Resume
-        }
-        class => {
-            // SVE, a PAC instruction with keys trapped, or anything the hypervisor does not
-            // emulate: UNDEFINED for the guest.
-            log::warn!(
-                "vCPU {}: {} (EC {:#x}, ISS {:#x}) at PC {:#x}: UNDEF injected",
-                vcpu.index,
-                esr.class_name(),
-                class,
-                esr.iss(),
-                ELR_EL2.get()
-            );
-            inject::undefined(run);
-            Next::Resume
-        }
+        ec::IABT_LOWER => instruction_abort(vcpu, run),
+        _ => not_emulated(vcpu, run, esr),
     }
+}
+
+#[cold]
+#[inline(never)]
+fn instruction_abort(vcpu: &Vcpu, run: &mut VcpuRun) -> Next {
+    let far = FAR_EL2.get();
+    log::warn!(
+        "vCPU {}: instruction fetch from IPA {:#x} (not executable guest RAM) at PC {:#x}: abort injected",
+        vcpu.index,
+        mmio::fault_ipa(far),
+        ELR_EL2.get()
+    );
+    inject::instruction_abort(run, far);
+    Next::Resume
+}
+
+/// SVE, a PAC instruction with keys trapped, or anything else the hypervisor does not
+/// emulate: UNDEFINED for the guest.
+#[cold]
+#[inline(never)]
+fn not_emulated(vcpu: &Vcpu, run: &mut VcpuRun, esr: Esr) -> Next {
+    log::warn!(
+        "vCPU {}: {} (EC {:#x}, ISS {:#x}) at PC {:#x}: UNDEF injected",
+        vcpu.index,
+        esr.class_name(),
+        esr.ec(),
+        esr.iss(),
+        ELR_EL2.get()
+    );
+    inject::undefined(run);
+    Next::Resume
 }
 
 /// Moves the guest's PC past the trapped 32-bit instruction.

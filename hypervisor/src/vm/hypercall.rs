@@ -36,13 +36,17 @@ pub fn handle(vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun) -> Next {
             Some(c) => (run.counters[c as usize] as i64, Next::Resume),
             None => (ret::INVALID_PARAMETERS, Next::Resume),
         },
-        Call::Unknown { function } => {
-            log::debug!("vCPU {}: unknown SMCCC function {function:#x}", vcpu.index);
-            (ret::NOT_SUPPORTED, Next::Resume)
-        }
+        Call::Unknown { function } => (unknown(vcpu, function), Next::Resume),
     };
     run.regs.x[0] = value as u64;
     next
+}
+
+#[cold]
+#[inline(never)]
+fn unknown(vcpu: &Vcpu, function: u32) -> i64 {
+    log::debug!("vCPU {}: unknown SMCCC function {function:#x}", vcpu.index);
+    ret::NOT_SUPPORTED
 }
 
 /// SMCCC_ARCH_FEATURES answers for Arm architecture calls (owning entity 0) only.
@@ -63,6 +67,7 @@ fn psci_features(function: u32) -> i64 {
     }
 }
 
+#[inline(never)]
 fn cpu_on(vm: &Vm, target: u64, entry: u64, context: u64) -> i64 {
     let Some(index) = vcpu_index(target, vm.vcpus.len()) else {
         return ret::INVALID_PARAMETERS;
@@ -84,6 +89,7 @@ fn cpu_on(vm: &Vm, target: u64, entry: u64, context: u64) -> i64 {
     }
 }
 
+#[inline(never)]
 fn affinity_info(vm: &Vm, target: u64, lowest_level: u64) -> i64 {
     if lowest_level != 0 {
         return ret::INVALID_PARAMETERS;
@@ -98,6 +104,7 @@ fn affinity_info(vm: &Vm, target: u64, lowest_level: u64) -> i64 {
     }
 }
 
+#[inline(never)]
 fn console_write(vm: &Vm, addr: u64, len: u64) -> i64 {
     if len > abi::CONSOLE_WRITE_MAX {
         return ret::INVALID_PARAMETERS;

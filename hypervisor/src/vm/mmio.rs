@@ -31,6 +31,7 @@ fn device_at(vm: &Vm, ipa: u64) -> Option<(&dyn MmioDevice, u64)> {
     None
 }
 
+#[inline(never)]
 pub fn handle_data_abort(vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun, esr: Esr) -> Next {
     let da = esr.data_abort();
     let far = FAR_EL2.get();

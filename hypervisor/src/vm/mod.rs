@@ -47,7 +47,14 @@ pub enum StopReason {
     /// Every vCPU called CPU_OFF.
     AllVcpusOff,
     /// The hypervisor stopped it: it did something that cannot be continued.
-    Crashed(&'static str),
+    Crashed(Crash),
+}
+
+/// What made the hypervisor stop a VM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Crash {
+    /// A physical SError arrived while the guest ran (an asynchronous abort it caused).
+    SError,
 }
 
 /// A verdict not yet reported.
@@ -203,7 +210,7 @@ impl Vm {
             if r.is_none() {
                 *r = Some(reason);
                 match reason {
-                    StopReason::Crashed(why) => log::error!("VM {}: stopping: {why}", self.id),
+                    StopReason::Crashed(why) => log::error!("VM {}: stopping: crashed ({why:?})", self.id),
                     _ => log::info!("VM {}: stopping: {:?}", self.id, reason),
                 }
             }

@@ -28,6 +28,7 @@ fn emulate(r: SysReg) -> Option<Emulated> {
     }
 }
 
+#[inline(never)]
 pub fn handle(_vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun, esr: Esr) -> Next {
     run.count(Counter::SysregTraps);
     let access = esr.sysreg();

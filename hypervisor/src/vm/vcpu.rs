@@ -1,7 +1,9 @@
 //! A virtual CPU: its architectural state (touched only by the physical CPU it is assigned
 //! to) and its power state (changed by other vCPUs through PSCI).
 
+use super::exit::Pending;
 use super::Vm;
+use crate::arch::exception::ExitKind;
 use crate::arch::context::{El1State, FpState, VcpuRegs};
 use core::cell::UnsafeCell;
 use hv_core::hypercall::Counter;
@@ -16,6 +18,8 @@ pub struct VcpuRun {
     pub el1: El1State,
     pub fp: FpState,
     pub counters: [u64; Counter::ALL.len()],
+    /// Handed from the fast exit path to the slow one.
+    pub pending: Pending,
 }
 
 impl VcpuRun {
@@ -58,6 +62,7 @@ impl Vcpu {
                 el1: El1State::at_entry(0, mpidr),
                 fp: FpState::default(),
                 counters: [0; Counter::ALL.len()],
+                pending: Pending::Exit(ExitKind::Sync),
             }),
             index,
             mpidr,

@@ -1,16 +1,20 @@
 // EL2 exception vectors, guest entry and guest exit.
 //
 // While a guest runs, SP_EL2 points at its vCPU's register frame (VcpuRegs: x0..x30), so an
-// exit saves the guest's registers with plain stores before touching anything else. It then
-// switches to this CPU's hypervisor stack (PerCpu.stack_top at TPIDR_EL2) and calls
-//     handle_exit(regs: *mut VcpuRegs, kind: u64) -> *mut VcpuRegs
-// which returns the frame of the vCPU to run next. Nothing of the hypervisor lives on the
-// stack across a guest run, so the stack is empty at every exit. ELR_EL2/SPSR_EL2 stay live
-// in their registers while a vCPU is loaded; EL1 state is switched only when a CPU changes
-// vCPUs (arch::aarch64::context).
+// exit saves the guest's registers with plain stores before touching anything else. Only
+// the registers a call may clobber (x0..x18, x30) are saved at first; then, on this CPU's
+// hypervisor stack (PerCpu.stack_top at TPIDR_EL2):
+//     handle_exit(regs, kind) -> regs | slow
+// handles what needs no more than that (hypercalls). x19..x29 still hold the guest's values
+// when it returns, as the calling convention preserves them, so a fast exit restores only
+// what it saved. When `slow` (bit 0) is set, the rest of the frame is saved and
+//     handle_exit_slow(regs) -> *mut VcpuRegs
+// does everything else and names the vCPU to run next. Nothing of the hypervisor lives on
+// the stack across a guest run. ELR_EL2/SPSR_EL2 stay live in their registers while a vCPU
+// is loaded; EL1 state is switched only when a CPU changes vCPUs (context.rs).
 //
-// Constants: {REGS_X30} {STACK_TOP} {KIND_SYNC} {KIND_IRQ} {KIND_FIQ} {KIND_SERROR}
-//            {FRAME_SIZE} {EL2_SYNC} {EL2_IRQ} {EL2_FIQ} {EL2_SERROR} {EL2_SP0}
+// Constants: {REGS_X18} {REGS_X30} {STACK_TOP} {KIND_SYNC} {KIND_IRQ} {KIND_FIQ}
+//            {KIND_SERROR} {FRAME_SIZE} {EL2_SYNC} {EL2_IRQ} {EL2_FIQ} {EL2_SERROR} {EL2_SP0}
 
 .macro save_guest_and_handle kind
     stp     x0, x1, [sp, #16 * 0]
@@ -22,12 +26,7 @@
     stp     x12, x13, [sp, #16 * 6]
     stp     x14, x15, [sp, #16 * 7]
     stp     x16, x17, [sp, #16 * 8]
-    stp     x18, x19, [sp, #16 * 9]
-    stp     x20, x21, [sp, #16 * 10]
-    stp     x22, x23, [sp, #16 * 11]
-    stp     x24, x25, [sp, #16 * 12]
-    stp     x26, x27, [sp, #16 * 13]
-    stp     x28, x29, [sp, #16 * 14]
+    str     x18, [sp, #{REGS_X18}]
     str     x30, [sp, #{REGS_X30}]
     mov     x0, sp
     mov     x1, #\kind
@@ -90,9 +89,36 @@ guest_exit:
     ldr     x2, [x2, #{STACK_TOP}]
     mov     sp, x2
     bl      handle_exit
+    tbnz    x0, #0, exit_slow
+    // Fast: back into the same guest; x19..x29 were never touched.
+    mov     sp, x0
+    ldp     x2, x3, [sp, #16 * 1]
+    ldp     x4, x5, [sp, #16 * 2]
+    ldp     x6, x7, [sp, #16 * 3]
+    ldp     x8, x9, [sp, #16 * 4]
+    ldp     x10, x11, [sp, #16 * 5]
+    ldp     x12, x13, [sp, #16 * 6]
+    ldp     x14, x15, [sp, #16 * 7]
+    ldp     x16, x17, [sp, #16 * 8]
+    ldr     x18, [sp, #{REGS_X18}]
+    ldr     x30, [sp, #{REGS_X30}]
+    ldp     x0, x1, [sp, #16 * 0]
+    eret
+    dsb     nsh                     // no speculation past the eret
+    isb
+
+exit_slow:
+    bic     x0, x0, #1
+    str     x19, [x0, #8 * 19]
+    stp     x20, x21, [x0, #8 * 20]
+    stp     x22, x23, [x0, #8 * 22]
+    stp     x24, x25, [x0, #8 * 24]
+    stp     x26, x27, [x0, #8 * 26]
+    stp     x28, x29, [x0, #8 * 28]
+    bl      handle_exit_slow
     // fall through with x0 = the frame to resume
 
-// x0 = *VcpuRegs. Loads the guest's registers and returns to it.
+// x0 = *VcpuRegs. Loads all of the guest's registers and returns to it.
 .global guest_resume
 guest_resume:
     mov     sp, x0
@@ -113,7 +139,7 @@ guest_resume:
     ldr     x30, [sp, #{REGS_X30}]
     ldp     x0, x1, [sp, #16 * 0]
     eret
-    dsb     nsh                     // no speculation past the eret
+    dsb     nsh
     isb
 
 el2_fault_common:

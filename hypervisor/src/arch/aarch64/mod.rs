@@ -24,6 +24,7 @@ global_asm!(
 
 global_asm!(
     include_str!("exception.S"),
+    REGS_X18 = const offset_of!(context::VcpuRegs, x) + 18 * 8,
     REGS_X30 = const offset_of!(context::VcpuRegs, x) + 30 * 8,
     STACK_TOP = const offset_of!(PerCpu, stack_top),
     KIND_SYNC = const exception::ExitKind::Sync as u64,
