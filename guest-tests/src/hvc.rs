@@ -3,34 +3,29 @@
 use core::arch::asm;
 use hv_core::hypercall::id;
 
+/// One SMCCC call with `insn` (hvc #0 or smc #0); returns x0..x3.
+macro_rules! smccc_call {
+    ($insn:literal, $x0:expr, $x1:expr, $x2:expr, $x3:expr) => {{
+        let (a, b, c, d): (u64, u64, u64, u64);
+        // SAFETY: an SMCCC call; per SMCCC 1.1 only x0..x17 may change.
+        unsafe {
+            asm!($insn, inout("x0") $x0 => a, inout("x1") $x1 => b, inout("x2") $x2 => c, inout("x3") $x3 => d,
+                out("x4") _, out("x5") _, out("x6") _, out("x7") _, out("x8") _, out("x9") _,
+                out("x10") _, out("x11") _, out("x12") _, out("x13") _, out("x14") _, out("x15") _,
+                out("x16") _, out("x17") _, options(nostack));
+        }
+        [a, b, c, d]
+    }};
+}
+
 /// An SMCCC call over HVC; returns x0..x3.
 pub fn hvc(x0: u64, x1: u64, x2: u64, x3: u64) -> [u64; 4] {
-    let r: [u64; 4];
-    // SAFETY: an SMCCC call; per SMCCC 1.1 only x0..x17 may change.
-    unsafe {
-        let (a, b, c, d);
-        asm!("hvc #0", inout("x0") x0 => a, inout("x1") x1 => b, inout("x2") x2 => c, inout("x3") x3 => d,
-            out("x4") _, out("x5") _, out("x6") _, out("x7") _, out("x8") _, out("x9") _,
-            out("x10") _, out("x11") _, out("x12") _, out("x13") _, out("x14") _, out("x15") _,
-            out("x16") _, out("x17") _, options(nostack));
-        r = [a, b, c, d];
-    }
-    r
+    smccc_call!("hvc #0", x0, x1, x2, x3)
 }
 
 /// The same over SMC (trapped by the hypervisor through HCR_EL2.TSC).
 pub fn smc(x0: u64, x1: u64, x2: u64, x3: u64) -> [u64; 4] {
-    let r: [u64; 4];
-    // SAFETY: as for `hvc`.
-    unsafe {
-        let (a, b, c, d);
-        asm!("smc #0", inout("x0") x0 => a, inout("x1") x1 => b, inout("x2") x2 => c, inout("x3") x3 => d,
-            out("x4") _, out("x5") _, out("x6") _, out("x7") _, out("x8") _, out("x9") _,
-            out("x10") _, out("x11") _, out("x12") _, out("x13") _, out("x14") _, out("x15") _,
-            out("x16") _, out("x17") _, options(nostack));
-        r = [a, b, c, d];
-    }
-    r
+    smccc_call!("smc #0", x0, x1, x2, x3)
 }
 
 /// x0 of a call as a signed SMCCC return value.

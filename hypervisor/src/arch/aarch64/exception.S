@@ -92,6 +92,7 @@ guest_exit:
     tbnz    x0, #0, exit_slow
     // Fast: back into the same guest; x19..x29 were never touched.
     mov     sp, x0
+restore_volatile:
     ldp     x2, x3, [sp, #16 * 1]
     ldp     x4, x5, [sp, #16 * 2]
     ldp     x6, x7, [sp, #16 * 3]
@@ -122,25 +123,13 @@ exit_slow:
 .global guest_resume
 guest_resume:
     mov     sp, x0
-    ldp     x2, x3, [sp, #16 * 1]
-    ldp     x4, x5, [sp, #16 * 2]
-    ldp     x6, x7, [sp, #16 * 3]
-    ldp     x8, x9, [sp, #16 * 4]
-    ldp     x10, x11, [sp, #16 * 5]
-    ldp     x12, x13, [sp, #16 * 6]
-    ldp     x14, x15, [sp, #16 * 7]
-    ldp     x16, x17, [sp, #16 * 8]
-    ldp     x18, x19, [sp, #16 * 9]
-    ldp     x20, x21, [sp, #16 * 10]
-    ldp     x22, x23, [sp, #16 * 11]
-    ldp     x24, x25, [sp, #16 * 12]
-    ldp     x26, x27, [sp, #16 * 13]
-    ldp     x28, x29, [sp, #16 * 14]
-    ldr     x30, [sp, #{REGS_X30}]
-    ldp     x0, x1, [sp, #16 * 0]
-    eret
-    dsb     nsh
-    isb
+    ldr     x19, [sp, #8 * 19]
+    ldp     x20, x21, [sp, #8 * 20]
+    ldp     x22, x23, [sp, #8 * 22]
+    ldp     x24, x25, [sp, #8 * 24]
+    ldp     x26, x27, [sp, #8 * 26]
+    ldp     x28, x29, [sp, #8 * 28]
+    b       restore_volatile
 
 el2_fault_common:
     stp     x4, x5, [sp, #16 * 2]

@@ -25,23 +25,32 @@ pub fn switch_el2_tables(root: u64) {
     unsafe { asm!("tlbi alle2", "dsb ish", "isb", options(nostack)) };
 }
 
-/// Invalidates EL2 stage-1 TLB entries for `[va, va + size)` on all CPUs.
-pub fn invalidate_el2_range(va: u64, size: u64) {
+/// Beyond this many pages one full invalidation is cheaper than a walk of single ones.
+const MAX_SINGLE_INVALIDATIONS: u64 = 64;
+
+/// Issues `page_op` for each 4 KiB page of `[addr, addr + size)`, or `all_op` once when that
+/// is cheaper, between the barriers TLB maintenance needs.
+fn invalidate_pages(addr: u64, size: u64, page_op: impl Fn(u64), all_op: impl Fn()) {
     barrier::dsb(barrier::ISHST);
-    let mut page = va >> 12;
-    let end = (va + size) >> 12;
-    // Beyond a few pages a full flush is cheaper than a walk of invalidations.
-    if end - page > 64 {
-        // SAFETY: TLB maintenance only drops cached translations.
-        unsafe { asm!("tlbi alle2is", options(nostack)) };
+    let (first, end) = (addr >> 12, (addr + size).div_ceil(4096));
+    if end - first > MAX_SINGLE_INVALIDATIONS {
+        all_op();
     } else {
-        while page < end {
-            // SAFETY: as above, one page at a time.
-            unsafe { asm!("tlbi vae2is, {}", in(reg) page, options(nostack)) };
-            page += 1;
-        }
+        (first..end).for_each(page_op);
     }
     barrier::dsb(barrier::ISH);
+}
+
+/// Invalidates EL2 stage-1 TLB entries for `[va, va + size)` on all CPUs.
+pub fn invalidate_el2_range(va: u64, size: u64) {
+    invalidate_pages(
+        va,
+        size,
+        // SAFETY: TLB maintenance only drops cached translations.
+        |page| unsafe { asm!("tlbi vae2is, {}", in(reg) page, options(nostack)) },
+        // SAFETY: as above, for every EL2 translation.
+        || unsafe { asm!("tlbi alle2is", options(nostack)) },
+    );
     barrier::isb(barrier::SY);
 }
 
@@ -52,25 +61,17 @@ pub fn invalidate_stage2_range(vttbr: u64, ipa: u64, size: u64) {
     let saved = VTTBR_EL2.get();
     VTTBR_EL2.set(vttbr);
     barrier::isb(barrier::SY);
-    barrier::dsb(barrier::ISHST);
-    let mut page = ipa >> 12;
-    let end = (ipa + size) >> 12;
-    if end - page > 64 {
-        // SAFETY: drops every translation of this VMID; the VM refaults what it needs.
-        unsafe { asm!("tlbi vmalls12e1is", options(nostack)) };
-    } else {
-        while page < end {
-            // SAFETY: drops the stage-2 entries of one IPA page of this VMID.
-            unsafe { asm!("tlbi ipas2e1is, {}", in(reg) page, options(nostack)) };
-            page += 1;
-        }
-        barrier::dsb(barrier::ISH);
-        // Combined entries are tagged by VA, not IPA: drop the VMID's stage-1 entries too.
-        // SAFETY: as above.
-        unsafe { asm!("tlbi vmalle1is", options(nostack)) };
-    }
-    barrier::dsb(barrier::ISH);
-    barrier::isb(barrier::SY);
+    invalidate_pages(
+        ipa,
+        size,
+        // SAFETY: drops the stage-2 entries of one IPA page of this VMID.
+        |page| unsafe { asm!("tlbi ipas2e1is, {}", in(reg) page, options(nostack)) },
+        // SAFETY: drops every stage-1 and stage-2 translation of this VMID.
+        || unsafe { asm!("tlbi vmalls12e1is", options(nostack)) },
+    );
+    // Combined entries are tagged by VA, not IPA: drop the VMID's stage-1 entries too.
+    // SAFETY: TLB maintenance only drops cached translations of this VMID.
+    unsafe { asm!("tlbi vmalle1is", "dsb ish", "isb", options(nostack)) };
     VTTBR_EL2.set(saved);
     barrier::isb(barrier::SY);
 }
