@@ -83,6 +83,19 @@ def boot_tests() -> list[BootTest]:
         BootTest("guest-too-big-for-host", Machine([guest("hello", mem=1024 * MIB)], host_mem=512 * MIB), [
             r"VM 0: cannot start: not enough host memory", r"machine exit status 2"], status=2),
         BootTest("no-guest", Machine([]), [r"no guest given"], status=4, validate=False),
+        # Crashes of the hypervisor itself (on purpose, debug_faults=on) are reported, and
+        # end the machine with status 3.
+        BootTest("hypervisor-panic", Machine([guest("crash", bootargs="fault=0")], hv_args="debug_faults=on"), [
+            r"HYPERVISOR PANIC on cpu0: .*\n.*debug fault requested by a guest"], reject=[], status=3),
+        BootTest("hypervisor-data-abort", Machine([guest("crash", bootargs="fault=1")], hv_args="debug_faults=on"), [
+            r"hypervisor exception at EL2: synchronous", r"EC 0x25 \(data abort at EL2\)",
+            r"data abort: translation fault .*read", r"ELR_EL2 0x0000000040", r"x30 0x", r"HYPERVISOR PANIC on cpu0"],
+            reject=[], status=3),
+        BootTest("hypervisor-stack-overflow", Machine([guest("crash", bootargs="fault=2")], hv_args="debug_faults=on"), [
+            r"hypervisor exception at EL2: synchronous", r"stack overflow: cpu0's stack ran into its guard page",
+            r"HYPERVISOR PANIC on cpu0"], reject=[], status=3),
+        BootTest("debug-faults-off-by-default", Machine([guest("crash", bootargs="fault=0")]), [
+            r"vm0\| debug faults are refused", *verdict]),
         BootTest("failing-guest-fails-the-run", Machine([guest("psci", smp=1)], cpus=1), [
             r"check failed .* this test needs at least 2 vCPUs", r"test verdict FAIL", r"machine exit status 1"], status=1),
     ]

@@ -15,6 +15,8 @@ pub const GUARD_SIZE: usize = 4096;
 pub struct PerCpu {
     /// Top of this CPU's hypervisor stack: written by boot.S, read by exception.S.
     pub stack_top: AtomicU64,
+    /// Top of the stack EL2 exceptions are reported on: written by boot.S.
+    pub fault_stack_top: AtomicU64,
     pub online: AtomicBool,
     /// Id of the VM whose vCPU is loaded here (NO_VM when idle), for log prefixes.
     pub current_vm: AtomicUsize,
@@ -28,6 +30,7 @@ impl PerCpu {
     const fn new() -> PerCpu {
         PerCpu {
             stack_top: AtomicU64::new(0),
+            fault_stack_top: AtomicU64::new(0),
             online: AtomicBool::new(false),
             current_vm: AtomicUsize::new(NO_VM),
             runqueue: spin::Mutex::new(RunQueue::new()),
@@ -40,6 +43,17 @@ pub struct Stacks(UnsafeCell<[[u8; STACK_STRIDE]; MAX_CPUS]>);
 
 // SAFETY: each CPU uses only its own slice, and only through its stack pointer.
 unsafe impl Sync for Stacks {}
+
+pub const FAULT_STACK_SIZE: usize = 16 * 1024;
+
+#[repr(C, align(16))]
+pub struct FaultStacks(UnsafeCell<[[u8; FAULT_STACK_SIZE]; MAX_CPUS]>);
+// SAFETY: each CPU uses only its own, through SP, while reporting a fatal exception.
+unsafe impl Sync for FaultStacks {}
+
+/// Stacks for reporting EL2 exceptions (boot.S records each CPU's top).
+#[no_mangle]
+static FAULT_STACKS: FaultStacks = FaultStacks(UnsafeCell::new([[0; FAULT_STACK_SIZE]; MAX_CPUS]));
 
 /// The stacks; boot.S finds them through __stacks_start.
 #[used]
@@ -74,6 +88,14 @@ pub fn cpu(index: usize) -> Option<&'static PerCpu> {
 pub fn stack_guard(index: usize) -> (u64, u64) {
     let base = STACKS.0.get() as u64 + (index * STACK_STRIDE) as u64;
     (base, GUARD_SIZE as u64)
+}
+
+/// The CPU whose stack guard page holds `addr`, if any.
+pub fn guard_page_owner(addr: u64) -> Option<usize> {
+    (0..MAX_CPUS).find(|&c| {
+        let (base, size) = stack_guard(c);
+        (base..base + size).contains(&addr)
+    })
 }
 
 pub fn online_cpus() -> usize {

@@ -7,6 +7,7 @@
 //! | `mem=SIZE` | RAM of every VM (`K`, `M`, `G` suffixes) | 128M |
 //! | `smp=N` | vCPUs of every VM | 1 |
 //! | `vmN.mem=SIZE`, `vmN.smp=N` | the same for VM number N only | |
+//! | `debug_faults=on` | guests may make the hypervisor fault on purpose (HV_DEBUG_FAULT), to test crash reporting | off |
 
 use core::fmt;
 
@@ -31,6 +32,7 @@ pub struct VmParams {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HvConfig {
     pub log_level: LogLevel,
+    pub debug_faults: bool,
     default: VmParams,
     per_vm: [(Option<u64>, Option<usize>); MAX_VMS],
 }
@@ -64,6 +66,7 @@ impl Default for HvConfig {
     fn default() -> Self {
         HvConfig {
             log_level: LogLevel::Info,
+            debug_faults: false,
             default: VmParams { mem: DEFAULT_VM_MEM, vcpus: 1 },
             per_vm: [(None, None); MAX_VMS],
         }
@@ -97,6 +100,11 @@ impl HvConfig {
                     "debug" => Ok(cfg.log_level = LogLevel::Debug),
                     "trace" => Ok(cfg.log_level = LogLevel::Trace),
                     _ => Err("unknown log level"),
+                },
+                ("debug_faults", None) => match value {
+                    "on" => Ok(cfg.debug_faults = true),
+                    "off" => Ok(cfg.debug_faults = false),
+                    _ => Err("use on or off"),
                 },
                 ("mem", _) => match parse_size(value) {
                     Some(m) if m >= 2 << 20 && m % (2 << 20) == 0 => Ok(match vm {
@@ -145,9 +153,11 @@ mod tests {
     #[test]
     fn defaults_and_overrides() {
         let mut bad = Vec::new();
-        let c = HvConfig::parse("log=debug mem=256M smp=2 vm1.mem=64M vm1.smp=4", |b| bad.push(b));
+        let c = HvConfig::parse("log=debug mem=256M smp=2 vm1.mem=64M vm1.smp=4 debug_faults=on", |b| bad.push(b));
         assert!(bad.is_empty());
         assert_eq!(c.log_level, LogLevel::Debug);
+        assert!(c.debug_faults);
+        assert!(!HvConfig::default().debug_faults);
         assert_eq!(c.vm(0), VmParams { mem: 256 << 20, vcpus: 2 });
         assert_eq!(c.vm(1), VmParams { mem: 64 << 20, vcpus: 4 });
         assert_eq!(c.vm(MAX_VMS + 3), VmParams { mem: 256 << 20, vcpus: 2 });

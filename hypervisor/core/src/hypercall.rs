@@ -29,6 +29,9 @@ pub mod id {
     pub const HV_CONSOLE_WRITE: u32 = 0xc600_0002;
     pub const HV_TEST_VERDICT: u32 = 0xc600_0003;
     pub const HV_COUNTER: u32 = 0xc600_0004;
+    /// Makes the hypervisor fault on purpose (only with `debug_faults=on`), to test crash
+    /// reporting: x1 = a [`super::DebugFault`].
+    pub const HV_DEBUG_FAULT: u32 = 0xc600_00ff;
 }
 
 /// SMCCC and PSCI return codes (as the signed value placed in x0).
@@ -103,6 +106,29 @@ impl Counter {
     }
 }
 
+/// What HV_DEBUG_FAULT makes the hypervisor do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u64)]
+pub enum DebugFault {
+    /// A Rust panic.
+    Panic = 0,
+    /// A load from an unmapped address at EL2.
+    DataAbort = 1,
+    /// Unbounded recursion into the stack's guard page.
+    StackOverflow = 2,
+}
+
+impl DebugFault {
+    pub fn from_raw(v: u64) -> Option<DebugFault> {
+        match v {
+            0 => Some(DebugFault::Panic),
+            1 => Some(DebugFault::DataAbort),
+            2 => Some(DebugFault::StackOverflow),
+            _ => None,
+        }
+    }
+}
+
 /// A decoded call. Arguments are taken from x1..x3 (truncated to 32 bits for SMC32 calls).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Call {
@@ -121,6 +147,7 @@ pub enum Call {
     HvConsoleWrite { addr: u64, len: u64 },
     HvTestVerdict { code: u64 },
     HvCounter { counter: u64 },
+    HvDebugFault { fault: u64 },
     /// Anything else: answered with NOT_SUPPORTED.
     Unknown { function: u32 },
 }
@@ -159,6 +186,7 @@ impl Call {
             (6, 0x0002, true) => Call::HvConsoleWrite { addr: a1, len: a2 },
             (6, 0x0003, true) => Call::HvTestVerdict { code: a1 },
             (6, 0x0004, true) => Call::HvCounter { counter: a1 },
+            (6, 0x00ff, true) => Call::HvDebugFault { fault: a1 },
             _ => Call::Unknown { function },
         }
     }
@@ -207,6 +235,7 @@ mod tests {
             SMCCC_VERSION, SMCCC_ARCH_FEATURES, PSCI_VERSION, PSCI_CPU_SUSPEND_32, PSCI_CPU_SUSPEND_64, PSCI_CPU_OFF,
             PSCI_CPU_ON_32, PSCI_CPU_ON_64, PSCI_AFFINITY_INFO_32, PSCI_AFFINITY_INFO_64, PSCI_MIGRATE_INFO_TYPE,
             PSCI_SYSTEM_OFF, PSCI_SYSTEM_RESET, PSCI_FEATURES, HV_VERSION, HV_CONSOLE_WRITE, HV_TEST_VERDICT, HV_COUNTER,
+            HV_DEBUG_FAULT,
         ];
         for f in known {
             assert!(Call::is_implemented(f), "{f:#x}");

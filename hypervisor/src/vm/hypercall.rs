@@ -7,7 +7,8 @@ use super::vcpu::{Power, Vcpu, VcpuRun};
 use super::{StopReason, Vm};
 use crate::arch::cpu;
 use hv_core::guest_dt::vcpu_index;
-use hv_core::hypercall::{self as abi, affinity, id, ret, Call, Counter};
+use core::sync::atomic::{AtomicBool, Ordering};
+use hv_core::hypercall::{self as abi, affinity, id, ret, Call, Counter, DebugFault};
 
 pub fn handle(vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun) -> Next {
     run.count(Counter::Hypercalls);
@@ -36,10 +37,45 @@ pub fn handle(vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun) -> Next {
             Some(c) => (run.counters[c as usize] as i64, Next::Resume),
             None => (ret::INVALID_PARAMETERS, Next::Resume),
         },
+        Call::HvDebugFault { fault } => (debug_fault(vcpu, fault), Next::Resume),
         Call::Unknown { function } => (unknown(vcpu, function), Next::Resume),
     };
     run.regs.x[0] = value as u64;
     next
+}
+
+/// Set from the hypervisor's command line (`debug_faults=on`).
+pub static DEBUG_FAULTS: AtomicBool = AtomicBool::new(false);
+
+/// HV_DEBUG_FAULT: fault on purpose, if the machine's owner allowed it.
+#[cold]
+#[inline(never)]
+fn debug_fault(vcpu: &Vcpu, fault: u64) -> i64 {
+    if !DEBUG_FAULTS.load(Ordering::Relaxed) {
+        return ret::NOT_SUPPORTED;
+    }
+    let Some(fault) = DebugFault::from_raw(fault) else {
+        return ret::INVALID_PARAMETERS;
+    };
+    log::warn!("vCPU {}: debug fault {fault:?} requested", vcpu.index);
+    match fault {
+        DebugFault::Panic => panic!("debug fault requested by a guest (HV_DEBUG_FAULT)"),
+        DebugFault::DataAbort => {
+            let (guard, _) = crate::percpu::stack_guard(0);
+            // SAFETY: none: this load faults on purpose (the guard page is unmapped), which
+            // is what the caller asked for; the EL2 exception report follows.
+            unsafe { core::ptr::read_volatile(guard as *const u64) as i64 }
+        }
+        DebugFault::StackOverflow => recurse(0) as i64,
+    }
+}
+
+/// Recursion with no end, using a page of stack per call.
+#[inline(never)]
+#[allow(unconditional_recursion)]
+fn recurse(depth: u64) -> u64 {
+    let frame = core::hint::black_box([depth; 512]);
+    recurse(depth + 1).wrapping_add(frame[depth as usize % 512])
 }
 
 #[cold]

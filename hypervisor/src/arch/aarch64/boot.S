@@ -55,7 +55,7 @@ secondary_entry:
     bl      secondary_main
     b       park
 
-// x20 = CPU index: stack pointer, TPIDR_EL2 = &PERCPU[index], vectors.
+// x20 = CPU index: stack pointer, TPIDR_EL2 = &PERCPU[index] with its stack tops, vectors.
 percpu_setup:
     adrp    x1, __stacks_start
     add     x1, x1, :lo12:__stacks_start
@@ -68,6 +68,12 @@ percpu_setup:
     ldr     x2, ={PERCPU_SIZE}
     madd    x1, x2, x20, x1
     str     x3, [x1, #{STACK_TOP}]
+    adrp    x2, FAULT_STACKS
+    add     x2, x2, :lo12:FAULT_STACKS
+    ldr     x3, ={FAULT_STACK_SIZE}
+    madd    x2, x3, x20, x2
+    add     x2, x2, x3                  // top of this CPU's fault stack
+    str     x2, [x1, #{FAULT_STACK_TOP}]
     msr     tpidr_el2, x1
     adrp    x1, el2_vectors
     add     x1, x1, :lo12:el2_vectors

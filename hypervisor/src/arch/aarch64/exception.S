@@ -13,7 +13,7 @@
 // the stack across a guest run. ELR_EL2/SPSR_EL2 stay live in their registers while a vCPU
 // is loaded; EL1 state is switched only when a CPU changes vCPUs (context.rs).
 //
-// Constants: {REGS_X18} {REGS_X30} {STACK_TOP} {KIND_SYNC} {KIND_IRQ} {KIND_FIQ}
+// Constants: {FAULT_STACK_TOP} {REGS_X18} {REGS_X30} {STACK_TOP} {KIND_SYNC} {KIND_IRQ} {KIND_FIQ}
 //            {KIND_SERROR} {FRAME_SIZE} {EL2_SYNC} {EL2_IRQ} {EL2_FIQ} {EL2_SERROR} {EL2_SP0}
 
 .macro save_guest_and_handle kind
@@ -33,10 +33,20 @@
     b       guest_exit
 .endm
 
-// An exception taken from EL2 itself: always a hypervisor bug. Build a frame on the stack
-// (x0..x30, then ELR, SPSR, ESR, FAR) and report it.
+// An exception taken from EL2 itself: always a hypervisor bug, so it is reported and the
+// machine stops. The report is built on this CPU's fault stack, since the fault may be an
+// overflow of the ordinary stack into its guard page. TPIDRRO_EL0 and TPIDR_EL0 (a loaded
+// guest's) serve as scratch: nothing runs a guest after this. The frame holds x0..x30,
+// ELR, SPSR, ESR, FAR and the SP at the fault (TrapFrame).
 .macro el2_fault kind
+    msr     tpidrro_el0, x0
+    mov     x0, sp
+    msr     tpidr_el0, x0
+    mrs     x0, tpidr_el2
+    ldr     x0, [x0, #{FAULT_STACK_TOP}]
+    mov     sp, x0
     sub     sp, sp, #{FRAME_SIZE}
+    mrs     x0, tpidrro_el0
     stp     x0, x1, [sp, #16 * 0]
     stp     x2, x3, [sp, #16 * 1]
     mov     x1, #\kind
@@ -151,7 +161,8 @@ el2_fault_common:
     mrs     x3, esr_el2
     stp     x2, x3, [sp, #16 * 16]
     mrs     x2, far_el2
-    str     x2, [sp, #16 * 17]
+    mrs     x3, tpidr_el0               // SP at the fault
+    stp     x2, x3, [sp, #16 * 17]
     mov     x0, sp
     bl      el2_exception           // reports and never returns
 1:  wfe

@@ -42,7 +42,8 @@ pub struct TrapFrame {
     pub spsr: u64,
     pub esr: u64,
     pub far: u64,
-    _pad: u64,
+    /// SP_EL2 when the exception was taken.
+    pub sp: u64,
 }
 
 /// An exception taken at EL2 is a hypervisor bug: report everything and panic (the panic
@@ -66,7 +67,10 @@ extern "C" fn el2_exception(frame: &TrapFrame, kind: u64) -> ! {
         let da = esr.data_abort();
         let _ = writeln!(w, "  data abort: {} (FSC {:#x}), {}", da.fault_kind(), da.fsc, if da.write { "write" } else { "read" });
     }
-    let _ = writeln!(w, "ELR_EL2 {:#018x}  SPSR_EL2 {:#018x}  FAR_EL2 {:#018x}", frame.elr, frame.spsr, frame.far);
+    let _ = writeln!(w, "ELR_EL2 {:#018x}  SPSR_EL2 {:#018x}  FAR_EL2 {:#018x}  SP {:#018x}", frame.elr, frame.spsr, frame.far, frame.sp);
+    if let Some(cpu) = crate::percpu::guard_page_owner(frame.sp).or(crate::percpu::guard_page_owner(frame.far)) {
+        let _ = writeln!(w, "  stack overflow: cpu{cpu}'s stack ran into its guard page");
+    }
     for (i, pair) in frame.x.chunks(2).enumerate() {
         let _ = write!(w, "x{:<2} {:#018x}", i * 2, pair[0]);
         if let Some(v) = pair.get(1) {

@@ -17,6 +17,8 @@ global_asm!(
     STACK_STRIDE = const STACK_STRIDE,
     PERCPU_SIZE = const size_of::<PerCpu>(),
     STACK_TOP = const offset_of!(PerCpu, stack_top),
+    FAULT_STACK_TOP = const offset_of!(PerCpu, fault_stack_top),
+    FAULT_STACK_SIZE = const crate::percpu::FAULT_STACK_SIZE,
     MAIR = const mmu::MAIR_EL2,
     TCR = const mmu::TCR_EL2,
     SCTLR = const mmu::SCTLR_EL2,
@@ -24,6 +26,7 @@ global_asm!(
 
 global_asm!(
     include_str!("exception.S"),
+    FAULT_STACK_TOP = const offset_of!(PerCpu, fault_stack_top),
     REGS_X18 = const offset_of!(context::VcpuRegs, x) + 18 * 8,
     REGS_X30 = const offset_of!(context::VcpuRegs, x) + 30 * 8,
     STACK_TOP = const offset_of!(PerCpu, stack_top),

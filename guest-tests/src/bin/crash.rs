@@ -1,0 +1,21 @@
+//! Asks the hypervisor to fault on purpose (HV_DEBUG_FAULT, bootargs fault=N: 0 panic,
+//! 1 data abort at EL2, 2 stack overflow), to test that such a crash is reported and ends
+//! the machine with the panic status. Without `debug_faults=on` on the hypervisor's command
+//! line the call must be refused, and the guest passes.
+
+#![no_std]
+#![no_main]
+
+use guest_rt::{check_eq, hvc, println, BootInfo};
+use hv_core::hypercall::{id, ret};
+
+fn main(info: &BootInfo) -> ! {
+    let fault = info.arg("fault").unwrap_or(0);
+    println!("asking the hypervisor for debug fault {}", fault);
+    let r = hvc::call(id::HV_DEBUG_FAULT, fault, 0, 0);
+    check_eq!(r, ret::NOT_SUPPORTED, "HV_DEBUG_FAULT returned: it must be refused when not enabled");
+    println!("debug faults are refused");
+    guest_rt::pass()
+}
+
+guest_rt::guest_main!(main);
