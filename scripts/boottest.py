@@ -69,6 +69,8 @@ def boot_tests() -> list[BootTest]:
             r"read of PMCR_EL0 .*UNDEF injected", r"vm0\| 5 trapped register accesses, 2 UNDEFs injected", *verdict]),
         BootTest("smp", Machine([guest("smp", smp=4)], cpus=4), [
             r"vm0\| 4 vCPUs added 20000 each: total 80000", *verdict]),
+        BootTest("stop-spinning-vcpu", Machine([guest("spin", smp=2)], cpus=2), [
+            r"vm0\| vCPU 1 is spinning", *verdict]),
         BootTest("reset", Machine([guest("reset")]), [
             r"VM 0: rebooting \(boot 1\)", r"vm0\| boot 1", *verdict]),
         BootTest("two-vms", Machine([guest("hello", smp=2), guest("hypercalls")], cpus=2), [

@@ -23,14 +23,17 @@ use core::sync::atomic::Ordering;
 use hv_core::cmdline::HvConfig;
 use hv_core::pgtable::{self, Regime, PAGE_SIZE};
 use hv_core::ranges::{subtract, Range};
-use percpu::{this_cpu, MAX_CPUS};
+use percpu::MAX_CPUS;
 use vm::{status, Vm, VmSpec};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// QEMU virt's PL011, used only if the device tree cannot be read.
 const FALLBACK_UART: u64 = 0x0900_0000;
-/// Heap taken from RAM once frames are known (tables, VM structures, device trees).
-const HEAP_SIZE: u64 = 16 << 20;
+/// The heap (VM structures, device trees, logs' formatting) gets this share of free RAM,
+/// within the bounds below; page tables and guest RAM come from frames directly.
+const HEAP_SHARE: u64 = 64;
+const HEAP_MIN: u64 = 4 << 20;
+const HEAP_MAX: u64 = 64 << 20;
 
 /// Entry from boot.S on the boot CPU, MMU on with the boot identity map.
 #[no_mangle]
@@ -63,7 +66,11 @@ extern "C" fn hv_main(dtb: u64) -> ! {
     let start_level = pgtable::start_level(Regime::Stage2, ipa_bits).unwrap_or(1);
     VTCR.store(cpu::vtcr(ipa_bits, start_level), Ordering::Release);
     cpu::init_el2(VTCR.load(Ordering::Acquire));
-    this_cpu().online.store(true, Ordering::Release);
+    match dt.gicv3() {
+        Some((d, r)) => dev::gicv3::init(d.start, r.start, r.size()),
+        None => log::warn!("no GICv3 in the device tree: a stopping VM's vCPUs on other CPUs stop only at their next exit"),
+    }
+    percpu::bring_online();
     let cpus = start_secondary_cpus(&dt);
     log::info!("{cpus} CPU(s) online, {} MiB free for guests, {ipa_bits}-bit guest IPA space", mm::frames::free_bytes() >> 20);
 
@@ -78,7 +85,7 @@ static VTCR: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(
 #[no_mangle]
 extern "C" fn secondary_main(index: usize) -> ! {
     cpu::init_el2(VTCR.load(Ordering::Acquire));
-    this_cpu().online.store(true, Ordering::Release);
+    percpu::bring_online();
     cpu::send_event();
     log::debug!("online, MPIDR {:#x}", cpu::mpidr());
     let _ = index;
@@ -95,9 +102,13 @@ fn init_memory(dt: &HostDt) {
     reserved.extend(dt.modules().iter().map(|m| m.range));
     let free = subtract(&ram, &reserved, PAGE_SIZE);
     mm::frames::add(&free);
-    if mm::frames::grow_heap(HEAP_SIZE).is_none() {
-        panic!("not enough RAM for the hypervisor heap ({} MiB)", HEAP_SIZE >> 20);
+    // A power of two: the buddy allocator would round it up anyway.
+    let heap = (mm::frames::free_bytes() / HEAP_SHARE).clamp(HEAP_MIN, HEAP_MAX).next_power_of_two() / 2;
+    let heap = heap.max(HEAP_MIN);
+    if mm::frames::grow_heap(heap).is_none() {
+        panic!("not enough RAM for the hypervisor heap ({} MiB)", heap >> 20);
     }
+    log::debug!("heap: {} MiB", heap >> 20);
     let mut devices: Vec<Range> = dt.uart().into_iter().collect();
     if let Some((d, r)) = dt.gicv3() {
         devices.push(d);

@@ -18,6 +18,10 @@ pub struct PerCpu {
     /// Top of the stack EL2 exceptions are reported on: written by boot.S.
     pub fault_stack_top: AtomicU64,
     pub online: AtomicBool,
+    /// MPIDR affinity of this CPU (for kicks).
+    pub mpidr: AtomicU64,
+    /// The GIC can interrupt this CPU (its redistributor is set up).
+    pub kickable: AtomicBool,
     /// Id of the VM whose vCPU is loaded here (NO_VM when idle), for log prefixes.
     pub current_vm: AtomicUsize,
     /// vCPUs assigned to this CPU.
@@ -32,6 +36,8 @@ impl PerCpu {
             stack_top: AtomicU64::new(0),
             fault_stack_top: AtomicU64::new(0),
             online: AtomicBool::new(false),
+            mpidr: AtomicU64::new(0),
+            kickable: AtomicBool::new(false),
             current_vm: AtomicUsize::new(NO_VM),
             runqueue: spin::Mutex::new(RunQueue::new()),
         }
@@ -96,6 +102,23 @@ pub fn guard_page_owner(addr: u64) -> Option<usize> {
         let (base, size) = stack_guard(c);
         (base..base + size).contains(&addr)
     })
+}
+
+/// Marks this CPU online, with its MPIDR, after setting up its GIC redistributor.
+pub fn bring_online() {
+    let c = this_cpu();
+    let mpidr = crate::arch::cpu::mpidr();
+    c.mpidr.store(mpidr, Ordering::Relaxed);
+    c.kickable.store(crate::dev::gicv3::init_cpu(mpidr), Ordering::Relaxed);
+    c.online.store(true, Ordering::Release);
+}
+
+/// Makes physical CPU `index` leave its guest (if it runs one) and look at its run queue.
+pub fn kick(index: usize) {
+    match cpu(index) {
+        Some(c) if c.kickable.load(Ordering::Acquire) => crate::dev::gicv3::kick(c.mpidr.load(Ordering::Relaxed)),
+        _ => {}
+    }
 }
 
 pub fn online_cpus() -> usize {

@@ -1,4 +1,5 @@
 //! Devices: those the hypervisor drives itself and those it emulates for guests.
 
+pub mod gicv3;
 pub mod pl011;
 pub mod vuart;

@@ -109,12 +109,18 @@ fn leave(vm: &Vm, vcpu: &Vcpu, next: Next) -> *mut VcpuRegs {
 #[cold]
 fn async_exit(vcpu: &Vcpu, kind: ExitKind) -> Next {
     match kind {
-        // No physical interrupt is enabled yet; one arriving is logged and ignored.
-        ExitKind::Irq | ExitKind::Fiq => {
-            log::warn!("unexpected physical interrupt while vCPU {} ran", vcpu.index);
+        // A kick from another CPU (the caller then sees why: a stopping VM), or an
+        // interrupt the hypervisor does not use, which is completed and logged.
+        ExitKind::Irq => {
+            crate::dev::gicv3::handle_pending();
             Next::Resume
         }
-        _ => Next::Stop(StopReason::Crashed(Crash::SError)),
+        ExitKind::Fiq => {
+            log::warn!("unexpected FIQ while vCPU {} ran", vcpu.index);
+            Next::Resume
+        }
+        ExitKind::SError => Next::Stop(StopReason::Crashed(Crash::SError)),
+        ExitKind::Sync => Next::Resume,
     }
 }
 

@@ -216,7 +216,14 @@ impl Vm {
             }
         }
         self.stopping.store(true, Ordering::Release);
+        // Idle CPUs notice on the event; CPUs running one of our vCPUs need a kick.
         cpu::send_event();
+        let me = crate::percpu::this_cpu().index();
+        for v in &self.vcpus {
+            if v.pcpu != me && *v.power.lock() == Power::On {
+                crate::percpu::kick(v.pcpu);
+            }
+        }
     }
 
     pub fn stop_reason(&self) -> Option<StopReason> {

@@ -5,6 +5,7 @@ pub mod context;
 pub mod cpu;
 pub mod exception;
 pub mod firmware;
+pub mod gic_cpuif;
 pub mod mmu;
 
 use crate::percpu::{PerCpu, MAX_CPUS, STACK_STRIDE};
@@ -43,6 +44,7 @@ global_asm!(
 );
 
 global_asm!(include_str!("context.S"));
+global_asm!(include_str!("gic_cpuif.S"));
 
 extern "C" {
     /// PSCI CPU_ON entry point of secondary CPUs (boot.S).

@@ -1,0 +1,138 @@
+//! The host's GICv3, driven just enough for the hypervisor's own use: one SGI that kicks
+//! another physical CPU out of its guest (to stop a VM promptly). Guests' interrupts are a
+//! later layer (the virtual GIC).
+
+use crate::arch::gic_cpuif;
+use core::sync::atomic::{AtomicU64, Ordering};
+use tock_registers::interfaces::{ReadWriteable, Readable, Writeable};
+use tock_registers::registers::{ReadOnly, ReadWrite};
+use tock_registers::{register_bitfields, register_structs};
+
+/// The SGI the hypervisor uses to kick a CPU.
+pub const KICK_SGI: u32 = 0;
+
+register_bitfields! {u32,
+    GICD_CTLR [
+        RWP OFFSET(31) NUMBITS(1) [],
+        ARE_NS OFFSET(4) NUMBITS(1) [],
+        ENABLE_GRP1NS OFFSET(1) NUMBITS(1) [],
+    ],
+    GICR_WAKER [
+        CHILDREN_ASLEEP OFFSET(2) NUMBITS(1) [],
+        PROCESSOR_SLEEP OFFSET(1) NUMBITS(1) [],
+    ],
+}
+
+register_bitfields! {u64,
+    GICR_TYPER [
+        AFFINITY OFFSET(32) NUMBITS(32) [],
+        LAST OFFSET(4) NUMBITS(1) [],
+    ],
+}
+
+register_structs! {
+    Distributor {
+        (0x000 => ctlr: ReadWrite<u32, GICD_CTLR::Register>),
+        (0x004 => @END),
+    },
+    RedistributorRd {
+        (0x000 => _ctlr),
+        (0x008 => typer: ReadOnly<u64, GICR_TYPER::Register>),
+        (0x010 => _statusr),
+        (0x014 => waker: ReadWrite<u32, GICR_WAKER::Register>),
+        (0x018 => @END),
+    },
+    RedistributorSgi {
+        (0x000 => _reserved0),
+        (0x080 => igroupr0: ReadWrite<u32>),
+        (0x084 => _reserved1),
+        (0x100 => isenabler0: ReadWrite<u32>),
+        (0x104 => _reserved2),
+        (0x400 => ipriorityr: [ReadWrite<u8>; 32]),
+        (0x420 => @END),
+    }
+}
+
+/// Each redistributor: an RD frame and an SGI frame of 64 KiB.
+const GICR_STRIDE: u64 = 0x2_0000;
+const SGI_FRAME: u64 = 0x1_0000;
+
+static GICR_BASE: AtomicU64 = AtomicU64::new(0);
+static GICR_END: AtomicU64 = AtomicU64::new(0);
+
+/// Enables the distributor (affinity routing, Group 1). Boot CPU, once.
+pub fn init(gicd: u64, gicr: u64, gicr_size: u64) {
+    // SAFETY: the GICD address comes from the host device tree and is mapped as device
+    // memory in the EL2 tables; the hypervisor is its only driver.
+    let d = unsafe { &*(gicd as *const Distributor) };
+    d.ctlr.modify(GICD_CTLR::ARE_NS::SET + GICD_CTLR::ENABLE_GRP1NS::SET);
+    while d.ctlr.is_set(GICD_CTLR::RWP) {
+        core::hint::spin_loop();
+    }
+    GICR_BASE.store(gicr, Ordering::Release);
+    GICR_END.store(gicr + gicr_size, Ordering::Release);
+}
+
+/// Wakes this CPU's redistributor and enables the kick SGI. Each CPU, after `init`.
+/// Returns false when no redistributor matches the CPU.
+pub fn init_cpu(mpidr: u64) -> bool {
+    let (base, end) = (GICR_BASE.load(Ordering::Acquire), GICR_END.load(Ordering::Acquire));
+    if base == 0 {
+        return false;
+    }
+    let affinity = (mpidr & 0xff_ffff) | ((mpidr >> 32) & 0xff) << 24;
+    let mut frame = base;
+    while frame < end {
+        // SAFETY: redistributor frames lie in the GICR region from the device tree, which
+        // the EL2 tables map as device memory; each CPU touches only its own.
+        let rd = unsafe { &*(frame as *const RedistributorRd) };
+        if rd.typer.read(GICR_TYPER::AFFINITY) == affinity {
+            rd.waker.modify(GICR_WAKER::PROCESSOR_SLEEP::CLEAR);
+            while rd.waker.is_set(GICR_WAKER::CHILDREN_ASLEEP) {
+                core::hint::spin_loop();
+            }
+            // SAFETY: as above, the SGI frame follows the RD frame.
+            let sgi = unsafe { &*((frame + SGI_FRAME) as *const RedistributorSgi) };
+            sgi.igroupr0.set(sgi.igroupr0.get() | 1 << KICK_SGI);
+            sgi.ipriorityr[KICK_SGI as usize].set(0x80);
+            sgi.isenabler0.set(1 << KICK_SGI);
+            gic_cpuif::enable();
+            return true;
+        }
+        if rd.typer.is_set(GICR_TYPER::LAST) {
+            break;
+        }
+        frame += GICR_STRIDE;
+    }
+    false
+}
+
+/// Interrupts the physical CPU `mpidr`: if it runs a guest, the guest exits.
+pub fn kick(mpidr: u64) {
+    let aff0 = mpidr & 0xff;
+    let value = (1u64 << (aff0 & 0xf))       // target list
+        | ((mpidr >> 8) & 0xff) << 16         // Aff1
+        | (KICK_SGI as u64) << 24             // INTID
+        | ((mpidr >> 16) & 0xff) << 32        // Aff2
+        | (aff0 >> 4) << 44                   // RS: which 16 of Aff0
+        | ((mpidr >> 32) & 0xff) << 48; // Aff3
+    gic_cpuif::send_sgi(value);
+}
+
+/// Acknowledges and completes every pending interrupt; returns how many were kicks.
+pub fn handle_pending() -> (usize, usize) {
+    let (mut kicks, mut others) = (0, 0);
+    loop {
+        let intid = gic_cpuif::ack();
+        if (1020..1024).contains(&intid) {
+            return (kicks, others);
+        }
+        gic_cpuif::eoi(intid);
+        if intid == KICK_SGI {
+            kicks += 1;
+        } else {
+            others += 1;
+            log::warn!("unexpected physical interrupt {intid}");
+        }
+    }
+}
