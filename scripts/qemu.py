@@ -161,6 +161,9 @@ def command(m: Machine, validate: bool = True) -> list[str]:
         "-smp", str(cpus),
         "-m", f"{host_mem // MIB}M",
         "-nographic",
+        # No default network card: nothing uses one, and its option ROM is a package
+        # (ipxe-qemu) that a minimal QEMU install lacks.
+        "-nic", "none",
         "-semihosting-config", "enable=on,target=native",
         "-kernel", str(HYPERVISOR),
         "-append", " ".join(hv_args),

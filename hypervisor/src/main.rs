@@ -102,9 +102,9 @@ fn init_memory(dt: &HostDt) {
     reserved.extend(dt.modules().iter().map(|m| m.range));
     let free = subtract(&ram, &reserved, PAGE_SIZE);
     mm::frames::add(&free);
-    // A power of two: the buddy allocator would round it up anyway.
-    let heap = (mm::frames::free_bytes() / HEAP_SHARE).clamp(HEAP_MIN, HEAP_MAX).next_power_of_two() / 2;
-    let heap = heap.max(HEAP_MIN);
+    // Rounded down to a power of two: the buddy allocator would round it up anyway.
+    let share = (mm::frames::free_bytes() / HEAP_SHARE).clamp(HEAP_MIN, HEAP_MAX);
+    let heap = 1u64 << (63 - share.leading_zeros());
     if mm::frames::grow_heap(heap).is_none() {
         panic!("not enough RAM for the hypervisor heap ({} MiB)", heap >> 20);
     }

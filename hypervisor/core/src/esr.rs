@@ -121,6 +121,33 @@ pub struct DataAbort {
 }
 
 impl DataAbort {
+    /// The value a store writes, from the full 64-bit source register.
+    pub fn store_value(&self, reg_value: u64) -> u64 {
+        reg_value & self.size_mask()
+    }
+
+    /// The value a load leaves in its 64-bit destination register, given what the device
+    /// returned: truncated to the access size, sign-extended if the load was signed, and
+    /// zero-extended above bit 31 for a W register.
+    pub fn load_result(&self, device_value: u64) -> u64 {
+        let bits = self.access_size as u32 * 8;
+        let mut v = device_value & self.size_mask();
+        if self.sign_extend && bits < 64 && v & (1 << (bits - 1)) != 0 {
+            v |= u64::MAX << bits;
+        }
+        if !self.sixty_four {
+            v &= 0xffff_ffff;
+        }
+        v
+    }
+
+    fn size_mask(&self) -> u64 {
+        match self.access_size {
+            8 => u64::MAX,
+            n => (1u64 << (n as u32 * 8)) - 1,
+        }
+    }
+
     pub fn fault_kind(&self) -> &'static str {
         match self.fsc & 0x3c {
             0x00 => "address size fault",
@@ -190,6 +217,22 @@ mod tests {
         assert!(da.isv && da.write && !da.sixty_four);
         assert_eq!((da.access_size, da.reg, da.fsc), (4, 1, 7));
         assert_eq!(da.fault_kind(), "translation fault");
+    }
+
+    #[test]
+    fn load_results_are_truncated_and_extended_like_the_instruction() {
+        let da = |size: u8, sign_extend: bool, sixty_four: bool| DataAbort {
+            isv: true, access_size: size, sign_extend, reg: 0, sixty_four, s1ptw: false, write: false, fsc: 0,
+        };
+        assert_eq!(da(1, false, true).load_result(0x1ff), 0xff, "ldrb");
+        assert_eq!(da(1, true, true).load_result(0x80), 0xffff_ffff_ffff_ff80, "ldrsb x");
+        assert_eq!(da(1, true, false).load_result(0x80), 0xffff_ff80, "ldrsb w");
+        assert_eq!(da(2, true, true).load_result(0x7fff), 0x7fff, "ldrsh, positive");
+        assert_eq!(da(4, false, false).load_result(0xdead_beef_1234_5678), 0x1234_5678, "ldr w");
+        assert_eq!(da(4, true, true).load_result(0x8000_0000), 0xffff_ffff_8000_0000, "ldrsw");
+        assert_eq!(da(8, true, true).load_result(u64::MAX), u64::MAX, "ldr x");
+        assert_eq!(da(2, false, false).store_value(0x1234_5678), 0x5678, "strh");
+        assert_eq!(da(8, false, true).store_value(u64::MAX), u64::MAX, "str x");
     }
 
     #[test]

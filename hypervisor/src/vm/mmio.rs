@@ -56,23 +56,13 @@ pub fn handle_data_abort(vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun, esr: Esr) -> N
         return Next::Resume;
     };
     run.count(Counter::MmioAccesses);
-    let size = da.access_size;
+    // Register 31 is XZR here: reads as zero, writes are discarded.
     let reg = da.reg as usize;
     if da.write {
         let value = if reg == 31 { 0 } else { run.regs.x[reg] };
-        let mask = if size == 8 { u64::MAX } else { (1u64 << (size * 8)) - 1 };
-        dev.write(offset, size, value & mask);
+        dev.write(offset, da.access_size, da.store_value(value));
     } else {
-        let mut value = dev.read(offset, size);
-        if size < 8 {
-            value &= (1u64 << (size * 8)) - 1;
-            if da.sign_extend && value & (1 << (size * 8 - 1)) != 0 {
-                value |= u64::MAX << (size * 8);
-            }
-        }
-        if !da.sixty_four {
-            value &= 0xffff_ffff;
-        }
+        let value = da.load_result(dev.read(offset, da.access_size));
         if reg != 31 {
             run.regs.x[reg] = value;
         }
