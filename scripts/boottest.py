@@ -66,11 +66,14 @@ def boot_tests() -> list[BootTest]:
         BootTest("isolation", Machine([guest("isolation")]), [
             r"vm0\| (\d+) probes outside RAM, \1 aborts injected", r"abort injected", *verdict]),
         BootTest("sysreg", Machine([guest("sysreg")]), [
-            r"read of PMCR_EL0 .*UNDEF injected", r"vm0\| 5 trapped register accesses, 2 UNDEFs injected", *verdict]),
+            r"read of PMCR_EL0 .*UNDEF injected", r"vm0\| 5 trapped register accesses, 2 UNDEFs injected", r"vm0\| ID registers: PFR0", *verdict]),
         BootTest("smp", Machine([guest("smp", smp=4)], cpus=4), [
             r"vm0\| 4 vCPUs added 20000 each: total 80000", *verdict]),
         BootTest("stop-spinning-vcpu", Machine([guest("spin", smp=2)], cpus=2), [
             r"vm0\| vCPU 1 is spinning", *verdict]),
+        BootTest("exception-loop-contained", Machine([guest("vectorless"), guest("smp", smp=2)], cpus=2), [
+            r"vm0\| breaking my exception vectors", r"VM 0: stopping: crashed \(ExceptionLoop\)",
+            r"vm1\| 2 vCPUs added 20000 each", r"VM 1: test verdict PASS", r"machine exit status 2"], status=2),
         BootTest("reset", Machine([guest("reset")]), [
             r"VM 0: rebooting \(boot 1\)", r"vm0\| boot 1", *verdict]),
         BootTest("two-vms", Machine([guest("hello", smp=2), guest("hypercalls")], cpus=2), [

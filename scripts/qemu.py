@@ -108,6 +108,11 @@ class Machine:
     extra: list[str] = field(default_factory=list)
 
 
+def opt(value: object) -> str:
+    """A value inside a QEMU -device option list, where a comma must be doubled."""
+    return str(value).replace(",", ",,")
+
+
 def align_up(v: int, a: int) -> int:
     return (v + a - 1) // a * a
 
@@ -142,10 +147,10 @@ def command(m: Machine, validate: bool = True) -> list[str]:
             what = "kernel and initrd" if g.initrd else "kernel"
             raise UserError(f"{what} need {(need + initrd_size + MIB - 1) // MIB} MiB but the guest has MEM={g.mem // MIB}M")
         kernel_size = g.kernel.stat().st_size
-        devices += ["-device", f"guest-loader,addr={addr:#x},kernel={g.kernel},bootargs={g.bootargs}"]
+        devices += ["-device", f"guest-loader,addr={addr:#x},kernel={opt(g.kernel)},bootargs={opt(g.bootargs)}"]
         addr = align_up(addr + kernel_size, 2 * MIB)
         if g.initrd:
-            devices += ["-device", f"guest-loader,addr={addr:#x},initrd={g.initrd}"]
+            devices += ["-device", f"guest-loader,addr={addr:#x},initrd={opt(g.initrd)}"]
             addr = align_up(addr + initrd_size, 2 * MIB)
         hv_args += [f"vm{i}.mem={g.mem // MIB}M", f"vm{i}.smp={g.smp}"]
         guest_total += g.mem

@@ -60,6 +60,27 @@ fn main(_info: &BootInfo) -> ! {
 
     let traps = hvc::counter(Counter::SysregTraps) - traps;
     let injected = hvc::counter(Counter::InjectedFaults) - injected;
+
+    // ID registers are the hypervisor's view: no EL2/EL3, SVE, PMU or SME, and a physical
+    // address size no larger than the VM's IPA space (40 bits).
+    let (pfr0, pfr1, dfr0, mmfr0, zfr0): (u64, u64, u64, u64, u64);
+    let before = hvc::counter(Counter::SysregTraps);
+    // SAFETY: reads of ID registers have no side effects.
+    unsafe {
+        asm!("mrs {}, id_aa64pfr0_el1", "mrs {}, id_aa64pfr1_el1", "mrs {}, id_aa64dfr0_el1",
+            "mrs {}, id_aa64mmfr0_el1", "mrs {}, S3_0_C0_C4_4",
+            out(reg) pfr0, out(reg) pfr1, out(reg) dfr0, out(reg) mmfr0, out(reg) zfr0, options(nostack));
+    }
+    let field = |v: u64, shift: u32| (v >> shift) & 0xf;
+    check_eq!(hvc::counter(Counter::SysregTraps) - before, 5, "ID register reads trap");
+    check_eq!((field(pfr0, 8), field(pfr0, 12), field(pfr0, 32)), (0, 0, 0), "PFR0 EL2, EL3, SVE");
+    check!(field(pfr0, 0) >= 1, "PFR0 EL0 AArch64 is kept");
+    check_eq!((field(pfr1, 8), field(pfr1, 24)), (0, 0), "PFR1 MTE, SME");
+    check_eq!(field(dfr0, 8), 0, "DFR0 PMUVer");
+    check!(field(dfr0, 0) >= 6, "DFR0 DebugVer kept ({})", field(dfr0, 0));
+    check!(field(mmfr0, 0) <= 2, "MMFR0 PARange {} is at most 40 bits", field(mmfr0, 0));
+    check_eq!(zfr0, 0, "ZFR0");
+    println!("ID registers: PFR0 {:#x} DFR0 {:#x} MMFR0 {:#x}", pfr0, dfr0, mmfr0);
     println!("{} trapped register accesses, {} UNDEFs injected", traps, injected);
     check_eq!(traps, 5, "trapped accesses (PMCR, CNTP_CTL, 2 ACTLR, DC CISW)");
     check_eq!(injected, 2, "UNDEFs injected by the hypervisor (PMCR, CNTP_CTL)");

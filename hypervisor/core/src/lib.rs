@@ -17,6 +17,7 @@ pub mod esr;
 pub mod fdt_writer;
 pub mod guest_dt;
 pub mod hypercall;
+pub mod idregs;
 pub mod image;
 pub mod pgtable;
 #[cfg(feature = "alloc")]

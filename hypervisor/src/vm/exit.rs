@@ -156,8 +156,7 @@ fn instruction_abort(vcpu: &Vcpu, run: &mut VcpuRun) -> Next {
         mmio::fault_ipa(far),
         ELR_EL2.get()
     );
-    inject::instruction_abort(run, far);
-    Next::Resume
+    inject::instruction_abort(run, far)
 }
 
 /// SVE, a PAC instruction with keys trapped, or anything else the hypervisor does not
@@ -173,8 +172,7 @@ fn not_emulated(vcpu: &Vcpu, run: &mut VcpuRun, esr: Esr) -> Next {
         esr.iss(),
         ELR_EL2.get()
     );
-    inject::undefined(run);
-    Next::Resume
+    inject::undefined(run)
 }
 
 /// Moves the guest's PC past the trapped 32-bit instruction.

@@ -1,6 +1,8 @@
 //! Exceptions the hypervisor delivers to a guest, as if its own EL1 had taken them.
 
+use super::exit::Next;
 use super::vcpu::VcpuRun;
+use super::{Crash, StopReason};
 use aarch64_cpu::registers::*;
 use hv_core::esr::inject as syndrome;
 use hv_core::hypercall::Counter;
@@ -28,32 +30,46 @@ fn vector_offset(spsr: u64) -> (u64, bool) {
     }
 }
 
-/// Delivers a synchronous exception with syndrome `esr` (its EC built by `esr_for`).
-fn deliver(run: &mut VcpuRun, esr_for: impl FnOnce(bool) -> u64, far: Option<u64>) {
+/// A guest whose exception vector faults this many times in a row, each fault taken at
+/// the vector the previous one was delivered to, can never make progress.
+const NESTED_FAULT_LIMIT: u32 = 8;
+
+/// Delivers a synchronous exception with syndrome `esr` (its EC built by `esr_for`), or
+/// stops the VM if its exception handling is in a loop (no vectors, or broken ones).
+fn deliver(run: &mut VcpuRun, esr_for: impl FnOnce(bool) -> u64, far: Option<u64>) -> Next {
     let spsr = SPSR_EL2.get();
+    let pc = ELR_EL2.get();
     let (offset, same_el) = vector_offset(spsr);
+    let target = VBAR_EL1.get().wrapping_add(offset);
+    run.nested_faults = if pc == run.last_injection { run.nested_faults + 1 } else { 0 };
+    run.last_injection = target;
+    if run.nested_faults >= NESTED_FAULT_LIMIT {
+        log::error!("vCPU faults at its own exception vector {pc:#x} again and again (VBAR_EL1 {:#x})", VBAR_EL1.get());
+        return Next::Stop(StopReason::Crashed(Crash::ExceptionLoop));
+    }
     ESR_EL1.set(esr_for(same_el));
     if let Some(far) = far {
         FAR_EL1.set(far);
     }
-    ELR_EL1.set(ELR_EL2.get());
+    ELR_EL1.set(pc);
     SPSR_EL1.set(spsr);
-    ELR_EL2.set(VBAR_EL1.get() + offset);
+    ELR_EL2.set(target);
     SPSR_EL2.set(HANDLER_PSTATE);
     run.count(Counter::InjectedFaults);
+    Next::Resume
 }
 
 /// The instruction at the guest's PC is UNDEFINED.
-pub fn undefined(run: &mut VcpuRun) {
-    deliver(run, |_| syndrome::undefined(), None);
+pub fn undefined(run: &mut VcpuRun) -> Next {
+    deliver(run, |_| syndrome::undefined(), None)
 }
 
 /// A synchronous external abort on a data access to `far`.
-pub fn data_abort(run: &mut VcpuRun, far: u64, write: bool) {
-    deliver(run, |same_el| syndrome::data_abort(same_el, write), Some(far));
+pub fn data_abort(run: &mut VcpuRun, far: u64, write: bool) -> Next {
+    deliver(run, |same_el| syndrome::data_abort(same_el, write), Some(far))
 }
 
 /// A synchronous external abort on an instruction fetch from `far`.
-pub fn instruction_abort(run: &mut VcpuRun, far: u64) {
-    deliver(run, syndrome::instruction_abort, Some(far));
+pub fn instruction_abort(run: &mut VcpuRun, far: u64) -> Next {
+    deliver(run, syndrome::instruction_abort, Some(far))
 }

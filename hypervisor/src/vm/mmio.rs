@@ -52,8 +52,7 @@ pub fn handle_data_abort(vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun, esr: Esr) -> N
             ELR_EL2.get(),
             da.fault_kind()
         );
-        inject::data_abort(run, far, da.write);
-        return Next::Resume;
+        return inject::data_abort(run, far, da.write);
     };
     run.count(Counter::MmioAccesses);
     // Register 31 is XZR here: reads as zero, writes are discarded.

@@ -55,6 +55,8 @@ pub enum StopReason {
 pub enum Crash {
     /// A physical SError arrived while the guest ran (an asynchronous abort it caused).
     SError,
+    /// Its exception vector faults on every entry: it can never run again.
+    ExceptionLoop,
 }
 
 /// A verdict not yet reported.

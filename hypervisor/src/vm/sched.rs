@@ -123,6 +123,8 @@ fn switch_to(rq: &mut RunQueue, k: usize) {
         run.regs.x[0] = context;
         run.el1 = El1State::at_entry(entry, incoming.mpidr);
         run.fp = FpState::default();
+        run.last_injection = u64::MAX;
+        run.nested_faults = 0;
         *power = Power::On;
         drop(power);
         load(incoming);

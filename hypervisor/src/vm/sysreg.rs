@@ -17,6 +17,9 @@ enum Emulated {
 }
 
 fn emulate(r: SysReg) -> Option<Emulated> {
+    if let Some(host) = crate::arch::idregs::read(r) {
+        return Some(Emulated::Value(hv_core::idregs::guest_value(r, host, crate::arch::cpu::ipa_bits())));
+    }
     match r {
         // ACTLR_EL1 is IMPLEMENTATION DEFINED: the guest sees none of the host's controls.
         sysreg::ACTLR_EL1 => Some(Emulated::Value(0)),
@@ -39,8 +42,12 @@ pub fn handle(_vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun, esr: Esr) -> Next {
                 run.regs.x[access.reg as usize] = v;
             }
             skip_instruction();
+            Next::Resume
         }
-        Some(Emulated::Done) => skip_instruction(),
+        Some(Emulated::Done) => {
+            skip_instruction();
+            Next::Resume
+        }
         None => {
             log::warn!(
                 "vCPU {}: {} of {r} at PC {:#x}: not emulated, UNDEF injected",
@@ -48,8 +55,7 @@ pub fn handle(_vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun, esr: Esr) -> Next {
                 if access.read { "read" } else { "write" },
                 ELR_EL2.get()
             );
-            inject::undefined(run);
+            inject::undefined(run)
         }
     }
-    Next::Resume
 }

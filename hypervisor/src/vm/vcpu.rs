@@ -20,6 +20,10 @@ pub struct VcpuRun {
     pub counters: [u64; Counter::ALL.len()],
     /// Handed from the fast exit path to the slow one.
     pub pending: Pending,
+    /// Where the last injected exception was delivered, and how many faults in a row were
+    /// taken right there (an exception loop).
+    pub last_injection: u64,
+    pub nested_faults: u32,
 }
 
 impl VcpuRun {
@@ -63,6 +67,8 @@ impl Vcpu {
                 fp: FpState::default(),
                 counters: [0; Counter::ALL.len()],
                 pending: Pending::Exit(ExitKind::Sync),
+                last_injection: u64::MAX,
+                nested_faults: 0,
             }),
             index,
             mpidr,

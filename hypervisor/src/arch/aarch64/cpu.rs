@@ -42,7 +42,8 @@ pub fn features() -> Features {
 
 /// HCR_EL2 while a guest runs: stage-2 on, AArch64 EL1, interrupts and SErrors routed to
 /// EL2, and traps for what the hypervisor must see: SMC (TSC), WFI (TWI), set/way cache
-/// maintenance (TSW), ACTLR (TACR), IMPLEMENTATION DEFINED registers (TIDCP), LOR (TLOR).
+/// maintenance (TSW), ACTLR (TACR), IMPLEMENTATION DEFINED registers (TIDCP), LOR (TLOR),
+/// and the ID registers (TID3), so that features not virtualized are hidden.
 pub fn guest_hcr() -> u64 {
     const VM: u64 = 1 << 0;
     const SWIO: u64 = 1 << 1;
@@ -53,6 +54,7 @@ pub fn guest_hcr() -> u64 {
     const FB: u64 = 1 << 9;
     const BSU_IS: u64 = 1 << 10;
     const TWI: u64 = 1 << 13;
+    const TID3: u64 = 1 << 18;
     const TSC: u64 = 1 << 19;
     const TIDCP: u64 = 1 << 20;
     const TACR: u64 = 1 << 21;
@@ -64,7 +66,7 @@ pub fn guest_hcr() -> u64 {
     const APK: u64 = 1 << 40;
     const API: u64 = 1 << 41;
     let pauth = if features().pauth { APK | API } else { 0 };
-    VM | SWIO | PTW | FMO | IMO | AMO | FB | BSU_IS | TWI | TSC | TIDCP | TACR | TSW | RW | TLOR | pauth
+    VM | SWIO | PTW | FMO | IMO | AMO | FB | BSU_IS | TWI | TID3 | TSC | TIDCP | TACR | TSW | RW | TLOR | pauth
 }
 
 /// IPA size given to every VM: what the CPU supports, capped at 40 bits (1 TiB), which

@@ -6,6 +6,7 @@ pub mod cpu;
 pub mod exception;
 pub mod firmware;
 pub mod gic_cpuif;
+pub mod idregs;
 pub mod mmu;
 
 use crate::percpu::{PerCpu, MAX_CPUS, STACK_STRIDE};
@@ -45,6 +46,7 @@ global_asm!(
 
 global_asm!(include_str!("context.S"));
 global_asm!(include_str!("gic_cpuif.S"));
+global_asm!(include_str!("idregs.S"));
 
 extern "C" {
     /// PSCI CPU_ON entry point of secondary CPUs (boot.S).

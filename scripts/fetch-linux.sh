@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Fetches a Debian arm64 kernel and busybox (as arm64 packages, with a private apt state
+# under target/linux/apt: the machine's own apt configuration is not changed, and no root
+# is needed) and builds a small initramfs around guest-linux/init. Cached: a second run
+# fetches nothing.
+#
+#   target/linux/Image            the kernel (Debian's arm64 vmlinuz is a raw Image)
+#   target/linux/initramfs.cpio   busybox + guest-linux/init
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=target/linux
+apt_dir=$out/apt
+mkdir -p "$apt_dir"/{lists/partial,cache/archives/partial,state} "$out"/debs
+touch "$apt_dir/state/status"
+
+if [ ! -f "$out/Image" ] || [ ! -f "$out/debs/busybox.deb" ]; then
+    apt_opts=(-q -o Dir::State="$PWD/$apt_dir/state" -o Dir::State::Lists="$PWD/$apt_dir/lists"
+              -o Dir::State::status="$PWD/$apt_dir/state/status" -o Dir::Cache="$PWD/$apt_dir/cache"
+              -o APT::Architecture=arm64 -o APT::Architectures::=arm64 -o Debug::NoLocking=1
+              -o Acquire::Retries=2 -o Acquire::http::Timeout=30)
+    echo "fetch-linux: fetching Debian's arm64 kernel and busybox"
+    if ! timeout 600 apt-get "${apt_opts[@]}" update >"$out/apt.log" 2>&1; then
+        tail -5 "$out/apt.log" >&2
+        echo "fetch-linux: the Debian archive cannot be reached (log: $out/apt.log)." >&2
+        echo "fetch-linux: boot your own kernel instead: make run KERNEL=path/to/Image INITRD=path/to/initrd" >&2
+        exit 1
+    fi
+    kernel_pkg=$(apt-cache "${apt_opts[@]}" depends linux-image-arm64 | sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*\).*/\1/p' | head -1)
+    [ -n "$kernel_pkg" ] || { echo "fetch-linux: no linux-image-arm64 in the archive" >&2; exit 1; }
+    (cd "$out/debs" && rm -f ./*.deb &&
+        timeout 900 apt-get "${apt_opts[@]}" download "$kernel_pkg" busybox-static >>"../apt.log" 2>&1) || {
+        tail -5 "$out/apt.log" >&2
+        echo "fetch-linux: download failed (log: $out/apt.log); or boot your own: make run KERNEL=... INITRD=..." >&2
+        exit 1
+    }
+    mv "$out"/debs/linux-image-*.deb "$out/debs/kernel.deb"
+    mv "$out"/debs/busybox-static*.deb "$out/debs/busybox.deb"
+    rm -rf "$out/kernel-root" && dpkg-deb -x "$out/debs/kernel.deb" "$out/kernel-root"
+    cp "$out"/kernel-root/boot/vmlinuz-* "$out/Image.new"
+    mv "$out/Image.new" "$out/Image"
+    echo "fetch-linux: kernel $(basename "$out"/kernel-root/boot/vmlinuz-*)"
+fi
+
+# The initramfs is rebuilt whenever guest-linux/ changes.
+if [ ! -f "$out/initramfs.cpio" ] || [ -n "$(find guest-linux "$out/debs/busybox.deb" -newer "$out/initramfs.cpio" 2>/dev/null)" ]; then
+    rm -rf "$out/busybox-root" && dpkg-deb -x "$out/debs/busybox.deb" "$out/busybox-root"
+    python3 scripts/mkinitramfs.py "$out/initramfs.cpio" \
+        "$out/busybox-root/bin/busybox=bin/busybox" "guest-linux/init=init"
+fi
