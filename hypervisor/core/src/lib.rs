@@ -23,3 +23,4 @@ pub mod pgtable;
 #[cfg(feature = "alloc")]
 pub mod ranges;
 pub mod sysreg;
+pub mod vgic;

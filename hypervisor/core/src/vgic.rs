@@ -1,0 +1,494 @@
+//! The register model of a virtual GICv3 distributor and redistributors (affinity routing
+//! only, a single security state, no LPIs): what a guest reads and writes through trapped
+//! MMIO, and the interrupt state behind it. Delivery into the CPU's list registers is the
+//! hypervisor's part; this model says which interrupts are deliverable.
+
+use crate::guest_dt::vcpu_mpidr;
+
+/// SPIs per VM (INTIDs 32..32+NR_SPIS).
+pub const NR_SPIS: usize = 64;
+pub const NR_INTIDS: u32 = 32 + NR_SPIS as u32;
+/// Offset of a redistributor's SGI/PPI frame from its RD frame.
+pub const SGI_FRAME: u64 = 0x1_0000;
+/// GICv3 in the architecture-revision field of PIDR2.
+const PIDR2_GICV3: u64 = 0x3b;
+/// Implementer code of Arm in IIDR.
+const IIDR_VALUE: u64 = 0x0300_043b;
+
+/// Distributor registers.
+mod gicd {
+    pub const CTLR: u64 = 0x0000;
+    pub const TYPER: u64 = 0x0004;
+    pub const IIDR: u64 = 0x0008;
+    pub const IGROUPR: u64 = 0x0080;
+    pub const ISENABLER: u64 = 0x0100;
+    pub const ICENABLER: u64 = 0x0180;
+    pub const ISPENDR: u64 = 0x0200;
+    pub const ICPENDR: u64 = 0x0280;
+    pub const ISACTIVER: u64 = 0x0300;
+    pub const ICACTIVER: u64 = 0x0380;
+    pub const IPRIORITYR: u64 = 0x0400;
+    pub const ICFGR: u64 = 0x0c00;
+    pub const IROUTER: u64 = 0x6000;
+    pub const PIDR2: u64 = 0xffe8;
+    /// CTLR bits (single security state).
+    pub const CTLR_ENABLE_GRP0: u32 = 1 << 0;
+    pub const CTLR_ENABLE_GRP1: u32 = 1 << 1;
+    pub const CTLR_ARE: u32 = 1 << 4;
+    pub const CTLR_DS: u32 = 1 << 6;
+}
+
+/// Redistributor registers (RD frame, then SGI frame offsets from SGI_FRAME).
+mod gicr {
+    pub const CTLR: u64 = 0x0000;
+    pub const IIDR: u64 = 0x0004;
+    pub const TYPER: u64 = 0x0008;
+    pub const WAKER: u64 = 0x0014;
+    pub const PIDR2: u64 = 0xffe8;
+    pub const WAKER_PROCESSOR_SLEEP: u32 = 1 << 1;
+    pub const WAKER_CHILDREN_ASLEEP: u32 = 1 << 2;
+}
+
+/// The state of one interrupt.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Irq {
+    pub enabled: bool,
+    pub pending: bool,
+    pub active: bool,
+    pub group1: bool,
+    pub edge: bool,
+    pub priority: u8,
+}
+
+/// One vCPU's redistributor: its SGIs and PPIs.
+#[derive(Clone, Debug)]
+pub struct Redistributor {
+    pub private: [Irq; 32],
+    waker: u32,
+}
+
+impl Default for Redistributor {
+    fn default() -> Self {
+        let mut private = [Irq::default(); 32];
+        // SGIs are always edge-triggered.
+        for irq in private.iter_mut().take(16) {
+            irq.edge = true;
+        }
+        Redistributor { private, waker: gicr::WAKER_PROCESSOR_SLEEP | gicr::WAKER_CHILDREN_ASLEEP }
+    }
+}
+
+/// The distributor: SPIs and global control.
+#[derive(Clone, Debug)]
+pub struct Distributor {
+    pub ctlr: u32,
+    pub spis: [Irq; NR_SPIS],
+    /// IROUTER: the affinity each SPI goes to.
+    pub route: [u64; NR_SPIS],
+}
+
+impl Default for Distributor {
+    fn default() -> Self {
+        Distributor { ctlr: gicd::CTLR_DS | gicd::CTLR_ARE, spis: [Irq::default(); NR_SPIS], route: [0; NR_SPIS] }
+    }
+}
+
+/// Which bit-per-interrupt array a register offset names.
+#[derive(Clone, Copy)]
+enum BitArray {
+    Group,
+    SetEnable,
+    ClearEnable,
+    SetPending,
+    ClearPending,
+    SetActive,
+    ClearActive,
+}
+
+fn bit_array(offset: u64) -> Option<(BitArray, u64)> {
+    use gicd::*;
+    let (kind, base) = match offset {
+        o if (IGROUPR..IGROUPR + 0x80).contains(&o) => (BitArray::Group, IGROUPR),
+        o if (ISENABLER..ISENABLER + 0x80).contains(&o) => (BitArray::SetEnable, ISENABLER),
+        o if (ICENABLER..ICENABLER + 0x80).contains(&o) => (BitArray::ClearEnable, ICENABLER),
+        o if (ISPENDR..ISPENDR + 0x80).contains(&o) => (BitArray::SetPending, ISPENDR),
+        o if (ICPENDR..ICPENDR + 0x80).contains(&o) => (BitArray::ClearPending, ICPENDR),
+        o if (ISACTIVER..ISACTIVER + 0x80).contains(&o) => (BitArray::SetActive, ISACTIVER),
+        o if (ICACTIVER..ICACTIVER + 0x80).contains(&o) => (BitArray::ClearActive, ICACTIVER),
+        _ => return None,
+    };
+    Some((kind, (offset - base) / 4))
+}
+
+fn read_bits(irqs: &[Irq], kind: BitArray) -> u64 {
+    irqs.iter().enumerate().fold(0u64, |acc, (i, irq)| {
+        let bit = match kind {
+            BitArray::Group => irq.group1,
+            BitArray::SetEnable | BitArray::ClearEnable => irq.enabled,
+            BitArray::SetPending | BitArray::ClearPending => irq.pending,
+            BitArray::SetActive | BitArray::ClearActive => irq.active,
+        };
+        acc | (bit as u64) << i
+    })
+}
+
+fn write_bits(irqs: &mut [Irq], kind: BitArray, value: u64) {
+    for (i, irq) in irqs.iter_mut().enumerate() {
+        let set = value & (1 << i) != 0;
+        match kind {
+            BitArray::Group => irq.group1 = set,
+            BitArray::SetEnable if set => irq.enabled = true,
+            BitArray::ClearEnable if set => irq.enabled = false,
+            BitArray::SetPending if set => irq.pending = true,
+            BitArray::ClearPending if set => irq.pending = false,
+            BitArray::SetActive if set => irq.active = true,
+            BitArray::ClearActive if set => irq.active = false,
+            _ => {}
+        }
+    }
+}
+
+/// IPRIORITYR: one byte per interrupt, accessed as bytes or words.
+fn read_priority(irqs: &[Irq], first: usize, size: u8) -> u64 {
+    (0..size as usize).fold(0, |acc, i| acc | (irqs.get(first + i).map_or(0, |q| q.priority) as u64) << (8 * i))
+}
+
+fn write_priority(irqs: &mut [Irq], first: usize, size: u8, value: u64) {
+    for i in 0..size as usize {
+        if let Some(q) = irqs.get_mut(first + i) {
+            q.priority = (value >> (8 * i)) as u8;
+        }
+    }
+}
+
+/// ICFGR: two bits per interrupt, the upper one meaning edge-triggered.
+fn read_config(irqs: &[Irq]) -> u64 {
+    irqs.iter().enumerate().fold(0, |acc, (i, q)| acc | (q.edge as u64) << (2 * i + 1))
+}
+
+fn write_config(irqs: &mut [Irq], value: u64) {
+    for (i, q) in irqs.iter_mut().enumerate() {
+        q.edge = value & (1 << (2 * i + 1)) != 0;
+    }
+}
+
+impl Distributor {
+    /// The SPI state for INTID `intid`, if it is one.
+    pub fn spi(&mut self, intid: u32) -> Option<&mut Irq> {
+        self.spis.get_mut((intid as usize).checked_sub(32)?)
+    }
+
+    pub fn group1_enabled(&self) -> bool {
+        self.ctlr & gicd::CTLR_ENABLE_GRP1 != 0
+    }
+
+    pub fn read(&self, offset: u64, size: u8) -> u64 {
+        use gicd::*;
+        match offset {
+            CTLR => self.ctlr as u64,
+            TYPER => {
+                // ITLinesNumber, IDbits = 10 bits of INTID, no LPIs, no 1-of-N routing.
+                let it_lines = (NR_INTIDS as u64 / 32) - 1;
+                it_lines | 9 << 19 | 1 << 25
+            }
+            IIDR => IIDR_VALUE,
+            PIDR2 => PIDR2_GICV3,
+            o if bit_array(o).is_some() => {
+                let (kind, reg) = bit_array(o).unwrap_or((BitArray::Group, 0));
+                // Register 0 (SGIs, PPIs) lives in the redistributors with affinity routing.
+                match (reg as usize).checked_sub(1) {
+                    Some(r) => self.spis.get(r * 32..(r + 1) * 32).map_or(0, |irqs| read_bits(irqs, kind)),
+                    None => 0,
+                }
+            }
+            o if (IPRIORITYR..IPRIORITYR + 0x400).contains(&o) => match ((o - IPRIORITYR) as usize).checked_sub(32) {
+                Some(first) => read_priority(&self.spis, first, size),
+                None => 0,
+            },
+            o if (ICFGR..ICFGR + 0x100).contains(&o) => match (((o - ICFGR) / 4) as usize).checked_sub(2) {
+                Some(r) => self.spis.get(r * 16..(r + 1) * 16).map_or(0, read_config),
+                None => 0,
+            },
+            o if (IROUTER + 32 * 8..IROUTER + NR_INTIDS as u64 * 8).contains(&o) => {
+                let v = self.route[((o - IROUTER) / 8 - 32) as usize];
+                if o % 8 == 4 { v >> 32 } else { v }
+            }
+            _ => 0,
+        }
+    }
+
+    pub fn write(&mut self, offset: u64, size: u8, value: u64) {
+        use gicd::*;
+        match offset {
+            CTLR => self.ctlr = (value as u32 & (CTLR_ENABLE_GRP0 | CTLR_ENABLE_GRP1)) | CTLR_ARE | CTLR_DS,
+            o if bit_array(o).is_some() => {
+                let (kind, reg) = bit_array(o).unwrap_or((BitArray::Group, 0));
+                if let Some(r) = (reg as usize).checked_sub(1) {
+                    if let Some(irqs) = self.spis.get_mut(r * 32..(r + 1) * 32) {
+                        write_bits(irqs, kind, value);
+                    }
+                }
+            }
+            o if (IPRIORITYR..IPRIORITYR + 0x400).contains(&o) => {
+                if let Some(first) = ((o - IPRIORITYR) as usize).checked_sub(32) {
+                    write_priority(&mut self.spis, first, size, value);
+                }
+            }
+            o if (ICFGR..ICFGR + 0x100).contains(&o) => {
+                if let Some(r) = (((o - ICFGR) / 4) as usize).checked_sub(2) {
+                    if let Some(irqs) = self.spis.get_mut(r * 16..(r + 1) * 16) {
+                        write_config(irqs, value);
+                    }
+                }
+            }
+            o if (IROUTER + 32 * 8..IROUTER + NR_INTIDS as u64 * 8).contains(&o) => {
+                let slot = &mut self.route[((o - IROUTER) / 8 - 32) as usize];
+                // Aff3 in [39:32], Aff2..Aff0 in [23:0]; IRM (1-of-N) is not supported.
+                *slot = match (o % 8, size) {
+                    (0, 8) => value & 0xff_00ff_ffff,
+                    (0, _) => (*slot & !0xff_ffff) | (value & 0xff_ffff),
+                    _ => (*slot & 0xff_ffff) | (value & 0xff) << 32,
+                };
+            }
+            _ => {} // read-only or unimplemented: ignored
+        }
+    }
+}
+
+impl Redistributor {
+    /// A read at `offset` from the start of this redistributor (RD frame, then SGI frame)
+    /// of vCPU `index`, `last` if it is the VM's last vCPU.
+    pub fn read(&self, offset: u64, size: u8, index: usize, last: bool) -> u64 {
+        if offset >= SGI_FRAME {
+            return self.read_sgi_frame(offset - SGI_FRAME, size);
+        }
+        match offset {
+            gicr::CTLR => 0,
+            gicr::IIDR => IIDR_VALUE,
+            gicr::TYPER | 0xc => {
+                let mpidr = vcpu_mpidr(index);
+                let affinity = (mpidr & 0xff_ffff) | ((mpidr >> 32) & 0xff) << 24;
+                let v = affinity << 32 | (index as u64) << 8 | (last as u64) << 4;
+                if offset == 0xc { v >> 32 } else if size == 4 { v & 0xffff_ffff } else { v }
+            }
+            gicr::WAKER => self.waker as u64,
+            gicr::PIDR2 => PIDR2_GICV3,
+            _ => 0,
+        }
+    }
+
+    pub fn write(&mut self, offset: u64, size: u8, value: u64) {
+        if offset >= SGI_FRAME {
+            return self.write_sgi_frame(offset - SGI_FRAME, size, value);
+        }
+        if offset == gicr::WAKER {
+            // The redistributor wakes (or sleeps) at once.
+            let sleep = value as u32 & gicr::WAKER_PROCESSOR_SLEEP;
+            self.waker = sleep | if sleep != 0 { gicr::WAKER_CHILDREN_ASLEEP } else { 0 };
+        }
+    }
+
+    fn read_sgi_frame(&self, offset: u64, size: u8) -> u64 {
+        use gicd::*;
+        match offset {
+            o if bit_array(o).is_some_and(|(_, reg)| reg == 0) => {
+                let (kind, _) = bit_array(o).unwrap_or((BitArray::Group, 0));
+                read_bits(&self.private, kind)
+            }
+            o if (IPRIORITYR..IPRIORITYR + 32).contains(&o) => read_priority(&self.private, (o - IPRIORITYR) as usize, size),
+            o if o == ICFGR || o == ICFGR + 4 => {
+                let half = ((o - ICFGR) / 4) as usize;
+                read_config(&self.private[half * 16..half * 16 + 16])
+            }
+            _ => 0,
+        }
+    }
+
+    fn write_sgi_frame(&mut self, offset: u64, size: u8, value: u64) {
+        use gicd::*;
+        match offset {
+            o if bit_array(o).is_some_and(|(_, reg)| reg == 0) => {
+                let (kind, _) = bit_array(o).unwrap_or((BitArray::Group, 0));
+                write_bits(&mut self.private, kind, value);
+            }
+            o if (IPRIORITYR..IPRIORITYR + 32).contains(&o) => write_priority(&mut self.private, (o - IPRIORITYR) as usize, size, value),
+            // SGIs are edge-triggered whatever is written; PPIs' configuration is kept.
+            o if o == ICFGR + 4 => write_config(&mut self.private[16..32], value),
+            _ => {}
+        }
+    }
+}
+
+/// An interrupt ready to be put in a list register.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Deliverable {
+    pub intid: u32,
+    pub priority: u8,
+    pub group1: bool,
+}
+
+/// Whether `q` may be delivered now: pending, enabled, not active, its group enabled.
+fn deliverable(dist: &Distributor, q: &Irq) -> bool {
+    let group_on = if q.group1 { gicd::CTLR_ENABLE_GRP1 } else { gicd::CTLR_ENABLE_GRP0 };
+    q.pending && q.enabled && !q.active && dist.ctlr & group_on != 0
+}
+
+/// Every interrupt of vCPU `index` (its own, then the SPIs routed to it), with its state.
+fn interrupts_of<'a>(dist: &'a Distributor, redist: &'a Redistributor, index: usize) -> impl Iterator<Item = (u32, &'a Irq)> + 'a {
+    let mine = vcpu_mpidr(index);
+    let private = redist.private.iter().enumerate().map(|(i, q)| (i as u32, q));
+    let spis = dist.spis.iter().enumerate().filter(move |(i, _)| dist.route[*i] == mine).map(|(i, q)| (i as u32 + 32, q));
+    private.chain(spis)
+}
+
+/// The pending, enabled interrupts of vCPU `index` (its own, and SPIs routed to it), most
+/// urgent first (lowest priority value, then lowest INTID), at most `out.len()`; they are
+/// marked no longer pending (they go to list registers). Returns how many.
+pub fn take_deliverable(dist: &mut Distributor, redist: &mut Redistributor, index: usize, out: &mut [Deliverable]) -> usize {
+    let mut found = [(0u8, 0u32); NR_INTIDS as usize];
+    let mut n = 0;
+    for (intid, q) in interrupts_of(dist, redist, index) {
+        if deliverable(dist, q) {
+            found[n] = (q.priority, intid);
+            n += 1;
+        }
+    }
+    let found = &mut found[..n];
+    found.sort_unstable();
+    let taken = n.min(out.len());
+    for (slot, &(priority, intid)) in out.iter_mut().zip(found.iter()) {
+        let q = if intid < 32 { &mut redist.private[intid as usize] } else { &mut dist.spis[intid as usize - 32] };
+        q.pending = false;
+        *slot = Deliverable { intid, priority, group1: q.group1 };
+    }
+    taken
+}
+
+/// Whether anything is deliverable to vCPU `index` (without taking it).
+pub fn has_deliverable(dist: &Distributor, redist: &Redistributor, index: usize) -> bool {
+    interrupts_of(dist, redist, index).any(|(_, q)| deliverable(dist, q))
+}
+
+/// The vCPUs an ICC_SGI1R_EL1 write targets, as a bit set of vCPU indices, and its INTID.
+pub fn sgi_targets(value: u64, sender: usize, vcpus: usize) -> (u32, u64) {
+    let intid = ((value >> 24) & 0xf) as u32;
+    let mut set = 0u64;
+    if value & (1 << 40) != 0 {
+        // IRM: every vCPU but the sender.
+        for i in 0..vcpus.min(64) {
+            if i != sender {
+                set |= 1 << i;
+            }
+        }
+    } else {
+        let aff1 = (value >> 16) & 0xff;
+        let aff2 = (value >> 32) & 0xff;
+        let aff3 = (value >> 48) & 0xff;
+        let rs = (value >> 44) & 0xf;
+        for bit in 0..16 {
+            if value & (1 << bit) == 0 {
+                continue;
+            }
+            let mpidr = aff3 << 32 | aff2 << 16 | aff1 << 8 | (rs * 16 + bit);
+            if let Some(i) = crate::guest_dt::vcpu_index(mpidr, vcpus) {
+                set |= 1 << i;
+            }
+        }
+    }
+    (intid, set)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn distributor_identifies_itself_and_keeps_affinity_routing_on() {
+        let mut d = Distributor::default();
+        assert_eq!(d.read(gicd::PIDR2, 4) >> 4 & 0xf, 3);
+        assert_eq!(d.read(gicd::TYPER, 4) & 0x1f, 2, "96 INTIDs");
+        d.write(gicd::CTLR, 4, 0x13);
+        assert_eq!(d.read(gicd::CTLR, 4) as u32, gicd::CTLR_ARE | gicd::CTLR_DS | 3);
+        d.write(gicd::CTLR, 4, 0);
+        assert_eq!(d.read(gicd::CTLR, 4) as u32 & gicd::CTLR_ARE, gicd::CTLR_ARE, "ARE cannot be cleared");
+    }
+
+    #[test]
+    fn spi_enable_priority_config_and_routing() {
+        let mut d = Distributor::default();
+        d.write(gicd::ISENABLER + 4, 4, 1 << 1); // INTID 33
+        assert!(d.spis[1].enabled);
+        assert_eq!(d.read(gicd::ISENABLER + 4, 4), 2);
+        d.write(gicd::ICENABLER + 4, 4, 1 << 1);
+        assert!(!d.spis[1].enabled);
+        d.write(gicd::ISENABLER, 4, u64::MAX);
+        assert_eq!(d.read(gicd::ISENABLER, 4), 0, "SGIs and PPIs are not the distributor's");
+        d.write(gicd::IPRIORITYR + 32, 4, 0x4030_2010);
+        assert_eq!(d.spis[..4].iter().map(|q| q.priority).collect::<std::vec::Vec<_>>(), [0x10, 0x20, 0x30, 0x40]);
+        d.write(gicd::IPRIORITYR + 33, 1, 0x99);
+        assert_eq!(d.read(gicd::IPRIORITYR + 32, 4), 0x4030_9910);
+        d.write(gicd::ICFGR + 8, 4, 0b10 << 2);
+        assert!(d.spis[1].edge && !d.spis[0].edge);
+        d.write(gicd::IROUTER + 33 * 8, 8, 0x1_0000_0203);
+        assert_eq!(d.route[1], 0x1_0000_0203);
+        assert_eq!(d.read(gicd::IROUTER + 33 * 8 + 4, 4), 1);
+        // Out of range and read-only offsets are harmless.
+        d.write(0xfff0, 4, u64::MAX);
+        d.write(gicd::IROUTER + 200 * 8, 8, 1);
+        assert_eq!(d.read(0x1234, 4), 0);
+    }
+
+    #[test]
+    fn redistributor_identity_wake_and_private_interrupts() {
+        let mut r = Redistributor::default();
+        let typer = r.read(gicr::TYPER, 8, 2, true);
+        assert_eq!(typer >> 32, 2, "affinity of vCPU 2");
+        assert_eq!(typer >> 8 & 0xffff, 2);
+        assert_eq!(typer & 1 << 4, 1 << 4, "Last");
+        assert_eq!(r.read(gicr::TYPER, 8, 0, false) & 1 << 4, 0);
+        r.write(gicr::WAKER, 4, 0);
+        assert_eq!(r.read(gicr::WAKER, 4, 0, false), 0, "awake, children awake");
+        r.write(SGI_FRAME + gicd::ISENABLER, 4, 1 << 27 | 1);
+        assert!(r.private[27].enabled && r.private[0].enabled);
+        r.write(SGI_FRAME + gicd::IPRIORITYR + 24, 4, 0xa0 << 24);
+        assert_eq!(r.private[27].priority, 0xa0);
+        r.write(SGI_FRAME + gicd::ICFGR, 4, 0);
+        assert!(r.private[3].edge, "SGIs stay edge-triggered");
+        assert_eq!(r.read(0x20000, 4, 0, false), 0);
+    }
+
+    #[test]
+    fn delivery_respects_enable_group_priority_and_routing() {
+        let mut d = Distributor::default();
+        let mut r = Redistributor::default();
+        let mut out = [Deliverable { intid: 0, priority: 0, group1: false }; 4];
+        r.private[1] = Irq { enabled: true, pending: true, group1: true, priority: 0x80, ..Default::default() };
+        r.private[27] = Irq { enabled: true, pending: true, group1: true, priority: 0x20, ..Default::default() };
+        r.private[5] = Irq { enabled: false, pending: true, group1: true, ..Default::default() };
+        d.spis[1] = Irq { enabled: true, pending: true, group1: true, priority: 0x80, ..Default::default() };
+        d.route[1] = vcpu_mpidr(1); // another vCPU's
+        assert_eq!(take_deliverable(&mut d, &mut r, 0, &mut out), 0, "distributor off");
+        d.write(gicd::CTLR, 4, 2);
+        assert!(has_deliverable(&d, &r, 0));
+        let n = take_deliverable(&mut d, &mut r, 0, &mut out);
+        assert_eq!(&out[..n].iter().map(|x| x.intid).collect::<std::vec::Vec<_>>(), &[27, 1]);
+        assert!(!r.private[27].pending && !r.private[1].pending);
+        assert!(d.spis[1].pending, "routed elsewhere");
+        assert!(!has_deliverable(&d, &r, 0));
+        let mut r1 = Redistributor::default();
+        assert_eq!(take_deliverable(&mut d, &mut r1, 1, &mut out), 1);
+        assert_eq!(out[0].intid, 33);
+    }
+
+    #[test]
+    fn sgi_target_lists() {
+        // INTID 3 to Aff0 0 and 2.
+        assert_eq!(sgi_targets(3 << 24 | 0b101, 0, 4), (3, 0b101));
+        // Targets beyond the VM's vCPUs are dropped.
+        assert_eq!(sgi_targets(0xffff, 0, 2), (0, 0b11));
+        // IRM: all but the sender.
+        assert_eq!(sgi_targets(1 << 40 | 5 << 24, 1, 3), (5, 0b101));
+        // Aff1 = 1 means vCPUs 16.. .
+        assert_eq!(sgi_targets(1 << 16 | 1, 0, 18), (0, 1 << 16));
+    }
+}
