@@ -1,6 +1,6 @@
-//! The host's GICv3, driven just enough for the hypervisor's own use: one SGI that kicks
-//! another physical CPU out of its guest (to stop a VM promptly). Guests' interrupts are a
-//! later layer (the virtual GIC).
+//! The host's GICv3, driven for the hypervisor's own use: an SGI that kicks another
+//! physical CPU out of its guest, the virtual CPU interface's maintenance interrupt, and the
+//! guest virtual timer's PPI, which is handed to the loaded vCPU (vm::vgic).
 
 use crate::arch::gic_cpuif;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -10,6 +10,10 @@ use tock_registers::{register_bitfields, register_structs};
 
 /// The SGI the hypervisor uses to kick a CPU.
 pub const KICK_SGI: u32 = 0;
+/// The virtual CPU interface's maintenance interrupt (PPI 9).
+pub const MAINTENANCE_PPI: u32 = 25;
+/// The EL1 virtual timer (PPI 11): the loaded vCPU's timer.
+pub const VTIMER_PPI: u32 = 27;
 
 register_bitfields! {u32,
     GICD_CTLR [
@@ -48,6 +52,10 @@ register_structs! {
         (0x084 => _reserved1),
         (0x100 => isenabler0: ReadWrite<u32>),
         (0x104 => _reserved2),
+        (0x300 => isactiver0: ReadWrite<u32>),
+        (0x304 => _reserved3),
+        (0x380 => icactiver0: ReadWrite<u32>),
+        (0x384 => _reserved4),
         (0x400 => ipriorityr: [ReadWrite<u8>; 32]),
         (0x420 => @END),
     }
@@ -59,6 +67,16 @@ const SGI_FRAME: u64 = 0x1_0000;
 
 static GICR_BASE: AtomicU64 = AtomicU64::new(0);
 static GICR_END: AtomicU64 = AtomicU64::new(0);
+/// Each CPU's SGI frame (0 until its redistributor is set up).
+static SGI_FRAMES: [AtomicU64; crate::percpu::MAX_CPUS] = [const { AtomicU64::new(0) }; crate::percpu::MAX_CPUS];
+
+/// This CPU's SGI frame, if set up.
+fn sgi_frame() -> Option<&'static RedistributorSgi> {
+    let base = SGI_FRAMES.get(crate::percpu::this_cpu().index())?.load(Ordering::Acquire);
+    // SAFETY: a redistributor SGI frame found by `init_cpu`, mapped as device memory; only
+    // its own CPU uses it.
+    (base != 0).then(|| unsafe { &*(base as *const RedistributorSgi) })
+}
 
 /// Enables the distributor (affinity routing, Group 1). Boot CPU, once.
 pub fn init(gicd: u64, gicr: u64, gicr_size: u64) {
@@ -71,6 +89,11 @@ pub fn init(gicd: u64, gicr: u64, gicr_size: u64) {
     }
     GICR_BASE.store(gicr, Ordering::Release);
     GICR_END.store(gicr + gicr_size, Ordering::Release);
+}
+
+/// Whether `init` ran (the machine has a GICv3 the hypervisor drives).
+pub fn initialized() -> bool {
+    GICR_BASE.load(Ordering::Acquire) != 0
 }
 
 /// Wakes this CPU's redistributor and enables the kick SGI. Each CPU, after `init`.
@@ -93,9 +116,15 @@ pub fn init_cpu(mpidr: u64) -> bool {
             }
             // SAFETY: as above, the SGI frame follows the RD frame.
             let sgi = unsafe { &*((frame + SGI_FRAME) as *const RedistributorSgi) };
-            sgi.igroupr0.set(sgi.igroupr0.get() | 1 << KICK_SGI);
-            sgi.ipriorityr[KICK_SGI as usize].set(0x80);
-            sgi.isenabler0.set(1 << KICK_SGI);
+            let ours = 1 << KICK_SGI | 1 << MAINTENANCE_PPI | 1 << VTIMER_PPI;
+            sgi.igroupr0.set(sgi.igroupr0.get() | ours);
+            for intid in [KICK_SGI, MAINTENANCE_PPI, VTIMER_PPI] {
+                sgi.ipriorityr[intid as usize].set(0x80);
+            }
+            sgi.isenabler0.set(ours);
+            if let Some(slot) = SGI_FRAMES.get(crate::percpu::this_cpu().index()) {
+                slot.store(frame + SGI_FRAME, Ordering::Release);
+            }
             gic_cpuif::enable();
             return true;
         }
@@ -119,20 +148,52 @@ pub fn kick(mpidr: u64) {
     gic_cpuif::send_sgi(value);
 }
 
-/// Acknowledges and completes every pending interrupt; returns how many were kicks.
-pub fn handle_pending() -> (usize, usize) {
-    let (mut kicks, mut others) = (0, 0);
+/// What arrived in one round of acknowledging this CPU's interrupts.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Arrived {
+    pub kick: bool,
+    pub maintenance: bool,
+    /// The virtual timer fired: its PPI stays active until the guest deactivates the virtual
+    /// interrupt it is given (a hardware-linked list register).
+    pub vtimer: bool,
+}
+
+/// Acknowledges every pending interrupt and completes those the hypervisor owns.
+pub fn handle_pending() -> Arrived {
+    let mut arrived = Arrived::default();
     loop {
         let intid = gic_cpuif::ack();
         if (1020..1024).contains(&intid) {
-            return (kicks, others);
+            return arrived;
         }
         gic_cpuif::eoi(intid);
-        if intid == KICK_SGI {
-            kicks += 1;
+        match intid {
+            VTIMER_PPI => arrived.vtimer = true,
+            KICK_SGI | MAINTENANCE_PPI => {
+                gic_cpuif::deactivate(intid);
+                arrived.kick |= intid == KICK_SGI;
+                arrived.maintenance |= intid == MAINTENANCE_PPI;
+            }
+            other => {
+                gic_cpuif::deactivate(other);
+                log::warn!("unexpected physical interrupt {other}");
+            }
+        }
+    }
+}
+
+/// Whether this CPU's virtual-timer PPI is active (handed to a vCPU, not yet deactivated).
+pub fn vtimer_active() -> bool {
+    sgi_frame().is_some_and(|f| f.isactiver0.get() & 1 << VTIMER_PPI != 0)
+}
+
+/// Sets or clears the active state of this CPU's virtual-timer PPI (when vCPUs switch).
+pub fn set_vtimer_active(active: bool) {
+    if let Some(f) = sgi_frame() {
+        if active {
+            f.isactiver0.set(1 << VTIMER_PPI);
         } else {
-            others += 1;
-            log::warn!("unexpected physical interrupt {intid}");
+            f.icactiver0.set(1 << VTIMER_PPI);
         }
     }
 }

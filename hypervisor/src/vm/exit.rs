@@ -7,6 +7,7 @@ use crate::arch::context::VcpuRegs;
 use crate::arch::exception::ExitKind;
 use aarch64_cpu::registers::*;
 use hv_core::esr::{ec, Esr};
+use core::sync::atomic::Ordering;
 use hv_core::hypercall::Counter;
 
 /// What happens after an exit was handled.
@@ -78,9 +79,12 @@ extern "C" fn handle_exit_slow(regs: *mut VcpuRegs) -> *mut VcpuRegs {
     let next = match run.pending {
         Pending::Handled(next) => next,
         Pending::Exit(ExitKind::Sync) => sync_exit(vm, vcpu, run),
-        Pending::Exit(kind) => async_exit(vcpu, kind),
+        Pending::Exit(kind) => async_exit(vm, vcpu, kind),
     };
     if matches!(next, Next::Resume) && !vm.is_stopping() {
+        if let Some(g) = vm.vgic.as_ref().filter(|_| vcpu.needs_flush.load(Ordering::Acquire)) {
+            g.flush(vcpu);
+        }
         return regs;
     }
     leave(vm, vcpu, next)
@@ -107,12 +111,20 @@ fn leave(vm: &Vm, vcpu: &Vcpu, next: Next) -> *mut VcpuRegs {
 }
 
 #[cold]
-fn async_exit(vcpu: &Vcpu, kind: ExitKind) -> Next {
+fn async_exit(vm: &Vm, vcpu: &Vcpu, kind: ExitKind) -> Next {
     match kind {
-        // A kick from another CPU (the caller then sees why: a stopping VM), or an
-        // interrupt the hypervisor does not use, which is completed and logged.
+        // The guest's virtual timer, a kick from another CPU (new interrupts for this vCPU,
+        // or its VM stopping), or the maintenance interrupt (list registers drained).
         ExitKind::Irq => {
-            crate::dev::gicv3::handle_pending();
+            let arrived = crate::dev::gicv3::handle_pending();
+            if let Some(g) = &vm.vgic {
+                if arrived.vtimer {
+                    g.vtimer_fired(vcpu);
+                }
+                if arrived.maintenance {
+                    vcpu.needs_flush.store(true, Ordering::Release);
+                }
+            }
             Next::Resume
         }
         ExitKind::Fiq => {

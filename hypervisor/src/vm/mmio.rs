@@ -28,7 +28,10 @@ fn device_at(vm: &Vm, ipa: u64) -> Option<(&dyn MmioDevice, u64)> {
     if uart.contains(ipa) {
         return Some((&vm.uart, ipa - uart.start));
     }
-    None
+    match &vm.vgic {
+        Some(g) if super::vgic::contains(ipa, vm.vcpus.len()) => Some((g, ipa - layout::GICD_BASE)),
+        _ => None,
+    }
 }
 
 #[inline(never)]
@@ -60,6 +63,9 @@ pub fn handle_data_abort(vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun, esr: Esr) -> N
     if da.write {
         let value = if reg == 31 { 0 } else { run.regs.x[reg] };
         dev.write(offset, da.access_size, da.store_value(value));
+        if let Some(g) = vm.vgic.as_ref().filter(|_| super::vgic::contains(ipa, vm.vcpus.len())) {
+            g.after_write(vm);
+        }
     } else {
         let value = da.load_result(dev.read(offset, da.access_size));
         if reg != 31 {

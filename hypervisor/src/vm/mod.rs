@@ -8,6 +8,7 @@ pub mod mmio;
 pub mod sched;
 pub mod sysreg;
 pub mod vcpu;
+pub mod vgic;
 
 use crate::arch::cpu;
 use crate::boot::loader::{self, LoadError};
@@ -80,6 +81,8 @@ pub struct Vm {
     pub ram_size: u64,
     pub vcpus: Vec<Box<Vcpu>>,
     pub uart: VUart,
+    /// The virtual GIC, when the machine can virtualize one.
+    pub vgic: Option<vgic::Vgic>,
     stopping: AtomicBool,
     stop_reason: Mutex<Option<StopReason>>,
     verdict: AtomicI64,
@@ -127,6 +130,7 @@ impl Vm {
                 ram_size,
                 vcpus: (0..vcpus).map(|i| Box::new(Vcpu::new(i, pcpus[i], me))).collect(),
                 uart: VUart::new(id),
+                vgic: vgic::available().then(|| vgic::Vgic::new(vcpus)),
                 stopping: AtomicBool::new(false),
                 stop_reason: Mutex::new(None),
                 verdict: AtomicI64::new(NO_VERDICT),

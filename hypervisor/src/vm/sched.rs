@@ -5,7 +5,7 @@
 //! exits that resume the same vCPU touch none of it.
 
 use super::vcpu::{Power, Vcpu};
-use super::{dequeued, Vm};
+use super::{dequeued, vgic, Vm};
 use crate::arch::context::{self, El1State, FpState, VcpuRegs};
 use crate::arch::cpu;
 use crate::percpu::{this_cpu, NO_VM};
@@ -142,10 +142,19 @@ fn load(v: &Vcpu) {
     VTTBR_EL2.set(v.vm().vttbr());
     HCR_EL2.set(cpu::guest_hcr());
     aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
+    if let Some(g) = &v.vm().vgic {
+        vgic::restore(run);
+        if v.needs_flush.load(Ordering::Acquire) {
+            g.flush(v);
+        }
+    }
 }
 
 fn unload(v: &Vcpu) {
     // SAFETY: as in `load`; the vCPU just exited on this CPU.
     let run = unsafe { v.run_mut() };
     context::save(&mut run.el1, &mut run.fp);
+    if v.vm().vgic.is_some() {
+        vgic::save(run);
+    }
 }

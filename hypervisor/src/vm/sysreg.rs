@@ -31,11 +31,22 @@ fn emulate(r: SysReg) -> Option<Emulated> {
     }
 }
 
+/// SGI generation registers: ICC_SGI1R_EL1, ICC_ASGI1R_EL1, ICC_SGI0R_EL1.
+const ICC_SGI1R_EL1: SysReg = SysReg::new(3, 0, 12, 11, 5);
+const ICC_ASGI1R_EL1: SysReg = SysReg::new(3, 0, 12, 11, 6);
+const ICC_SGI0R_EL1: SysReg = SysReg::new(3, 2, 12, 11, 7);
+
 #[inline(never)]
-pub fn handle(_vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun, esr: Esr) -> Next {
+pub fn handle(vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun, esr: Esr) -> Next {
     run.count(Counter::SysregTraps);
     let access = esr.sysreg();
     let r = access.encoding();
+    if let (Some(g), false, ICC_SGI1R_EL1 | ICC_ASGI1R_EL1 | ICC_SGI0R_EL1) = (&vm.vgic, access.read, r) {
+        let value = if access.reg == 31 { 0 } else { run.regs.x[access.reg as usize] };
+        g.send_sgi(vm, vcpu.index, value);
+        skip_instruction();
+        return Next::Resume;
+    }
     match emulate(r) {
         Some(Emulated::Value(v)) => {
             if access.read && access.reg != 31 {

@@ -2,7 +2,9 @@
 //! to) and its power state (changed by other vCPUs through PSCI).
 
 use super::exit::Pending;
+use super::vgic::CpuInterface;
 use super::Vm;
+use core::sync::atomic::AtomicBool;
 use crate::arch::exception::ExitKind;
 use crate::arch::context::{El1State, FpState, VcpuRegs};
 use core::cell::UnsafeCell;
@@ -24,6 +26,8 @@ pub struct VcpuRun {
     /// taken right there (an exception loop).
     pub last_injection: u64,
     pub nested_faults: u32,
+    /// The virtual GIC CPU interface while the vCPU is not loaded.
+    pub gic: CpuInterface,
 }
 
 impl VcpuRun {
@@ -48,6 +52,9 @@ pub struct Vcpu {
     /// The physical CPU this vCPU runs on.
     pub pcpu: usize,
     pub power: Mutex<Power>,
+    /// Interrupts were made pending for it: its CPU moves them to list registers at its
+    /// next exit or load.
+    pub needs_flush: AtomicBool,
     vm: *const Vm,
 }
 
@@ -69,11 +76,13 @@ impl Vcpu {
                 pending: Pending::Exit(ExitKind::Sync),
                 last_injection: u64::MAX,
                 nested_faults: 0,
+                gic: CpuInterface::default(),
             }),
             index,
             mpidr,
             pcpu,
             power: Mutex::new(Power::Off),
+            needs_flush: AtomicBool::new(false),
             vm,
         }
     }

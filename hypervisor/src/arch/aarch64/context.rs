@@ -5,6 +5,7 @@
 //! are saved/restored only when the CPU switches to another vCPU (`save`/`restore`).
 
 use super::cpu;
+use aarch64_cpu::registers::Writeable;
 
 /// General-purpose registers, saved at every exit. exception.S stores to it through SP.
 #[repr(C, align(16))]
@@ -105,6 +106,8 @@ pub fn save(el1: &mut El1State, fp: &mut FpState) {
         }
         fp_state_save(fp);
     }
+    // The outgoing vCPU's virtual timer must not fire for whoever runs here next.
+    aarch64_cpu::registers::CNTV_CTL_EL0.set(0);
 }
 
 /// Loads a vCPU's EL1 and FP state into this CPU.

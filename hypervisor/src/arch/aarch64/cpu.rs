@@ -12,6 +12,8 @@ pub struct Features {
     pub pa_range: u8,
     /// FEAT_PAuth: the EL1 key registers exist and must be switched with the vCPU.
     pub pauth: bool,
+    /// A GICv3 system-register CPU interface (and with it ICH_*_EL2 for virtualization).
+    pub gic_sysregs: bool,
 }
 
 static FEATURES: Once<Features> = Once::new();
@@ -31,13 +33,14 @@ pub fn detect_features() -> Features {
         let isar1 = ID_AA64ISAR1_EL1.get();
         // APA, API, GPA, GPI fields: any non-zero means FEAT_PAuth.
         let pauth = (isar1 >> 4) & 0xff != 0 || (isar1 >> 24) & 0xff != 0;
-        Features { pa_bits, pa_range, pauth }
+        let gic_sysregs = ID_AA64PFR0_EL1.get() >> 24 & 0xf != 0;
+        Features { pa_bits, pa_range, pauth, gic_sysregs }
     })
 }
 
 /// The features; `detect_features` must have run.
 pub fn features() -> Features {
-    FEATURES.get().copied().unwrap_or(Features { pa_bits: 40, pa_range: 2, pauth: false })
+    FEATURES.get().copied().unwrap_or(Features { pa_bits: 40, pa_range: 2, pauth: false, gic_sysregs: false })
 }
 
 /// HCR_EL2 while a guest runs: stage-2 on, AArch64 EL1, interrupts and SErrors routed to

@@ -1,0 +1,230 @@
+//! The virtual GICv3 of a VM: its distributor and redistributors emulated through trapped
+//! MMIO (the model is hv_core::vgic), and delivery of pending interrupts into the list
+//! registers of the physical CPU interface's virtualization support (ICH_*_EL2). Guests
+//! acknowledge and complete interrupts through the ICV_* registers without exits; SGIs
+//! (ICC_SGI1R_EL1 writes) trap and are routed here. The virtual timer's PPI is linked to the
+//! physical one (a hardware list register), so the guest's deactivation re-arms it.
+
+use super::vcpu::{Vcpu, VcpuRun};
+use super::Vm;
+use crate::arch::gic_cpuif::ich;
+use crate::dev::gicv3::VTIMER_PPI;
+use crate::vm::mmio::MmioDevice;
+use alloc::vec::Vec;
+use core::sync::atomic::Ordering;
+use hv_core::guest_dt::layout;
+use hv_core::vgic::{has_deliverable, sgi_targets, take_deliverable, Deliverable, Distributor, Redistributor};
+use spin::Mutex;
+
+const LR_STATE_PENDING: u64 = 1 << 62;
+const LR_HW: u64 = 1 << 61;
+const LR_GROUP1: u64 = 1 << 60;
+const ICH_HCR_EN: u64 = 1 << 0;
+/// Underflow: a maintenance interrupt when at most one list register is in use.
+const ICH_HCR_UIE: u64 = 1 << 1;
+const MAX_LRS: usize = 16;
+
+struct State {
+    dist: Distributor,
+    redist: Vec<Redistributor>,
+}
+
+pub struct Vgic {
+    state: Mutex<State>,
+}
+
+/// A vCPU's virtual CPU interface while it is not loaded.
+#[derive(Clone, Debug)]
+pub struct CpuInterface {
+    lrs: [u64; MAX_LRS],
+    /// VMCR, AP0R0, AP1R0, HCR.
+    regs: [u64; 4],
+    /// The physical virtual-timer PPI was active (handed to this vCPU) when it was unloaded.
+    vtimer_active: bool,
+}
+
+impl Default for CpuInterface {
+    fn default() -> Self {
+        CpuInterface { lrs: [0; MAX_LRS], regs: [0, 0, 0, ICH_HCR_EN], vtimer_active: false }
+    }
+}
+
+/// Whether this machine can virtualize the GIC (a GICv3 CPU interface with ICH registers);
+/// decided once at boot.
+pub fn available() -> bool {
+    crate::arch::cpu::features().gic_sysregs && crate::dev::gicv3::initialized()
+}
+
+fn lr_value(d: &Deliverable) -> u64 {
+    let mut v = LR_STATE_PENDING | (d.priority as u64) << 48 | d.intid as u64;
+    if d.group1 {
+        v |= LR_GROUP1;
+    }
+    if d.intid == VTIMER_PPI {
+        // Linked to the physical PPI: the guest's deactivation deactivates it.
+        v |= LR_HW | (VTIMER_PPI as u64) << 32;
+    }
+    v
+}
+
+impl Vgic {
+    pub fn new(vcpus: usize) -> Vgic {
+        Vgic { state: Mutex::new(State { dist: Distributor::default(), redist: (0..vcpus).map(|_| Redistributor::default()).collect() }) }
+    }
+
+    /// Makes SGI or PPI `intid` pending on vCPU `target`.
+    fn set_private_pending(&self, target: usize, intid: u32) {
+        if let Some(r) = self.state.lock().redist.get_mut(target) {
+            r.private[intid as usize % 32].pending = true;
+        }
+    }
+
+    /// Moves what is deliverable to `vcpu` into the list registers. `vcpu` must be loaded
+    /// on this CPU.
+    pub fn flush(&self, vcpu: &Vcpu) {
+        vcpu.needs_flush.store(false, Ordering::Release);
+        let nr = ich::list_registers().min(MAX_LRS);
+        let empty = ich::empty_lrs();
+        let mut in_lr = [u32::MAX; MAX_LRS];
+        let mut free = [0usize; MAX_LRS];
+        let mut nfree = 0;
+        for n in 0..nr {
+            if empty & (1 << n) != 0 {
+                free[nfree] = n;
+                nfree += 1;
+            } else {
+                in_lr[n] = ich::lr(n) as u32;
+            }
+        }
+        let mut out = [Deliverable { intid: 0, priority: 0, group1: false }; MAX_LRS];
+        let (taken, more) = {
+            let mut st = self.state.lock();
+            let State { dist, redist } = &mut *st;
+            let Some(r) = redist.get_mut(vcpu.index) else { return };
+            let taken = take_deliverable(dist, r, vcpu.index, &mut out[..nfree]);
+            (taken, has_deliverable(dist, r, vcpu.index))
+        };
+        let mut next_free = free[..nfree].iter();
+        for d in &out[..taken] {
+            if in_lr.contains(&d.intid) {
+                continue; // already pending or active there: the new edge merges with it
+            }
+            if let Some(&n) = next_free.next() {
+                ich::set_lr(n, lr_value(d));
+            }
+        }
+        let hcr = ich::hcr() | ICH_HCR_EN;
+        ich::set_hcr(if more { hcr | ICH_HCR_UIE } else { hcr & !ICH_HCR_UIE });
+    }
+
+    /// An ICC_SGI1R_EL1 (or ASGI1R/SGI0R) write by vCPU `sender`.
+    pub fn send_sgi(&self, vm: &Vm, sender: usize, value: u64) {
+        let (intid, targets) = sgi_targets(value, sender, vm.vcpus.len());
+        for (i, v) in vm.vcpus.iter().enumerate() {
+            if targets & (1 << i) != 0 {
+                self.set_private_pending(i, intid);
+                notify(v);
+            }
+        }
+    }
+
+    /// After the guest changed distributor or redistributor state: every vCPU that now
+    /// has something to take is told.
+    pub fn after_write(&self, vm: &Vm) {
+        let st = self.state.lock();
+        let ready: Vec<bool> = (0..vm.vcpus.len()).map(|i| has_deliverable(&st.dist, &st.redist[i], i)).collect();
+        drop(st);
+        for (v, ready) in vm.vcpus.iter().zip(ready) {
+            if ready {
+                notify(v);
+            }
+        }
+    }
+
+    /// The physical virtual-timer PPI fired while `vcpu` was loaded here.
+    pub fn vtimer_fired(&self, vcpu: &Vcpu) {
+        self.set_private_pending(vcpu.index, VTIMER_PPI);
+        vcpu.needs_flush.store(true, Ordering::Release);
+    }
+}
+
+/// Tells vCPU `v` it has interrupts to take: flushed by its own CPU at its next exit or
+/// load; a kick makes that exit happen now if it runs elsewhere.
+fn notify(v: &Vcpu) {
+    v.needs_flush.store(true, Ordering::Release);
+    if v.pcpu != crate::percpu::this_cpu().index() {
+        crate::percpu::kick(v.pcpu);
+    }
+}
+
+/// Saves the loaded vCPU's virtual CPU interface and hands the physical timer PPI back.
+pub fn save(run: &mut VcpuRun) {
+    let c = &mut run.gic;
+    ich::save(&mut c.regs);
+    for n in 0..ich::list_registers().min(MAX_LRS) {
+        c.lrs[n] = ich::lr(n);
+        ich::set_lr(n, 0);
+    }
+    ich::set_hcr(0);
+    c.vtimer_active = crate::dev::gicv3::vtimer_active();
+    if c.vtimer_active {
+        crate::dev::gicv3::set_vtimer_active(false);
+    }
+}
+
+/// Loads a vCPU's virtual CPU interface.
+pub fn restore(run: &VcpuRun) {
+    let c = &run.gic;
+    for n in 0..ich::list_registers().min(MAX_LRS) {
+        ich::set_lr(n, c.lrs[n]);
+    }
+    ich::restore(&c.regs);
+    if c.vtimer_active {
+        crate::dev::gicv3::set_vtimer_active(true);
+    }
+}
+
+impl MmioDevice for Vgic {
+    /// `offset` is from the distributor's base; redistributors follow at their own base.
+    fn read(&self, offset: u64, size: u8) -> u64 {
+        let st = self.state.lock();
+        match region(offset, st.redist.len()) {
+            Region::Dist(o) => st.dist.read(o, size),
+            Region::Redist(i, o) => st.redist[i].read(o, size, i, i + 1 == st.redist.len()),
+            Region::None => 0,
+        }
+    }
+
+    fn write(&self, offset: u64, size: u8, value: u64) {
+        let mut st = self.state.lock();
+        let n = st.redist.len();
+        match region(offset, n) {
+            Region::Dist(o) => st.dist.write(o, size, value),
+            Region::Redist(i, o) => st.redist[i].write(o, size, value),
+            Region::None => {}
+        }
+    }
+}
+
+enum Region {
+    Dist(u64),
+    Redist(usize, u64),
+    None,
+}
+
+fn region(offset: u64, vcpus: usize) -> Region {
+    let ipa = layout::GICD_BASE + offset;
+    if ipa < layout::GICD_BASE + layout::GICD_SIZE {
+        return Region::Dist(offset);
+    }
+    match ipa.checked_sub(layout::GICR_BASE) {
+        Some(o) if ((o / layout::GICR_STRIDE) as usize) < vcpus => Region::Redist((o / layout::GICR_STRIDE) as usize, o % layout::GICR_STRIDE),
+        _ => Region::None,
+    }
+}
+
+/// Whether `ipa` is in the vGIC's MMIO (distributor or one of `vcpus` redistributors).
+pub fn contains(ipa: u64, vcpus: usize) -> bool {
+    (layout::GICD_BASE..layout::GICD_BASE + layout::GICD_SIZE).contains(&ipa)
+        || (layout::GICR_BASE..layout::GICR_BASE + layout::GICR_STRIDE * vcpus as u64).contains(&ipa)
+}
