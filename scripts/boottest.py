@@ -23,6 +23,7 @@ import qemu  # noqa: E402
 from qemu import IMAGES, MIB, Guest, Machine, UserError  # noqa: E402
 
 LOGS = qemu.ROOT / "target" / "test-logs"
+LINUX = qemu.ROOT / "target" / "linux"
 PASS_LINE = r"test verdict PASS"
 
 
@@ -41,6 +42,8 @@ class BootTest:
     status: int = 0
     # False: skip qemu.py's checks of the guests, to reach the hypervisor's own.
     validate: bool = True
+    # Needs the Debian kernel and initramfs (scripts/fetch-linux.sh).
+    linux: bool = False
 
 
 @dataclass
@@ -106,6 +109,34 @@ def boot_tests() -> list[BootTest]:
     ]
 
 
+def linux(cpus: int, extra: str = "") -> Guest:
+    return Guest(kernel=LINUX / "Image", initrd=LINUX / "initramfs.cpio", mem=256 * MIB, smp=cpus,
+                 bootargs=f"console=ttyAMA0 panic=-1 quiet hvtest.cpus={cpus} {extra}".strip())
+
+
+def linux_tests() -> list[BootTest]:
+    checks = [r"CHECK cpus: ok", r"CHECK timer: ok", r"CHECK ipi: ok", r"CHECK pauth: ok", r"LINUX TESTS DONE: 0 failed"]
+    return [
+        BootTest("linux-1cpu", Machine([linux(1)], cpus=2), [rf"vm0\| {c}" for c in checks] + [r"machine exit status 0"], linux=True),
+        BootTest("linux-4cpu", Machine([linux(4)], cpus=4), [rf"vm0\| {c}" for c in checks] + [r"machine exit status 0"], linux=True),
+        BootTest("linux-two-vms", Machine([linux(1), linux(1)], cpus=2),
+                 [rf"vm{v}\| {c}" for v in (0, 1) for c in checks] + [r"machine exit status 0"], linux=True),
+    ]
+
+
+_fetched: str | None = None
+
+
+def fetch_linux() -> str:
+    """Fetches the Linux guest once; returns '' or why it failed."""
+    global _fetched
+    if _fetched is None:
+        p = subprocess.run(["bash", str(qemu.ROOT / "scripts" / "fetch-linux.sh")], stdin=subprocess.DEVNULL,
+                           capture_output=True, text=True, timeout=1800)
+        _fetched = "" if p.returncode == 0 else (p.stderr.strip().splitlines() or ["fetch-linux.sh failed"])[-1]
+    return _fetched
+
+
 def input_tests() -> list[InputTest]:
     hello = str(IMAGES / "hello.bin")
     big = LOGS / "initrd-8M"
@@ -124,6 +155,8 @@ def input_tests() -> list[InputTest]:
 
 
 def run_boot(t: BootTest, timeout: float) -> tuple[bool, str]:
+    if t.linux and (why := fetch_linux()):
+        return False, f"no Linux guest: {why}"
     argv = qemu.command(t.machine, validate=t.validate)
     log = LOGS / f"{t.name}.log"
     try:
@@ -159,7 +192,7 @@ def main() -> int:
     a = ap.parse_args()
     LOGS.mkdir(parents=True, exist_ok=True)
     passed = failed = 0
-    for t in [*boot_tests(), *input_tests()]:
+    for t in [*boot_tests(), *linux_tests(), *input_tests()]:
         if a.k not in t.name:
             continue
         start = time.monotonic()

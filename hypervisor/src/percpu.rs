@@ -113,11 +113,29 @@ pub fn bring_online() {
     c.online.store(true, Ordering::Release);
 }
 
-/// Makes physical CPU `index` leave its guest (if it runs one) and look at its run queue.
+/// Makes physical CPU `index` leave its guest (if it runs one) or its idle wait, and look at
+/// its run queue. Without a GIC, idle CPUs wait for events instead, and a guest is left
+/// only at its next exit.
 pub fn kick(index: usize) {
     match cpu(index) {
         Some(c) if c.kickable.load(Ordering::Acquire) => crate::dev::gicv3::kick(c.mpidr.load(Ordering::Relaxed)),
-        _ => {}
+        _ => crate::arch::cpu::send_event(),
+    }
+}
+
+/// Waits, with nothing to run, until another CPU kicks this one. WFI lets QEMU (or the
+/// hardware) put the CPU to sleep; WFE is only a hint under QEMU and would spin.
+pub fn idle_wait() {
+    if !this_cpu().kickable.load(Ordering::Acquire) {
+        crate::arch::cpu::wait_for_event();
+        return;
+    }
+    crate::arch::cpu::wait_for_interrupt();
+    let arrived = crate::dev::gicv3::handle_pending();
+    if arrived.vtimer {
+        // No vCPU is loaded: nobody to give it to (unloading disables the timer, so this is
+        // a late edge). Deactivate it so the next vCPU's timer can fire.
+        crate::arch::gic_cpuif::deactivate(crate::dev::gicv3::VTIMER_PPI);
     }
 }
 

@@ -15,8 +15,9 @@ use hv_core::hypercall::Counter;
 pub enum Next {
     /// Back to the same vCPU.
     Resume,
-    /// The vCPU waits (WFI): let another vCPU on this CPU run if one can.
-    Yield,
+    /// The vCPU waits for an interrupt (WFI, CPU_SUSPEND): another vCPU on this CPU runs if
+    /// one can; otherwise the CPU sleeps until an interrupt for this vCPU may have arrived.
+    Wait,
     /// The vCPU switched itself off (PSCI CPU_OFF).
     Off,
     /// The whole VM stops.
@@ -95,7 +96,7 @@ extern "C" fn handle_exit_slow(regs: *mut VcpuRegs) -> *mut VcpuRegs {
 fn leave(vm: &Vm, vcpu: &Vcpu, next: Next) -> *mut VcpuRegs {
     match next {
         Next::Resume => sched::schedule(false),
-        Next::Yield => sched::schedule(true),
+        Next::Wait => wait(vm, vcpu),
         Next::Off => {
             *vcpu.power.lock() = Power::Off;
             if vm.vcpus_on() == 0 {
@@ -110,21 +111,49 @@ fn leave(vm: &Vm, vcpu: &Vcpu, next: Next) -> *mut VcpuRegs {
     }
 }
 
+/// WFI: run another vCPU if one is runnable here; else, unless an interrupt is already
+/// waiting for this vCPU, sleep until a physical interrupt arrives (the vCPU's own virtual
+/// timer stays live while it is loaded, and other CPUs kick), then resume it. Waking early
+/// is allowed: WFI may complete spuriously.
+fn wait(vm: &Vm, vcpu: &Vcpu) -> *mut VcpuRegs {
+    if sched::others_runnable() {
+        return sched::schedule(true);
+    }
+    if let Some(g) = &vm.vgic {
+        if !vcpu.needs_flush.load(Ordering::Acquire) && !g.has_pending(vcpu.index) && !vm.is_stopping() {
+            crate::arch::cpu::wait_for_interrupt();
+            take_interrupts(vm, vcpu);
+        }
+        if vcpu.needs_flush.load(Ordering::Acquire) {
+            g.flush(vcpu);
+        }
+    }
+    if vm.is_stopping() {
+        return sched::schedule(false);
+    }
+    vcpu.regs_ptr()
+}
+
+/// Acknowledges this CPU's physical interrupts and hands them on: the virtual timer to the
+/// loaded vCPU, the maintenance interrupt as a reason to refill its list registers. Kicks
+/// need nothing more: the exit they caused is the point.
+fn take_interrupts(vm: &Vm, vcpu: &Vcpu) {
+    let arrived = crate::dev::gicv3::handle_pending();
+    if let Some(g) = &vm.vgic {
+        if arrived.vtimer {
+            g.vtimer_fired(vcpu);
+        }
+        if arrived.maintenance {
+            vcpu.needs_flush.store(true, Ordering::Release);
+        }
+    }
+}
+
 #[cold]
 fn async_exit(vm: &Vm, vcpu: &Vcpu, kind: ExitKind) -> Next {
     match kind {
-        // The guest's virtual timer, a kick from another CPU (new interrupts for this vCPU,
-        // or its VM stopping), or the maintenance interrupt (list registers drained).
         ExitKind::Irq => {
-            let arrived = crate::dev::gicv3::handle_pending();
-            if let Some(g) = &vm.vgic {
-                if arrived.vtimer {
-                    g.vtimer_fired(vcpu);
-                }
-                if arrived.maintenance {
-                    vcpu.needs_flush.store(true, Ordering::Release);
-                }
-            }
+            take_interrupts(vm, vcpu);
             Next::Resume
         }
         ExitKind::Fiq => {
@@ -147,9 +176,7 @@ fn sync_exit(vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun) -> Next {
         ec::WFX => {
             run.count(Counter::WfxTraps);
             skip_instruction();
-            // WFI: nothing can wake it here (no virtual interrupts yet), so completing it at
-            // once is the architected "spurious wake-up"; give the CPU to others first.
-            Next::Yield
+            Next::Wait
         }
         ec::SYSREG => sysreg::handle(vm, vcpu, run, esr),
         ec::DABT_LOWER => mmio::handle_data_abort(vm, vcpu, run, esr),

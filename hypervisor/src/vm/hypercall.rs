@@ -5,7 +5,6 @@
 use super::exit::Next;
 use super::vcpu::{Power, Vcpu, VcpuRun};
 use super::{StopReason, Vm};
-use crate::arch::cpu;
 use hv_core::guest_dt::vcpu_index;
 use core::sync::atomic::{AtomicBool, Ordering};
 use hv_core::hypercall::{self as abi, affinity, id, ret, Call, Counter, DebugFault};
@@ -19,8 +18,8 @@ pub fn handle(vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun) -> Next {
         Call::SmcccArchFeatures { function } => (arch_features(function), Next::Resume),
         Call::PsciVersion => (abi::PSCI_VERSION_1_1 as i64, Next::Resume),
         Call::PsciFeatures { function } => (psci_features(function), Next::Resume),
-        // Only standby states (no context loss): the call returns like WFI.
-        Call::PsciCpuSuspend => (ret::SUCCESS, Next::Yield),
+        // Only standby states (no context loss): the call waits like WFI.
+        Call::PsciCpuSuspend => (ret::SUCCESS, Next::Wait),
         Call::PsciCpuOff => (ret::SUCCESS, Next::Off),
         Call::PsciCpuOn { target, entry, context } => (cpu_on(vm, target, entry, context), Next::Resume),
         Call::PsciAffinityInfo { target, lowest_level } => (affinity_info(vm, target, lowest_level), Next::Resume),
@@ -119,7 +118,7 @@ fn cpu_on(vm: &Vm, target: u64, entry: u64, context: u64) -> i64 {
         Power::Off => {
             *power = Power::OnPending { entry, context };
             drop(power);
-            cpu::send_event();
+            crate::percpu::kick(target.pcpu);
             ret::SUCCESS
         }
     }

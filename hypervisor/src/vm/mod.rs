@@ -222,11 +222,10 @@ impl Vm {
             }
         }
         self.stopping.store(true, Ordering::Release);
-        // Idle CPUs notice on the event; CPUs running one of our vCPUs need a kick.
-        cpu::send_event();
+        // Every CPU holding one of our vCPUs looks at its run queue (and leaves the guest).
         let me = crate::percpu::this_cpu().index();
         for v in &self.vcpus {
-            if v.pcpu != me && *v.power.lock() == Power::On {
+            if v.pcpu != me {
                 crate::percpu::kick(v.pcpu);
             }
         }
@@ -347,7 +346,9 @@ pub fn start(vm: Arc<Vm>) {
     for v in &vm.vcpus {
         sched::assign(v.pcpu, vm.clone(), v.index);
     }
-    cpu::send_event();
+    for v in &vm.vcpus {
+        crate::percpu::kick(v.pcpu);
+    }
 }
 
 /// Called by the CPU that removed the VM's last run-queue entry.

@@ -48,6 +48,12 @@ fn runnable(e: &Entry) -> bool {
     !e.vm.is_stopping() && matches!(*e.vcpu().power.lock(), Power::On | Power::OnPending { .. })
 }
 
+/// Whether a vCPU other than the loaded one could run on this CPU.
+pub fn others_runnable() -> bool {
+    let rq = this_cpu().runqueue.lock();
+    rq.entries.iter().enumerate().any(|(k, e)| Some(k) != rq.loaded && runnable(e))
+}
+
 /// Chooses what this CPU runs next, loads it, and returns its register frame. With
 /// `yield_current`, another runnable vCPU is preferred to the one loaded now. Waits (WFE)
 /// while nothing here is runnable.
@@ -103,7 +109,7 @@ pub fn schedule(yield_current: bool) -> *mut VcpuRegs {
         if let Some(regs) = picked {
             return regs;
         }
-        cpu::wait_for_event();
+        crate::percpu::idle_wait();
     }
 }
 

@@ -141,6 +141,18 @@ impl Vgic {
         }
     }
 
+    /// Whether an interrupt waits for vCPU `index`, deliverable or already in a list register
+    /// (which the caller's CPU holds: `index` must be loaded here).
+    pub fn has_pending(&self, index: usize) -> bool {
+        let empty = ich::empty_lrs();
+        let in_lrs = (0..ich::list_registers().min(MAX_LRS)).any(|n| empty & (1 << n) == 0 && ich::lr(n) & LR_STATE_PENDING != 0);
+        if in_lrs {
+            return true;
+        }
+        let st = self.state.lock();
+        st.redist.get(index).is_some_and(|r| has_deliverable(&st.dist, r, index))
+    }
+
     /// The physical virtual-timer PPI fired while `vcpu` was loaded here.
     pub fn vtimer_fired(&self, vcpu: &Vcpu) {
         self.set_private_pending(vcpu.index, VTIMER_PPI);

@@ -131,6 +131,12 @@ pub fn counter() -> (u64, u64) {
     (CNTFRQ_EL0.get(), CNTPCT_EL0.get())
 }
 
+/// Sleeps until an interrupt is pending (taken or not: PSTATE masks do not matter to WFI).
+pub fn wait_for_interrupt() {
+    aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::SY);
+    aarch64_cpu::asm::wfi();
+}
+
 pub fn wait_for_event() {
     aarch64_cpu::asm::wfe();
 }
