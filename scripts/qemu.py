@@ -181,6 +181,18 @@ def command(m: Machine, validate: bool = True) -> list[str]:
     return argv + m.extra
 
 
+def direct_command(g: Guest, cpus: int, pauth: str = "impdef") -> list[str]:
+    """QEMU booting guest `g` itself, without the hypervisor (at EL1, with the same CPU,
+    memory and devices): the baseline for benchmarks."""
+    image_footprint(g.kernel)
+    cpu = "max,pauth-impdef=on" if pauth == "impdef" else "max"
+    argv = [QEMU, "-machine", "virt,gic-version=3", "-cpu", cpu, "-smp", str(cpus), "-m", f"{g.mem // MIB}M",
+            "-nographic", "-nic", "none", "-kernel", str(g.kernel), "-append", g.bootargs]
+    if g.initrd:
+        argv += ["-initrd", str(g.initrd)]
+    return argv
+
+
 def machine_from_args(argv: list[str]) -> Machine:
     p = argparse.ArgumentParser(prog="qemu.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("mode", choices=["run", "debug", "print"])
