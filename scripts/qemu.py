@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
 import struct
 import sys
@@ -235,7 +236,7 @@ def main(argv: list[str]) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if m.mode == "print":  # type: ignore[attr-defined]
-        print(" ".join(cmd))
+        print(shlex.join(cmd))
         return 0
     if shutil.which(QEMU) is None:
         print(f"error: {QEMU} not found: run scripts/setup.sh", file=sys.stderr)

@@ -4,7 +4,7 @@
 use crate::dev::pl011::Pl011;
 use crate::percpu::{this_cpu, NO_VM};
 use core::fmt::{self, Write};
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use hv_core::cmdline::LogLevel;
 use spin::{Mutex, Once};
 
@@ -17,6 +17,57 @@ pub fn init(base: u64) {
     // SAFETY: `base` comes from the host device tree's stdout UART, which the boot and
     // final EL2 tables map as device memory; only this module writes to it.
     UART.call_once(|| unsafe { Pl011::new(base) });
+}
+
+/// The VM that gets terminal input, and whether the escape key (Ctrl-]) came last.
+static FOCUS: AtomicUsize = AtomicUsize::new(0);
+static ESCAPE: AtomicBool = AtomicBool::new(false);
+/// Ctrl-]: the next key, a digit, moves the input to that VM.
+const ESCAPE_KEY: u8 = 0x1d;
+
+/// Turns on terminal input: the UART interrupts this CPU (`intid` from the device tree).
+pub fn start_input(intid: u32) {
+    if let Some(u) = UART.get() {
+        u.enable_rx_interrupt();
+        crate::dev::gicv3::route_uart_here(intid);
+    }
+}
+
+/// Reads what the terminal sent and hands it to the focused VM; Ctrl-] then a digit moves
+/// the focus to another VM.
+pub fn input() {
+    let Some(u) = UART.get() else { return };
+    let mut buf = [0u8; 64];
+    let mut n = 0;
+    while let Some(b) = u.get_byte() {
+        if ESCAPE.swap(false, Ordering::Relaxed) {
+            if b.is_ascii_digit() {
+                let vm = (b - b'0') as usize;
+                deliver(&buf[..n]);
+                n = 0;
+                FOCUS.store(vm, Ordering::Relaxed);
+                log::info!("console input now goes to VM {vm}");
+                continue;
+            }
+        } else if b == ESCAPE_KEY {
+            ESCAPE.store(true, Ordering::Relaxed);
+            continue;
+        }
+        buf[n] = b;
+        n += 1;
+        if n == buf.len() {
+            deliver(&buf);
+            n = 0;
+        }
+    }
+    deliver(&buf[..n]);
+}
+
+fn deliver(bytes: &[u8]) {
+    log::trace!("console input: {} byte(s)", bytes.len());
+    if !bytes.is_empty() && !crate::vm::console_input(FOCUS.load(Ordering::Relaxed), bytes) {
+        log::warn!("console input for VM {}, which does not run: dropped", FOCUS.load(Ordering::Relaxed));
+    }
 }
 
 struct RawUart;

@@ -71,6 +71,9 @@ extern "C" fn hv_main(dtb: u64) -> ! {
         None => log::warn!("no GICv3 in the device tree: a stopping VM's vCPUs on other CPUs stop only at their next exit"),
     }
     percpu::bring_online();
+    if let Some(intid) = dt.uart_intid() {
+        console::start_input(intid);
+    }
     let cpus = start_secondary_cpus(&dt);
     log::info!("{cpus} CPU(s) online, {} MiB free for guests, {ipa_bits}-bit guest IPA space", mm::frames::free_bytes() >> 20);
 

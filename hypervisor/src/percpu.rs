@@ -132,6 +132,9 @@ pub fn idle_wait() {
     }
     crate::arch::cpu::wait_for_interrupt();
     let arrived = crate::dev::gicv3::handle_pending();
+    if arrived.uart {
+        crate::console::input();
+    }
     if arrived.vtimer {
         // No vCPU is loaded: nobody to give it to (unloading disables the timer, so this is
         // a late edge). Deactivate it so the next vCPU's timer can fire.

@@ -325,6 +325,8 @@ pub struct Deliverable {
     pub intid: u32,
     pub priority: u8,
     pub group1: bool,
+    /// Edge-triggered (else level: the source is checked again when the guest completes it).
+    pub edge: bool,
 }
 
 /// Whether `q` may be delivered now: pending, enabled, not active, its group enabled.
@@ -342,13 +344,14 @@ fn interrupts_of<'a>(dist: &'a Distributor, redist: &'a Redistributor, index: us
 }
 
 /// The pending, enabled interrupts of vCPU `index` (its own, and SPIs routed to it), most
-/// urgent first (lowest priority value, then lowest INTID), at most `out.len()`; they are
-/// marked no longer pending (they go to list registers). Returns how many.
-pub fn take_deliverable(dist: &mut Distributor, redist: &mut Redistributor, index: usize, out: &mut [Deliverable]) -> usize {
+/// urgent first (lowest priority value, then lowest INTID), at most `out.len()`, leaving out
+/// those in `skip` (already in a list register: they stay pending here until it frees); the
+/// ones taken are marked no longer pending (they go to list registers). Returns how many.
+pub fn take_deliverable(dist: &mut Distributor, redist: &mut Redistributor, index: usize, skip: &[u32], out: &mut [Deliverable]) -> usize {
     let mut found = [(0u8, 0u32); NR_INTIDS as usize];
     let mut n = 0;
     for (intid, q) in interrupts_of(dist, redist, index) {
-        if deliverable(dist, q) {
+        if deliverable(dist, q) && !skip.contains(&intid) {
             found[n] = (q.priority, intid);
             n += 1;
         }
@@ -359,14 +362,23 @@ pub fn take_deliverable(dist: &mut Distributor, redist: &mut Redistributor, inde
     for (slot, &(priority, intid)) in out.iter_mut().zip(found.iter()) {
         let q = if intid < 32 { &mut redist.private[intid as usize] } else { &mut dist.spis[intid as usize - 32] };
         q.pending = false;
-        *slot = Deliverable { intid, priority, group1: q.group1 };
+        *slot = Deliverable { intid, priority, group1: q.group1, edge: q.edge };
     }
     taken
 }
 
-/// Whether anything is deliverable to vCPU `index` (without taking it).
-pub fn has_deliverable(dist: &Distributor, redist: &Redistributor, index: usize) -> bool {
-    interrupts_of(dist, redist, index).any(|(_, q)| deliverable(dist, q))
+/// Whether anything not in `skip` is deliverable to vCPU `index` (without taking it).
+pub fn has_deliverable(dist: &Distributor, redist: &Redistributor, index: usize, skip: &[u32]) -> bool {
+    interrupts_of(dist, redist, index).any(|(intid, q)| deliverable(dist, q) && !skip.contains(&intid))
+}
+
+/// Interrupt `intid` as vCPU `index`'s redistributor or the distributor holds it.
+pub fn irq_mut<'a>(dist: &'a mut Distributor, redist: &'a mut Redistributor, intid: u32) -> Option<&'a mut Irq> {
+    if intid < 32 {
+        redist.private.get_mut(intid as usize)
+    } else {
+        dist.spi(intid)
+    }
 }
 
 /// The vCPUs an ICC_SGI1R_EL1 write targets, as a bit set of vCPU indices, and its INTID.
@@ -461,22 +473,26 @@ mod tests {
     fn delivery_respects_enable_group_priority_and_routing() {
         let mut d = Distributor::default();
         let mut r = Redistributor::default();
-        let mut out = [Deliverable { intid: 0, priority: 0, group1: false }; 4];
+        let mut out = [Deliverable { intid: 0, priority: 0, group1: false, edge: false }; 4];
         r.private[1] = Irq { enabled: true, pending: true, group1: true, priority: 0x80, ..Default::default() };
         r.private[27] = Irq { enabled: true, pending: true, group1: true, priority: 0x20, ..Default::default() };
         r.private[5] = Irq { enabled: false, pending: true, group1: true, ..Default::default() };
         d.spis[1] = Irq { enabled: true, pending: true, group1: true, priority: 0x80, ..Default::default() };
         d.route[1] = vcpu_mpidr(1); // another vCPU's
-        assert_eq!(take_deliverable(&mut d, &mut r, 0, &mut out), 0, "distributor off");
+        assert_eq!(take_deliverable(&mut d, &mut r, 0, &[], &mut out), 0, "distributor off");
         d.write(gicd::CTLR, 4, 2);
-        assert!(has_deliverable(&d, &r, 0));
-        let n = take_deliverable(&mut d, &mut r, 0, &mut out);
-        assert_eq!(&out[..n].iter().map(|x| x.intid).collect::<std::vec::Vec<_>>(), &[27, 1]);
+        assert!(has_deliverable(&d, &r, 0, &[]));
+        assert!(!has_deliverable(&d, &r, 0, &[1, 27]));
+        let n = take_deliverable(&mut d, &mut r, 0, &[1], &mut out);
+        assert_eq!(&out[..n].iter().map(|x| x.intid).collect::<std::vec::Vec<_>>(), &[27], "1 is in a list register");
+        assert!(r.private[1].pending, "and stays pending");
+        let n = take_deliverable(&mut d, &mut r, 0, &[], &mut out);
+        assert_eq!(&out[..n].iter().map(|x| x.intid).collect::<std::vec::Vec<_>>(), &[1]);
         assert!(!r.private[27].pending && !r.private[1].pending);
         assert!(d.spis[1].pending, "routed elsewhere");
-        assert!(!has_deliverable(&d, &r, 0));
+        assert!(!has_deliverable(&d, &r, 0, &[]));
         let mut r1 = Redistributor::default();
-        assert_eq!(take_deliverable(&mut d, &mut r1, 1, &mut out), 1);
+        assert_eq!(take_deliverable(&mut d, &mut r1, 1, &[], &mut out), 1);
         assert_eq!(out[0].intid, 33);
     }
 

@@ -101,22 +101,33 @@ impl HostDt {
         Some(Range::new(r.starting_address as u64, r.size? as u64))
     }
 
-    /// The console UART: /chosen/stdout-path if it is a PL011, else the first PL011.
-    pub fn uart(&self) -> Option<Range> {
+    /// The console UART's node: /chosen/stdout-path if it is a PL011, else the first PL011.
+    fn uart_node(&self) -> Option<fdt::node::FdtNode<'_, 'static>> {
+        let is_pl011 = |n: &fdt::node::FdtNode| n.compatible().is_some_and(|c| c.all().any(|s| s == "arm,pl011"));
         let chosen = self.fdt.find_node("/chosen");
         let stdout = chosen.and_then(|c| c.property("stdout-path")).and_then(|p| p.as_str());
         if let Some(path) = stdout {
             let path = path.split(':').next().unwrap_or(path);
             let node = self.fdt.find_node(path).or_else(|| self.fdt.aliases()?.resolve_node(path));
-            if let Some(n) = node {
-                if n.compatible().is_some_and(|c| c.all().any(|s| s == "arm,pl011")) {
-                    if let Some(r) = n.reg().and_then(|mut r| r.next()) {
-                        return r.size.map(|s| Range::new(r.starting_address as u64, s as u64));
-                    }
-                }
+            if let Some(n) = node.filter(is_pl011) {
+                return Some(n);
             }
         }
-        self.first_reg(&["arm,pl011"], 0)
+        self.fdt.find_compatible(&["arm,pl011"])
+    }
+
+    /// The console UART's registers.
+    pub fn uart(&self) -> Option<Range> {
+        let r = self.uart_node()?.reg()?.next()?;
+        Some(Range::new(r.starting_address as u64, r.size? as u64))
+    }
+
+    /// The console UART's interrupt as a GIC INTID (an SPI: 32 + its number).
+    pub fn uart_intid(&self) -> Option<u32> {
+        let raw = self.uart_node()?.property("interrupts")?.value;
+        let cell = |i: usize| raw.get(i * 4..i * 4 + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+        // <type number flags>, type 0 = SPI.
+        (cell(0)? == 0).then_some(32 + cell(1)?)
     }
 
     /// GICv3 distributor and redistributor regions.

@@ -37,7 +37,14 @@ register_bitfields! {u64,
 register_structs! {
     Distributor {
         (0x000 => ctlr: ReadWrite<u32, GICD_CTLR::Register>),
-        (0x004 => @END),
+        (0x004 => _reserved0),
+        (0x080 => igroupr: [ReadWrite<u32>; 32]),
+        (0x100 => isenabler: [ReadWrite<u32>; 32]),
+        (0x180 => _reserved1),
+        (0x400 => ipriorityr: [ReadWrite<u8>; 1024]),
+        (0x800 => _reserved2),
+        (0x6000 => irouter: [ReadWrite<u64>; 1020]),
+        (0x7fe0 => @END),
     },
     RedistributorRd {
         (0x000 => _ctlr),
@@ -65,7 +72,10 @@ register_structs! {
 const GICR_STRIDE: u64 = 0x2_0000;
 const SGI_FRAME: u64 = 0x1_0000;
 
+static GICD_BASE: AtomicU64 = AtomicU64::new(0);
 static GICR_BASE: AtomicU64 = AtomicU64::new(0);
+/// The console UART's SPI, once routed here (0: none).
+static UART_INTID: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
 static GICR_END: AtomicU64 = AtomicU64::new(0);
 /// Each CPU's SGI frame (0 until its redistributor is set up).
 static SGI_FRAMES: [AtomicU64; crate::percpu::MAX_CPUS] = [const { AtomicU64::new(0) }; crate::percpu::MAX_CPUS];
@@ -87,8 +97,26 @@ pub fn init(gicd: u64, gicr: u64, gicr_size: u64) {
     while d.ctlr.is_set(GICD_CTLR::RWP) {
         core::hint::spin_loop();
     }
+    GICD_BASE.store(gicd, Ordering::Release);
     GICR_BASE.store(gicr, Ordering::Release);
     GICR_END.store(gicr + gicr_size, Ordering::Release);
+}
+
+/// Routes the console UART's SPI to this CPU (Group 1, enabled).
+pub fn route_uart_here(intid: u32) {
+    let base = GICD_BASE.load(Ordering::Acquire);
+    if base == 0 || !(32..1020).contains(&intid) {
+        return;
+    }
+    // SAFETY: as in `init`.
+    let d = unsafe { &*(base as *const Distributor) };
+    let (word, bit) = ((intid / 32) as usize, 1u32 << (intid % 32));
+    d.irouter[intid as usize].set(crate::arch::cpu::mpidr());
+    d.igroupr[word].set(d.igroupr[word].get() | bit);
+    d.ipriorityr[intid as usize].set(0x80);
+    d.isenabler[word].set(bit);
+    UART_INTID.store(intid, Ordering::Release);
+
 }
 
 /// Whether `init` ran (the machine has a GICv3 the hypervisor drives).
@@ -153,12 +181,15 @@ pub fn kick(mpidr: u64) {
 pub struct Arrived {
     pub kick: bool,
     pub maintenance: bool,
+    /// Console input arrived.
+    pub uart: bool,
     /// The virtual timer fired: its PPI stays active until the guest deactivates the virtual
     /// interrupt it is given (a hardware-linked list register).
     pub vtimer: bool,
 }
 
-/// Acknowledges every pending interrupt and completes those the hypervisor owns.
+/// Acknowledges pending interrupts and completes those the hypervisor owns, up to one whose
+/// level stays high until the caller acts (the console UART's, the maintenance interrupt).
 pub fn handle_pending() -> Arrived {
     let mut arrived = Arrived::default();
     loop {
@@ -169,10 +200,23 @@ pub fn handle_pending() -> Arrived {
         gic_cpuif::eoi(intid);
         match intid {
             VTIMER_PPI => arrived.vtimer = true,
-            KICK_SGI | MAINTENANCE_PPI => {
+            KICK_SGI => {
                 gic_cpuif::deactivate(intid);
-                arrived.kick |= intid == KICK_SGI;
-                arrived.maintenance |= intid == MAINTENANCE_PPI;
+                arrived.kick = true;
+            }
+            MAINTENANCE_PPI => {
+                gic_cpuif::deactivate(intid);
+                arrived.maintenance = true;
+                // Level-triggered: it stays asserted until the caller refills the list
+                // registers, so it must not be acknowledged again first.
+                return arrived;
+            }
+            other if other == UART_INTID.load(Ordering::Relaxed) => {
+                gic_cpuif::deactivate(other);
+                arrived.uart = true;
+                // A level-triggered line: acknowledging again before the caller drains the
+                // UART would only return it again.
+                return arrived;
             }
             other => {
                 gic_cpuif::deactivate(other);

@@ -1,6 +1,6 @@
 //! The host's PL011 UART, driven polled for the hypervisor's own console output.
 
-use tock_registers::interfaces::{Readable, Writeable};
+use tock_registers::interfaces::{ReadWriteable, Readable, Writeable};
 use tock_registers::register_bitfields;
 use tock_registers::register_structs;
 use tock_registers::registers::{ReadOnly, ReadWrite};
@@ -9,6 +9,14 @@ register_bitfields! {u32,
     FR [
         /// Transmit FIFO full.
         TXFF OFFSET(5) NUMBITS(1) [],
+        /// Receive FIFO empty.
+        RXFE OFFSET(4) NUMBITS(1) [],
+    ],
+    INT [
+        /// Receive timeout.
+        RT OFFSET(6) NUMBITS(1) [],
+        /// Receive.
+        RX OFFSET(4) NUMBITS(1) [],
     ]
 }
 
@@ -17,7 +25,11 @@ register_structs! {
         (0x000 => dr: ReadWrite<u32>),
         (0x004 => _reserved),
         (0x018 => fr: ReadOnly<u32, FR::Register>),
-        (0x01c => @END),
+        (0x01c => _reserved2),
+        (0x038 => imsc: ReadWrite<u32, INT::Register>),
+        (0x03c => _reserved3),
+        (0x044 => icr: ReadWrite<u32, INT::Register>),
+        (0x048 => @END),
     }
 }
 
@@ -38,6 +50,20 @@ impl Pl011 {
     pub unsafe fn new(base: u64) -> Pl011 {
         // SAFETY: the caller guarantees a mapped PL011 at `base`.
         Pl011 { regs: unsafe { &*(base as *const Regs) } }
+    }
+
+    /// Interrupts when input arrives (receive and receive-timeout).
+    pub fn enable_rx_interrupt(&self) {
+        self.regs.imsc.modify(INT::RX::SET + INT::RT::SET);
+    }
+
+    /// The next received byte, if any; clears the receive interrupts when the FIFO is empty.
+    pub fn get_byte(&self) -> Option<u8> {
+        if self.regs.fr.is_set(FR::RXFE) {
+            self.regs.icr.write(INT::RX::SET + INT::RT::SET);
+            return None;
+        }
+        Some(self.regs.dr.get() as u8)
     }
 
     pub fn put_byte(&self, b: u8) {

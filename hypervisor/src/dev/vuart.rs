@@ -1,6 +1,8 @@
 //! The PL011 each VM sees: enough of the register file for Linux's amba-pl011 driver and
-//! earlycon to find it and transmit. Output is line-buffered and printed with the VM prefix;
-//! reads of the receive side say "empty" (input routing comes with the interrupt controller).
+//! earlycon. Output is line-buffered and printed with the VM prefix; input comes from the
+//! terminal when this VM has the console's focus. The transmit FIFO is always empty (output
+//! never waits), so its interrupt is raised whenever it is unmasked; the receive interrupts
+//! while input is waiting. `irq_line` is the level of the UART's SPI.
 
 use crate::console;
 use crate::vm::mmio::MmioDevice;
@@ -24,12 +26,21 @@ const PL011_IDS: [u8; 8] = [0x11, 0x10, 0x14, 0x00, 0x0d, 0xf0, 0x05, 0xb1];
 
 const FR_RXFE: u64 = 1 << 4;
 const FR_TXFE: u64 = 1 << 7;
+/// Interrupt bits (RIS, MIS, IMSC, ICR): receive, transmit, receive timeout.
+const INT_RX: u32 = 1 << 4;
+const INT_TX: u32 = 1 << 5;
+const INT_RT: u32 = 1 << 6;
+/// Input kept for the guest before more is dropped.
+const RX_MAX: usize = 256;
 /// Longest line kept before it is printed anyway.
 const LINE_MAX: usize = 240;
 
 struct State {
     line: [u8; LINE_MAX],
     len: usize,
+    rx: [u8; RX_MAX],
+    rx_head: usize,
+    rx_len: usize,
     ibrd: u32,
     fbrd: u32,
     lcr_h: u32,
@@ -51,6 +62,9 @@ impl VUart {
             state: Mutex::new(State {
                 line: [0; LINE_MAX],
                 len: 0,
+                rx: [0; RX_MAX],
+                rx_head: 0,
+                rx_len: 0,
                 ibrd: 0,
                 fbrd: 0,
                 lcr_h: 0,
@@ -85,6 +99,28 @@ impl VUart {
         }
     }
 
+    /// Input from the terminal. Returns how many bytes fit.
+    pub fn push_input(&self, bytes: &[u8]) -> usize {
+        let mut s = self.state.lock();
+        let mut n = 0;
+        for &b in bytes {
+            if s.rx_len == RX_MAX {
+                break;
+            }
+            let tail = (s.rx_head + s.rx_len) % RX_MAX;
+            s.rx[tail] = b;
+            s.rx_len += 1;
+            n += 1;
+        }
+        n
+    }
+
+    /// The level of the UART's interrupt line.
+    pub fn irq_line(&self) -> bool {
+        let s = self.state.lock();
+        s.ris() & s.imsc != 0
+    }
+
     /// Prints what is left of a line (when the VM stops).
     pub fn flush(&self) {
         let mut s = self.state.lock();
@@ -95,12 +131,31 @@ impl VUart {
     }
 }
 
+impl State {
+    /// Raw interrupt status: the transmit FIFO is always empty; input sets receive and
+    /// receive-timeout until it has all been read.
+    fn ris(&self) -> u32 {
+        INT_TX | if self.rx_len > 0 { INT_RX | INT_RT } else { 0 }
+    }
+}
+
 impl MmioDevice for VUart {
     fn read(&self, offset: u64, _size: u8) -> u64 {
-        let s = self.state.lock();
+        let mut s = self.state.lock();
         match offset {
-            DR | RSR | RIS | MIS => 0,
-            FR => FR_TXFE | FR_RXFE,
+            DR => {
+                if s.rx_len == 0 {
+                    return 0;
+                }
+                let b = s.rx[s.rx_head];
+                s.rx_head = (s.rx_head + 1) % RX_MAX;
+                s.rx_len -= 1;
+                b as u64
+            }
+            RSR => 0,
+            RIS => s.ris() as u64,
+            MIS => (s.ris() & s.imsc) as u64,
+            FR => FR_TXFE | if s.rx_len == 0 { FR_RXFE } else { 0 },
             IBRD => s.ibrd as u64,
             FBRD => s.fbrd as u64,
             LCR_H => s.lcr_h as u64,

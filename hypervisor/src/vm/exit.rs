@@ -135,15 +135,20 @@ fn wait(vm: &Vm, vcpu: &Vcpu) -> *mut VcpuRegs {
 }
 
 /// Acknowledges this CPU's physical interrupts and hands them on: the virtual timer to the
-/// loaded vCPU, the maintenance interrupt as a reason to refill its list registers. Kicks
-/// need nothing more: the exit they caused is the point.
+/// loaded vCPU, the maintenance interrupt as a reason to refill its list registers, console
+/// input to the focused VM. Kicks need nothing more: the exit they caused is the point.
 fn take_interrupts(vm: &Vm, vcpu: &Vcpu) {
     let arrived = crate::dev::gicv3::handle_pending();
+    if arrived.uart {
+        crate::console::input();
+    }
     if let Some(g) = &vm.vgic {
         if arrived.vtimer {
             g.vtimer_fired(vcpu);
         }
         if arrived.maintenance {
+            // A level-triggered interrupt was completed: is its line still high?
+            vm.update_uart_irq();
             vcpu.needs_flush.store(true, Ordering::Release);
         }
     }

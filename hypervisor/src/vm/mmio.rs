@@ -66,10 +66,16 @@ pub fn handle_data_abort(vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun, esr: Esr) -> N
         if let Some(g) = vm.vgic.as_ref().filter(|_| super::vgic::contains(ipa, vm.vcpus.len())) {
             g.after_write(vm);
         }
+        if Range::new(layout::UART_BASE, layout::UART_SIZE).contains(ipa) {
+            vm.update_uart_irq();
+        }
     } else {
         let value = da.load_result(dev.read(offset, da.access_size));
         if reg != 31 {
             run.regs.x[reg] = value;
+        }
+        if Range::new(layout::UART_BASE, layout::UART_SIZE).contains(ipa) {
+            vm.update_uart_irq(); // reading the data register may drain the input
         }
     }
     skip_instruction();

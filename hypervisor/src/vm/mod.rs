@@ -158,6 +158,14 @@ impl Vm {
         Ok(vm)
     }
 
+    /// Passes the level of the UART's line to the virtual GIC (after any UART access, new
+    /// input, or the guest completing the interrupt).
+    pub fn update_uart_irq(&self) {
+        if let Some(g) = &self.vgic {
+            g.set_level(self, 32 + layout::UART_SPI, self.uart.irq_line());
+        }
+    }
+
     pub fn vttbr(&self) -> u64 {
         self.vttbr
     }
@@ -337,6 +345,21 @@ pub mod status {
     pub const VM_CRASHED: usize = 2;
     pub const HYPERVISOR_PANIC: u32 = 3;
     pub const NO_GUEST: usize = 4;
+}
+
+/// Terminal input for VM `id`, if it exists. Returns whether it did.
+pub fn console_input(id: usize, bytes: &[u8]) -> bool {
+    let vm = VMS.lock().iter().find(|v| v.id == id).cloned();
+    match vm {
+        Some(vm) => {
+            if vm.uart.push_input(bytes) < bytes.len() {
+                log::warn!("VM {id}: console input dropped (the guest is not reading)");
+            }
+            vm.update_uart_irq();
+            true
+        }
+        None => false,
+    }
 }
 
 /// Makes a VM runnable: its vCPUs join their physical CPUs' run queues.

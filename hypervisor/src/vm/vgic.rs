@@ -13,12 +13,15 @@ use crate::vm::mmio::MmioDevice;
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
 use hv_core::guest_dt::layout;
-use hv_core::vgic::{has_deliverable, sgi_targets, take_deliverable, Deliverable, Distributor, Redistributor};
+use hv_core::vgic::{has_deliverable, irq_mut, sgi_targets, take_deliverable, Deliverable, Distributor, Redistributor};
 use spin::Mutex;
 
 const LR_STATE_PENDING: u64 = 1 << 62;
+const LR_STATE_MASK: u64 = 3 << 62;
 const LR_HW: u64 = 1 << 61;
 const LR_GROUP1: u64 = 1 << 60;
+/// Maintenance interrupt when the guest completes it (level-triggered sources).
+const LR_EOI: u64 = 1 << 41;
 const ICH_HCR_EN: u64 = 1 << 0;
 /// Underflow: a maintenance interrupt when at most one list register is in use.
 const ICH_HCR_UIE: u64 = 1 << 1;
@@ -63,6 +66,9 @@ fn lr_value(d: &Deliverable) -> u64 {
     if d.intid == VTIMER_PPI {
         // Linked to the physical PPI: the guest's deactivation deactivates it.
         v |= LR_HW | (VTIMER_PPI as u64) << 32;
+    } else if !d.edge {
+        // An emulated level-triggered line: look at it again when the guest is done.
+        v |= LR_EOI;
     }
     v
 }
@@ -84,34 +90,50 @@ impl Vgic {
     pub fn flush(&self, vcpu: &Vcpu) {
         vcpu.needs_flush.store(false, Ordering::Release);
         let nr = ich::list_registers().min(MAX_LRS);
-        let empty = ich::empty_lrs();
         let mut in_lr = [u32::MAX; MAX_LRS];
         let mut free = [0usize; MAX_LRS];
         let mut nfree = 0;
         for n in 0..nr {
-            if empty & (1 << n) != 0 {
+            let lr = ich::lr(n);
+            if lr & LR_STATE_MASK == 0 {
+                // Free. One the guest completed with EOI maintenance requested is not
+                // "empty" to the hardware and keeps the maintenance interrupt asserted
+                // until it is rewritten.
+                if lr != 0 {
+                    ich::set_lr(n, 0);
+                }
                 free[nfree] = n;
                 nfree += 1;
             } else {
-                in_lr[n] = ich::lr(n) as u32;
+                in_lr[n] = lr as u32;
             }
         }
-        let mut out = [Deliverable { intid: 0, priority: 0, group1: false }; MAX_LRS];
+        let mut out = [Deliverable { intid: 0, priority: 0, group1: false, edge: false }; MAX_LRS];
         let (taken, more) = {
             let mut st = self.state.lock();
             let State { dist, redist } = &mut *st;
             let Some(r) = redist.get_mut(vcpu.index) else { return };
-            let taken = take_deliverable(dist, r, vcpu.index, &mut out[..nfree]);
-            (taken, has_deliverable(dist, r, vcpu.index))
+            // Raised again while in a list register: pending there already, or made
+            // pending on top of active (taken again once the guest completes it).
+            for n in 0..nr {
+                let intid = in_lr[n];
+                if intid == u32::MAX {
+                    continue;
+                }
+                if let Some(q) = irq_mut(dist, r, intid).filter(|q| q.pending && q.enabled) {
+                    q.pending = false;
+                    let lr = ich::lr(n);
+                    if lr & LR_STATE_PENDING == 0 && lr & LR_HW == 0 {
+                        ich::set_lr(n, lr | LR_STATE_PENDING);
+                    }
+                }
+            }
+            let taken = take_deliverable(dist, r, vcpu.index, &in_lr[..nr], &mut out[..nfree]);
+            // More than the free list registers could take: ask to be told when they drain.
+            (taken, taken == nfree && has_deliverable(dist, r, vcpu.index, &in_lr[..nr]))
         };
-        let mut next_free = free[..nfree].iter();
-        for d in &out[..taken] {
-            if in_lr.contains(&d.intid) {
-                continue; // already pending or active there: the new edge merges with it
-            }
-            if let Some(&n) = next_free.next() {
-                ich::set_lr(n, lr_value(d));
-            }
+        for (d, &n) in out[..taken].iter().zip(&free[..nfree]) {
+            ich::set_lr(n, lr_value(d));
         }
         let hcr = ich::hcr() | ICH_HCR_EN;
         ich::set_hcr(if more { hcr | ICH_HCR_UIE } else { hcr & !ICH_HCR_UIE });
@@ -132,7 +154,7 @@ impl Vgic {
     /// has something to take is told.
     pub fn after_write(&self, vm: &Vm) {
         let st = self.state.lock();
-        let ready: Vec<bool> = (0..vm.vcpus.len()).map(|i| has_deliverable(&st.dist, &st.redist[i], i)).collect();
+        let ready: Vec<bool> = (0..vm.vcpus.len()).map(|i| has_deliverable(&st.dist, &st.redist[i], i, &[])).collect();
         drop(st);
         for (v, ready) in vm.vcpus.iter().zip(ready) {
             if ready {
@@ -144,13 +166,26 @@ impl Vgic {
     /// Whether an interrupt waits for vCPU `index`, deliverable or already in a list register
     /// (which the caller's CPU holds: `index` must be loaded here).
     pub fn has_pending(&self, index: usize) -> bool {
-        let empty = ich::empty_lrs();
-        let in_lrs = (0..ich::list_registers().min(MAX_LRS)).any(|n| empty & (1 << n) == 0 && ich::lr(n) & LR_STATE_PENDING != 0);
+        let in_lrs = (0..ich::list_registers().min(MAX_LRS)).any(|n| ich::lr(n) & LR_STATE_PENDING != 0);
         if in_lrs {
             return true;
         }
         let st = self.state.lock();
-        st.redist.get(index).is_some_and(|r| has_deliverable(&st.dist, r, index))
+        st.redist.get(index).is_some_and(|r| has_deliverable(&st.dist, r, index, &[]))
+    }
+
+    /// Sets the level of the emulated device line SPI `intid`: while high, the interrupt is
+    /// pending, and the vCPU it is routed to is told.
+    pub fn set_level(&self, vm: &Vm, intid: u32, level: bool) {
+        let target = {
+            let mut st = self.state.lock();
+            let Some(i) = (intid as usize).checked_sub(32).filter(|&i| i < st.dist.spis.len()) else { return };
+            st.dist.spis[i].pending = level;
+            hv_core::guest_dt::vcpu_index(st.dist.route[i], vm.vcpus.len()).unwrap_or(0)
+        };
+        if level {
+            notify(&vm.vcpus[target]);
+        }
     }
 
     /// The physical virtual-timer PPI fired while `vcpu` was loaded here.

@@ -55,11 +55,6 @@ ich_vtr:
     mrs     x0, S3_4_C12_C11_1      // ICH_VTR_EL2
     ret
 
-.global ich_elrsr
-ich_elrsr:
-    mrs     x0, S3_4_C12_C11_5      // ICH_ELRSR_EL2
-    ret
-
 .global ich_hcr_write
 ich_hcr_write:
     msr     S3_4_C12_C11_0, x0      // ICH_HCR_EL2

@@ -7,7 +7,6 @@ extern "C" {
     fn gic_eoi(intid: u32);
     fn gic_dir(intid: u32);
     fn ich_vtr() -> u64;
-    fn ich_elrsr() -> u64;
     fn ich_hcr_read() -> u64;
     fn ich_hcr_write(v: u64);
     fn ich_lr_read(n: usize) -> u64;
@@ -55,12 +54,6 @@ pub mod ich {
     pub fn list_registers() -> usize {
         // SAFETY: reading ICH_VTR_EL2 has no side effects.
         (unsafe { ich_vtr() } & 0x1f) as usize + 1
-    }
-
-    /// Bit n set: list register n holds nothing.
-    pub fn empty_lrs() -> u64 {
-        // SAFETY: as above.
-        unsafe { ich_elrsr() }
     }
 
     pub fn hcr() -> u64 {
