@@ -1,4 +1,5 @@
 # Entry points. The logic lives in scripts/; every target does its own set-up.
+# Without KERNEL=, make run boots Debian's arm64 Linux (fetched once into target/linux).
 #
 #   make run   [KERNEL=Image] [INITRD=file] [APPEND="..."] [SMP=n] [MEM=128M] [CPUS=n] [HVARGS="log=debug"] [PAUTH=impdef|qarma5]
 #   make debug (same options; QEMU halted with a gdb stub on :1234)

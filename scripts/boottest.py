@@ -14,6 +14,7 @@ import argparse
 import re
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ PASS_LINE = r"test verdict PASS"
 
 
 def guest(name: str, **kw) -> Guest:
+    """One of our test guests (target/images/<name>.bin)."""
     return Guest(kernel=IMAGES / f"{name}.bin", **kw)
 
 
@@ -44,6 +46,8 @@ class BootTest:
     validate: bool = True
     # Needs the Debian kernel and initramfs (scripts/fetch-linux.sh).
     linux: bool = False
+    # Typed on the console: each (regex, text) sends text once the output matches regex.
+    dialog: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -119,6 +123,11 @@ def linux_tests() -> list[BootTest]:
     return [
         BootTest("linux-1cpu", Machine([linux(1)], cpus=2), [rf"vm0\| {c}" for c in checks] + [r"machine exit status 0"], linux=True),
         BootTest("linux-4cpu", Machine([linux(4)], cpus=4), [rf"vm0\| {c}" for c in checks] + [r"machine exit status 0"], linux=True),
+        BootTest("linux-console-input", Machine([Guest(kernel=LINUX / "Image", initrd=LINUX / "initramfs.cpio",
+                                                       mem=256 * MIB, smp=2, bootargs="console=ttyAMA0 panic=-1 quiet")], cpus=2),
+                 [r"vm0\| typed-42", r"vm0\| .*GICv3 +33 Level +uart-pl011", r"machine exit status 0"], linux=True,
+                 dialog=[(r"job control turned off", "echo typed-$((6*7))\r"), (r"typed-42", "grep uart /proc/interrupts\r"),
+                         (r"uart-pl011", "poweroff -f\r")]),
         BootTest("linux-two-vms", Machine([linux(1), linux(1)], cpus=2),
                  [rf"vm{v}\| {c}" for v in (0, 1) for c in checks] + [r"machine exit status 0"], linux=True),
     ]
@@ -159,6 +168,8 @@ def run_boot(t: BootTest, timeout: float) -> tuple[bool, str]:
         return False, f"no Linux guest: {why}"
     argv = qemu.command(t.machine, validate=t.validate)
     log = LOGS / f"{t.name}.log"
+    if t.dialog:
+        return run_dialog(t, argv, log, timeout)
     try:
         p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout)
         out = p.stdout.decode(errors="replace")
@@ -172,6 +183,38 @@ def run_boot(t: BootTest, timeout: float) -> tuple[bool, str]:
         problems.append(f"exit status {p.returncode}, expected {t.status}")
     problems += [f"missing /{r}/" for r in t.expect if not re.search(r, out)]
     problems += [f"unexpected /{r}/" for r in t.reject if re.search(r, out)]
+    return not problems, "; ".join(problems) + (f" (log: {log})" if problems else "")
+
+
+def run_dialog(t: BootTest, argv: list[str], log: Path, timeout: float) -> tuple[bool, str]:
+    """Boots with a console conversation: waits for each prompt, types the answer."""
+    p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out: list[str] = []
+    reader = threading.Thread(target=lambda: out.extend(iter(lambda: p.stdout.readline().decode(errors="replace"), "")), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + timeout
+    problems = []
+    for pattern, text in t.dialog:
+        while not re.search(pattern, "".join(out)) and time.monotonic() < deadline and p.poll() is None:
+            time.sleep(0.1)
+        if not re.search(pattern, "".join(out)):
+            problems.append(f"never saw /{pattern}/ to answer")
+            break
+        p.stdin.write(text.encode())
+        p.stdin.flush()
+    try:
+        p.wait(timeout=max(1.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+        problems.append(f"hung: no exit within {timeout:.0f} s")
+    reader.join(timeout=5)
+    text = "".join(out)
+    log.write_text(" ".join(argv) + "\n\n" + text)
+    if p.returncode != t.status and not problems:
+        problems.append(f"exit status {p.returncode}, expected {t.status}")
+    problems += [f"missing /{r}/" for r in t.expect if not re.search(r, text)]
+    problems += [f"unexpected /{r}/" for r in t.reject if re.search(r, text)]
     return not problems, "; ".join(problems) + (f" (log: {log})" if problems else "")
 
 

@@ -7,11 +7,12 @@ the checks that stop bad input before QEMU starts.
     scripts/qemu.py print [options]     print the command line only
 
 Options (all optional; the Makefile maps KERNEL=, INITRD=, ... onto them):
-    --kernel F      guest arm64 Image (default: the demo guest, target/images/hello.bin)
-    --initrd F      guest initrd
-    --append S      guest kernel command line
-    --smp N         guest vCPUs (default 2 for the demo guest, else 1)
-    --mem SIZE      guest RAM, e.g. 256M (default 128M)
+    --kernel F      guest arm64 Image (default: Debian's arm64 Linux with a busybox initramfs,
+                    fetched by scripts/fetch-linux.sh; the demo guest is target/images/hello.bin)
+    --initrd F      guest initrd (default with the default kernel: its busybox initramfs)
+    --append S      guest kernel command line (default with the default kernel: console=ttyAMA0 panic=-1)
+    --smp N         guest vCPUs (default 2 for the default kernel, else 1)
+    --mem SIZE      guest RAM, e.g. 256M (default 256M for the default kernel, else 128M)
     --cpus N        physical CPUs of the machine (default: max(2, SMP))
     --hv-args S     extra hypervisor command line (e.g. log=debug)
     --pauth impdef|qarma5   PAC algorithm of -cpu max (default impdef: 3.5x cheaper to emulate)
@@ -31,7 +32,9 @@ ROOT = Path(__file__).resolve().parent.parent
 IMAGES = ROOT / "target" / "images"
 HYPERVISOR = IMAGES / "hypervisor.bin"
 HYPERVISOR_ELF = ROOT / "target" / "cross" / "aarch64-unknown-none-softfloat" / "release" / "hypervisor"
-DEFAULT_GUEST = IMAGES / "hello.bin"
+LINUX_DIR = ROOT / "target" / "linux"
+DEMO_GUEST = IMAGES / "hello.bin"
+DEFAULT_LINUX_ARGS = "console=ttyAMA0 panic=-1"
 QEMU = "qemu-system-aarch64"
 RAM_BASE = 0x4000_0000
 # Guest modules go above where QEMU puts its device tree (RAM base + 128 MiB).
@@ -194,6 +197,14 @@ def direct_command(g: Guest, cpus: int, pauth: str = "impdef") -> list[str]:
     return argv
 
 
+def fetch_linux() -> None:
+    """Makes sure the default Linux guest is there (scripts/fetch-linux.sh, cached)."""
+    import subprocess
+    if subprocess.run(["bash", str(ROOT / "scripts" / "fetch-linux.sh")]).returncode != 0:
+        raise UserError("no default Linux guest: pass your own with KERNEL=path/to/Image [INITRD=...], "
+                        f"or boot the demo guest with KERNEL={DEMO_GUEST.relative_to(ROOT)}")
+
+
 def machine_from_args(argv: list[str]) -> Machine:
     p = argparse.ArgumentParser(prog="qemu.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("mode", choices=["run", "debug", "print"])
@@ -214,14 +225,18 @@ def machine_from_args(argv: list[str]) -> Machine:
             raise UserError(f"{name}={text} is not a number")
         return int(text)
 
-    kernel = Path(a.kernel) if a.kernel else DEFAULT_GUEST
-    smp = number(a.smp, "SMP") or (2 if not a.kernel else 1)
+    if a.kernel:
+        kernel, initrd, bootargs, mem, smp = Path(a.kernel), a.initrd, a.append, 128 * MIB, 1
+    else:
+        fetch_linux()
+        kernel, initrd = LINUX_DIR / "Image", a.initrd or str(LINUX_DIR / "initramfs.cpio")
+        bootargs, mem, smp = a.append or DEFAULT_LINUX_ARGS, 256 * MIB, 2
     g = Guest(
         kernel=kernel,
-        initrd=Path(a.initrd) if a.initrd else None,
-        bootargs=a.append,
-        mem=parse_size(a.mem) if a.mem else 128 * MIB,
-        smp=smp,
+        initrd=Path(initrd) if initrd else None,
+        bootargs=bootargs,
+        mem=parse_size(a.mem) if a.mem else mem,
+        smp=number(a.smp, "SMP") or smp,
     )
     m = Machine(guests=[g], cpus=number(a.cpus, "CPUS"), hv_args=a.hv_args, pauth=a.pauth, gdb=a.mode == "debug")
     m.mode = a.mode  # type: ignore[attr-defined]
