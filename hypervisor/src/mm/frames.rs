@@ -34,7 +34,7 @@ pub fn alloc_zeroed(pages: usize) -> Option<u64> {
     let pa = alloc(pages)?;
     // SAFETY: the frames were just allocated to us, are identity-mapped read/write, and
     // nothing else refers to them.
-    unsafe { core::ptr::write_bytes(pa as *mut u8, 0, pages * PAGE_SIZE as usize) };
+    unsafe { crate::arch::zero(pa, pages as u64 * PAGE_SIZE) };
     Some(pa)
 }
 

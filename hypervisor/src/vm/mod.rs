@@ -320,7 +320,7 @@ fn alloc_ram(size: u64) -> Option<Vec<RamChunk>> {
         let pages = (chunk / PAGE_SIZE) as usize;
         // SAFETY: freshly allocated frames, identity-mapped; zeroing them keeps whatever
         // they held before (another VM's data) from reaching this guest.
-        unsafe { core::ptr::write_bytes(pa as *mut u8, 0, chunk as usize) };
+        unsafe { crate::arch::zero(pa, chunk) };
         chunks.push(RamChunk { ipa, pa, size: chunk, pages });
         ipa += chunk;
         left -= chunk;

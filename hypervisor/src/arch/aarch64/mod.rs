@@ -47,12 +47,25 @@ global_asm!(
 global_asm!(include_str!("context.S"));
 global_asm!(include_str!("gic_cpuif.S"));
 global_asm!(include_str!("idregs.S"));
+global_asm!(include_str!("zero.S"));
 
 extern "C" {
+    fn zero_pages(addr: u64, len: u64);
     /// PSCI CPU_ON entry point of secondary CPUs (boot.S).
     pub fn secondary_entry();
     /// Loads a vCPU's registers from `regs` and returns to the guest (exception.S).
     fn guest_resume(regs: *mut context::VcpuRegs) -> !;
+}
+
+/// Zeroes `[addr, addr + len)`: page-aligned memory that is identity-mapped as normal
+/// memory and that the caller owns (DC ZVA zeroes a cache line per instruction).
+///
+/// # Safety
+/// Nothing may rely on what the range held, and no Rust reference may point into it.
+pub unsafe fn zero(addr: u64, len: u64) {
+    debug_assert!(addr % 4096 == 0 && len % 4096 == 0);
+    // SAFETY: the caller owns the range; zero.S only stores zeros inside it.
+    unsafe { zero_pages(addr, len) }
 }
 
 /// Enters the guest whose register frame is `regs`. Its EL1 state, ELR_EL2 and SPSR_EL2
