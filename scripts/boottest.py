@@ -113,9 +113,10 @@ def boot_tests() -> list[BootTest]:
     ]
 
 
-def linux(cpus: int, extra: str = "") -> Guest:
+def linux(cpus: int, bootargs: str = "") -> Guest:
+    """Debian's kernel with the test initramfs, running its checks (hvtest.cpus=N)."""
     return Guest(kernel=LINUX / "Image", initrd=LINUX / "initramfs.cpio", mem=256 * MIB, smp=cpus,
-                 bootargs=f"console=ttyAMA0 panic=-1 quiet hvtest.cpus={cpus} {extra}".strip())
+                 bootargs=bootargs or f"console=ttyAMA0 panic=-1 quiet hvtest.cpus={cpus}")
 
 
 def linux_tests() -> list[BootTest]:
@@ -128,6 +129,16 @@ def linux_tests() -> list[BootTest]:
                  [r"vm0\| typed-42", r"vm0\| .*GICv3 +33 Level +uart-pl011", r"machine exit status 0"], linux=True,
                  dialog=[(r"job control turned off", "echo typed-$((6*7))\r"), (r"typed-42", "grep uart /proc/interrupts\r"),
                          (r"uart-pl011", "poweroff -f\r")]),
+        BootTest("linux-panic-contained", Machine([linux(1, "console=ttyAMA0 panic=0 quiet hvtest.panic"), linux(1)], cpus=2),
+                 [r"vm0\| .*sysrq: Trigger a crash", r"VM 0: guest kernel panic: .*Kernel panic - not syncing",
+                  r"VM 0: stopping: crashed \(GuestPanic\)", *[rf"vm1\| {c}" for c in checks], r"machine exit status 2"],
+                 status=2, linux=True),
+        BootTest("linux-console-focus", Machine([linux(1, "console=ttyAMA0 panic=-1 quiet"), linux(1, "console=ttyAMA0 panic=-1 quiet")], cpus=2),
+                 [r"vm0\| first-42", r"console input now goes to VM 1", r"vm1\| second-42", r"machine exit status 0"],
+                 reject=[r"vm1\| first-42", r"vm0\| second-42", r"HYPERVISOR PANIC"], linux=True,
+                 dialog=[(r"vm0\| sh: can't access tty", ""), (r"vm1\| sh: can't access tty", "echo first-$((6*7))\r"),
+                         (r"first-42", "\x1d1echo second-$((6*7))\r"), (r"second-42", "poweroff -f\r"),
+                         (r"VM 1: stopped", "\x1d0poweroff -f\r")]),
         BootTest("linux-two-vms", Machine([linux(1), linux(1)], cpus=2),
                  [rf"vm{v}\| {c}" for v in (0, 1) for c in checks] + [r"machine exit status 0"], linux=True),
     ]

@@ -6,6 +6,7 @@
 
 use crate::console;
 use crate::vm::mmio::MmioDevice;
+use core::sync::atomic::{AtomicBool, Ordering};
 use spin::Mutex;
 
 const DR: u64 = 0x000;
@@ -53,6 +54,17 @@ struct State {
 pub struct VUart {
     vm: usize,
     state: Mutex<State>,
+    /// The guest kernel's panic report has ended on this console (Linux prints "---[ end
+    /// Kernel panic" before it stops for good, unless it reboots instead).
+    panic_ended: AtomicBool,
+}
+
+/// What Linux prints when it panics, and when its panic report is complete.
+const PANIC_START: &[u8] = b"Kernel panic - not syncing";
+const PANIC_END: &[u8] = b"---[ end Kernel panic";
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
 }
 
 impl VUart {
@@ -73,7 +85,23 @@ impl VUart {
                 imsc: 0,
                 dmacr: 0,
             }),
+            panic_ended: AtomicBool::new(false),
         }
+    }
+
+    /// Prints a complete line, watching for a guest kernel panic.
+    fn line(&self, line: &[u8]) {
+        console::guest_line(self.vm, line);
+        if contains(line, PANIC_END) {
+            self.panic_ended.store(true, Ordering::Release);
+        } else if contains(line, PANIC_START) {
+            log::error!("VM {}: guest kernel panic: {}", self.vm, core::str::from_utf8(line).unwrap_or("(not text)"));
+        }
+    }
+
+    /// Whether the guest's panic report ended (once).
+    pub fn take_panic_end(&self) -> bool {
+        self.panic_ended.swap(false, Ordering::AcqRel)
     }
 
     /// Console output from the guest, through the UART or the console hypercall.
@@ -82,13 +110,13 @@ impl VUart {
         for &b in bytes {
             match b {
                 b'\n' => {
-                    console::guest_line(self.vm, &s.line[..s.len]);
+                    self.line(&s.line[..s.len]);
                     s.len = 0;
                 }
                 b'\r' => {}
                 _ => {
                     if s.len == LINE_MAX {
-                        console::guest_line(self.vm, &s.line[..s.len]);
+                        self.line(&s.line[..s.len]);
                         s.len = 0;
                     }
                     let n = s.len;
@@ -125,7 +153,7 @@ impl VUart {
     pub fn flush(&self) {
         let mut s = self.state.lock();
         if s.len > 0 {
-            console::guest_line(self.vm, &s.line[..s.len]);
+            self.line(&s.line[..s.len]);
             s.len = 0;
         }
     }

@@ -148,7 +148,7 @@ fn take_interrupts(vm: &Vm, vcpu: &Vcpu) {
         }
         if arrived.maintenance {
             // A level-triggered interrupt was completed: is its line still high?
-            vm.update_uart_irq();
+            vm.after_uart_activity();
             vcpu.needs_flush.store(true, Ordering::Release);
         }
     }

@@ -150,5 +150,6 @@ fn console_write(vm: &Vm, addr: u64, len: u64) -> i64 {
         return ret::INVALID_ADDRESS;
     }
     vm.uart.write_bytes(buf);
+    vm.after_uart_activity();
     len as i64
 }

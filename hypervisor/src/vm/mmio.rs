@@ -67,7 +67,7 @@ pub fn handle_data_abort(vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun, esr: Esr) -> N
             g.after_write(vm);
         }
         if Range::new(layout::UART_BASE, layout::UART_SIZE).contains(ipa) {
-            vm.update_uart_irq();
+            vm.after_uart_activity();
         }
     } else {
         let value = da.load_result(dev.read(offset, da.access_size));
@@ -75,7 +75,7 @@ pub fn handle_data_abort(vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun, esr: Esr) -> N
             run.regs.x[reg] = value;
         }
         if Range::new(layout::UART_BASE, layout::UART_SIZE).contains(ipa) {
-            vm.update_uart_irq(); // reading the data register may drain the input
+            vm.after_uart_activity(); // reading the data register may drain the input
         }
     }
     skip_instruction();

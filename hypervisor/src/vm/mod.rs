@@ -58,6 +58,8 @@ pub enum Crash {
     SError,
     /// Its exception vector faults on every entry: it can never run again.
     ExceptionLoop,
+    /// Its kernel panicked and halted (seen on its console).
+    GuestPanic,
 }
 
 /// A verdict not yet reported.
@@ -159,10 +161,14 @@ impl Vm {
     }
 
     /// Passes the level of the UART's line to the virtual GIC (after any UART access, new
-    /// input, or the guest completing the interrupt).
-    pub fn update_uart_irq(&self) {
+    /// input, or the guest completing the interrupt), and stops the VM once its kernel has
+    /// reported a panic and halted.
+    pub fn after_uart_activity(&self) {
         if let Some(g) = &self.vgic {
             g.set_level(self, 32 + layout::UART_SPI, self.uart.irq_line());
+        }
+        if self.uart.take_panic_end() {
+            self.request_stop(StopReason::Crashed(Crash::GuestPanic));
         }
     }
 
@@ -355,7 +361,7 @@ pub fn console_input(id: usize, bytes: &[u8]) -> bool {
             if vm.uart.push_input(bytes) < bytes.len() {
                 log::warn!("VM {id}: console input dropped (the guest is not reading)");
             }
-            vm.update_uart_irq();
+            vm.after_uart_activity();
             true
         }
         None => false,
