@@ -89,6 +89,8 @@ def boot_tests() -> list[BootTest]:
         BootTest("shared-cpu", Machine([guest("switch", bootargs="tag=1"), guest("switch", bootargs="tag=2")], cpus=1), [
             r"vm0\| tag 1: registers intact across 100 waits", r"vm1\| tag 2: registers intact across 100 waits",
             r"VM 0: test verdict PASS", r"VM 1: test verdict PASS", r"machine exit status 0"]),
+        BootTest("time-slicing", Machine([guest("busy", bootargs="ms=3000"), guest("hello")], cpus=1), [
+            r"VM 1: test verdict PASS[\s\S]*vm0\| busy for 3000 ms[\s\S]*VM 0: test verdict PASS", r"machine exit status 0"]),
         # The hypervisor's own refusals (qemu.py's checks bypassed), with their exit statuses.
         BootTest("guest-not-an-image", Machine([Guest(kernel=qemu.ROOT / "Cargo.toml")]), [
             r"VM 0: cannot start: kernel is not an arm64 Image", r"machine exit status 2"], status=2, validate=False),
@@ -140,6 +142,9 @@ def linux_tests() -> list[BootTest]:
                          (r"first-42", "\x1d1echo second-$((6*7))\r"), (r"second-42", "poweroff -f\r"),
                          (r"VM 1: stopped", "\x1d0poweroff -f\r")]),
         BootTest("linux-two-vms", Machine([linux(1), linux(1)], cpus=2),
+                 [rf"vm{v}\| {c}" for v in (0, 1) for c in checks] + [r"machine exit status 0"], linux=True),
+        # Four vCPUs on two CPUs: each CPU time-slices between the two VMs.
+        BootTest("linux-two-vms-shared-cpus", Machine([linux(2), linux(2)], cpus=2),
                  [rf"vm{v}\| {c}" for v in (0, 1) for c in checks] + [r"machine exit status 0"], linux=True),
     ]
 

@@ -1,5 +1,6 @@
 //! vCPUs sharing a physical CPU: run in two VMs on one CPU, each vCPU fills its registers
-//! (general-purpose, EL1 system registers, FP/SIMD, virtual timer) with values of its own,
+//! (general-purpose, EL1 system registers, FP/SIMD, virtual timer, pointer-authentication
+//! keys) with values of its own,
 //! waits (WFI, which hands the CPU to the other VM), and checks they came back intact.
 //! Bootargs: tag=N makes the values differ between the VMs.
 
@@ -24,6 +25,8 @@ fn main(info: &BootInfo) -> ! {
                 "msr tpidr_el1, {a}", "msr tpidr_el0, {b}", "msr tpidrro_el0, {c}",
                 "msr contextidr_el1, {d}", "msr cntv_cval_el0, {e}", "msr sp_el0, {f}",
                 ".arch_extension fp", "fmov d0, {a}", "fmov d7, {b}", "fmov d31, {c}",
+                // APIAKeyLo_EL1 and APGAKeyHi_EL1 (this guest signs nothing with them)
+                "msr S3_0_C2_C1_0, {a}", "msr S3_0_C2_C3_1, {e}",
                 a = in(reg) p | 1, b = in(reg) p | 2, c = in(reg) p | 3,
                 d = in(reg) (p | 4) & 0xffff_ffff, e = in(reg) p | 5, f = in(reg) p | 6,
                 options(nostack)
@@ -49,20 +52,22 @@ fn main(info: &BootInfo) -> ! {
             let n = if i < 9 { 9 + i as u64 } else { 11 + i as u64 };
             check_eq!(*r, p | n, "x{} after WFI in round {}", n, round);
         }
-        let (a, b, c, d, e, f, q0, q7, q31): (u64, u64, u64, u64, u64, u64, u64, u64, u64);
+        let (a, b, c, d, e, f, q0, q7, q31, ka, kg): (u64, u64, u64, u64, u64, u64, u64, u64, u64, u64, u64);
         // SAFETY: reads of the registers written above.
         unsafe {
             asm!(
                 "mrs {a}, tpidr_el1", "mrs {b}, tpidr_el0", "mrs {c}, tpidrro_el0",
                 "mrs {d}, contextidr_el1", "mrs {e}, cntv_cval_el0", "mrs {f}, sp_el0",
                 ".arch_extension fp", "fmov {g}, d0", "fmov {h}, d7", "fmov {i}, d31",
+                "mrs {j}, S3_0_C2_C1_0", "mrs {k}, S3_0_C2_C3_1",
                 a = out(reg) a, b = out(reg) b, c = out(reg) c, d = out(reg) d, e = out(reg) e,
-                f = out(reg) f, g = out(reg) q0, h = out(reg) q7, i = out(reg) q31,
+                f = out(reg) f, g = out(reg) q0, h = out(reg) q7, i = out(reg) q31, j = out(reg) ka, k = out(reg) kg,
                 options(nostack)
             );
         }
         check_eq!([a, b, c, d, e, f], [p | 1, p | 2, p | 3, (p | 4) & 0xffff_ffff, p | 5, p | 6], "EL1/EL0 registers after WFI in round {}", round);
         check_eq!([q0, q7, q31], [p | 1, p | 2, p | 3], "FP registers after WFI in round {}", round);
+        check_eq!([ka, kg], [p | 1, p | 5], "pointer-authentication keys after WFI in round {}", round);
     }
     let waits = hvc::counter(Counter::WfxTraps) - wfx_before;
     check!(waits >= ROUNDS, "every WFI trapped ({} of {})", waits, ROUNDS);

@@ -14,6 +14,8 @@ pub const KICK_SGI: u32 = 0;
 pub const MAINTENANCE_PPI: u32 = 25;
 /// The EL1 virtual timer (PPI 11): the loaded vCPU's timer.
 pub const VTIMER_PPI: u32 = 27;
+/// The EL2 physical timer (PPI 10): the end of a time slice.
+pub const SLICE_PPI: u32 = 26;
 
 register_bitfields! {u32,
     GICD_CTLR [
@@ -144,9 +146,9 @@ pub fn init_cpu(mpidr: u64) -> bool {
             }
             // SAFETY: as above, the SGI frame follows the RD frame.
             let sgi = unsafe { &*((frame + SGI_FRAME) as *const RedistributorSgi) };
-            let ours = 1 << KICK_SGI | 1 << MAINTENANCE_PPI | 1 << VTIMER_PPI;
+            let ours = 1 << KICK_SGI | 1 << MAINTENANCE_PPI | 1 << VTIMER_PPI | 1 << SLICE_PPI;
             sgi.igroupr0.set(sgi.igroupr0.get() | ours);
-            for intid in [KICK_SGI, MAINTENANCE_PPI, VTIMER_PPI] {
+            for intid in [KICK_SGI, MAINTENANCE_PPI, VTIMER_PPI, SLICE_PPI] {
                 sgi.ipriorityr[intid as usize].set(0x80);
             }
             sgi.isenabler0.set(ours);
@@ -183,6 +185,8 @@ pub struct Arrived {
     pub maintenance: bool,
     /// Console input arrived.
     pub uart: bool,
+    /// The time slice of the running vCPU is over.
+    pub slice: bool,
     /// The virtual timer fired: its PPI stays active until the guest deactivates the virtual
     /// interrupt it is given (a hardware-linked list register).
     pub vtimer: bool,
@@ -203,6 +207,12 @@ pub fn handle_pending() -> Arrived {
             KICK_SGI => {
                 gic_cpuif::deactivate(intid);
                 arrived.kick = true;
+            }
+            SLICE_PPI => {
+                // Level-triggered until the timer is off.
+                crate::arch::cpu::slice_timer_disarm();
+                gic_cpuif::deactivate(intid);
+                arrived.slice = true;
             }
             MAINTENANCE_PPI => {
                 gic_cpuif::deactivate(intid);

@@ -18,6 +18,8 @@ pub enum Next {
     /// The vCPU waits for an interrupt (WFI, CPU_SUSPEND): another vCPU on this CPU runs if
     /// one can; otherwise the CPU sleeps until an interrupt for this vCPU may have arrived.
     Wait,
+    /// Its time slice is over: another vCPU waiting for this CPU runs.
+    Preempt,
     /// The vCPU switched itself off (PSCI CPU_OFF).
     Off,
     /// The whole VM stops.
@@ -97,6 +99,7 @@ fn leave(vm: &Vm, vcpu: &Vcpu, next: Next) -> *mut VcpuRegs {
     match next {
         Next::Resume => sched::schedule(false),
         Next::Wait => wait(vm, vcpu),
+        Next::Preempt => sched::schedule(true),
         Next::Off => {
             *vcpu.power.lock() = Power::Off;
             if vm.vcpus_on() == 0 {
@@ -122,7 +125,9 @@ fn wait(vm: &Vm, vcpu: &Vcpu) -> *mut VcpuRegs {
     if let Some(g) = &vm.vgic {
         if !vcpu.needs_flush.load(Ordering::Acquire) && !g.has_pending(vcpu.index) && !vm.is_stopping() {
             crate::arch::cpu::wait_for_interrupt();
-            take_interrupts(vm, vcpu);
+            if take_interrupts(vm, vcpu).slice && sched::others_runnable() {
+                return sched::schedule(true);
+            }
         }
         if vcpu.needs_flush.load(Ordering::Acquire) {
             g.flush(vcpu);
@@ -137,8 +142,12 @@ fn wait(vm: &Vm, vcpu: &Vcpu) -> *mut VcpuRegs {
 /// Acknowledges this CPU's physical interrupts and hands them on: the virtual timer to the
 /// loaded vCPU, the maintenance interrupt as a reason to refill its list registers, console
 /// input to the focused VM. Kicks need nothing more: the exit they caused is the point.
-fn take_interrupts(vm: &Vm, vcpu: &Vcpu) {
+fn take_interrupts(vm: &Vm, vcpu: &Vcpu) -> crate::dev::gicv3::Arrived {
     let arrived = crate::dev::gicv3::handle_pending();
+    if arrived.kick {
+        // Maybe a vCPU became runnable here (CPU_ON, a new VM): bound this one's time.
+        sched::update_slice();
+    }
     if arrived.uart {
         crate::console::input();
     }
@@ -152,14 +161,18 @@ fn take_interrupts(vm: &Vm, vcpu: &Vcpu) {
             vcpu.needs_flush.store(true, Ordering::Release);
         }
     }
+    arrived
 }
 
 #[cold]
 fn async_exit(vm: &Vm, vcpu: &Vcpu, kind: ExitKind) -> Next {
     match kind {
         ExitKind::Irq => {
-            take_interrupts(vm, vcpu);
-            Next::Resume
+            if take_interrupts(vm, vcpu).slice {
+                Next::Preempt
+            } else {
+                Next::Resume
+            }
         }
         ExitKind::Fiq => {
             log::warn!("unexpected FIQ while vCPU {} ran", vcpu.index);

@@ -48,6 +48,26 @@ fn runnable(e: &Entry) -> bool {
     !e.vm.is_stopping() && matches!(*e.vcpu().power.lock(), Power::On | Power::OnPending { .. })
 }
 
+/// How long a vCPU runs before another one on the same CPU gets its turn.
+const SLICE_US: u64 = 10_000;
+
+/// Starts a time slice for the vCPU about to run if another one waits for this CPU, and
+/// stops the slice timer if none does.
+fn start_slice(rq: &RunQueue) {
+    let waiting = rq.entries.iter().enumerate().any(|(k, e)| Some(k) != rq.loaded && runnable(e));
+    if waiting {
+        cpu::slice_timer_arm(SLICE_US);
+    } else {
+        cpu::slice_timer_disarm();
+    }
+}
+
+/// After something may have become runnable here: make sure the running vCPU's time is
+/// bounded.
+pub fn update_slice() {
+    start_slice(&this_cpu().runqueue.lock());
+}
+
 /// Whether a vCPU other than the loaded one could run on this CPU.
 pub fn others_runnable() -> bool {
     let rq = this_cpu().runqueue.lock();
@@ -89,11 +109,13 @@ pub fn schedule(yield_current: bool) -> *mut VcpuRegs {
             match choice {
                 Some(k) => {
                     switch_to(&mut rq, k);
+                    start_slice(&rq);
                     let e = &rq.entries[k];
                     cpu.current_vm.store(e.vm.id, Ordering::Relaxed);
                     Some(e.vcpu().regs_ptr())
                 }
                 None => {
+                    cpu::slice_timer_disarm();
                     if let Some(l) = rq.loaded.take() {
                         unload(rq.entries[l].vcpu());
                     }

@@ -49,7 +49,8 @@ pub struct El1State {
     /// The guest's PC and PSTATE while it is not loaded.
     pub elr_el2: u64,
     pub spsr_el2: u64,
-    /// Pointer-authentication keys (APIA, APIB, APDA, APDB, APGA; lo, hi).
+    /// Pointer-authentication keys (APIA, APIB, APDA, APDB, APGA; lo, hi): indices 29..38
+    /// of context.S.
     pub keys: [u64; 10],
 }
 
@@ -86,11 +87,15 @@ impl El1State {
     }
 }
 
+// context.S addresses every field by its index in El1State.
+const _: () = assert!(core::mem::offset_of!(El1State, keys) == 29 * 8);
+
 extern "C" {
     fn el1_state_save(state: *mut El1State);
     fn el1_state_restore(state: *const El1State);
-    fn el1_keys_save(keys: *mut u64);
-    fn el1_keys_restore(keys: *const u64);
+    /// Save/restore `keys`, addressed from the start of the El1State (index 29 on).
+    fn el1_keys_save(state: *mut El1State);
+    fn el1_keys_restore(state: *const El1State);
     fn fp_state_save(state: *mut FpState);
     fn fp_state_restore(state: *const FpState);
 }
@@ -102,7 +107,7 @@ pub fn save(el1: &mut El1State, fp: &mut FpState) {
     unsafe {
         el1_state_save(el1);
         if cpu::features().pauth {
-            el1_keys_save(el1.keys.as_mut_ptr());
+            el1_keys_save(el1);
         }
         fp_state_save(fp);
     }
@@ -117,7 +122,7 @@ pub fn restore(el1: &El1State, fp: &FpState) {
     unsafe {
         el1_state_restore(el1);
         if cpu::features().pauth {
-            el1_keys_restore(el1.keys.as_ptr());
+            el1_keys_restore(el1);
         }
         fp_state_restore(fp);
     }

@@ -146,3 +146,20 @@ pub fn send_event() {
     aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::ISH);
     aarch64_cpu::asm::sev();
 }
+
+extern "C" {
+    fn hyp_timer_arm(ticks: u64);
+    fn hyp_timer_disarm();
+}
+
+/// Raises the EL2 timer's interrupt `us` microseconds from now.
+pub fn slice_timer_arm(us: u64) {
+    let (freq, _) = counter();
+    // SAFETY: the EL2 physical timer belongs to the hypervisor alone.
+    unsafe { hyp_timer_arm((freq / 1_000_000).max(1) * us) }
+}
+
+pub fn slice_timer_disarm() {
+    // SAFETY: as above.
+    unsafe { hyp_timer_disarm() }
+}

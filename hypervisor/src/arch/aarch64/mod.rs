@@ -48,6 +48,7 @@ global_asm!(include_str!("context.S"));
 global_asm!(include_str!("gic_cpuif.S"));
 global_asm!(include_str!("idregs.S"));
 global_asm!(include_str!("zero.S"));
+global_asm!(include_str!("hyp_timer.S"));
 
 extern "C" {
     fn zero_pages(addr: u64, len: u64);
