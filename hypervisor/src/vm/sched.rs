@@ -87,6 +87,11 @@ pub fn schedule(yield_current: bool) -> *mut VcpuRegs {
             let mut i = 0;
             while i < rq.entries.len() {
                 if rq.entries[i].vm.is_stopping() {
+                    if rq.loaded == Some(i) {
+                        // Even for a VM that is going away: unloading hands back what this
+                        // CPU holds for it (its virtual timer's PPI may be active).
+                        unload(rq.entries[i].vcpu());
+                    }
                     let e = rq.entries.remove(i);
                     *e.vcpu().power.lock() = Power::Off;
                     rq.loaded = match rq.loaded {
