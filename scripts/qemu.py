@@ -14,6 +14,7 @@ Options (all optional; the Makefile maps KERNEL=, INITRD=, ... onto them):
     --smp N         guest vCPUs (default 2 for the default kernel, else 1)
     --mem SIZE      guest RAM, e.g. 256M (default 256M for the default kernel, else 128M)
     --cpus N        physical CPUs of the machine (default: max(2, SMP))
+    --vms N         how many VMs boot that guest at once (default 1)
     --hv-args S     extra hypervisor command line (e.g. log=debug)
     --pauth impdef|qarma5   PAC algorithm of -cpu max (default impdef: 3.5x cheaper to emulate)
 """
@@ -214,6 +215,7 @@ def machine_from_args(argv: list[str]) -> Machine:
     p.add_argument("--smp", default="")
     p.add_argument("--mem", default="")
     p.add_argument("--cpus", default="")
+    p.add_argument("--vms", default="")
     p.add_argument("--hv-args", default="")
     p.add_argument("--pauth", default="impdef")
     a = p.parse_args(argv)
@@ -238,7 +240,10 @@ def machine_from_args(argv: list[str]) -> Machine:
         mem=parse_size(a.mem) if a.mem else mem,
         smp=number(a.smp, "SMP") or smp,
     )
-    m = Machine(guests=[g], cpus=number(a.cpus, "CPUS"), hv_args=a.hv_args, pauth=a.pauth, gdb=a.mode == "debug")
+    vms = number(a.vms, "VMS") or 1
+    if not 1 <= vms <= 8:
+        raise UserError(f"VMS={vms}: from 1 to 8 VMs")
+    m = Machine(guests=[g] * vms, cpus=number(a.cpus, "CPUS"), hv_args=a.hv_args, pauth=a.pauth, gdb=a.mode == "debug")
     m.mode = a.mode  # type: ignore[attr-defined]
     return m
 
