@@ -5,12 +5,14 @@
 #![no_std]
 #![no_main]
 
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use guest_rt::{check, check_eq, println, psci, BootInfo};
 use hv_core::guest_dt::vcpu_mpidr;
 use hv_core::hypercall::{affinity, id, ret, PSCI_TOS_NOT_PRESENT, PSCI_VERSION_1_1};
 
 static SEEN: [AtomicU64; guest_rt::MAX_VCPUS] = [const { AtomicU64::new(0) }; guest_rt::MAX_VCPUS];
+/// Secondaries stay on until this is set, so that a second CPU_ON finds them on.
+static RELEASE: AtomicBool = AtomicBool::new(false);
 
 fn main(info: &BootInfo) -> ! {
     let n = info.vcpus;
@@ -41,7 +43,8 @@ fn main(info: &BootInfo) -> ! {
     check_eq!(psci::cpu_on(vcpu_mpidr(1), entry + 2, 1), ret::INVALID_ADDRESS, "CPU_ON with a misaligned entry point");
     check_eq!(psci::affinity_info(vcpu_mpidr(1), 0), affinity::OFF, "failed CPU_ONs leave the vCPU off");
 
-    // Start every secondary; each reports its context argument, then switches off.
+    // Start every secondary; each reports its context argument, then switches off once
+    // released (so that the second CPU_ON below always finds it on).
     for i in 1..n {
         check_eq!(guest_rt::start_vcpu(i, secondary, 0x1000 + i as u64), 0, "CPU_ON({})", i);
         let again = psci::cpu_on(vcpu_mpidr(i), entry, i as u64);
@@ -52,6 +55,9 @@ fn main(info: &BootInfo) -> ! {
             core::hint::spin_loop();
         }
         check_eq!(SEEN[i].load(Ordering::Acquire), 0x1000 + i as u64, "vCPU {} context", i);
+    }
+    RELEASE.store(true, Ordering::Release);
+    for i in 1..n {
         while psci::affinity_info(vcpu_mpidr(i), 0) != affinity::OFF {
             core::hint::spin_loop();
         }
@@ -76,6 +82,9 @@ fn secondary(index: usize, arg: u64) -> ! {
     }
     println!("vCPU {} up (MPIDR {:#x}), context {:#x}", index, mpidr, arg);
     SEEN[index].store(arg, Ordering::Release);
+    while !RELEASE.load(Ordering::Acquire) {
+        core::hint::spin_loop();
+    }
     psci::cpu_off()
 }
 
