@@ -22,5 +22,6 @@ pub mod image;
 pub mod pgtable;
 #[cfg(feature = "alloc")]
 pub mod ranges;
+pub mod ratelimit;
 pub mod sysreg;
 pub mod vgic;

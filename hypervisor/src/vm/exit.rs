@@ -207,12 +207,12 @@ fn sync_exit(vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun) -> Next {
 #[inline(never)]
 fn instruction_abort(vcpu: &Vcpu, run: &mut VcpuRun) -> Next {
     let far = FAR_EL2.get();
-    log::warn!(
+    vcpu.vm().warn(format_args!(
         "vCPU {}: instruction fetch from IPA {:#x} (not executable guest RAM) at PC {:#x}: abort injected",
         vcpu.index,
         mmio::fault_ipa(far),
         ELR_EL2.get()
-    );
+    ));
     inject::instruction_abort(run, far)
 }
 
@@ -221,14 +221,14 @@ fn instruction_abort(vcpu: &Vcpu, run: &mut VcpuRun) -> Next {
 #[cold]
 #[inline(never)]
 fn not_emulated(vcpu: &Vcpu, run: &mut VcpuRun, esr: Esr) -> Next {
-    log::warn!(
+    vcpu.vm().warn(format_args!(
         "vCPU {}: {} (EC {:#x}, ISS {:#x}) at PC {:#x}: UNDEF injected",
         vcpu.index,
         esr.class_name(),
         esr.ec(),
         esr.iss(),
         ELR_EL2.get()
-    );
+    ));
     inject::undefined(run)
 }
 

@@ -49,12 +49,12 @@ pub fn handle_data_abort(vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun, esr: Esr) -> N
         } else {
             "no RAM or device"
         };
-        log::warn!(
+        vm.warn(format_args!(
             "vCPU {}: {access} at IPA {ipa:#x} (VA {far:#x}, PC {:#x}): {}, {why}: abort injected",
             vcpu.index,
             ELR_EL2.get(),
             da.fault_kind()
-        );
+        ));
         return inject::data_abort(run, far, da.write);
     };
     run.count(Counter::MmioAccesses);

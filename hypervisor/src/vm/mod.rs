@@ -24,6 +24,7 @@ use hv_core::guest_dt::layout;
 use hv_core::hypercall::Counter;
 use hv_core::pgtable::{Attrs, PageTable, Regime, PAGE_SIZE};
 use hv_core::ranges::Range;
+use hv_core::ratelimit::{RateLimit, Verdict};
 use spin::Mutex;
 use vcpu::{Power, Vcpu};
 
@@ -90,7 +91,12 @@ pub struct Vm {
     verdict: AtomicI64,
     /// Run-queue entries still holding this VM; the CPU that drops the last one retires it.
     queued: AtomicUsize,
+    /// Budget for warnings the guest causes (aborts, UNDEFs), so it cannot flood the log.
+    warnings: Mutex<RateLimit>,
 }
+
+/// Warnings a VM may cause per second before the rest are only counted.
+const GUEST_WARNINGS_PER_SECOND: u32 = 32;
 
 impl Vm {
     /// Builds a VM: RAM, stage-2, images, device tree; vCPU 0 ready to start.
@@ -137,6 +143,7 @@ impl Vm {
                 stop_reason: Mutex::new(None),
                 verdict: AtomicI64::new(NO_VERDICT),
                 queued: AtomicUsize::new(0),
+                warnings: Mutex::new(RateLimit::new(GUEST_WARNINGS_PER_SECOND, cpu::counter().0)),
                 spec,
             }
         });
@@ -169,6 +176,20 @@ impl Vm {
         }
         if self.uart.take_panic_end() {
             self.request_stop(StopReason::Crashed(Crash::GuestPanic));
+        }
+    }
+
+    /// Logs a warning caused by the guest, within its budget (and says how many were
+    /// dropped before it).
+    pub fn warn(&self, args: core::fmt::Arguments) {
+        match self.warnings.lock().check(cpu::counter().1) {
+            Verdict::Print { suppressed } => {
+                if suppressed > 0 {
+                    log::warn!("VM {}: {suppressed} more warnings were not printed", self.id);
+                }
+                log::warn!("{args}");
+            }
+            Verdict::Drop => {}
         }
     }
 

@@ -60,12 +60,12 @@ pub fn handle(vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun, esr: Esr) -> Next {
             Next::Resume
         }
         None => {
-            log::warn!(
+            vm.warn(format_args!(
                 "vCPU {}: {} of {r} at PC {:#x}: not emulated, UNDEF injected",
                 vcpu.index,
                 if access.read { "read" } else { "write" },
                 ELR_EL2.get()
-            );
+            ));
             inject::undefined(run)
         }
     }
