@@ -24,7 +24,7 @@ pub fn fault_ipa(far: u64) -> u64 {
 }
 
 fn device_at(vm: &Vm, ipa: u64) -> Option<(&dyn MmioDevice, u64)> {
-    let uart = Range::new(layout::UART_BASE, layout::UART_SIZE);
+    let uart = uart_range();
     if uart.contains(ipa) {
         return Some((&vm.uart, ipa - uart.start));
     }
@@ -66,18 +66,20 @@ pub fn handle_data_abort(vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun, esr: Esr) -> N
         if let Some(g) = vm.vgic.as_ref().filter(|_| super::vgic::contains(ipa, vm.vcpus.len())) {
             g.after_write(vm);
         }
-        if Range::new(layout::UART_BASE, layout::UART_SIZE).contains(ipa) {
-            vm.after_uart_activity();
-        }
     } else {
         let value = da.load_result(dev.read(offset, da.access_size));
         if reg != 31 {
             run.regs.x[reg] = value;
         }
-        if Range::new(layout::UART_BASE, layout::UART_SIZE).contains(ipa) {
-            vm.after_uart_activity(); // reading the data register may drain the input
-        }
+    }
+    if uart_range().contains(ipa) {
+        // Any access may change the UART's interrupt line (reading data drains the input).
+        vm.after_uart_activity();
     }
     skip_instruction();
     Next::Resume
+}
+
+fn uart_range() -> Range {
+    Range::new(layout::UART_BASE, layout::UART_SIZE)
 }
