@@ -81,6 +81,10 @@ def boot_tests() -> list[BootTest]:
         BootTest("exception-loop-contained", Machine([guest("vectorless"), guest("smp", smp=2)], cpus=2), [
             r"vm0\| breaking my exception vectors", r"VM 0: stopping: crashed \(ExceptionLoop\)",
             r"vm1\| 2 vCPUs added 20000 each", r"VM 1: test verdict PASS", r"machine exit status 2"], status=2),
+        BootTest("pauth-on", Machine([guest("pauth", bootargs="expect=1")]), [
+            r"vm0\| pointer authentication available", *verdict]),
+        BootTest("pauth-off", Machine([guest("pauth", bootargs="expect=0")], hv_args="vm0.pauth=off"), [
+            r"vm0\| pointer authentication hidden", r"pointer authentication \(EC 0x9", *verdict]),
         BootTest("reset", Machine([guest("reset")]), [
             r"VM 0: rebooting \(boot 1\)", r"vm0\| boot 1", *verdict]),
         BootTest("two-vms", Machine([guest("hello", smp=2), guest("hypercalls")], cpus=2), [
@@ -141,6 +145,10 @@ def linux_tests() -> list[BootTest]:
                  dialog=[(r"vm0\| sh: can't access tty", ""), (r"vm1\| sh: can't access tty", "echo first-$((6*7))\r"),
                          (r"first-42", "\x1d1echo second-$((6*7))\r"), (r"second-42", "poweroff -f\r"),
                          (r"VM 1: stopped", "\x1d0poweroff -f\r")]),
+        BootTest("linux-pauth-off", Machine([linux(1, "console=ttyAMA0 panic=-1 quiet hvtest.cpus=1 hvtest.nopauth")], cpus=2,
+                                            hv_args="vm0.pauth=off"),
+                 [rf"vm0\| {c}" for c in checks if "pauth" not in c] + [r"vm0\| CHECK no-pauth: ok", r"machine exit status 0"],
+                 linux=True),
         BootTest("linux-two-vms", Machine([linux(1), linux(1)], cpus=2),
                  [rf"vm{v}\| {c}" for v in (0, 1) for c in checks] + [r"machine exit status 0"], linux=True),
         # Four vCPUs on two CPUs: each CPU time-slices between the two VMs.

@@ -6,7 +6,8 @@
 //! | `log=error\|warn\|info\|debug\|trace` | log level | `info` |
 //! | `mem=SIZE` | RAM of every VM (`K`, `M`, `G` suffixes) | 128M |
 //! | `smp=N` | vCPUs of every VM | 1 |
-//! | `vmN.mem=SIZE`, `vmN.smp=N` | the same for VM number N only | |
+//! | `pauth=on\|off` | pointer authentication for every VM's guest | `on` |
+//! | `vmN.mem=SIZE`, `vmN.smp=N`, `vmN.pauth=` | the same for VM number N only | |
 //! | `debug_faults=on` | guests may make the hypervisor fault on purpose (HV_DEBUG_FAULT), to test crash reporting | off |
 
 use core::fmt;
@@ -27,6 +28,16 @@ pub enum LogLevel {
 pub struct VmParams {
     pub mem: u64,
     pub vcpus: usize,
+    /// The guest may use pointer authentication (if the CPU has it).
+    pub pauth: bool,
+}
+
+/// Per-VM settings that override the defaults.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Overrides {
+    mem: Option<u64>,
+    vcpus: Option<usize>,
+    pauth: Option<bool>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,7 +45,7 @@ pub struct HvConfig {
     pub log_level: LogLevel,
     pub debug_faults: bool,
     default: VmParams,
-    per_vm: [(Option<u64>, Option<usize>); MAX_VMS],
+    per_vm: [Overrides; MAX_VMS],
 }
 
 /// An option the hypervisor could not use; it is reported and otherwise ignored.
@@ -67,8 +78,8 @@ impl Default for HvConfig {
         HvConfig {
             log_level: LogLevel::Info,
             debug_faults: false,
-            default: VmParams { mem: DEFAULT_VM_MEM, vcpus: 1 },
-            per_vm: [(None, None); MAX_VMS],
+            default: VmParams { mem: DEFAULT_VM_MEM, vcpus: 1, pauth: true },
+            per_vm: [Overrides::default(); MAX_VMS],
         }
     }
 }
@@ -108,17 +119,24 @@ impl HvConfig {
                 },
                 ("mem", _) => match parse_size(value) {
                     Some(m) if m >= 2 << 20 && m % (2 << 20) == 0 => Ok(match vm {
-                        Some(n) => cfg.per_vm[n].0 = Some(m),
+                        Some(n) => cfg.per_vm[n].mem = Some(m),
                         None => cfg.default.mem = m,
                     }),
                     _ => Err("memory size must be a multiple of 2M"),
                 },
                 ("smp", _) => match value.parse::<usize>() {
                     Ok(n) if n >= 1 => Ok(match vm {
-                        Some(v) => cfg.per_vm[v].1 = Some(n),
+                        Some(v) => cfg.per_vm[v].vcpus = Some(n),
                         None => cfg.default.vcpus = n,
                     }),
                     _ => Err("vCPU count must be a number >= 1"),
+                },
+                ("pauth", _) => match value {
+                    "on" | "off" => Ok(match vm {
+                        Some(v) => cfg.per_vm[v].pauth = Some(value == "on"),
+                        None => cfg.default.pauth = value == "on",
+                    }),
+                    _ => Err("use on or off"),
                 },
                 _ => Err("unknown option"),
             };
@@ -131,8 +149,12 @@ impl HvConfig {
 
     /// The parameters of VM number `vm` (counted from 0 in boot-module order).
     pub fn vm(&self, vm: usize) -> VmParams {
-        let (mem, vcpus) = self.per_vm.get(vm).copied().unwrap_or((None, None));
-        VmParams { mem: mem.unwrap_or(self.default.mem), vcpus: vcpus.unwrap_or(self.default.vcpus) }
+        let o = self.per_vm.get(vm).copied().unwrap_or_default();
+        VmParams {
+            mem: o.mem.unwrap_or(self.default.mem),
+            vcpus: o.vcpus.unwrap_or(self.default.vcpus),
+            pauth: o.pauth.unwrap_or(self.default.pauth),
+        }
     }
 }
 
@@ -153,22 +175,23 @@ mod tests {
     #[test]
     fn defaults_and_overrides() {
         let mut bad = Vec::new();
-        let c = HvConfig::parse("log=debug mem=256M smp=2 vm1.mem=64M vm1.smp=4 debug_faults=on", |b| bad.push(b));
+        let c = HvConfig::parse("log=debug mem=256M smp=2 vm1.mem=64M vm1.smp=4 vm1.pauth=off debug_faults=on", |b| bad.push(b));
         assert!(bad.is_empty());
         assert_eq!(c.log_level, LogLevel::Debug);
         assert!(c.debug_faults);
         assert!(!HvConfig::default().debug_faults);
-        assert_eq!(c.vm(0), VmParams { mem: 256 << 20, vcpus: 2 });
-        assert_eq!(c.vm(1), VmParams { mem: 64 << 20, vcpus: 4 });
-        assert_eq!(c.vm(MAX_VMS + 3), VmParams { mem: 256 << 20, vcpus: 2 });
-        assert_eq!(HvConfig::parse("", |_| ()).vm(0), VmParams { mem: DEFAULT_VM_MEM, vcpus: 1 });
+        assert_eq!(c.vm(0), VmParams { mem: 256 << 20, vcpus: 2, pauth: true });
+        assert_eq!(c.vm(1), VmParams { mem: 64 << 20, vcpus: 4, pauth: false });
+        assert_eq!(c.vm(MAX_VMS + 3), VmParams { mem: 256 << 20, vcpus: 2, pauth: true });
+        assert_eq!(HvConfig::parse("", |_| ()).vm(0), VmParams { mem: DEFAULT_VM_MEM, vcpus: 1, pauth: true });
+        assert!(!HvConfig::parse("pauth=off", |_| ()).vm(5).pauth);
     }
 
     #[test]
     fn reports_bad_options_and_keeps_going() {
         let mut bad = Vec::new();
-        let c = HvConfig::parse("mem=3M smp=0 log=loud vm99.mem=2M frob=1 plain smp=3", |b| bad.push(b.option));
-        assert_eq!(bad, ["mem=3M", "smp=0", "log=loud", "vm99.mem=2M", "frob=1", "plain"]);
+        let c = HvConfig::parse("mem=3M smp=0 log=loud vm99.mem=2M frob=1 plain pauth=maybe smp=3", |b| bad.push(b.option));
+        assert_eq!(bad, ["mem=3M", "smp=0", "log=loud", "vm99.mem=2M", "frob=1", "plain", "pauth=maybe"]);
         assert_eq!(c.vm(0).vcpus, 3);
     }
 }

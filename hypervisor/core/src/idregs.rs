@@ -23,6 +23,7 @@ pub const ID_AA64DFR0_EL1: SysReg = SysReg::new(3, 0, 0, 5, 0);
 pub const ID_AA64DFR1_EL1: SysReg = SysReg::new(3, 0, 0, 5, 1);
 pub const ID_AA64AFR0_EL1: SysReg = SysReg::new(3, 0, 0, 5, 4);
 pub const ID_AA64AFR1_EL1: SysReg = SysReg::new(3, 0, 0, 5, 5);
+pub const ID_AA64ISAR1_EL1: SysReg = SysReg::new(3, 0, 0, 6, 1);
 pub const ID_AA64ISAR2_EL1: SysReg = SysReg::new(3, 0, 0, 6, 2);
 pub const ID_AA64MMFR0_EL1: SysReg = SysReg::new(3, 0, 0, 7, 0);
 pub const ID_AA64MMFR1_EL1: SysReg = SysReg::new(3, 0, 0, 7, 1);
@@ -76,12 +77,32 @@ pub fn pa_range_encoding(bits: u8) -> u64 {
     }
 }
 
-/// The value a guest reads from ID register `r` whose host value is `host`, in a VM with
-/// `ipa_bits` of guest-physical address space.
-pub fn guest_value(r: SysReg, host: u64, ipa_bits: u8) -> u64 {
+/// Pointer authentication's fields: ISAR1 APA, API, GPA, GPI; ISAR2 GPA3, APA3.
+const PAUTH: &[(SysReg, u64)] = &[
+    (ID_AA64ISAR1_EL1, field(4) | field(8) | field(24) | field(28)),
+    (ID_AA64ISAR2_EL1, field(8) | field(12)),
+];
+
+/// What a VM may see beyond the common baseline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GuestFeatures {
+    /// Bits of guest-physical address space.
+    pub ipa_bits: u8,
+    /// Pointer authentication.
+    pub pauth: bool,
+}
+
+/// The value a guest reads from ID register `r` whose host value is `host`.
+pub fn guest_value(r: SysReg, host: u64, features: GuestFeatures) -> u64 {
+    let ipa_bits = features.ipa_bits;
     let mut v = host;
     if let Some((_, mask)) = HIDDEN.iter().find(|(reg, _)| *reg == r) {
         v &= !mask;
+    }
+    if !features.pauth {
+        if let Some((_, mask)) = PAUTH.iter().find(|(reg, _)| *reg == r) {
+            v &= !mask;
+        }
     }
     if r == ID_AA64MMFR0_EL1 {
         // The guest's "physical" address space is its IPA space.
@@ -94,6 +115,8 @@ pub fn guest_value(r: SysReg, host: u64, ipa_bits: u8) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const ON40: GuestFeatures = GuestFeatures { ipa_bits: 40, pauth: true };
 
     fn f(v: u64, shift: u32) -> u64 {
         (v >> shift) & 0xf
@@ -113,27 +136,39 @@ mod tests {
     fn hides_what_is_not_virtualized_and_keeps_the_rest() {
         // A host with EL2, EL3, SVE, RAS, AMU, FP/AdvSIMD and GICv3 system registers.
         let pfr0 = 0x0000_1111_1111_1111 | 1 << 32 | 1 << 28 | 1 << 44 | 1 << 24;
-        let g = guest_value(ID_AA64PFR0_EL1, pfr0, 40);
+        let g = guest_value(ID_AA64PFR0_EL1, pfr0, ON40);
         assert_eq!((f(g, 8), f(g, 12), f(g, 32), f(g, 28), f(g, 44)), (0, 0, 0, 0, 0));
         assert_eq!(f(g, 0), 1, "EL0 AArch64 stays");
         assert_eq!(f(g, 24), 1, "GIC system registers stay");
         // PMU and trace hidden, debug architecture version kept.
         let dfr0 = 0x0000_0000_0000_0f06 | 1 << 4 | 1 << 32;
-        let g = guest_value(ID_AA64DFR0_EL1, dfr0, 40);
+        let g = guest_value(ID_AA64DFR0_EL1, dfr0, ON40);
         assert_eq!((f(g, 0), f(g, 4), f(g, 8), f(g, 32)), (6, 0, 0, 0));
-        assert_eq!(guest_value(ID_AA64ZFR0_EL1, u64::MAX, 40), 0);
+        assert_eq!(guest_value(ID_AA64ZFR0_EL1, u64::MAX, ON40), 0);
         // Other registers pass through.
         let isar1 = 0x0011_1111_2112_1011;
-        assert_eq!(guest_value(SysReg::new(3, 0, 0, 6, 1), isar1, 40), isar1);
+        assert_eq!(guest_value(SysReg::new(3, 0, 0, 6, 1), isar1, ON40), isar1);
+    }
+
+    #[test]
+    fn pauth_can_be_hidden() {
+        let isar1 = 0x0011_1111_2112_1111u64 | 1 << 4 | 1 << 24;
+        let on = GuestFeatures { ipa_bits: 40, pauth: true };
+        let off = GuestFeatures { ipa_bits: 40, pauth: false };
+        assert_eq!(guest_value(ID_AA64ISAR1_EL1, isar1, on), isar1);
+        let g = guest_value(ID_AA64ISAR1_EL1, isar1, off);
+        assert_eq!((f(g, 4), f(g, 8), f(g, 24), f(g, 28)), (0, 0, 0, 0));
+        assert_eq!(f(g, 0), 1, "DPB stays");
+        assert_eq!(guest_value(ID_AA64ISAR2_EL1, 0xff00, off), 0);
     }
 
     #[test]
     fn pa_range_is_capped_at_the_ipa_size() {
         let mmfr0 = 0x1122_0000_0010_1026; // PARange 6 (52 bits), FGT and ECV set
-        let g = guest_value(ID_AA64MMFR0_EL1, mmfr0, 40);
+        let g = guest_value(ID_AA64MMFR0_EL1, mmfr0, ON40);
         assert_eq!(g & 0xf, 2, "40 bits");
         assert_eq!((f(g, 56), f(g, 60)), (0, 0));
-        assert_eq!(guest_value(ID_AA64MMFR0_EL1, 0x1, 40) & 0xf, 1, "never more than the host has");
+        assert_eq!(guest_value(ID_AA64MMFR0_EL1, 0x1, ON40) & 0xf, 1, "never more than the host has");
         assert_eq!(pa_range_encoding(48), 5);
     }
 }

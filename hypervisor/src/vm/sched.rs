@@ -173,7 +173,7 @@ fn load(v: &Vcpu) {
     let run = unsafe { v.run_mut() };
     context::restore(&run.el1, &run.fp);
     VTTBR_EL2.set(v.vm().vttbr());
-    HCR_EL2.set(cpu::guest_hcr());
+    HCR_EL2.set(cpu::guest_hcr(v.vm().spec.params.pauth));
     aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
     if let Some(g) = &v.vm().vgic {
         vgic::restore(run);

@@ -7,6 +7,7 @@ use super::{inject, Vm};
 use aarch64_cpu::registers::*;
 use hv_core::esr::Esr;
 use hv_core::hypercall::Counter;
+use hv_core::idregs::GuestFeatures;
 use hv_core::sysreg::{self, SysReg};
 
 enum Emulated {
@@ -16,9 +17,10 @@ enum Emulated {
     Done,
 }
 
-fn emulate(r: SysReg) -> Option<Emulated> {
+fn emulate(vm: &Vm, r: SysReg) -> Option<Emulated> {
     if let Some(host) = crate::arch::idregs::read(r) {
-        return Some(Emulated::Value(hv_core::idregs::guest_value(r, host, crate::arch::cpu::ipa_bits())));
+        let features = GuestFeatures { ipa_bits: crate::arch::cpu::ipa_bits(), pauth: vm.spec.params.pauth };
+        return Some(Emulated::Value(hv_core::idregs::guest_value(r, host, features)));
     }
     match r {
         // ACTLR_EL1 is IMPLEMENTATION DEFINED: the guest sees none of the host's controls.
@@ -47,7 +49,7 @@ pub fn handle(vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun, esr: Esr) -> Next {
         skip_instruction();
         return Next::Resume;
     }
-    match emulate(r) {
+    match emulate(vm, r) {
         Some(Emulated::Value(v)) => {
             if access.read && access.reg != 31 {
                 run.regs.x[access.reg as usize] = v;
