@@ -16,10 +16,12 @@ fn main(info: &BootInfo) -> ! {
     unsafe { asm!("mrs {}, id_aa64isar1_el1", out(reg) isar1, options(nostack)) };
     let fields = [(isar1 >> 4) & 0xf, (isar1 >> 8) & 0xf, (isar1 >> 24) & 0xf, (isar1 >> 28) & 0xf];
     // PACGA x0, x1, x2 (not in the hint space: UNDEFINED without the feature).
+    // SAFETY: one instruction that may trap or fault; the armed handler skips it.
     let pacga = expect_exception(|| unsafe { asm!(".inst 0x9ac23020", out("x0") _, options(nostack)) });
     // APIAKeyLo_EL1.
     let key = expect_exception(|| unsafe { asm!("mrs {}, S3_0_C2_C1_0", out(reg) _, options(nostack)) });
     // PACIASP is a hint: a NOP whenever address signing is not enabled (SCTLR_EL1.EnIA).
+    // SAFETY: one instruction that may trap or fault; the armed handler skips it.
     let hint = expect_exception(|| unsafe { asm!(".inst 0xd503233f", options(nostack)) });
     check!(hint.is_none(), "PACIASP faulted: {:?}", hint);
     if expect {

@@ -26,6 +26,7 @@ fn main(_info: &BootInfo) -> ! {
     check_undef("read of IMPLEMENTATION DEFINED S3_0_C15_C0_0", expect_exception(|| unsafe {
         asm!("mrs {}, S3_0_C15_C0_0", out(reg) _, options(nostack));
     }));
+    // SAFETY: one instruction that may trap or fault; the armed handler skips it.
     check_undef("write of IMPLEMENTATION DEFINED S3_1_C11_C0_0", expect_exception(|| unsafe {
         asm!("msr S3_1_C11_C0_0, {}", in(reg) 1u64, options(nostack));
     }));
@@ -34,15 +35,18 @@ fn main(_info: &BootInfo) -> ! {
     // not), so those are not counted below; the rest always trap to the hypervisor.
     let traps = hvc::counter(Counter::SysregTraps);
     let injected = hvc::counter(Counter::InjectedFaults);
+    // SAFETY: one instruction that may trap or fault; the armed handler skips it.
     check_undef("read of PMCR_EL0", expect_exception(|| unsafe {
         asm!("mrs {}, S3_3_C9_C12_0", out(reg) _, options(nostack));
     }));
+    // SAFETY: one instruction that may trap or fault; the armed handler skips it.
     check_undef("read of CNTP_CTL_EL0", expect_exception(|| unsafe {
         asm!("mrs {}, S3_3_C14_C2_1", out(reg) _, options(nostack));
     }));
 
     // ACTLR_EL1: reads as zero, writes ignored, no fault.
     let mut actlr: u64 = 0xdead;
+    // SAFETY: one instruction that may trap or fault; the armed handler skips it.
     let e = expect_exception(|| unsafe {
         asm!("msr S3_0_C1_C0_1, {w}", "mrs {r}, S3_0_C1_C0_1", w = in(reg) u64::MAX, r = out(reg) actlr, options(nostack));
     });
@@ -50,10 +54,12 @@ fn main(_info: &BootInfo) -> ! {
     check_eq!(actlr, 0, "ACTLR_EL1 value");
 
     // Set/way cache maintenance completes.
+    // SAFETY: one instruction that may trap or fault; the armed handler skips it.
     let e = expect_exception(|| unsafe { asm!("dc cisw, {}", in(reg) 0u64, options(nostack)) });
     check!(e.is_none(), "DC CISW faulted: {:?}", e);
 
     // EL2 registers do not exist at EL1 (the CPU raises UNDEF without the hypervisor).
+    // SAFETY: one instruction that may trap or fault; the armed handler skips it.
     check_undef("read of HCR_EL2 at EL1", expect_exception(|| unsafe {
         asm!("mrs {}, S3_4_C1_C1_0", out(reg) _, options(nostack));
     }));
