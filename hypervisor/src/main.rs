@@ -89,7 +89,6 @@ static VTCR: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(
 extern "C" fn secondary_main(index: usize) -> ! {
     cpu::init_el2(VTCR.load(Ordering::Acquire));
     percpu::bring_online();
-    cpu::send_event();
     log::debug!("online, MPIDR {:#x}", cpu::mpidr());
     let _ = index;
     arch::enter_guest(vm::sched::schedule(false))

@@ -53,46 +53,41 @@
     b       el2_fault_common
 .endm
 
+// One group of four vector entries (synchronous, IRQ, FIQ, SError), 0x80 bytes each.
+.macro el2_fault_group sync, irq, fiq, serror
+    .balign 0x80
+    el2_fault \sync
+    .balign 0x80
+    el2_fault \irq
+    .balign 0x80
+    el2_fault \fiq
+    .balign 0x80
+    el2_fault \serror
+.endm
+
+.macro guest_exit_group
+    .balign 0x80
+    save_guest_and_handle {KIND_SYNC}
+    .balign 0x80
+    save_guest_and_handle {KIND_IRQ}
+    .balign 0x80
+    save_guest_and_handle {KIND_FIQ}
+    .balign 0x80
+    save_guest_and_handle {KIND_SERROR}
+.endm
+
 .section .text.vectors, "ax"
 .balign 0x800
 .global el2_vectors
 el2_vectors:
     // Current EL with SP_EL0: never used by the hypervisor.
-    .balign 0x80
-    el2_fault {EL2_SP0}
-    .balign 0x80
-    el2_fault {EL2_SP0}
-    .balign 0x80
-    el2_fault {EL2_SP0}
-    .balign 0x80
-    el2_fault {EL2_SP0}
+    el2_fault_group {EL2_SP0}, {EL2_SP0}, {EL2_SP0}, {EL2_SP0}
     // Current EL with SP_EL2.
-    .balign 0x80
-    el2_fault {EL2_SYNC}
-    .balign 0x80
-    el2_fault {EL2_IRQ}
-    .balign 0x80
-    el2_fault {EL2_FIQ}
-    .balign 0x80
-    el2_fault {EL2_SERROR}
+    el2_fault_group {EL2_SYNC}, {EL2_IRQ}, {EL2_FIQ}, {EL2_SERROR}
     // Lower EL, AArch64: guest exits.
-    .balign 0x80
-    save_guest_and_handle {KIND_SYNC}
-    .balign 0x80
-    save_guest_and_handle {KIND_IRQ}
-    .balign 0x80
-    save_guest_and_handle {KIND_FIQ}
-    .balign 0x80
-    save_guest_and_handle {KIND_SERROR}
+    guest_exit_group
     // Lower EL, AArch32 (a guest's 32-bit EL0): the same exits.
-    .balign 0x80
-    save_guest_and_handle {KIND_SYNC}
-    .balign 0x80
-    save_guest_and_handle {KIND_IRQ}
-    .balign 0x80
-    save_guest_and_handle {KIND_FIQ}
-    .balign 0x80
-    save_guest_and_handle {KIND_SERROR}
+    guest_exit_group
 
 guest_exit:
     mrs     x2, tpidr_el2
