@@ -55,9 +55,10 @@ extern "C" fn hv_main(dtb: u64) -> ! {
     console::set_level(config.log_level);
     vm::hypercall::DEBUG_FAULTS.store(config.debug_faults, Ordering::Relaxed);
     log::info!(
-        "hypervisor {VERSION} at EL2: {}-bit PA, PAuth {}, command line \"{}\"",
+        "hypervisor {VERSION} at EL2: {}-bit PA, PAuth {} (return addresses {}), command line \"{}\"",
         features.pa_bits,
         if features.pauth { "yes" } else { "no" },
+        arch::pauth::key_source(),
         dt.bootargs()
     );
 
@@ -187,7 +188,7 @@ fn start_vms(dt: &HostDt, config: &HvConfig, cpus: usize) {
     for (id, spec) in specs.into_iter().enumerate() {
         let vcpus = spec.params.vcpus;
         let pcpus: Vec<usize> = (0..vcpus).map(|j| (next_cpu + j) % cpus).collect();
-        let result = if vcpus > cpus {
+        let result = if vcpus > cpus && !spec.params.overcommit {
             Err(LoadError::TooManyVcpus { asked: vcpus, cpus })
         } else {
             Vm::create(id, spec, &pcpus)

@@ -7,9 +7,12 @@
 //! | `mem=SIZE` | RAM of every VM (`K`, `M`, `G` suffixes) | 128M |
 //! | `smp=N` | vCPUs of every VM | 1 |
 //! | `pauth=on\|off` | pointer authentication for every VM's guest | `on` |
-//! | `vmN.mem=SIZE`, `vmN.smp=N`, `vmN.pauth=` | the same for VM number N only | |
+//! | `pauth_keys=lazy\|adaptive\|eager` | when a vCPU owns the PAC key registers (pauth.rs) | `adaptive` |
+//! | `overcommit=on\|off` | a VM may have more vCPUs than there are CPUs (they share CPUs by time slices) | `off` |
+//! | `vmN.mem=SIZE`, `vmN.smp=N`, `vmN.pauth=`, `vmN.pauth_keys=`, `vmN.overcommit=` | the same for VM number N only | |
 //! | `debug_faults=on` | guests may make the hypervisor fault on purpose (HV_DEBUG_FAULT), to test crash reporting | off |
 
+use crate::pauth::KeyPolicy;
 use core::fmt;
 
 pub const MAX_VMS: usize = 8;
@@ -30,6 +33,9 @@ pub struct VmParams {
     pub vcpus: usize,
     /// The guest may use pointer authentication (if the CPU has it).
     pub pauth: bool,
+    pub pauth_keys: KeyPolicy,
+    /// More vCPUs than physical CPUs allowed.
+    pub overcommit: bool,
 }
 
 /// Per-VM settings that override the defaults.
@@ -38,6 +44,8 @@ struct Overrides {
     mem: Option<u64>,
     vcpus: Option<usize>,
     pauth: Option<bool>,
+    pauth_keys: Option<KeyPolicy>,
+    overcommit: Option<bool>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,12 +81,26 @@ pub fn parse_size(s: &str) -> Option<u64> {
     n.checked_mul(1 << shift)
 }
 
+impl VmParams {
+    pub const DEFAULT: VmParams =
+        VmParams { mem: DEFAULT_VM_MEM, vcpus: 1, pauth: true, pauth_keys: KeyPolicy::Adaptive, overcommit: false };
+}
+
+/// "on" or "off".
+fn on_off(value: &str) -> Result<bool, &'static str> {
+    match value {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err("use on or off"),
+    }
+}
+
 impl Default for HvConfig {
     fn default() -> Self {
         HvConfig {
             log_level: LogLevel::Info,
             debug_faults: false,
-            default: VmParams { mem: DEFAULT_VM_MEM, vcpus: 1, pauth: true },
+            default: VmParams::DEFAULT,
             per_vm: [Overrides::default(); MAX_VMS],
         }
     }
@@ -112,11 +134,7 @@ impl HvConfig {
                     "trace" => Ok(cfg.log_level = LogLevel::Trace),
                     _ => Err("unknown log level"),
                 },
-                ("debug_faults", None) => match value {
-                    "on" => Ok(cfg.debug_faults = true),
-                    "off" => Ok(cfg.debug_faults = false),
-                    _ => Err("use on or off"),
-                },
+                ("debug_faults", None) => on_off(value).map(|on| cfg.debug_faults = on),
                 ("mem", _) => match parse_size(value) {
                     Some(m) if m >= 2 << 20 && m % (2 << 20) == 0 => Ok(match vm {
                         Some(n) => cfg.per_vm[n].mem = Some(m),
@@ -131,12 +149,20 @@ impl HvConfig {
                     }),
                     _ => Err("vCPU count must be a number >= 1"),
                 },
-                ("pauth", _) => match value {
-                    "on" | "off" => Ok(match vm {
-                        Some(v) => cfg.per_vm[v].pauth = Some(value == "on"),
-                        None => cfg.default.pauth = value == "on",
+                ("pauth", _) => on_off(value).map(|on| match vm {
+                    Some(v) => cfg.per_vm[v].pauth = Some(on),
+                    None => cfg.default.pauth = on,
+                }),
+                ("overcommit", _) => on_off(value).map(|on| match vm {
+                    Some(v) => cfg.per_vm[v].overcommit = Some(on),
+                    None => cfg.default.overcommit = on,
+                }),
+                ("pauth_keys", _) => match KeyPolicy::parse(value) {
+                    Some(p) => Ok(match vm {
+                        Some(v) => cfg.per_vm[v].pauth_keys = Some(p),
+                        None => cfg.default.pauth_keys = p,
                     }),
-                    _ => Err("use on or off"),
+                    None => Err("use lazy, adaptive or eager"),
                 },
                 _ => Err("unknown option"),
             };
@@ -154,6 +180,8 @@ impl HvConfig {
             mem: o.mem.unwrap_or(self.default.mem),
             vcpus: o.vcpus.unwrap_or(self.default.vcpus),
             pauth: o.pauth.unwrap_or(self.default.pauth),
+            pauth_keys: o.pauth_keys.unwrap_or(self.default.pauth_keys),
+            overcommit: o.overcommit.unwrap_or(self.default.overcommit),
         }
     }
 }
@@ -175,23 +203,34 @@ mod tests {
     #[test]
     fn defaults_and_overrides() {
         let mut bad = Vec::new();
-        let c = HvConfig::parse("log=debug mem=256M smp=2 vm1.mem=64M vm1.smp=4 vm1.pauth=off debug_faults=on", |b| bad.push(b));
+        let c = HvConfig::parse(
+            "log=debug mem=256M smp=2 vm1.mem=64M vm1.smp=4 vm1.pauth=off debug_faults=on pauth_keys=lazy vm2.pauth_keys=eager vm2.overcommit=on",
+            |b| bad.push(b),
+        );
         assert!(bad.is_empty());
         assert_eq!(c.log_level, LogLevel::Debug);
         assert!(c.debug_faults);
         assert!(!HvConfig::default().debug_faults);
-        assert_eq!(c.vm(0), VmParams { mem: 256 << 20, vcpus: 2, pauth: true });
-        assert_eq!(c.vm(1), VmParams { mem: 64 << 20, vcpus: 4, pauth: false });
-        assert_eq!(c.vm(MAX_VMS + 3), VmParams { mem: 256 << 20, vcpus: 2, pauth: true });
-        assert_eq!(HvConfig::parse("", |_| ()).vm(0), VmParams { mem: DEFAULT_VM_MEM, vcpus: 1, pauth: true });
+        let lazy = VmParams { pauth_keys: KeyPolicy::Lazy, ..VmParams::DEFAULT };
+        assert_eq!(c.vm(0), VmParams { mem: 256 << 20, vcpus: 2, ..lazy });
+        assert_eq!(c.vm(1), VmParams { mem: 64 << 20, vcpus: 4, pauth: false, ..lazy });
+        assert_eq!(
+            c.vm(2),
+            VmParams { mem: 256 << 20, vcpus: 2, pauth_keys: KeyPolicy::Eager, overcommit: true, ..lazy }
+        );
+        assert_eq!(c.vm(MAX_VMS + 3), VmParams { mem: 256 << 20, vcpus: 2, ..lazy });
+        assert_eq!(HvConfig::parse("", |_| ()).vm(0), VmParams::DEFAULT);
         assert!(!HvConfig::parse("pauth=off", |_| ()).vm(5).pauth);
     }
 
     #[test]
     fn reports_bad_options_and_keeps_going() {
         let mut bad = Vec::new();
-        let c = HvConfig::parse("mem=3M smp=0 log=loud vm99.mem=2M frob=1 plain pauth=maybe smp=3", |b| bad.push(b.option));
-        assert_eq!(bad, ["mem=3M", "smp=0", "log=loud", "vm99.mem=2M", "frob=1", "plain", "pauth=maybe"]);
+        let c = HvConfig::parse("mem=3M smp=0 log=loud vm99.mem=2M frob=1 plain pauth=maybe smp=3 pauth_keys=often overcommit=1", |b| bad.push(b.option));
+        assert_eq!(
+            bad,
+            ["mem=3M", "smp=0", "log=loud", "vm99.mem=2M", "frob=1", "plain", "pauth=maybe", "pauth_keys=often", "overcommit=1"]
+        );
         assert_eq!(c.vm(0).vcpus, 3);
     }
 }

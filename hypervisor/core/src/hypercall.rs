@@ -29,6 +29,8 @@ pub mod id {
     pub const HV_CONSOLE_WRITE: u32 = 0xc600_0002;
     pub const HV_TEST_VERDICT: u32 = 0xc600_0003;
     pub const HV_COUNTER: u32 = 0xc600_0004;
+    /// Gives the physical CPU to another vCPU waiting for it, if there is one.
+    pub const HV_YIELD: u32 = 0xc600_0005;
     /// Makes the hypervisor fault on purpose (only with `debug_faults=on`), to test crash
     /// reporting: x1 = a [`super::DebugFault`].
     pub const HV_DEBUG_FAULT: u32 = 0xc600_00ff;
@@ -78,16 +80,32 @@ pub enum Counter {
     InjectedFaults = 3,
     SysregTraps = 4,
     WfxTraps = 5,
+    /// PAC instructions and key-register accesses trapped while the keys were not live.
+    PauthTraps = 6,
+    /// Exits of the vCPU while it owned the key registers (its keys saved, the
+    /// hypervisor's put back).
+    KeySwitchExits = 7,
+    /// Exits with no key switch (`Exits - KeySwitchExits`).
+    PlainExits = 8,
+    /// Times the vCPU was loaded on a physical CPU (residencies).
+    Loads = 9,
+    /// Not a count: 1 if the vCPU owns the key registers right now, else 0.
+    KeysLive = 10,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 6] = [
+    pub const ALL: [Counter; 11] = [
         Counter::Exits,
         Counter::Hypercalls,
         Counter::MmioAccesses,
         Counter::InjectedFaults,
         Counter::SysregTraps,
         Counter::WfxTraps,
+        Counter::PauthTraps,
+        Counter::KeySwitchExits,
+        Counter::PlainExits,
+        Counter::Loads,
+        Counter::KeysLive,
     ];
 
     pub fn from_raw(v: u64) -> Option<Counter> {
@@ -102,6 +120,11 @@ impl Counter {
             Counter::InjectedFaults => "injected",
             Counter::SysregTraps => "sysreg",
             Counter::WfxTraps => "wfx",
+            Counter::PauthTraps => "pauth_traps",
+            Counter::KeySwitchExits => "key_switch_exits",
+            Counter::PlainExits => "plain_exits",
+            Counter::Loads => "loads",
+            Counter::KeysLive => "keys_live",
         }
     }
 }
@@ -116,6 +139,8 @@ pub enum DebugFault {
     DataAbort = 1,
     /// Unbounded recursion into the stack's guard page.
     StackOverflow = 2,
+    /// The hypervisor's own PAC key changed under a signed return address.
+    PacKey = 3,
 }
 
 impl DebugFault {
@@ -124,6 +149,7 @@ impl DebugFault {
             0 => Some(DebugFault::Panic),
             1 => Some(DebugFault::DataAbort),
             2 => Some(DebugFault::StackOverflow),
+            3 => Some(DebugFault::PacKey),
             _ => None,
         }
     }
@@ -147,6 +173,7 @@ pub enum Call {
     HvConsoleWrite { addr: u64, len: u64 },
     HvTestVerdict { code: u64 },
     HvCounter { counter: u64 },
+    HvYield,
     HvDebugFault { fault: u64 },
     /// Anything else: answered with NOT_SUPPORTED.
     Unknown { function: u32 },
@@ -186,6 +213,7 @@ impl Call {
             (6, 0x0002, true) => Call::HvConsoleWrite { addr: a1, len: a2 },
             (6, 0x0003, true) => Call::HvTestVerdict { code: a1 },
             (6, 0x0004, true) => Call::HvCounter { counter: a1 },
+            (6, 0x0005, true) => Call::HvYield,
             (6, 0x00ff, true) => Call::HvDebugFault { fault: a1 },
             _ => Call::Unknown { function },
         }
@@ -235,7 +263,7 @@ mod tests {
             SMCCC_VERSION, SMCCC_ARCH_FEATURES, PSCI_VERSION, PSCI_CPU_SUSPEND_32, PSCI_CPU_SUSPEND_64, PSCI_CPU_OFF,
             PSCI_CPU_ON_32, PSCI_CPU_ON_64, PSCI_AFFINITY_INFO_32, PSCI_AFFINITY_INFO_64, PSCI_MIGRATE_INFO_TYPE,
             PSCI_SYSTEM_OFF, PSCI_SYSTEM_RESET, PSCI_FEATURES, HV_VERSION, HV_CONSOLE_WRITE, HV_TEST_VERDICT, HV_COUNTER,
-            HV_DEBUG_FAULT,
+            HV_YIELD, HV_DEBUG_FAULT,
         ];
         for f in known {
             assert!(Call::is_implemented(f), "{f:#x}");

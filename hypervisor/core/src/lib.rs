@@ -19,6 +19,7 @@ pub mod guest_dt;
 pub mod hypercall;
 pub mod idregs;
 pub mod image;
+pub mod pauth;
 pub mod pgtable;
 #[cfg(feature = "alloc")]
 pub mod ranges;

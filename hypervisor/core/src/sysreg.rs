@@ -50,6 +50,12 @@ pub const PMCR_EL0: SysReg = SysReg::new(3, 3, 9, 12, 0);
 pub const CNTP_CTL_EL0: SysReg = SysReg::new(3, 3, 14, 2, 1);
 pub const CNTP_CVAL_EL0: SysReg = SysReg::new(3, 3, 14, 2, 2);
 pub const CNTP_TVAL_EL0: SysReg = SysReg::new(3, 3, 14, 2, 0);
+/// One of the ten pointer-authentication key registers (APIAKeyLo_EL1 .. APGAKeyHi_EL1),
+/// whose EL1 accesses HCR_EL2.APK traps.
+pub fn is_pac_key(r: SysReg) -> bool {
+    r.op0() == 3 && r.op1() == 0 && r.crn() == 2 && matches!((r.crm(), r.op2()), (1 | 2, 0..=3) | (3, 0..=1))
+}
+
 pub const DC_ISW: SysReg = SysReg::new(1, 0, 7, 6, 2);
 pub const DC_CSW: SysReg = SysReg::new(1, 0, 7, 10, 2);
 pub const DC_CISW: SysReg = SysReg::new(1, 0, 7, 14, 2);
@@ -87,5 +93,14 @@ mod tests {
         assert_eq!(r.to_string(), "S3_1_C15_C2_7");
         assert!(is_implementation_defined(r));
         assert_eq!((r.op0(), r.op1(), r.crn(), r.crm(), r.op2()), (3, 1, 15, 2, 7));
+    }
+
+    #[test]
+    fn pac_key_registers() {
+        let keys = (1..=3).flat_map(|crm| (0..8).map(move |op2| (crm, op2))).filter(|&(crm, op2)| super::is_pac_key(SysReg::new(3, 0, 2, crm, op2)));
+        assert_eq!(keys.count(), 10);
+        assert!(!super::is_pac_key(SysReg::new(3, 0, 2, 0, 0)), "TTBR0_EL1");
+        assert!(!super::is_pac_key(SysReg::new(3, 0, 2, 3, 2)));
+        assert!(!super::is_pac_key(SysReg::new(3, 4, 2, 1, 0)));
     }
 }

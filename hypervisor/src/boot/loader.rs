@@ -31,7 +31,7 @@ impl fmt::Display for LoadError {
             }
             LoadError::OutOfMemory => f.write_str("not enough host memory for the VM"),
             LoadError::TooManyVcpus { asked, cpus } => {
-                write!(f, "{asked} vCPUs asked but the machine has {cpus} physical CPU(s) for them")
+                write!(f, "{asked} vCPUs asked but the machine has {cpus} physical CPU(s) for them (overcommit=on lets vCPUs share CPUs)")
             }
             LoadError::DeviceTree => f.write_str("could not build the guest device tree"),
         }

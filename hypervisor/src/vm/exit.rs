@@ -2,7 +2,7 @@
 //! exception.S with the guest's general-purpose registers saved in its frame.
 
 use super::vcpu::{Power, Vcpu, VcpuRun};
-use super::{hypercall, inject, mmio, sched, sysreg, Crash, StopReason, Vm};
+use super::{hypercall, inject, mmio, pauth, sched, sysreg, Crash, StopReason, Vm};
 use crate::arch::context::VcpuRegs;
 use crate::arch::exception::ExitKind;
 use aarch64_cpu::registers::*;
@@ -196,6 +196,7 @@ fn sync_exit(vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun) -> Next {
             skip_instruction();
             Next::Wait
         }
+        ec::PAC => pauth::trap(vcpu, run).unwrap_or_else(|| not_emulated(vcpu, run, esr)),
         ec::SYSREG => sysreg::handle(vm, vcpu, run, esr),
         ec::DABT_LOWER => mmio::handle_data_abort(vm, vcpu, run, esr),
         ec::IABT_LOWER => instruction_abort(vcpu, run),

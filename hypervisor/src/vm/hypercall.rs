@@ -33,9 +33,10 @@ pub fn handle(vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun) -> Next {
             (ret::SUCCESS, Next::Resume)
         }
         Call::HvCounter { counter } => match Counter::from_raw(counter) {
-            Some(c) => (run.counters[c as usize] as i64, Next::Resume),
+            Some(c) => (run.counter(c) as i64, Next::Resume),
             None => (ret::INVALID_PARAMETERS, Next::Resume),
         },
+        Call::HvYield => (ret::SUCCESS, Next::Preempt),
         Call::HvDebugFault { fault } => (debug_fault(vcpu, fault), Next::Resume),
         Call::Unknown { function } => (unknown(vcpu, function), Next::Resume),
     };
@@ -66,6 +67,11 @@ fn debug_fault(vcpu: &Vcpu, fault: u64) -> i64 {
             unsafe { core::ptr::read_volatile(guard as *const u64) as i64 }
         }
         DebugFault::StackOverflow => recurse(0) as i64,
+        DebugFault::PacKey => {
+            crate::arch::pauth::corrupt_own_key();
+            // Returning authenticates this function's return address with the changed key.
+            ret::SUCCESS
+        }
     }
 }
 

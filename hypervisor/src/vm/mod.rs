@@ -5,6 +5,7 @@ pub mod exit;
 pub mod hypercall;
 pub mod inject;
 pub mod mmio;
+pub mod pauth;
 pub mod sched;
 pub mod sysreg;
 pub mod vcpu;
@@ -136,7 +137,7 @@ impl Vm {
                 stage2: Mutex::new(Some(s2)),
                 ram,
                 ram_size,
-                vcpus: (0..vcpus).map(|i| Box::new(Vcpu::new(i, pcpus[i], me))).collect(),
+                vcpus: (0..vcpus).map(|i| Box::new(Vcpu::new(i, pcpus[i], me, spec.params.pauth_keys))).collect(),
                 uart: VUart::new(id),
                 vgic: vgic::available().then(|| vgic::Vgic::new(vcpus)),
                 stopping: AtomicBool::new(false),
@@ -153,10 +154,11 @@ impl Vm {
         aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::ISH);
         *vm.vcpus[0].power.lock() = Power::OnPending { entry: boot.entry, context: boot.dtb };
         log::info!(
-            "VM {id}: {} MiB RAM at IPA {:#x}, {vcpus} vCPU(s) on CPU(s) {:?}, kernel at {:#x}, device tree at {:#x}{}",
+            "VM {id}: {} MiB RAM at IPA {:#x}, {vcpus} vCPU(s) on CPU(s) {:?}, PAuth {}, kernel at {:#x}, device tree at {:#x}{}",
             ram_size >> 20,
             layout::RAM_BASE,
             &pcpus[..vcpus],
+            if !vm.spec.params.pauth { "off" } else { vm.spec.params.pauth_keys.name() },
             boot.entry,
             boot.dtb,
             match boot.initrd {
@@ -297,7 +299,7 @@ impl Vm {
             let mut line = alloc::string::String::new();
             for c in Counter::ALL {
                 use core::fmt::Write;
-                let _ = write!(line, " {}={}", c.name(), run.counters[c as usize]);
+                let _ = write!(line, " {}={}", c.name(), run.counter(c));
             }
             log::info!("VM {} vCPU {}:{line}", self.id, v.index);
         }

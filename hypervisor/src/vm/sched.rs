@@ -5,7 +5,7 @@
 //! exits that resume the same vCPU touch none of it.
 
 use super::vcpu::{Power, Vcpu};
-use super::{dequeued, vgic, Vm};
+use super::{dequeued, pauth, vgic, Vm};
 use crate::arch::context::{self, El1State, FpState, VcpuRegs};
 use crate::arch::cpu;
 use crate::percpu::{this_cpu, NO_VM};
@@ -152,7 +152,7 @@ fn switch_to(rq: &mut RunQueue, k: usize) {
     if let Power::OnPending { entry, context } = *power {
         // SAFETY: this CPU is the vCPU's assigned CPU and it is not running.
         let run = unsafe { incoming.run_mut() };
-        run.regs = Default::default();
+        run.regs.reset();
         run.regs.x[0] = context;
         run.el1 = El1State::at_entry(entry, incoming.mpidr);
         run.fp = FpState::default();
@@ -173,7 +173,7 @@ fn load(v: &Vcpu) {
     let run = unsafe { v.run_mut() };
     context::restore(&run.el1, &run.fp);
     VTTBR_EL2.set(v.vm().vttbr());
-    HCR_EL2.set(cpu::guest_hcr(v.vm().spec.params.pauth));
+    HCR_EL2.set(pauth::load(v, run));
     aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
     if let Some(g) = &v.vm().vgic {
         vgic::restore(run);
@@ -187,6 +187,7 @@ fn unload(v: &Vcpu) {
     // SAFETY: as in `load`; the vCPU just exited on this CPU.
     let run = unsafe { v.run_mut() };
     context::save(&mut run.el1, &mut run.fp);
+    pauth::unload(v, run);
     if v.vm().vgic.is_some() {
         vgic::save(run);
     }

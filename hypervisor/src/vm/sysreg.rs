@@ -49,6 +49,11 @@ pub fn handle(vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun, esr: Esr) -> Next {
         skip_instruction();
         return Next::Resume;
     }
+    if sysreg::is_pac_key(r) {
+        if let Some(next) = super::pauth::trap(vcpu, run) {
+            return next;
+        }
+    }
     match emulate(vm, r) {
         Some(Emulated::Value(v)) => {
             if access.read && access.reg != 31 {

@@ -9,6 +9,7 @@ use crate::arch::exception::ExitKind;
 use crate::arch::context::{El1State, FpState, VcpuRegs};
 use core::cell::UnsafeCell;
 use hv_core::hypercall::Counter;
+use hv_core::pauth::{KeyOwnership, KeyPolicy};
 use spin::Mutex;
 
 /// What the running physical CPU owns of a vCPU.
@@ -20,6 +21,8 @@ pub struct VcpuRun {
     pub el1: El1State,
     pub fp: FpState,
     pub counters: [u64; Counter::ALL.len()],
+    /// Who owns the pointer-authentication key registers, residency by residency.
+    pub pauth: KeyOwnership,
     /// Handed from the fast exit path to the slow one.
     pub pending: Pending,
     /// Where the last injected exception was delivered, and how many faults in a row were
@@ -33,6 +36,17 @@ pub struct VcpuRun {
 impl VcpuRun {
     pub fn count(&mut self, c: Counter) {
         self.counters[c as usize] += 1;
+    }
+
+    /// A counter's value (HV_COUNTER, the report at VM stop).
+    pub fn counter(&self, c: Counter) -> u64 {
+        let key_switches = self.regs.key_switch_exits;
+        match c {
+            Counter::KeySwitchExits => key_switches,
+            Counter::PlainExits => self.counters[Counter::Exits as usize] - key_switches,
+            Counter::KeysLive => (self.regs.keys_live != 0) as u64,
+            _ => self.counters[c as usize],
+        }
     }
 }
 
@@ -65,7 +79,7 @@ unsafe impl Sync for Vcpu {}
 unsafe impl Send for Vcpu {}
 
 impl Vcpu {
-    pub fn new(index: usize, pcpu: usize, vm: *const Vm) -> Vcpu {
+    pub fn new(index: usize, pcpu: usize, vm: *const Vm, keys: KeyPolicy) -> Vcpu {
         let mpidr = hv_core::guest_dt::vcpu_mpidr(index);
         Vcpu {
             run: UnsafeCell::new(VcpuRun {
@@ -73,6 +87,7 @@ impl Vcpu {
                 el1: El1State::at_entry(0, mpidr),
                 fp: FpState::default(),
                 counters: [0; Counter::ALL.len()],
+                pauth: KeyOwnership::new(keys),
                 pending: Pending::Exit(ExitKind::Sync),
                 last_injection: u64::MAX,
                 nested_faults: 0,

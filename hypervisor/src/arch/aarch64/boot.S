@@ -38,6 +38,8 @@ primary_entry:
     adrp    x0, boot_l1_table
     bl      enable_mmu
     mov     x0, x19
+    bl      hyp_pac_init_primary    // before the first signed return (pauth.S)
+    mov     x0, x19
     bl      hv_main
     b       park
 
@@ -51,6 +53,7 @@ secondary_entry:
     adrp    x0, FINAL_TTBR0
     ldr     x0, [x0, :lo12:FINAL_TTBR0]
     bl      enable_mmu
+    bl      hyp_pac_install
     mov     x0, x20
     bl      secondary_main
     b       park

@@ -34,20 +34,6 @@
     \op     spsr_el2, 28
 .endm
 
-// Only on CPUs with FEAT_PAuth (the key registers are UNDEFINED otherwise).
-.macro keys op
-    \op     S3_0_C2_C1_0, 29       // APIAKeyLo_EL1
-    \op     S3_0_C2_C1_1, 30       // APIAKeyHi_EL1
-    \op     S3_0_C2_C1_2, 31       // APIBKeyLo_EL1
-    \op     S3_0_C2_C1_3, 32       // APIBKeyHi_EL1
-    \op     S3_0_C2_C2_0, 33       // APDAKeyLo_EL1
-    \op     S3_0_C2_C2_1, 34       // APDAKeyHi_EL1
-    \op     S3_0_C2_C2_2, 35       // APDBKeyLo_EL1
-    \op     S3_0_C2_C2_3, 36       // APDBKeyHi_EL1
-    \op     S3_0_C2_C3_0, 37       // APGAKeyLo_EL1
-    \op     S3_0_C2_C3_1, 38       // APGAKeyHi_EL1
-.endm
-
 .macro save reg, idx
     mrs     x1, \reg
     str     x1, [x0, #8 * \idx]
@@ -70,17 +56,6 @@ el1_state_save:
 .global el1_state_restore
 el1_state_restore:
     sysregs restore
-    isb
-    ret
-
-.global el1_keys_save
-el1_keys_save:
-    keys save
-    ret
-
-.global el1_keys_restore
-el1_keys_restore:
-    keys restore
     isb
     ret
 

@@ -3,16 +3,35 @@
 //! General-purpose registers are saved on every exit (exception.S). EL1 system registers,
 //! FP/SIMD registers, ELR_EL2 and SPSR_EL2 stay live in the CPU while the vCPU is loaded and
 //! are saved/restored only when the CPU switches to another vCPU (`save`/`restore`).
+//! Pointer-authentication keys are not part of that: they move with the exits and entries
+//! of a vCPU that owns them (exception.S, vm/pauth.rs).
 
-use super::cpu;
 use aarch64_cpu::registers::Writeable;
 
-/// General-purpose registers, saved at every exit. exception.S stores to it through SP.
+/// What exception.S saves and loads through SP: the general-purpose registers at every
+/// exit, and the pointer-authentication keys at every exit and entry while the vCPU owns
+/// the key registers (`keys_live`, see vm/pauth.rs).
 #[repr(C, align(16))]
 #[derive(Clone, Debug, Default)]
 pub struct VcpuRegs {
     pub x: [u64; 31],
     _pad: u64,
+    /// APIA, APIB, APDA, APDB, APGA keys (lo, hi): the guest's values whenever it is not
+    /// running with them live.
+    pub keys: [u64; 10],
+    /// Non-zero while the guest runs with HCR_EL2.API/APK set and its keys in the CPU.
+    pub keys_live: u64,
+    /// Exits that switched keys (counted by exception.S).
+    pub key_switch_exits: u64,
+}
+
+impl VcpuRegs {
+    /// Architectural reset of the registers (x0..x30 and keys); the ownership of the key
+    /// registers and the counter stay.
+    pub fn reset(&mut self) {
+        self.x = [0; 31];
+        self.keys = [0; 10];
+    }
 }
 
 /// EL1/EL0 system registers; field order is the index order in context.S.
@@ -49,9 +68,6 @@ pub struct El1State {
     /// The guest's PC and PSTATE while it is not loaded.
     pub elr_el2: u64,
     pub spsr_el2: u64,
-    /// Pointer-authentication keys (APIA, APIB, APDA, APDB, APGA; lo, hi): indices 29..38
-    /// of context.S.
-    pub keys: [u64; 10],
 }
 
 /// FP/SIMD registers: q0..q31, FPSR, FPCR.
@@ -88,14 +104,11 @@ impl El1State {
 }
 
 // context.S addresses every field by its index in El1State.
-const _: () = assert!(core::mem::offset_of!(El1State, keys) == 29 * 8);
+const _: () = assert!(core::mem::size_of::<El1State>() == 29 * 8);
 
 extern "C" {
     fn el1_state_save(state: *mut El1State);
     fn el1_state_restore(state: *const El1State);
-    /// Save/restore `keys`, addressed from the start of the El1State (index 29 on).
-    fn el1_keys_save(state: *mut El1State);
-    fn el1_keys_restore(state: *const El1State);
     fn fp_state_save(state: *mut FpState);
     fn fp_state_restore(state: *const FpState);
 }
@@ -106,9 +119,6 @@ pub fn save(el1: &mut El1State, fp: &mut FpState) {
     // context.S expects; the routines only move system and FP registers to memory.
     unsafe {
         el1_state_save(el1);
-        if cpu::features().pauth {
-            el1_keys_save(el1);
-        }
         fp_state_save(fp);
     }
     // The outgoing vCPU's virtual timer must not fire for whoever runs here next.
@@ -121,9 +131,6 @@ pub fn restore(el1: &El1State, fp: &FpState) {
     // the hypervisor runs at EL2 with its own registers.
     unsafe {
         el1_state_restore(el1);
-        if cpu::features().pauth {
-            el1_keys_restore(el1);
-        }
         fp_state_restore(fp);
     }
 }

@@ -46,8 +46,10 @@ pub fn features() -> Features {
 /// HCR_EL2 while a guest runs: stage-2 on, AArch64 EL1, interrupts and SErrors routed to
 /// EL2, and traps for what the hypervisor must see: SMC (TSC), WFI (TWI), set/way cache
 /// maintenance (TSW), ACTLR (TACR), IMPLEMENTATION DEFINED registers (TIDCP), LOR (TLOR),
-/// and the ID registers (TID3), so that features not virtualized are hidden.
-pub fn guest_hcr(pauth: bool) -> u64 {
+/// and the ID registers (TID3), so that features not virtualized are hidden. PAC
+/// instructions and key-register accesses trap unless the vCPU owns the keys (`keys_live`,
+/// vm/pauth.rs); for a VM without PAuth they always trap and get UNDEF.
+pub fn guest_hcr(keys_live: bool) -> u64 {
     const VM: u64 = 1 << 0;
     const SWIO: u64 = 1 << 1;
     const PTW: u64 = 1 << 2;
@@ -64,12 +66,9 @@ pub fn guest_hcr(pauth: bool) -> u64 {
     const TSW: u64 = 1 << 22;
     const RW: u64 = 1 << 31;
     const TLOR: u64 = 1 << 35;
-    // Until lazy switching exists, a guest with pointer authentication owns the key
-    // registers while it runs (they are switched with the rest of its EL1 state); without
-    // it, its PAC instructions and key accesses trap and are answered with UNDEF.
     const APK: u64 = 1 << 40;
     const API: u64 = 1 << 41;
-    let pauth = if pauth && features().pauth { APK | API } else { 0 };
+    let pauth = if keys_live { APK | API } else { 0 };
     VM | SWIO | PTW | FMO | IMO | AMO | FB | BSU_IS | TWI | TID3 | TSC | TIDCP | TACR | TSW | RW | TLOR | pauth
 }
 

@@ -13,10 +13,18 @@
 // the stack across a guest run. ELR_EL2/SPSR_EL2 stay live in their registers while a vCPU
 // is loaded; EL1 state is switched only when a CPU changes vCPUs (context.rs).
 //
-// Constants: {FAULT_STACK_TOP} {REGS_X18} {REGS_X30} {STACK_TOP} {KIND_SYNC} {KIND_IRQ} {KIND_FIQ}
+// Pointer-authentication keys (pauth.S, vm/pauth.rs): a vCPU either runs "lazy", with
+// HCR_EL2.API/APK clear, so it cannot touch the key registers, which keep the hypervisor's
+// APIA key; or it owns them (REGS_KEYS_LIVE set), and then its exits come through
+// el2_vectors_keys, which save its keys and put the hypervisor's back before any compiled
+// code runs, and every return to it loads its keys last. el2_vectors, used while a lazy
+// vCPU runs, is exactly the path of a hypervisor that ignores PAuth: no added instruction.
+// guest_resume picks the table for the vCPU it enters; the fast paths keep the same vCPU.
+//
+// Constants: {REGS_KEYS} {REGS_KEYS_LIVE} {REGS_KEY_SWITCHES} {FAULT_STACK_TOP} {REGS_X18} {REGS_X30} {STACK_TOP} {KIND_SYNC} {KIND_IRQ} {KIND_FIQ}
 //            {KIND_SERROR} {FRAME_SIZE} {EL2_SYNC} {EL2_IRQ} {EL2_FIQ} {EL2_SERROR} {EL2_SP0}
 
-.macro save_guest_and_handle kind
+.macro save_guest_and_handle kind, exit
     stp     x0, x1, [sp, #16 * 0]
     stp     x2, x3, [sp, #16 * 1]
     stp     x4, x5, [sp, #16 * 2]
@@ -30,7 +38,45 @@
     str     x30, [sp, #{REGS_X30}]
     mov     x0, sp
     mov     x1, #\kind
-    b       guest_exit
+    b       \exit
+.endm
+
+// The ten key registers (APIA, APIB, APDA, APDB, APGA; lo, hi) to or from the frame at SP,
+// through x2..x11.
+.macro save_guest_keys
+    mrs     x2, S3_0_C2_C1_0
+    mrs     x3, S3_0_C2_C1_1
+    mrs     x4, S3_0_C2_C1_2
+    mrs     x5, S3_0_C2_C1_3
+    mrs     x6, S3_0_C2_C2_0
+    mrs     x7, S3_0_C2_C2_1
+    mrs     x8, S3_0_C2_C2_2
+    mrs     x9, S3_0_C2_C2_3
+    mrs     x10, S3_0_C2_C3_0
+    mrs     x11, S3_0_C2_C3_1
+    stp     x2, x3, [sp, #{REGS_KEYS} + 16 * 0]
+    stp     x4, x5, [sp, #{REGS_KEYS} + 16 * 1]
+    stp     x6, x7, [sp, #{REGS_KEYS} + 16 * 2]
+    stp     x8, x9, [sp, #{REGS_KEYS} + 16 * 3]
+    stp     x10, x11, [sp, #{REGS_KEYS} + 16 * 4]
+.endm
+
+.macro load_guest_keys
+    ldp     x2, x3, [sp, #{REGS_KEYS} + 16 * 0]
+    ldp     x4, x5, [sp, #{REGS_KEYS} + 16 * 1]
+    ldp     x6, x7, [sp, #{REGS_KEYS} + 16 * 2]
+    ldp     x8, x9, [sp, #{REGS_KEYS} + 16 * 3]
+    ldp     x10, x11, [sp, #{REGS_KEYS} + 16 * 4]
+    msr     S3_0_C2_C1_0, x2
+    msr     S3_0_C2_C1_1, x3
+    msr     S3_0_C2_C1_2, x4
+    msr     S3_0_C2_C1_3, x5
+    msr     S3_0_C2_C2_0, x6
+    msr     S3_0_C2_C2_1, x7
+    msr     S3_0_C2_C2_2, x8
+    msr     S3_0_C2_C2_3, x9
+    msr     S3_0_C2_C3_0, x10
+    msr     S3_0_C2_C3_1, x11
 .endm
 
 // An exception taken from EL2 itself: always a hypervisor bug, so it is reported and the
@@ -65,29 +111,66 @@
     el2_fault \serror
 .endm
 
-.macro guest_exit_group
+.macro guest_exit_group exit
     .balign 0x80
-    save_guest_and_handle {KIND_SYNC}
+    save_guest_and_handle {KIND_SYNC}, \exit
     .balign 0x80
-    save_guest_and_handle {KIND_IRQ}
+    save_guest_and_handle {KIND_IRQ}, \exit
     .balign 0x80
-    save_guest_and_handle {KIND_FIQ}
+    save_guest_and_handle {KIND_FIQ}, \exit
     .balign 0x80
-    save_guest_and_handle {KIND_SERROR}
+    save_guest_and_handle {KIND_SERROR}, \exit
+.endm
+
+// A vector table: EL2's own exceptions, then guest exits going to \exit.
+.macro vector_table exit
+    // Current EL with SP_EL0: never used by the hypervisor.
+    el2_fault_group {EL2_SP0}, {EL2_SP0}, {EL2_SP0}, {EL2_SP0}
+    // Current EL with SP_EL2.
+    el2_fault_group {EL2_SYNC}, {EL2_IRQ}, {EL2_FIQ}, {EL2_SERROR}
+    // Lower EL, AArch64: guest exits.
+    guest_exit_group \exit
+    // Lower EL, AArch32 (a guest's 32-bit EL0): the same exits.
+    guest_exit_group \exit
 .endm
 
 .section .text.vectors, "ax"
 .balign 0x800
 .global el2_vectors
 el2_vectors:
-    // Current EL with SP_EL0: never used by the hypervisor.
-    el2_fault_group {EL2_SP0}, {EL2_SP0}, {EL2_SP0}, {EL2_SP0}
-    // Current EL with SP_EL2.
-    el2_fault_group {EL2_SYNC}, {EL2_IRQ}, {EL2_FIQ}, {EL2_SERROR}
-    // Lower EL, AArch64: guest exits.
-    guest_exit_group
-    // Lower EL, AArch32 (a guest's 32-bit EL0): the same exits.
-    guest_exit_group
+    vector_table guest_exit
+
+// While the running vCPU owns the key registers.
+.balign 0x800
+.global el2_vectors_keys
+el2_vectors_keys:
+    vector_table guest_exit_keys
+
+// Exit of a vCPU that owns the key registers: x0 = frame = SP, x1 = kind; x2..x18 are
+// saved already. Its keys go to the frame and the hypervisor's APIA key comes back, made
+// effective (ISB) before handle_exit, the first signing code.
+guest_exit_keys:
+    save_guest_keys
+    ldr     x2, [sp, #{REGS_KEY_SWITCHES}]
+    add     x2, x2, #1
+    str     x2, [sp, #{REGS_KEY_SWITCHES}]
+    adrp    x2, hyp_pac_key
+    add     x2, x2, :lo12:hyp_pac_key
+    ldp     x2, x3, [x2]
+    msr     S3_0_C2_C1_0, x2
+    msr     S3_0_C2_C1_1, x3
+    isb
+    mrs     x2, tpidr_el2
+    ldr     x2, [x2, #{STACK_TOP}]
+    mov     sp, x2
+    bl      handle_exit
+    tbnz    x0, #0, exit_slow
+    mov     sp, x0
+    // The fast path resumes the same vCPU, still the keys' owner; checked all the same.
+    ldr     x2, [sp, #{REGS_KEYS_LIVE}]
+    cbz     x2, restore_volatile
+    load_guest_keys
+    b       restore_volatile
 
 guest_exit:
     mrs     x2, tpidr_el2
@@ -124,10 +207,20 @@ exit_slow:
     bl      handle_exit_slow
     // fall through with x0 = the frame to resume
 
-// x0 = *VcpuRegs. Loads all of the guest's registers and returns to it.
+// x0 = *VcpuRegs. Loads all of the guest's registers, its keys if it owns them (last: no
+// signing code runs after), the vector table for its exits, and returns to it.
 .global guest_resume
 guest_resume:
     mov     sp, x0
+    ldr     x1, [sp, #{REGS_KEYS_LIVE}]
+    cbz     x1, 1f
+    load_guest_keys
+    adrp    x1, el2_vectors_keys
+    add     x1, x1, :lo12:el2_vectors_keys
+    b       2f
+1:  adrp    x1, el2_vectors
+    add     x1, x1, :lo12:el2_vectors
+2:  msr     vbar_el2, x1            // effective at the eret, which synchronizes context
     ldr     x19, [sp, #8 * 19]
     ldp     x20, x21, [sp, #8 * 20]
     ldp     x22, x23, [sp, #8 * 22]

@@ -8,6 +8,7 @@ pub mod firmware;
 pub mod gic_cpuif;
 pub mod idregs;
 pub mod mmu;
+pub mod pauth;
 
 use crate::percpu::{PerCpu, MAX_CPUS, STACK_STRIDE};
 use core::arch::global_asm;
@@ -28,6 +29,9 @@ global_asm!(
 
 global_asm!(
     include_str!("exception.S"),
+    REGS_KEYS = const offset_of!(context::VcpuRegs, keys),
+    REGS_KEYS_LIVE = const offset_of!(context::VcpuRegs, keys_live),
+    REGS_KEY_SWITCHES = const offset_of!(context::VcpuRegs, key_switch_exits),
     FAULT_STACK_TOP = const offset_of!(PerCpu, fault_stack_top),
     REGS_X18 = const offset_of!(context::VcpuRegs, x) + 18 * 8,
     REGS_X30 = const offset_of!(context::VcpuRegs, x) + 30 * 8,
@@ -44,6 +48,7 @@ global_asm!(
     EL2_SP0 = const exception::El2Kind::Sp0 as u64,
 );
 
+global_asm!(include_str!("pauth.S"));
 global_asm!(include_str!("context.S"));
 global_asm!(include_str!("gic_cpuif.S"));
 global_asm!(include_str!("idregs.S"));

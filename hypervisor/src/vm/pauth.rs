@@ -1,0 +1,49 @@
+//! Pointer-authentication keys of vCPUs: which vCPU owns the key registers while it runs
+//! (hv_core::pauth decides, residency by residency) and the trap that hands them over.
+//! The keys themselves move in exception.S, through VcpuRegs.keys and keys_live.
+
+use super::exit::Next;
+use super::vcpu::{Vcpu, VcpuRun};
+use crate::arch::cpu;
+use aarch64_cpu::registers::*;
+use hv_core::hypercall::Counter;
+use hv_core::pauth::Trap;
+
+/// Whether the vCPU's guest may use pointer authentication at all.
+pub fn enabled(v: &Vcpu) -> bool {
+    v.vm().spec.params.pauth && cpu::features().pauth
+}
+
+/// A residency begins: returns the HCR_EL2 value the vCPU runs with (API/APK set when it
+/// owns the keys from the start).
+pub fn load(v: &Vcpu, run: &mut VcpuRun) -> u64 {
+    run.count(Counter::Loads);
+    let live = enabled(v) && run.pauth.load(&run.regs.keys);
+    run.regs.keys_live = live as u64;
+    cpu::guest_hcr(live)
+}
+
+/// The residency ends (the guest's keys are in its frame already: every exit while they
+/// were live saved them). `sctlr_el1` is the guest's, as just saved.
+pub fn unload(v: &Vcpu, run: &mut VcpuRun) {
+    if enabled(v) {
+        run.pauth.unload(&run.regs.keys, run.el1.sctlr_el1);
+    }
+    run.regs.keys_live = 0;
+}
+
+/// A PAC instruction (EC 0x09) or key-register access (EC 0x18) trapped. With PAuth for
+/// this VM, the vCPU takes the keys and the instruction runs again, untrapped: the return
+/// to the guest (guest_resume) loads its keys and the vector table that saves them.
+pub fn trap(v: &Vcpu, run: &mut VcpuRun) -> Option<Next> {
+    if !enabled(v) {
+        return None;
+    }
+    run.count(Counter::PauthTraps);
+    if run.pauth.trap() == Trap::AlreadyLive {
+        v.vm().warn(format_args!("vCPU {}: PAuth trap while it owned the keys", v.index));
+    }
+    run.regs.keys_live = 1;
+    HCR_EL2.set(cpu::guest_hcr(true));
+    Some(Next::Resume)
+}
