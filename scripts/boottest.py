@@ -85,6 +85,26 @@ def boot_tests() -> list[BootTest]:
             r"vm0\| pointer authentication available", *verdict]),
         BootTest("pauth-off", Machine([guest("pauth", bootargs="expect=0")], hv_args="vm0.pauth=off"), [
             r"vm0\| pointer authentication hidden", r"pointer authentication \(EC 0x9", *verdict]),
+        # Lazy / adaptive / eager PAuth key switching (guest-tests/src/bin/pac.rs).
+        BootTest("pac-never-used", Machine([guest("pac", bootargs="users=0 rounds=1 calls=3000 policy=1")]), [
+            r"vm0\| vCPU 0 \(no PAC, adaptive\): 1 rounds, 0 reloads; pauth_traps=0 key_switch_exits=0", *verdict]),
+        BootTest("pac-never-used-lazy", Machine([guest("pac", bootargs="users=0 rounds=1 calls=3000 policy=0")],
+                                                hv_args="pauth_keys=lazy"), [
+            r"vm0\| vCPU 0 \(no PAC, lazy\): 1 rounds, 0 reloads; pauth_traps=0 key_switch_exits=0", *verdict]),
+        BootTest("pac-used-lazy", Machine([guest("pac", bootargs="users=1 rounds=50 calls=50 policy=0")], hv_args="pauth_keys=lazy"), [
+            r"vm0\| vCPU 0 \(uses PAC, lazy\): 50 rounds, 0 reloads; pauth_traps=1 key_switch_exits=\d{4}", *verdict]),
+        *[BootTest(f"pac-shared-vcpus-{name}", Machine([guest("pac", smp=3, bootargs=f"users=3 share=1 rounds=100 policy={p}")],
+                                                       cpus=1, hv_args=f"overcommit=on pauth_keys={name}"), [
+            rf"vm0\| vCPU 0 \(uses PAC, {name}\): 100 rounds", rf"vm0\| vCPU 1 \(uses PAC, {name}\): 100 rounds",
+            rf"vm0\| vCPU 2 \(no PAC, {name}\): 100 rounds", r"vm0\| pac: all 3 vCPU\(s\) kept their own keys", *verdict])
+          for p, name in enumerate(["lazy", "adaptive", "eager"])],
+        BootTest("pac-shared-vms", Machine([guest("pac", bootargs=f"tag={t} share=1 rounds=100 policy=0") for t in (1, 2)],
+                                           cpus=1, hv_args="pauth_keys=lazy"), [
+            r"vm0\| vCPU 0 \(uses PAC, lazy\): 100 rounds", r"vm1\| vCPU 0 \(uses PAC, lazy\): 100 rounds",
+            r"VM 0: test verdict PASS", r"VM 1: test verdict PASS", r"machine exit status 0"]),
+        BootTest("pac-arbitrary-keys", Machine([guest("pac", smp=2, bootargs="users=3 share=1 rekey=1 rounds=300 calls=10 policy=1")],
+                                               cpus=1, hv_args="overcommit=on"), [
+            r"vm0\| vCPU 0 \(uses PAC, adaptive\): 300 rounds", r"vm0\| vCPU 1 \(uses PAC, adaptive\): 300 rounds", *verdict]),
         BootTest("reset", Machine([guest("reset")]), [
             r"VM 0: rebooting \(boot 1\)", r"vm0\| boot 1", *verdict]),
         BootTest("two-vms", Machine([guest("hello", smp=2), guest("hypercalls")], cpus=2), [
@@ -112,6 +132,10 @@ def boot_tests() -> list[BootTest]:
         BootTest("hypervisor-stack-overflow", Machine([guest("crash", bootargs="fault=2")], hv_args="debug_faults=on"), [
             r"hypervisor exception at EL2: synchronous", r"stack overflow: cpu0's stack ran into its guard page",
             r"HYPERVISOR PANIC on cpu0"], reject=[], status=3),
+        # The hypervisor signs its return addresses: a wrong APIA key at EL2 must crash loudly.
+        BootTest("hypervisor-pac-key-wrong", Machine([guest("crash", bootargs="fault=3")], hv_args="debug_faults=on"), [
+            r"return addresses signed with an APIA key from RNDR", r"hypervisor exception at EL2: synchronous",
+            r"pointer authentication failed: a return address signed", r"HYPERVISOR PANIC on cpu0"], reject=[], status=3),
         BootTest("debug-faults-off-by-default", Machine([guest("crash", bootargs="fault=0")]), [
             r"vm0\| debug faults are refused", *verdict]),
         BootTest("failing-guest-fails-the-run", Machine([guest("psci", smp=1)], cpus=1), [

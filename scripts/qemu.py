@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import shutil
 import struct
@@ -142,8 +143,10 @@ def command(m: Machine, validate: bool = True) -> list[str]:
         footprint = image_footprint(g.kernel) if validate else 0
         if g.smp < 1:
             raise UserError(f"SMP={g.smp}: a guest needs at least one vCPU")
-        if g.smp > cpus:
-            raise UserError(f"SMP={g.smp} is larger than the CPUs given (CPUS={cpus}): vCPUs are not time-sliced yet")
+        overcommit = re.search(rf"(^|\s)(vm{i}\.)?overcommit=on(\s|$)", m.hv_args)
+        if g.smp > cpus and not overcommit:
+            raise UserError(f"SMP={g.smp} is larger than the CPUs given (CPUS={cpus}); "
+                            f"HVARGS=overcommit=on lets vCPUs share CPUs by time slices")
         if g.mem % (2 * MIB) or g.mem < 4 * MIB:
             raise UserError(f"MEM={g.mem // MIB}M: guest memory must be a multiple of 2M and at least 4M")
         need = footprint + DTB_SLOT

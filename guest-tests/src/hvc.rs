@@ -48,3 +48,14 @@ pub fn test_verdict(code: u64) {
 pub fn counter(c: hv_core::hypercall::Counter) -> u64 {
     hvc(id::HV_COUNTER as u64, c as u64, 0, 0)[0]
 }
+
+/// Three counters read at one instant (one exit).
+pub fn counters(c: [hv_core::hypercall::Counter; 3]) -> [u64; 3] {
+    let r = hvc(id::HV_COUNTERS as u64, c[0] as u64, c[1] as u64, c[2] as u64);
+    [r[1], r[2], r[3]]
+}
+
+/// Gives this vCPU's physical CPU to another vCPU waiting for it, if any.
+pub fn yield_cpu() {
+    call(id::HV_YIELD, 0, 0, 0);
+}

@@ -186,13 +186,13 @@ macro_rules! check {
 /// Fails the test unless the two values are equal.
 #[macro_export]
 macro_rules! check_eq {
-    ($a:expr, $b:expr, $($fmt:tt)+) => {
+    ($a:expr, $b:expr, $($fmt:tt)+) => {{
         let (a, b) = ($a, $b);
         if a != b {
             $crate::println!("check failed at {}:{}: {}: {:#x?} != {:#x?}", file!(), line!(), format_args!($($fmt)+), a, b);
             $crate::fail(line!() as u64);
         }
-    };
+    }};
 }
 
 #[panic_handler]

@@ -1,5 +1,5 @@
 //! Asks the hypervisor to fault on purpose (HV_DEBUG_FAULT, bootargs fault=N: 0 panic,
-//! 1 data abort at EL2, 2 stack overflow), to test that such a crash is reported and ends
+//! 1 data abort at EL2, 2 stack overflow, 3 a wrong key under a signed return address), to test that such a crash is reported and ends
 //! the machine with the panic status. Without `debug_faults=on` on the hypervisor's command
 //! line the call must be refused, and the guest passes.
 

@@ -31,6 +31,8 @@ pub mod id {
     pub const HV_COUNTER: u32 = 0xc600_0004;
     /// Gives the physical CPU to another vCPU waiting for it, if there is one.
     pub const HV_YIELD: u32 = 0xc600_0005;
+    /// Three counters read at one instant: x1..x3 name them, x1..x3 return their values.
+    pub const HV_COUNTERS: u32 = 0xc600_0006;
     /// Makes the hypervisor fault on purpose (only with `debug_faults=on`), to test crash
     /// reporting: x1 = a [`super::DebugFault`].
     pub const HV_DEBUG_FAULT: u32 = 0xc600_00ff;
@@ -174,6 +176,7 @@ pub enum Call {
     HvTestVerdict { code: u64 },
     HvCounter { counter: u64 },
     HvYield,
+    HvCounters { counters: [u64; 3] },
     HvDebugFault { fault: u64 },
     /// Anything else: answered with NOT_SUPPORTED.
     Unknown { function: u32 },
@@ -214,6 +217,7 @@ impl Call {
             (6, 0x0003, true) => Call::HvTestVerdict { code: a1 },
             (6, 0x0004, true) => Call::HvCounter { counter: a1 },
             (6, 0x0005, true) => Call::HvYield,
+            (6, 0x0006, true) => Call::HvCounters { counters: [a1, a2, a3] },
             (6, 0x00ff, true) => Call::HvDebugFault { fault: a1 },
             _ => Call::Unknown { function },
         }
@@ -263,7 +267,7 @@ mod tests {
             SMCCC_VERSION, SMCCC_ARCH_FEATURES, PSCI_VERSION, PSCI_CPU_SUSPEND_32, PSCI_CPU_SUSPEND_64, PSCI_CPU_OFF,
             PSCI_CPU_ON_32, PSCI_CPU_ON_64, PSCI_AFFINITY_INFO_32, PSCI_AFFINITY_INFO_64, PSCI_MIGRATE_INFO_TYPE,
             PSCI_SYSTEM_OFF, PSCI_SYSTEM_RESET, PSCI_FEATURES, HV_VERSION, HV_CONSOLE_WRITE, HV_TEST_VERDICT, HV_COUNTER,
-            HV_YIELD, HV_DEBUG_FAULT,
+            HV_YIELD, HV_COUNTERS, HV_DEBUG_FAULT,
         ];
         for f in known {
             assert!(Call::is_implemented(f), "{f:#x}");

@@ -37,11 +37,25 @@ pub fn handle(vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun) -> Next {
             None => (ret::INVALID_PARAMETERS, Next::Resume),
         },
         Call::HvYield => (ret::SUCCESS, Next::Preempt),
+        Call::HvCounters { counters } => (counters_snapshot(run, counters), Next::Resume),
         Call::HvDebugFault { fault } => (debug_fault(vcpu, fault), Next::Resume),
         Call::Unknown { function } => (unknown(vcpu, function), Next::Resume),
     };
     run.regs.x[0] = value as u64;
     next
+}
+
+/// HV_COUNTERS: three counters at one instant, into x1..x3.
+fn counters_snapshot(run: &mut VcpuRun, ids: [u64; 3]) -> i64 {
+    let mut values = [0; 3];
+    for (v, id) in values.iter_mut().zip(ids) {
+        match Counter::from_raw(id) {
+            Some(c) => *v = run.counter(c),
+            None => return ret::INVALID_PARAMETERS,
+        }
+    }
+    run.regs.x[1..4].copy_from_slice(&values);
+    ret::SUCCESS
 }
 
 /// Set from the hypervisor's command line (`debug_faults=on`).

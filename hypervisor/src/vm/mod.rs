@@ -15,6 +15,7 @@ use crate::arch::cpu;
 use crate::boot::loader::{self, LoadError};
 use crate::dev::vuart::VUart;
 use crate::mm::frames;
+use crate::percpu::MAX_CPUS;
 use crate::mm::tables::{FrameTables, TlbScope};
 use alloc::boxed::Box;
 use alloc::sync::Arc;
@@ -94,7 +95,11 @@ pub struct Vm {
     queued: AtomicUsize,
     /// Budget for warnings the guest causes (aborts, UNDEFs), so it cannot flood the log.
     warnings: Mutex<RateLimit>,
+    /// Per physical CPU: the vCPU of this VM that was loaded there last (NO_VCPU if none).
+    pub last_vcpu_on: [AtomicUsize; MAX_CPUS],
 }
+
+pub const NO_VCPU: usize = usize::MAX;
 
 /// Warnings a VM may cause per second before the rest are only counted.
 const GUEST_WARNINGS_PER_SECOND: u32 = 32;
@@ -145,6 +150,7 @@ impl Vm {
                 verdict: AtomicI64::new(NO_VERDICT),
                 queued: AtomicUsize::new(0),
                 warnings: Mutex::new(RateLimit::new(GUEST_WARNINGS_PER_SECOND, cpu::counter().0)),
+                last_vcpu_on: [const { AtomicUsize::new(NO_VCPU) }; MAX_CPUS],
                 spec,
             }
         });

@@ -5,7 +5,7 @@
 //! exits that resume the same vCPU touch none of it.
 
 use super::vcpu::{Power, Vcpu};
-use super::{dequeued, pauth, vgic, Vm};
+use super::{dequeued, pauth, vgic, Vm, NO_VCPU};
 use crate::arch::context::{self, El1State, FpState, VcpuRegs};
 use crate::arch::cpu;
 use crate::percpu::{this_cpu, NO_VM};
@@ -174,6 +174,10 @@ fn load(v: &Vcpu) {
     context::restore(&run.el1, &run.fp);
     VTTBR_EL2.set(v.vm().vttbr());
     HCR_EL2.set(pauth::load(v, run));
+    let last = v.vm().last_vcpu_on[v.pcpu].swap(v.index, Ordering::Relaxed);
+    if last != NO_VCPU && last != v.index {
+        crate::arch::mmu::flush_local_guest_stage1();
+    }
     aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
     if let Some(g) = &v.vm().vgic {
         vgic::restore(run);

@@ -46,6 +46,13 @@ pub struct TrapFrame {
     pub sp: u64,
 }
 
+/// An FPAC exception, or (without FEAT_FPAC) a jump to the non-canonical address AUTIASP
+/// leaves when authentication fails: the EL2 VA space is 48 bits at most, so upper bits in
+/// the faulting PC are the PAC error marks.
+fn failed_authentication(esr: Esr, elr: u64) -> bool {
+    esr.ec() == hv_core::esr::ec::FPAC || (esr.ec() == 0x21 && elr >> 48 != 0)
+}
+
 /// An exception taken at EL2 is a hypervisor bug: report everything and panic (the panic
 /// path records it and stops the machine).
 #[no_mangle]
@@ -70,6 +77,13 @@ extern "C" fn el2_exception(frame: &TrapFrame, kind: u64) -> ! {
     let _ = writeln!(w, "ELR_EL2 {:#018x}  SPSR_EL2 {:#018x}  FAR_EL2 {:#018x}  SP {:#018x}", frame.elr, frame.spsr, frame.far, frame.sp);
     if let Some(cpu) = crate::percpu::guard_page_owner(frame.sp).or(crate::percpu::guard_page_owner(frame.far)) {
         let _ = writeln!(w, "  stack overflow: cpu{cpu}'s stack ran into its guard page");
+    }
+    if failed_authentication(esr, frame.elr) {
+        let _ = writeln!(
+            w,
+            "  pointer authentication failed: a return address signed with the hypervisor's APIA key did not \
+             authenticate (the key in the CPU was not the hypervisor's)"
+        );
     }
     for (i, pair) in frame.x.chunks(2).enumerate() {
         let _ = write!(w, "x{:<2} {:#018x}", i * 2, pair[0]);

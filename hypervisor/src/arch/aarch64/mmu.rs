@@ -75,3 +75,11 @@ pub fn invalidate_stage2_range(vttbr: u64, ipa: u64, size: u64) {
     VTTBR_EL2.set(saved);
     barrier::isb(barrier::SY);
 }
+
+/// Drops this CPU's stage-1 translations of the VM whose VMID is in VTTBR_EL2 now. Needed
+/// when another vCPU of the same VM ran here last: vCPUs of a VM share the VMID, but each
+/// expects a TLB of its own, as it would have on its own CPU.
+pub fn flush_local_guest_stage1() {
+    // SAFETY: TLB maintenance only drops cached translations of the current VMID.
+    unsafe { asm!("tlbi vmalle1", "dsb nsh", "isb", options(nostack)) };
+}
