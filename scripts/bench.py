@@ -28,24 +28,56 @@ RUNS = 3
 class Bench:
     guest: str
     smp: int = 1
+    cpus: int | None = None
+    bootargs: str = ""
+    hv_args: str = ""
+    # Appended to the names of the rows the guest prints.
+    label: str = ""
     # What each row means (printed under the table).
     notes: str = ""
 
 
+def pac_benches() -> list[Bench]:
+    """Pointer-authentication key switching: exit round trips and residencies."""
+    rows = [
+        Bench("bench", bootargs="pac=1", label="pac_user",
+              notes="null_hypercall_round_trip_pac_user: the same for a guest that uses PAC (its keys live: "
+                    "saved and the hypervisor's restored at every exit, loaded at every entry)."),
+        Bench("bench", hv_args="pauth_keys=eager", label="no_pac_eager",
+              notes="null_hypercall_round_trip_no_pac_eager: a guest that never uses PAC, keys forced live "
+                    "(pauth_keys=eager): the cost eager switching puts on every exit."),
+        Bench("bench", hv_args="vm0.pauth=off", label="pauth_off",
+              notes="null_hypercall_round_trip_pauth_off: a VM without PAuth, i.e. what a hypervisor that "
+                    "ignores PAuth does on exit; the lazy path must not cost more."),
+    ]
+    for user in (True, False):
+        for policy in ("lazy", "adaptive", "eager"):
+            who = "pac_user" if user else "no_pac"
+            rows.append(Bench("bench", smp=2, cpus=1, bootargs=f"residency=1{' pac=1' if user else ''}",
+                              hv_args=f"overcommit=on pauth_keys={policy}", label=f"{who}_{policy}"))
+    rows[-1].notes = ("residency_<who>_<policy>: two vCPUs of one VM time-share one CPU, handing it to each "
+                      "other with HV_YIELD; instructions per residency (yield exit, vCPU switch, entry, and for a "
+                      "PAC user one PACIA), under each key policy, for PAC users and for guests without PAC.")
+    return rows
+
+
 BENCHES = [
     Bench("bench", notes="null_hypercall_round_trip: SMCCC_VERSION over HVC #0 in a loop, minus the "
-                         "empty loop: the HVC, the hypervisor's exit path and the ERET back. Target <= 100; "
-                         "Xen 4.17 takes about 465 by this measurement."),
+                         "empty loop: the HVC, the hypervisor's exit path and the ERET back (a guest that never "
+                         "used PAC: lazy keys). Target <= 100; Xen 4.17 takes about 465 by this measurement."),
+    *pac_benches(),
 ]
 
 
 def run(b: Bench) -> list[dict]:
-    argv = qemu.command(Machine([Guest(kernel=IMAGES / f"{b.guest}.bin", smp=b.smp)], icount=True))
+    g = Guest(kernel=IMAGES / f"{b.guest}.bin", smp=b.smp, bootargs=b.bootargs)
+    argv = qemu.command(Machine([g], cpus=b.cpus, hv_args=b.hv_args, icount=True))
     p = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
     if p.returncode != 0:
         sys.stderr.write(p.stdout[-3000:])
-        raise SystemExit(f"bench: {b.guest} exited with {p.returncode}")
-    rows = [{"benchmark": m[1], "value": int(m[2]), "unit": m[3], "guest": b.guest}
+        raise SystemExit(f"bench: {b.guest} {b.bootargs} exited with {p.returncode}")
+    suffix = f"_{b.label}" if b.label else ""
+    rows = [{"benchmark": m[1] + suffix, "value": int(m[2]), "unit": m[3], "guest": b.guest}
             for m in re.finditer(r"BENCH (\S+) (\d+) (\S+)", p.stdout)]
     if not rows:
         raise SystemExit(f"bench: {b.guest} printed no BENCH lines")
@@ -96,7 +128,8 @@ def linux_boot(cpus: int) -> list[dict]:
 
 
 def main() -> int:
-    rows = [r for b in BENCHES for r in run(b)] + linux_boot(1)
+    only_guests = "--guests-only" in sys.argv[1:]
+    rows = [r for b in BENCHES for r in run(b)] + ([] if only_guests else linux_boot(1))
     width = max(len(r["benchmark"]) for r in rows)
     print(f"{'benchmark':<{width}}  {'value':>8}  unit")
     for r in rows:

@@ -152,7 +152,14 @@ def linux(cpus: int, bootargs: str = "") -> Guest:
 def linux_tests() -> list[BootTest]:
     checks = [r"CHECK cpus: ok", r"CHECK timer: ok", r"CHECK ipi: ok", r"CHECK pauth: ok", r"LINUX TESTS DONE: 0 failed"]
     return [
-        BootTest("linux-1cpu", Machine([linux(1)], cpus=2), [rf"vm0\| {c}" for c in checks] + [r"machine exit status 0"], linux=True),
+        # Adaptive (default) PAuth keys: Linux signs all the time, so one trap, then switches.
+        BootTest("linux-1cpu", Machine([linux(1)], cpus=2), [rf"vm0\| {c}" for c in checks] + [
+            r"VM 0 vCPU 0: .* pauth_traps=1 key_switch_exits=[1-9]\d* .*loads=1 ", r"machine exit status 0"], linux=True),
+        # Lazy keys with two vCPUs time-sliced on one CPU: a trap at (nearly) every load.
+        BootTest("linux-pauth-lazy-shared-cpu", Machine([linux(2)], cpus=1, hv_args="overcommit=on pauth_keys=lazy"),
+                 [rf"vm0\| {c}" for c in checks] + [
+                  r"VM 0 vCPU 0: .* pauth_traps=(\d{2,}) key_switch_exits=[1-9]\d* plain_exits=\d+ loads=\d{2,}",
+                  r"machine exit status 0"], linux=True),
         BootTest("linux-4cpu", Machine([linux(4)], cpus=4), [rf"vm0\| {c}" for c in checks] + [r"machine exit status 0"], linux=True),
         BootTest("linux-console-input", Machine([Guest(kernel=LINUX / "Image", initrd=LINUX / "initramfs.cpio",
                                                        mem=256 * MIB, smp=2, bootargs="console=ttyAMA0 panic=-1 quiet")], cpus=2),

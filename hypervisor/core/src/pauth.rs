@@ -13,9 +13,12 @@
 //! - `Adaptive` (the default): live at load if the vCPU used PAC in its last residency,
 //!   lazy otherwise. A residency counts as using PAC if it trapped, or, for one that began
 //!   live (and so cannot trap), if the guest's SCTLR_EL1 enables a PAC key at unload (its
-//!   signing instructions then really use the keys) or its keys changed. A PAC-heavy guest
-//!   traps once and then stays live; a PAC-free one never switches. A guest that only uses
-//!   PACGA, with no key enabled and fixed keys, alternates (one trap every other residency).
+//!   signing instructions then really use the keys). A PAC-heavy guest traps once and then
+//!   stays live; a PAC-free one never switches. A guest that only uses PACGA or writes keys,
+//!   with no key enabled, alternates (one trap every other residency). The bookkeeping is a
+//!   few flag moves per residency, so that adaptive costs no more than the better policy.
+//!
+//! A VM without PAuth (or a CPU without it) is never live: its traps get UNDEF.
 
 /// How a vCPU's residencies start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,8 +50,6 @@ impl KeyPolicy {
 /// SCTLR_EL1 bits that enable a PAC key for EL1 and EL0: EnIA, EnIB, EnDA, EnDB.
 pub const SCTLR_EN_KEYS: u64 = 1 << 31 | 1 << 30 | 1 << 27 | 1 << 13;
 
-pub type Keys = [u64; 10];
-
 /// What happened to a trap of a PAC instruction or key-register access.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Trap {
@@ -56,30 +57,43 @@ pub enum Trap {
     Switched,
     /// It already owned them (cannot happen with API/APK set; answered like `Switched`).
     AlreadyLive,
+    /// No PAuth for this VM: the instruction is UNDEFINED.
+    Unavailable,
 }
 
 /// One vCPU's key ownership across residencies.
 #[derive(Clone, Debug)]
 pub struct KeyOwnership {
     policy: KeyPolicy,
+    enabled: bool,
+    /// The policy as bit masks (1 or 0), so that every policy runs the same instructions
+    /// at unload and only the work it causes (traps, switches) tells them apart.
+    always_live: u8,
+    adaptive: u8,
     live: bool,
     /// Live at the next load.
     next_live: bool,
     entered_live: bool,
     trapped: bool,
-    keys_at_load: Keys,
 }
 
 impl KeyOwnership {
-    pub fn new(policy: KeyPolicy) -> KeyOwnership {
+    /// `enabled`: the VM has PAuth (and the CPU too).
+    pub fn new(policy: KeyPolicy, enabled: bool) -> KeyOwnership {
         KeyOwnership {
             policy,
+            enabled,
+            always_live: (enabled && policy == KeyPolicy::Eager) as u8,
+            adaptive: (enabled && policy == KeyPolicy::Adaptive) as u8,
             live: false,
-            next_live: policy == KeyPolicy::Eager,
+            next_live: enabled && policy == KeyPolicy::Eager,
             entered_live: false,
             trapped: false,
-            keys_at_load: [0; 10],
         }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled
     }
 
     pub fn policy(&self) -> KeyPolicy {
@@ -92,16 +106,18 @@ impl KeyOwnership {
     }
 
     /// A residency begins; returns whether it starts live.
-    pub fn load(&mut self, keys: &Keys) -> bool {
+    pub fn load(&mut self) -> bool {
         self.live = self.next_live;
         self.entered_live = self.live;
         self.trapped = false;
-        self.keys_at_load = *keys;
         self.live
     }
 
     /// A PAC instruction or key-register access trapped.
     pub fn trap(&mut self) -> Trap {
+        if !self.enabled {
+            return Trap::Unavailable;
+        }
         if self.live {
             return Trap::AlreadyLive;
         }
@@ -110,17 +126,12 @@ impl KeyOwnership {
         Trap::Switched
     }
 
-    /// The residency ends with the guest's `keys` and `sctlr` (SCTLR_EL1); decides the next
-    /// one. The vCPU is lazy until then (nothing of it is in the CPU any more).
-    pub fn unload(&mut self, keys: &Keys, sctlr: u64) {
-        self.next_live = match self.policy {
-            KeyPolicy::Lazy => false,
-            KeyPolicy::Eager => true,
-            KeyPolicy::Adaptive => {
-                self.trapped
-                    || (self.entered_live && (sctlr & SCTLR_EN_KEYS != 0 || *keys != self.keys_at_load))
-            }
-        };
+    /// The residency ends with the guest's `sctlr` (SCTLR_EL1); decides the next one. The
+    /// vCPU is lazy until then (nothing of it is in the CPU any more).
+    pub fn unload(&mut self, sctlr: u64) {
+        let signing = (sctlr & SCTLR_EN_KEYS != 0) as u8;
+        let used = self.trapped as u8 | (self.entered_live as u8 & signing);
+        self.next_live = (self.always_live | (self.adaptive & used)) != 0;
         self.live = false;
     }
 
@@ -134,8 +145,6 @@ impl KeyOwnership {
 mod tests {
     use super::*;
 
-    const K0: Keys = [0; 10];
-    const K1: Keys = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
     const ENIA: u64 = 1 << 31;
 
     /// Residencies of a guest that uses PAC (signing enabled, traps when lazy), `n` times;
@@ -143,7 +152,7 @@ mod tests {
     fn pac_user(o: &mut KeyOwnership, n: usize) -> (usize, usize) {
         let (mut traps, mut live_from_start) = (0, 0);
         for _ in 0..n {
-            if o.load(&K1) {
+            if o.load() {
                 live_from_start += 1;
             } else {
                 assert_eq!(o.trap(), Trap::Switched);
@@ -151,7 +160,7 @@ mod tests {
             }
             assert!(o.live());
             assert_eq!(o.trap(), Trap::AlreadyLive);
-            o.unload(&K1, ENIA);
+            o.unload(ENIA);
             assert!(!o.live());
         }
         (traps, live_from_start)
@@ -161,74 +170,72 @@ mod tests {
     fn pac_free(o: &mut KeyOwnership, n: usize) -> usize {
         let mut live = 0;
         for _ in 0..n {
-            if o.load(&K0) {
+            if o.load() {
                 live += 1;
             }
-            o.unload(&K0, 0);
+            o.unload(0);
         }
         live
     }
 
     #[test]
     fn lazy_traps_once_per_residency() {
-        let mut o = KeyOwnership::new(KeyPolicy::Lazy);
+        let mut o = KeyOwnership::new(KeyPolicy::Lazy, true);
         assert_eq!(pac_user(&mut o, 10), (10, 0));
-        assert_eq!(pac_free(&mut KeyOwnership::new(KeyPolicy::Lazy), 10), 0);
+        assert_eq!(pac_free(&mut KeyOwnership::new(KeyPolicy::Lazy, true), 10), 0);
     }
 
     #[test]
     fn eager_is_always_live() {
-        assert_eq!(pac_user(&mut KeyOwnership::new(KeyPolicy::Eager), 10), (0, 10));
-        assert_eq!(pac_free(&mut KeyOwnership::new(KeyPolicy::Eager), 10), 10);
+        assert_eq!(pac_user(&mut KeyOwnership::new(KeyPolicy::Eager, true), 10), (0, 10));
+        assert_eq!(pac_free(&mut KeyOwnership::new(KeyPolicy::Eager, true), 10), 10);
     }
 
     #[test]
     fn adaptive_is_never_worse_than_the_better_one() {
         // PAC user: one trap in all, then live (eager costs 0 traps, lazy 10).
-        assert_eq!(pac_user(&mut KeyOwnership::new(KeyPolicy::Adaptive), 10), (1, 9));
+        assert_eq!(pac_user(&mut KeyOwnership::new(KeyPolicy::Adaptive, true), 10), (1, 9));
         // PAC-free: never live (as lazy; eager would be live 10 times).
-        assert_eq!(pac_free(&mut KeyOwnership::new(KeyPolicy::Adaptive), 10), 0);
+        assert_eq!(pac_free(&mut KeyOwnership::new(KeyPolicy::Adaptive, true), 10), 0);
     }
 
     #[test]
     fn adaptive_goes_back_to_lazy_when_a_guest_stops_using_pac() {
-        let mut o = KeyOwnership::new(KeyPolicy::Adaptive);
+        let mut o = KeyOwnership::new(KeyPolicy::Adaptive, true);
         pac_user(&mut o, 3);
         assert!(o.next_live());
         // Signing switched off and keys unchanged during a live residency: lazy next time.
-        assert!(o.load(&K1));
-        o.unload(&K1, 0);
+        assert!(o.load());
+        o.unload(0);
         assert!(!o.next_live());
-        assert!(!o.load(&K1));
-        o.unload(&K1, ENIA); // enabled but never trapped while lazy: stays lazy
+        assert!(!o.load());
+        o.unload(ENIA); // enabled but never trapped while lazy: stays lazy
         assert!(!o.next_live());
     }
 
     #[test]
-    fn adaptive_counts_a_key_change_as_use() {
-        let mut o = KeyOwnership::new(KeyPolicy::Adaptive);
-        o.load(&K0);
-        o.trap();
-        o.unload(&K1, 0);
-        assert!(o.load(&K1));
-        o.unload(&[9; 10], 0);
-        assert!(o.next_live(), "keys written while live");
-        o.load(&[9; 10]);
-        o.unload(&[9; 10], 0);
-        assert!(!o.next_live(), "nothing changed, nothing enabled");
+    fn without_pauth_never_live() {
+        for p in [KeyPolicy::Lazy, KeyPolicy::Adaptive, KeyPolicy::Eager] {
+            let mut o = KeyOwnership::new(p, false);
+            assert!(!o.load());
+            assert_eq!(o.trap(), Trap::Unavailable);
+            assert!(!o.live());
+            o.unload(ENIA);
+            assert!(!o.next_live());
+        }
     }
 
     #[test]
     fn pacga_only_guest_alternates() {
-        // No key enabled in SCTLR_EL1, keys fixed: traps every other residency.
-        let mut o = KeyOwnership::new(KeyPolicy::Adaptive);
+        // No key enabled in SCTLR_EL1: traps every other residency.
+        let mut o = KeyOwnership::new(KeyPolicy::Adaptive, true);
         let mut traps = 0;
         for _ in 0..10 {
-            if !o.load(&K1) {
+            if !o.load() {
                 o.trap();
                 traps += 1;
             }
-            o.unload(&K1, 0);
+            o.unload(0);
         }
         assert_eq!(traps, 5);
     }

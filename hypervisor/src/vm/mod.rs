@@ -134,6 +134,7 @@ impl Vm {
             }
         }
 
+        let pauth = spec.params.pauth && cpu::features().pauth;
         let vm = Arc::new_cyclic(|weak| {
             let me = weak.as_ptr();
             Vm {
@@ -142,7 +143,7 @@ impl Vm {
                 stage2: Mutex::new(Some(s2)),
                 ram,
                 ram_size,
-                vcpus: (0..vcpus).map(|i| Box::new(Vcpu::new(i, pcpus[i], me, spec.params.pauth_keys))).collect(),
+                vcpus: (0..vcpus).map(|i| Box::new(Vcpu::new(i, pcpus[i], me, pauth, spec.params.pauth_keys))).collect(),
                 uart: VUart::new(id),
                 vgic: vgic::available().then(|| vgic::Vgic::new(vcpus)),
                 stopping: AtomicBool::new(false),

@@ -9,26 +9,19 @@ use aarch64_cpu::registers::*;
 use hv_core::hypercall::Counter;
 use hv_core::pauth::Trap;
 
-/// Whether the vCPU's guest may use pointer authentication at all.
-pub fn enabled(v: &Vcpu) -> bool {
-    v.vm().spec.params.pauth && cpu::features().pauth
-}
-
 /// A residency begins: returns the HCR_EL2 value the vCPU runs with (API/APK set when it
 /// owns the keys from the start).
-pub fn load(v: &Vcpu, run: &mut VcpuRun) -> u64 {
+pub fn load(run: &mut VcpuRun) -> u64 {
     run.count(Counter::Loads);
-    let live = enabled(v) && run.pauth.load(&run.regs.keys);
+    let live = run.pauth.load();
     run.regs.keys_live = live as u64;
     cpu::guest_hcr(live)
 }
 
 /// The residency ends (the guest's keys are in its frame already: every exit while they
 /// were live saved them). `sctlr_el1` is the guest's, as just saved.
-pub fn unload(v: &Vcpu, run: &mut VcpuRun) {
-    if enabled(v) {
-        run.pauth.unload(&run.regs.keys, run.el1.sctlr_el1);
-    }
+pub fn unload(run: &mut VcpuRun) {
+    run.pauth.unload(run.el1.sctlr_el1);
     run.regs.keys_live = 0;
 }
 
@@ -36,13 +29,12 @@ pub fn unload(v: &Vcpu, run: &mut VcpuRun) {
 /// this VM, the vCPU takes the keys and the instruction runs again, untrapped: the return
 /// to the guest (guest_resume) loads its keys and the vector table that saves them.
 pub fn trap(v: &Vcpu, run: &mut VcpuRun) -> Option<Next> {
-    if !enabled(v) {
-        return None;
+    match run.pauth.trap() {
+        Trap::Unavailable => return None,
+        Trap::AlreadyLive => v.vm().warn(format_args!("vCPU {}: PAuth trap while it owned the keys", v.index)),
+        Trap::Switched => (),
     }
     run.count(Counter::PauthTraps);
-    if run.pauth.trap() == Trap::AlreadyLive {
-        v.vm().warn(format_args!("vCPU {}: PAuth trap while it owned the keys", v.index));
-    }
     run.regs.keys_live = 1;
     HCR_EL2.set(cpu::guest_hcr(true));
     Some(Next::Resume)

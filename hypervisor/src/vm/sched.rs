@@ -173,7 +173,7 @@ fn load(v: &Vcpu) {
     let run = unsafe { v.run_mut() };
     context::restore(&run.el1, &run.fp);
     VTTBR_EL2.set(v.vm().vttbr());
-    HCR_EL2.set(pauth::load(v, run));
+    HCR_EL2.set(pauth::load(run));
     let last = v.vm().last_vcpu_on[v.pcpu].swap(v.index, Ordering::Relaxed);
     if last != NO_VCPU && last != v.index {
         crate::arch::mmu::flush_local_guest_stage1();
@@ -191,7 +191,7 @@ fn unload(v: &Vcpu) {
     // SAFETY: as in `load`; the vCPU just exited on this CPU.
     let run = unsafe { v.run_mut() };
     context::save(&mut run.el1, &mut run.fp);
-    pauth::unload(v, run);
+    pauth::unload(run);
     if v.vm().vgic.is_some() {
         vgic::save(run);
     }

@@ -79,7 +79,8 @@ unsafe impl Sync for Vcpu {}
 unsafe impl Send for Vcpu {}
 
 impl Vcpu {
-    pub fn new(index: usize, pcpu: usize, vm: *const Vm, keys: KeyPolicy) -> Vcpu {
+    /// `pauth`: the guest may use pointer authentication, switched by policy `keys`.
+    pub fn new(index: usize, pcpu: usize, vm: *const Vm, pauth: bool, keys: KeyPolicy) -> Vcpu {
         let mpidr = hv_core::guest_dt::vcpu_mpidr(index);
         Vcpu {
             run: UnsafeCell::new(VcpuRun {
@@ -87,7 +88,7 @@ impl Vcpu {
                 el1: El1State::at_entry(0, mpidr),
                 fp: FpState::default(),
                 counters: [0; Counter::ALL.len()],
-                pauth: KeyOwnership::new(keys),
+                pauth: KeyOwnership::new(keys, pauth),
                 pending: Pending::Exit(ExitKind::Sync),
                 last_injection: u64::MAX,
                 nested_faults: 0,
