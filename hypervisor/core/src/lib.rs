@@ -19,6 +19,8 @@ pub mod guest_dt;
 pub mod hypercall;
 pub mod idregs;
 pub mod image;
+#[cfg(feature = "alloc")]
+pub mod notifier;
 pub mod pauth;
 pub mod pgtable;
 #[cfg(feature = "alloc")]
