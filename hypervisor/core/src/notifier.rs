@@ -3,27 +3,30 @@
 //! [`Notifier`] with its VM and hears of every change that removes or weakens a mapping.
 //!
 //! Ordering (what [`Registry::invalidate`] guarantees):
-//! 1. the invalidation is counted in progress ([`InvalidateSeq`]), so no fault path can
-//!    install a translation of the old state from now on;
+//! 1. the invalidation is counted in progress ([`InvalidateSeq`]), under the table lock, so
+//!    no fault path can install a translation of the old state from now on;
 //! 2. every notifier's `invalidate_range_start` runs, before any entry is broken;
-//! 3. the change itself runs (break-before-make and TLB maintenance, by the caller);
+//! 3. the change itself runs under the table lock (break-before-make and TLB maintenance,
+//!    by the caller);
 //! 4. every notifier's `invalidate_range_end` runs, after the TLB maintenance completed;
-//! 5. the sequence number moves on and the in-progress count drops.
+//! 5. the sequence number moves on and the in-progress count drops, under the table lock.
 //!
 //! Nested and concurrent invalidations are allowed (the in-progress count is a count).
 //! Registering and unregistering take the registry's write lock, so an unregistered
 //! notifier is never called after `unregister` returns; callbacks must not register or
 //! unregister themselves (they run under the read lock).
 //!
-//! The retry protocol of a fault path (KVM's mmu_invalidate_retry): take
-//! [`InvalidateSeq::snapshot`] before preparing a mapping, then, under the table lock,
-//! install it only if [`InvalidateSeq::must_retry`] says no; otherwise let the guest fault
-//! again.
+//! The retry protocol of a fault path, or of any cache filled from stage-2 (KVM's
+//! mmu_invalidate_retry): take [`InvalidateSeq::snapshot`] before preparing a mapping, then,
+//! under the same table lock, install it only if [`InvalidateSeq::must_retry`] says no;
+//! otherwise let the guest fault again. The lock is what makes it exact: counting the
+//! invalidation in progress outside it would let a fill that checked just before slip in
+//! after the notifiers dropped their entries.
 
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
-use spin::RwLock;
+use spin::{Mutex, RwLock};
 
 /// A guest-physical range `[start, end)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -151,19 +154,24 @@ impl Registry {
         self.len() == 0
     }
 
-    /// Runs `change` (breaking entries and the TLB maintenance) between the notifiers'
-    /// start and end, in the order the module documentation gives.
-    pub fn invalidate<R>(&self, range: IpaRange, reason: Reason, change: impl FnOnce() -> R) -> R {
-        self.seq.begin();
+    /// Runs `change` (breaking entries and the TLB maintenance) on the table behind
+    /// `table` (the lock fault paths install under) between the notifiers' start and end,
+    /// in the order the module documentation gives.
+    pub fn invalidate<T, R>(&self, table: &Mutex<T>, range: IpaRange, reason: Reason, change: impl FnOnce(&mut T) -> R) -> R {
+        {
+            let _t = table.lock();
+            self.seq.begin();
+        }
         let list = self.notifiers.read();
         for (_, n) in list.iter() {
             n.invalidate_range_start(range, reason);
         }
-        let result = change();
+        let result = change(&mut table.lock());
         for (_, n) in list.iter() {
             n.invalidate_range_end(range, reason);
         }
         drop(list);
+        let _t = table.lock();
         self.seq.end();
         result
     }
@@ -196,7 +204,7 @@ mod tests {
     use super::*;
     use std::string::String;
     use std::sync::atomic::AtomicBool;
-    use std::sync::Mutex;
+    use std::sync::Mutex as StdMutex;
     use std::vec;
 
     /// Records calls as text, into a shared log with the change itself.
@@ -207,17 +215,17 @@ mod tests {
 
     impl Notifier for Recorder {
         fn invalidate_range_start(&self, r: IpaRange, why: Reason) {
-            self.log.lock().unwrap().push(std::format!("{} start {:#x}..{:#x} {:?}", self.name, r.start, r.end, why));
+            self.log.lock().push(std::format!("{} start {:#x}..{:#x} {:?}", self.name, r.start, r.end, why));
         }
         fn invalidate_range_end(&self, r: IpaRange, why: Reason) {
-            self.log.lock().unwrap().push(std::format!("{} end {:#x}..{:#x} {:?}", self.name, r.start, r.end, why));
+            self.log.lock().push(std::format!("{} end {:#x}..{:#x} {:?}", self.name, r.start, r.end, why));
         }
         fn clear_young(&self, _: IpaRange) -> bool {
-            self.log.lock().unwrap().push(std::format!("{} clear_young", self.name));
+            self.log.lock().push(std::format!("{} clear_young", self.name));
             true
         }
         fn release(&self) {
-            self.log.lock().unwrap().push(std::format!("{} release", self.name));
+            self.log.lock().push(std::format!("{} release", self.name));
         }
     }
 
@@ -228,14 +236,15 @@ mod tests {
         reg.register(Arc::new(Recorder { name: "a", log: log.clone() }));
         let b = reg.register(Arc::new(Recorder { name: "b", log: log.clone() }));
         let range = IpaRange::new(0x4000_0000, 0x2000).unwrap();
-        let in_progress = reg.invalidate(range, Reason::Unmap, || {
-            log.lock().unwrap().push("break + tlbi".into());
+        let table = Mutex::new(());
+        let in_progress = reg.invalidate(&table, range, Reason::Unmap, |_| {
+            log.lock().push("break + tlbi".into());
             reg.seq.in_progress()
         });
         assert_eq!(in_progress, 1);
         assert_eq!(reg.seq.in_progress(), 0);
         assert_eq!(
-            *log.lock().unwrap(),
+            *log.lock(),
             vec![
                 "a start 0x40000000..0x40002000 Unmap",
                 "b start 0x40000000..0x40002000 Unmap",
@@ -244,13 +253,13 @@ mod tests {
                 "b end 0x40000000..0x40002000 Unmap",
             ]
         );
-        log.lock().unwrap().clear();
+        log.lock().clear();
         assert!(reg.unregister(b));
         assert!(!reg.unregister(b));
         assert!(reg.clear_young(range, || false));
         reg.release();
         assert!(reg.is_empty());
-        assert_eq!(*log.lock().unwrap(), vec!["a clear_young", "a release"]);
+        assert_eq!(*log.lock(), vec!["a clear_young", "a release"]);
     }
 
     #[test]
@@ -258,8 +267,9 @@ mod tests {
         let reg = Registry::new();
         let snap = reg.seq.snapshot();
         let outer = IpaRange::new(0, 0x20_0000).unwrap();
-        reg.invalidate(outer, Reason::Protect, || {
-            reg.invalidate(IpaRange::new(0x1000, 0x1000).unwrap(), Reason::Unmap, || {
+        let (t1, t2) = (Mutex::new(()), Mutex::new(()));
+        reg.invalidate(&t1, outer, Reason::Protect, |_| {
+            reg.invalidate(&t2, IpaRange::new(0x1000, 0x1000).unwrap(), Reason::Unmap, |_| {
                 assert_eq!(reg.seq.in_progress(), 2);
             });
             assert!(reg.seq.must_retry(reg.seq.snapshot()), "still in progress");
@@ -283,7 +293,7 @@ mod tests {
     fn fault_path_racing_invalidations_never_installs_stale() {
         struct Cache {
             // (generation of the primary it was filled from) or u64::MAX when empty
-            entry: Mutex<u64>,
+            entry: StdMutex<u64>,
         }
         impl Notifier for Cache {
             fn invalidate_range_start(&self, _: IpaRange, _: Reason) {
@@ -293,7 +303,7 @@ mod tests {
             fn release(&self) {}
         }
         let reg = Arc::new(Registry::new());
-        let cache = Arc::new(Cache { entry: Mutex::new(u64::MAX) });
+        let cache = Arc::new(Cache { entry: StdMutex::new(u64::MAX) });
         reg.register(cache.clone());
         // The primary: its generation, changed only inside invalidations, under this lock
         // (the table lock).
@@ -306,9 +316,9 @@ mod tests {
                 let (mut installed, mut retried) = (0u64, 0u64);
                 while !stop.load(Ordering::Acquire) {
                     let snap = reg.seq.snapshot();
-                    let seen = *primary.lock().unwrap(); // look up, lock dropped: may go stale
+                    let seen = *primary.lock(); // look up, lock dropped: may go stale
                     std::thread::yield_now();
-                    let table = primary.lock().unwrap();
+                    let table = primary.lock();
                     if reg.seq.must_retry(snap) {
                         retried += 1;
                     } else {
@@ -331,10 +341,10 @@ mod tests {
             if rounds % 64 == 0 {
                 std::thread::yield_now();
             }
-            reg.invalidate(range, Reason::Unmap, || {
-                *primary.lock().unwrap() += 1;
+            reg.invalidate(&primary, range, Reason::Unmap, |generation| {
+                *generation += 1;
             });
-            let table = primary.lock().unwrap();
+            let table = primary.lock();
             let cached = *cache.entry.lock().unwrap();
             assert!(cached == u64::MAX || cached == *table, "stale entry {cached} after generation {}", *table);
             drop(table);
