@@ -165,7 +165,7 @@ impl Vm {
             ram_size >> 20,
             layout::RAM_BASE,
             &pcpus[..vcpus],
-            if !vm.spec.params.pauth { "off" } else { vm.spec.params.pauth_keys.name() },
+            if pauth { vm.spec.params.pauth_keys.name() } else { "off" },
             boot.entry,
             boot.dtb,
             match boot.initrd {

@@ -166,9 +166,7 @@ guest_exit_keys:
     bl      handle_exit
     tbnz    x0, #0, exit_slow
     mov     sp, x0
-    // The fast path resumes the same vCPU, still the keys' owner; checked all the same.
-    ldr     x2, [sp, #{REGS_KEYS_LIVE}]
-    cbz     x2, restore_volatile
+    // The fast path resumes the same vCPU (hypercalls never change who owns the keys).
     load_guest_keys
     b       restore_volatile
 
