@@ -27,4 +27,8 @@ pub mod pgtable;
 pub mod ranges;
 pub mod ratelimit;
 pub mod sysreg;
+#[cfg(test)]
+mod testmem;
+#[cfg(test)]
+mod pgtable_model;
 pub mod vgic;

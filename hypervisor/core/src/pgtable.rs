@@ -15,6 +15,14 @@ const OA_MASK: u64 = 0x0000_ffff_ffff_f000;
 const AF: u64 = 1 << 10;
 const SH_INNER: u64 = 3 << 8;
 const XN: u64 = 1 << 54;
+/// Stage-2 MemAttr[5:2] / stage-1 AttrIndx[4:2] and shareability: a change here needs
+/// break-before-make.
+const MEMATTR_MASK: u64 = 0xf << 2 | 3 << 8;
+
+/// Attribute bits of a leaf descriptor, access flag excluded.
+fn leaf_bits(desc: u64) -> u64 {
+    desc & !(OA_MASK | DESC_VALID | DESC_TABLE_OR_PAGE | AF)
+}
 
 /// Which translation regime the descriptors are for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -170,6 +178,9 @@ pub struct Translation {
     pub attrs: Attrs,
     /// Size of the block or page that maps the address.
     pub size: u64,
+    /// The access flag: clear after aging until the next access (faulted in by hand,
+    /// the hypervisor leaves hardware updates off).
+    pub young: bool,
 }
 
 impl PageTable {
@@ -221,12 +232,18 @@ impl PageTable {
     }
 
     /// Maps `[va, va + size)` to `[pa, pa + size)`, using 1 GiB and 2 MiB blocks wherever both
-    /// addresses are aligned for them. The range must be unmapped; on error, the part mapped
-    /// before the error stays mapped (unmap the range to undo it).
+    /// addresses are aligned for them, and folding a table that becomes a uniform run into
+    /// a block. The range must be unmapped: if any of it is mapped, nothing changes
+    /// (AlreadyMapped). On NoMemory the part mapped before stays mapped.
     pub fn map(&mut self, mem: &mut impl TableMemory, va: u64, pa: u64, size: u64, attrs: Attrs) -> Result<(), MapError> {
         self.check_range(va, size)?;
         if pa % PAGE_SIZE != 0 || pa.checked_add(size).is_none_or(|end| end > OA_MASK + PAGE_SIZE) {
             return Err(MapError::Misaligned);
+        }
+        let mut mapped = false;
+        self.walk_leaves(mem, va, size, &mut |_, _, _, _, _, _| mapped = true);
+        if mapped {
+            return Err(MapError::AlreadyMapped);
         }
         let leaf = self.regime.leaf_attrs(attrs);
         self.map_level(mem, self.root, self.start_level, va, pa, size, leaf)
@@ -259,6 +276,7 @@ impl PageTable {
                     return Err(MapError::AlreadyMapped);
                 };
                 self.map_level(mem, next, level + 1, va, pa, chunk, leaf)?;
+                self.try_collapse(mem, table, idx, level, va & !(block - 1));
             }
             va += chunk;
             pa += chunk;
@@ -270,11 +288,17 @@ impl PageTable {
     /// Removes every mapping in `[va, va + size)`, splitting blocks that are only partly
     /// covered, and frees tables that become empty. Returns the number of bytes that were mapped.
     pub fn unmap(&mut self, mem: &mut impl TableMemory, va: u64, size: u64) -> Result<u64, MapError> {
-        self.check_range(va, size)?;
-        self.unmap_level(mem, self.root, self.start_level, va, size)
+        self.unmap_with(mem, va, size, &mut |_, _, _| {})
     }
 
-    fn unmap_level(&mut self, mem: &mut impl TableMemory, table: u64, level: u8, mut va: u64, mut size: u64) -> Result<u64, MapError> {
+    /// [`PageTable::unmap`], calling `gone(va, pa, size)` for each removed leaf once its TLB
+    /// entries are invalidated (from then on nothing can reach `pa` through this table).
+    pub fn unmap_with(&mut self, mem: &mut impl TableMemory, va: u64, size: u64, gone: &mut dyn FnMut(u64, u64, u64)) -> Result<u64, MapError> {
+        self.check_range(va, size)?;
+        self.unmap_level(mem, self.root, self.start_level, va, size, gone)
+    }
+
+    fn unmap_level(&mut self, mem: &mut impl TableMemory, table: u64, level: u8, mut va: u64, mut size: u64, gone: &mut dyn FnMut(u64, u64, u64)) -> Result<u64, MapError> {
         let block = 1u64 << entry_shift(level);
         let mut unmapped = 0;
         while size > 0 {
@@ -289,13 +313,14 @@ impl PageTable {
                     mem.write(table, idx, 0);
                     mem.invalidate_tlb(entry_va, block);
                     if is_table {
-                        unmapped += self.count_and_free(mem, desc & OA_MASK, level + 1);
+                        unmapped += self.free_subtree(mem, desc & OA_MASK, level + 1, entry_va, gone);
                     } else {
+                        gone(entry_va, desc & OA_MASK, block);
                         unmapped += block;
                     }
                 } else {
                     let child = if is_table { desc & OA_MASK } else { self.split_block(mem, table, idx, level, entry_va, desc)? };
-                    unmapped += self.unmap_level(mem, child, level + 1, va, chunk)?;
+                    unmapped += self.unmap_level(mem, child, level + 1, va, chunk, gone)?;
                     if (0..ENTRIES_PER_TABLE).all(|i| mem.read(child, i) & DESC_VALID == 0) {
                         mem.write(table, idx, 0);
                         mem.invalidate_tlb(entry_va, block);
@@ -329,23 +354,213 @@ impl PageTable {
         Ok(child)
     }
 
-    /// Frees a detached subtree; returns the bytes its leaves mapped.
-    fn count_and_free(&mut self, mem: &mut impl TableMemory, table: u64, level: u8) -> u64 {
+    /// Frees a detached (and TLB-invalidated) subtree translating from `base`; returns the
+    /// bytes its leaves mapped.
+    fn free_subtree(&mut self, mem: &mut impl TableMemory, table: u64, level: u8, base: u64, gone: &mut dyn FnMut(u64, u64, u64)) -> u64 {
         let mut bytes = 0;
+        let size = 1u64 << entry_shift(level);
         for i in 0..ENTRIES_PER_TABLE {
             let desc = mem.read(table, i);
             if desc & DESC_VALID == 0 {
                 continue;
             }
+            let va = base + i as u64 * size;
             if level < 3 && desc & DESC_TABLE_OR_PAGE != 0 {
-                bytes += self.count_and_free(mem, desc & OA_MASK, level + 1);
+                bytes += self.free_subtree(mem, desc & OA_MASK, level + 1, va, gone);
             } else {
-                bytes += 1u64 << entry_shift(level);
+                gone(va, desc & OA_MASK, size);
+                bytes += size;
             }
         }
         mem.free(table, 1);
         self.tables -= 1;
         bytes
+    }
+
+    /// Changes the attributes of everything mapped in `[va, va + size)` (unmapped parts are
+    /// skipped), splitting blocks that are only partly covered and folding tables that
+    /// become uniform again. A change of memory type goes through break-before-make; a
+    /// change of permissions only is written in place; either way the old entry's TLB
+    /// entries are invalidated before this returns. Returns the bytes whose attributes changed.
+    pub fn protect(&mut self, mem: &mut impl TableMemory, va: u64, size: u64, attrs: Attrs) -> Result<u64, MapError> {
+        self.check_range(va, size)?;
+        let leaf = self.regime.leaf_attrs(attrs) & !AF;
+        self.protect_level(mem, self.root, self.start_level, va, size, leaf)
+    }
+
+    fn protect_level(&mut self, mem: &mut impl TableMemory, table: u64, level: u8, mut va: u64, mut size: u64, leaf: u64) -> Result<u64, MapError> {
+        let block = 1u64 << entry_shift(level);
+        let mut changed = 0;
+        while size > 0 {
+            let idx = self.index(level, va);
+            let entry_va = va & !(block - 1);
+            let chunk = size.min(block - (va - entry_va));
+            let desc = mem.read(table, idx);
+            if desc & DESC_VALID != 0 {
+                let is_table = level < 3 && desc & DESC_TABLE_OR_PAGE != 0;
+                if !is_table && chunk == block {
+                    // Keep the output address, type bits and the access flag; replace the rest.
+                    let new = desc & (OA_MASK | DESC_VALID | DESC_TABLE_OR_PAGE | AF) | leaf;
+                    if new != desc {
+                        if (new ^ desc) & MEMATTR_MASK != 0 {
+                            mem.write(table, idx, 0);
+                            mem.invalidate_tlb(entry_va, block);
+                            mem.write(table, idx, new);
+                        } else {
+                            mem.write(table, idx, new);
+                            mem.invalidate_tlb(entry_va, block);
+                        }
+                        changed += block;
+                    }
+                } else if is_table || leaf_bits(desc) != leaf {
+                    let child = if is_table { desc & OA_MASK } else { self.split_block(mem, table, idx, level, entry_va, desc)? };
+                    changed += self.protect_level(mem, child, level + 1, va, chunk, leaf)?;
+                    self.try_collapse(mem, table, idx, level, entry_va);
+                }
+            }
+            va += chunk;
+            size -= chunk;
+        }
+        Ok(changed)
+    }
+
+    /// If the table under entry `idx` of `table` (at `level`) holds 512 leaves with the same
+    /// attributes mapping one aligned, contiguous run, replaces it by one block
+    /// (break-before-make) and frees it. Cheap to call when it cannot apply: the last and
+    /// first entries are looked at before the rest.
+    fn try_collapse(&mut self, mem: &mut impl TableMemory, table: u64, idx: usize, level: u8, entry_va: u64) {
+        if level == 0 || level >= 3 {
+            return; // no level-0 blocks with a 4 KiB granule
+        }
+        let desc = mem.read(table, idx);
+        if desc & (DESC_VALID | DESC_TABLE_OR_PAGE) != DESC_VALID | DESC_TABLE_OR_PAGE {
+            return;
+        }
+        let child = desc & OA_MASK;
+        let block = 1u64 << entry_shift(level);
+        let child_size = 1u64 << entry_shift(level + 1);
+        let leaf_type = if level + 1 == 3 { DESC_VALID | DESC_TABLE_OR_PAGE } else { DESC_VALID };
+        let first = mem.read(child, 0);
+        let base = first & OA_MASK;
+        if first & (DESC_VALID | DESC_TABLE_OR_PAGE) != leaf_type || base & (block - 1) != 0 {
+            return;
+        }
+        let expected = |i: usize| first + i as u64 * child_size;
+        let last = ENTRIES_PER_TABLE - 1;
+        if mem.read(child, last) != expected(last) || (1..last).any(|i| mem.read(child, i) != expected(i)) {
+            return;
+        }
+        mem.write(table, idx, 0);
+        mem.invalidate_tlb(entry_va, block);
+        mem.write(table, idx, (first & !DESC_TABLE_OR_PAGE) | DESC_VALID);
+        mem.free(child, 1);
+        self.tables -= 1;
+    }
+
+    /// Calls `f(mem, table, index, leaf_va, leaf_size, desc)` for every valid leaf that
+    /// overlaps `[va, va + size)` (a block is reported whole), in address order.
+    fn walk_leaves<M: TableMemory>(&self, mem: &mut M, va: u64, size: u64, f: &mut dyn FnMut(&mut M, u64, usize, u64, u64, u64)) {
+        self.walk_level(mem, self.root, self.start_level, va, size, f)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn walk_level<M: TableMemory>(&self, mem: &mut M, table: u64, level: u8, mut va: u64, mut size: u64, f: &mut dyn FnMut(&mut M, u64, usize, u64, u64, u64)) {
+        let block = 1u64 << entry_shift(level);
+        while size > 0 {
+            let idx = self.index(level, va);
+            let entry_va = va & !(block - 1);
+            let chunk = size.min(block - (va - entry_va));
+            let desc = mem.read(table, idx);
+            if desc & DESC_VALID != 0 {
+                if level < 3 && desc & DESC_TABLE_OR_PAGE != 0 {
+                    self.walk_level(mem, desc & OA_MASK, level + 1, va, chunk, f);
+                } else {
+                    f(mem, table, idx, entry_va, block, desc);
+                }
+            }
+            va += chunk;
+            size -= chunk;
+        }
+    }
+
+    /// Rewrites every valid leaf overlapping `[va, va + size)` (a block whole) with
+    /// `f(leaf_va, leaf_size, desc)`, in place: for changes that need no break-before-make,
+    /// the caller does the TLB maintenance. Tables that become uniform are folded.
+    fn update_leaves(&mut self, mem: &mut impl TableMemory, va: u64, size: u64, f: &mut dyn FnMut(u64, u64, u64) -> u64) {
+        self.update_level(mem, self.root, self.start_level, va, size, f)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn update_level(&mut self, mem: &mut impl TableMemory, table: u64, level: u8, mut va: u64, mut size: u64, f: &mut dyn FnMut(u64, u64, u64) -> u64) {
+        let block = 1u64 << entry_shift(level);
+        while size > 0 {
+            let idx = self.index(level, va);
+            let entry_va = va & !(block - 1);
+            let chunk = size.min(block - (va - entry_va));
+            let desc = mem.read(table, idx);
+            if desc & DESC_VALID != 0 {
+                if level < 3 && desc & DESC_TABLE_OR_PAGE != 0 {
+                    self.update_level(mem, desc & OA_MASK, level + 1, va, chunk, f);
+                    self.try_collapse(mem, table, idx, level, entry_va);
+                } else {
+                    let new = f(entry_va, block, desc);
+                    if new != desc {
+                        mem.write(table, idx, new);
+                    }
+                }
+            }
+            va += chunk;
+            size -= chunk;
+        }
+    }
+
+    /// Aging: clears the access flag of every leaf overlapping `[va, va + size)`, calling
+    /// `seen(leaf_va, leaf_size, was_young)` for each, then invalidates the TLB entries of
+    /// the leaves that were young, so that their next access faults and marks them again
+    /// (clear_flush_young). Returns the number of young leaves.
+    pub fn clear_young(&mut self, mem: &mut impl TableMemory, va: u64, size: u64, seen: &mut dyn FnMut(u64, u64, bool)) -> Result<u64, MapError> {
+        self.check_range(va, size)?;
+        let (mut young, mut lo, mut hi) = (0, u64::MAX, 0);
+        self.update_leaves(mem, va, size, &mut |leaf_va, leaf_size, desc| {
+            let was = desc & AF != 0;
+            if was {
+                young += 1;
+                lo = lo.min(leaf_va);
+                hi = hi.max(leaf_va + leaf_size);
+            }
+            seen(leaf_va, leaf_size, was);
+            desc & !AF
+        });
+        if young > 0 {
+            mem.invalidate_tlb(lo, hi - lo);
+        }
+        Ok(young)
+    }
+
+    /// An access-flag fault at `va`: marks its leaf young again (no TLB maintenance: an
+    /// entry with the flag clear is never cached). Whether a leaf maps `va`.
+    pub fn mark_young(&mut self, mem: &mut impl TableMemory, va: u64) -> bool {
+        if va >> self.va_bits != 0 {
+            return false;
+        }
+        let mut found = false;
+        self.update_leaves(mem, va & !(PAGE_SIZE - 1), PAGE_SIZE, &mut |_, _, desc| {
+            found = true;
+            desc | AF
+        });
+        found
+    }
+
+    /// Calls `seen(leaf_va, leaf_size, young)` for every leaf overlapping the range, changing
+    /// nothing. Returns the number of young leaves.
+    pub fn test_young(&self, mem: &mut impl TableMemory, va: u64, size: u64, seen: &mut dyn FnMut(u64, u64, bool)) -> Result<u64, MapError> {
+        self.check_range(va, size)?;
+        let mut young = 0;
+        self.walk_leaves(mem, va, size, &mut |_, _, _, leaf_va, leaf_size, desc| {
+            young += (desc & AF != 0) as u64;
+            seen(leaf_va, leaf_size, desc & AF != 0);
+        });
+        Ok(young)
     }
 
     /// Looks `va` up as the hardware walker would.
@@ -370,7 +585,7 @@ impl PageTable {
                 return None; // reserved encoding
             }
             let pa = (desc & OA_MASK & !(size - 1)) | (va & (size - 1));
-            return Some(Translation { pa, attrs: self.regime.decode_attrs(desc), size });
+            return Some(Translation { pa, attrs: self.regime.decode_attrs(desc), size, young: desc & AF != 0 });
         }
     }
 
@@ -382,7 +597,8 @@ impl PageTable {
         for i in 0..pages * ENTRIES_PER_TABLE {
             let desc = mem.read(root, i);
             if desc & DESC_VALID != 0 && desc & DESC_TABLE_OR_PAGE != 0 {
-                self.count_and_free(mem, desc & OA_MASK, self.start_level + 1);
+                let base = i as u64 * (1u64 << entry_shift(self.start_level));
+                self.free_subtree(mem, desc & OA_MASK, self.start_level + 1, base, &mut |_, _, _| {});
             }
         }
         mem.free(root, pages);
@@ -393,44 +609,8 @@ impl PageTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
-    use std::vec::Vec;
 
-    /// Table memory on the host: frames in a map, addresses handed out upwards.
-    #[derive(Default)]
-    struct Arena {
-        frames: BTreeMap<u64, Vec<u64>>,
-        next: u64,
-        invalidations: Vec<(u64, u64)>,
-    }
-
-    impl TableMemory for Arena {
-        fn alloc_zeroed(&mut self, pages: usize) -> Option<u64> {
-            let size = pages as u64 * PAGE_SIZE;
-            let pa = (self.next + 0x1000_0000).next_multiple_of(size);
-            self.next = pa + size - 0x1000_0000;
-            for p in 0..pages as u64 {
-                self.frames.insert(pa + p * PAGE_SIZE, std::vec![0; 512]);
-            }
-            Some(pa)
-        }
-        fn free(&mut self, pa: u64, pages: usize) {
-            for p in 0..pages as u64 {
-                assert!(self.frames.remove(&(pa + p * PAGE_SIZE)).is_some(), "double free");
-            }
-        }
-        fn read(&self, table: u64, index: usize) -> u64 {
-            let page = table + (index / 512) as u64 * PAGE_SIZE;
-            self.frames[&page][index % 512]
-        }
-        fn write(&mut self, table: u64, index: usize, desc: u64) {
-            let page = table + (index / 512) as u64 * PAGE_SIZE;
-            self.frames.get_mut(&page).unwrap()[index % 512] = desc;
-        }
-        fn invalidate_tlb(&mut self, va: u64, size: u64) {
-            self.invalidations.push((va, size));
-        }
-    }
+    use crate::testmem::Arena;
 
     const GIB: u64 = 1 << 30;
     const MIB2: u64 = 2 << 20;
@@ -532,6 +712,32 @@ mod tests {
         // The 1 GiB block, then the 2 MiB block, were broken and invalidated before the tables went in.
         assert!(m.invalidations.contains(&(GIB, GIB)));
         assert!(m.invalidations.contains(&(GIB + 5 * MIB2, MIB2)));
+    }
+
+    #[test]
+    fn a_table_that_becomes_uniform_folds_back_into_a_block() {
+        let mut m = Arena::default();
+        let mut t = PageTable::new(&mut m, Regime::Stage2, 40).unwrap();
+        // Pages one by one (as demand faults map them), the last in the middle.
+        for i in (0..512u64).filter(|i| *i != 300) {
+            t.map(&mut m, GIB + i * PAGE_SIZE, 3 * GIB + i * PAGE_SIZE, PAGE_SIZE, Attrs::RAM_RW).unwrap();
+        }
+        assert_eq!(t.translate(&m, GIB).unwrap().size, PAGE_SIZE);
+        t.map(&mut m, GIB + 300 * PAGE_SIZE, 3 * GIB + 300 * PAGE_SIZE, PAGE_SIZE, Attrs::RAM_RW).unwrap();
+        assert_eq!(t.translate(&m, GIB + 5).unwrap().size, MIB2);
+        assert_eq!(t.table_pages(), 2 + 1, "the level-3 table went back");
+        // Protect one page (split), then give it its old permissions back (fold).
+        assert_eq!(t.protect(&mut m, GIB + 7 * PAGE_SIZE, PAGE_SIZE, Attrs::RAM_RO), Ok(PAGE_SIZE));
+        assert_eq!(t.translate(&m, GIB + 7 * PAGE_SIZE).unwrap().attrs, Attrs::RAM_RO);
+        assert_eq!(t.translate(&m, GIB).unwrap().size, PAGE_SIZE);
+        assert_eq!(t.protect(&mut m, GIB + 7 * PAGE_SIZE, PAGE_SIZE, Attrs::RAM_RW), Ok(PAGE_SIZE));
+        assert_eq!(t.translate(&m, GIB).unwrap().size, MIB2);
+        assert!(m.bbm_violations.is_empty(), "{:?}", m.bbm_violations);
+        // Aging keeps page granularity only as long as the pages differ.
+        assert_eq!(t.clear_young(&mut m, GIB, PAGE_SIZE, &mut |_, _, _| {}), Ok(1));
+        assert!(!t.translate(&m, GIB + MIB2 - 1).unwrap().young, "a block ages whole");
+        assert!(t.mark_young(&mut m, GIB + 0x10));
+        assert!(t.translate(&m, GIB + MIB2 - 1).unwrap().young);
     }
 
     #[test]
