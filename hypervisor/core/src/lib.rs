@@ -11,10 +11,14 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+#[cfg(feature = "alloc")]
+pub mod access;
 pub mod cmdline;
 pub mod esr;
 #[cfg(feature = "alloc")]
 pub mod fdt_writer;
+#[cfg(feature = "alloc")]
+pub mod gpa_cache;
 pub mod guest_dt;
 pub mod hypercall;
 pub mod idregs;
@@ -26,6 +30,10 @@ pub mod pgtable;
 #[cfg(feature = "alloc")]
 pub mod ranges;
 pub mod ratelimit;
+#[cfg(feature = "alloc")]
+pub mod s2trace;
+#[cfg(feature = "alloc")]
+pub mod stage2;
 pub mod sysreg;
 #[cfg(test)]
 mod testmem;
