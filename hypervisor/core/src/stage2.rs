@@ -387,10 +387,11 @@ mod tests {
         let s = Arc::new(Stage2::new(Arena::default(), 40).unwrap());
         let generation = Arc::new(AtomicU64::new(1));
         let stop = Arc::new(AtomicBool::new(false));
+        let installs = Arc::new(AtomicU64::new(0));
         let pa_of = |g: u64| 0x10_0000_0000 + g * PAGE_SIZE;
         let faulters: Vec<_> = (0..2)
             .map(|_| {
-                let (s, generation, stop) = (s.clone(), generation.clone(), stop.clone());
+                let (s, generation, stop, installs) = (s.clone(), generation.clone(), stop.clone(), installs.clone());
                 std::thread::spawn(move || {
                     let mut counts = [0u64; 3];
                     while !stop.load(Ordering::Acquire) {
@@ -404,6 +405,9 @@ mod tests {
                             |_| {},
                         );
                         counts[r.unwrap() as usize] += 1;
+                        if r == Ok(FaultOutcome::Mapped) {
+                            installs.fetch_add(1, Ordering::Release);
+                        }
                     }
                     counts
                 })
@@ -411,7 +415,9 @@ mod tests {
             .collect();
         let started = std::time::Instant::now();
         let mut unmaps = 0;
-        while unmaps < 20_000 && started.elapsed().as_secs() < 10 {
+        // At least 20000 unmaps, and until the faulters got installs through (bounded: a
+        // starved fault path fails the assertion below).
+        while (unmaps < 20_000 || installs.load(Ordering::Acquire) < 200) && started.elapsed().as_secs() < 20 {
             s.unmap(BASE, PAGE_SIZE, Reason::Unmap, &mut |_, _, _| {
                 generation.fetch_add(1, Ordering::AcqRel);
             })
@@ -420,7 +426,7 @@ mod tests {
             if let Some(t) = s.translate(BASE) {
                 assert_eq!(t.pa, pa_of(generation.load(Ordering::Acquire)), "a stale mapping survived unmap {unmaps}");
             }
-            if unmaps % 16 == 0 {
+            if unmaps % 4 == 0 {
                 std::thread::yield_now();
             }
         }
