@@ -9,7 +9,9 @@
 //! | `pauth=on\|off` | pointer authentication for every VM's guest | `on` |
 //! | `pauth_keys=lazy\|adaptive\|eager` | when a vCPU owns the PAC key registers (pauth.rs) | `adaptive` |
 //! | `overcommit=on\|off` | a VM may have more vCPUs than there are CPUs (they share CPUs by time slices) | `off` |
-//! | `vmN.mem=SIZE`, `vmN.smp=N`, `vmN.pauth=`, `vmN.pauth_keys=`, `vmN.overcommit=` | the same for VM number N only | |
+//! | `populate=eager\|lazy` | guest RAM allocated and mapped at VM creation, or page by page on the guest's first touch (stage-2 faults) | `eager` |
+//! | `refault=zero\|keep` | what a page unmapped by the guest (HV_MEM_UNMAP) or by reclaim holds when it faults back in | `zero` |
+//! | `vmN.mem=SIZE`, `vmN.smp=N`, `vmN.pauth=`, `vmN.pauth_keys=`, `vmN.overcommit=`, `vmN.populate=`, `vmN.refault=` | the same for VM number N only | |
 //! | `debug_faults=on` | guests may make the hypervisor fault on purpose (HV_DEBUG_FAULT), to test crash reporting | off |
 
 use crate::pauth::KeyPolicy;
@@ -36,6 +38,10 @@ pub struct VmParams {
     pub pauth_keys: KeyPolicy,
     /// More vCPUs than physical CPUs allowed.
     pub overcommit: bool,
+    /// Guest RAM populated on first touch instead of at creation.
+    pub lazy: bool,
+    /// Unmapped pages keep their content for when they fault back (else they come back zeroed).
+    pub keep_unmapped: bool,
 }
 
 /// Per-VM settings that override the defaults.
@@ -46,6 +52,8 @@ struct Overrides {
     pauth: Option<bool>,
     pauth_keys: Option<KeyPolicy>,
     overcommit: Option<bool>,
+    lazy: Option<bool>,
+    keep_unmapped: Option<bool>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,7 +91,15 @@ pub fn parse_size(s: &str) -> Option<u64> {
 
 impl VmParams {
     pub const DEFAULT: VmParams =
-        VmParams { mem: DEFAULT_VM_MEM, vcpus: 1, pauth: true, pauth_keys: KeyPolicy::Adaptive, overcommit: false };
+        VmParams {
+            mem: DEFAULT_VM_MEM,
+            vcpus: 1,
+            pauth: true,
+            pauth_keys: KeyPolicy::Adaptive,
+            overcommit: false,
+            lazy: false,
+            keep_unmapped: false,
+        };
 }
 
 /// "on" or "off".
@@ -157,6 +173,20 @@ impl HvConfig {
                     Some(v) => cfg.per_vm[v].overcommit = Some(on),
                     None => cfg.default.overcommit = on,
                 }),
+                ("populate", _) => match value {
+                    "eager" | "lazy" => Ok(match vm {
+                        Some(v) => cfg.per_vm[v].lazy = Some(value == "lazy"),
+                        None => cfg.default.lazy = value == "lazy",
+                    }),
+                    _ => Err("use eager or lazy"),
+                },
+                ("refault", _) => match value {
+                    "zero" | "keep" => Ok(match vm {
+                        Some(v) => cfg.per_vm[v].keep_unmapped = Some(value == "keep"),
+                        None => cfg.default.keep_unmapped = value == "keep",
+                    }),
+                    _ => Err("use zero or keep"),
+                },
                 ("pauth_keys", _) => match KeyPolicy::parse(value) {
                     Some(p) => Ok(match vm {
                         Some(v) => cfg.per_vm[v].pauth_keys = Some(p),
@@ -182,6 +212,8 @@ impl HvConfig {
             pauth: o.pauth.unwrap_or(self.default.pauth),
             pauth_keys: o.pauth_keys.unwrap_or(self.default.pauth_keys),
             overcommit: o.overcommit.unwrap_or(self.default.overcommit),
+            lazy: o.lazy.unwrap_or(self.default.lazy),
+            keep_unmapped: o.keep_unmapped.unwrap_or(self.default.keep_unmapped),
         }
     }
 }
@@ -221,15 +253,18 @@ mod tests {
         assert_eq!(c.vm(MAX_VMS + 3), VmParams { mem: 256 << 20, vcpus: 2, ..lazy });
         assert_eq!(HvConfig::parse("", |_| ()).vm(0), VmParams::DEFAULT);
         assert!(!HvConfig::parse("pauth=off", |_| ()).vm(5).pauth);
+        let m = HvConfig::parse("populate=lazy vm1.populate=eager vm1.refault=keep", |_| ());
+        assert!(m.vm(0).lazy && !m.vm(0).keep_unmapped);
+        assert!(!m.vm(1).lazy && m.vm(1).keep_unmapped);
     }
 
     #[test]
     fn reports_bad_options_and_keeps_going() {
         let mut bad = Vec::new();
-        let c = HvConfig::parse("mem=3M smp=0 log=loud vm99.mem=2M frob=1 plain pauth=maybe smp=3 pauth_keys=often overcommit=1", |b| bad.push(b.option));
+        let c = HvConfig::parse("mem=3M smp=0 log=loud vm99.mem=2M frob=1 plain pauth=maybe smp=3 pauth_keys=often overcommit=1 populate=soon refault=maybe", |b| bad.push(b.option));
         assert_eq!(
             bad,
-            ["mem=3M", "smp=0", "log=loud", "vm99.mem=2M", "frob=1", "plain", "pauth=maybe", "pauth_keys=often", "overcommit=1"]
+            ["mem=3M", "smp=0", "log=loud", "vm99.mem=2M", "frob=1", "plain", "pauth=maybe", "pauth_keys=often", "overcommit=1", "populate=soon", "refault=maybe"]
         );
         assert_eq!(c.vm(0).vcpus, 3);
     }

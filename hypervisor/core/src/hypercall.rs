@@ -33,6 +33,22 @@ pub mod id {
     pub const HV_YIELD: u32 = 0xc600_0005;
     /// Three counters read at one instant: x1..x3 name them, x1..x3 return their values.
     pub const HV_COUNTERS: u32 = 0xc600_0006;
+    /// Guest memory (balloon-like), on the caller's own RAM; sizes and addresses 4 KiB
+    /// aligned. x1 = IPA, x2 = size. Unmap: x0 = bytes that were mapped.
+    pub const HV_MEM_UNMAP: u32 = 0xc600_0010;
+    /// x3 = permissions ([`super::mem_perm`]); x0 = bytes whose permissions changed.
+    pub const HV_MEM_PROTECT: u32 = 0xc600_0011;
+    /// Aging: x3 bit 0 set = only test. x0 = young pages, x1 = young bitmap of the first 64
+    /// pages, x2 = 1 if the hypervisor's own translation cache had the range young.
+    pub const HV_MEM_AGE: u32 = 0xc600_0012;
+    /// Reclaim: ages the range, then unmaps and frees the pages found cold in at least x3
+    /// passes in a row (x3 = 0: age only). x0 = pages reclaimed.
+    pub const HV_MEM_RECLAIM: u32 = 0xc600_0013;
+    /// Reads the 8 bytes at x1 (8-aligned) the way the hypervisor reads guest memory
+    /// (through its translation cache): x1 = the value.
+    pub const HV_MEM_PEEK: u32 = 0xc600_0014;
+    /// Logs the VM's stage-2 notifier trace; x0 = events so far.
+    pub const HV_MEM_TRACE: u32 = 0xc600_0015;
     /// Makes the hypervisor fault on purpose (only with `debug_faults=on`), to test crash
     /// reporting: x1 = a [`super::DebugFault`].
     pub const HV_DEBUG_FAULT: u32 = 0xc600_00ff;
@@ -61,6 +77,21 @@ pub const PSCI_TOS_NOT_PRESENT: u64 = 2;
 pub const HV_VERSION_VALUE: u64 = 0 << 16 | 1 << 8;
 /// The longest buffer one HV_CONSOLE_WRITE takes.
 pub const CONSOLE_WRITE_MAX: u64 = 4096;
+
+/// HV_MEM_PROTECT permission bits. Allowed: none, R, RW, RX, RWX.
+pub mod mem_perm {
+    pub const READ: u64 = 1;
+    pub const WRITE: u64 = 2;
+    pub const EXEC: u64 = 4;
+
+    /// (read, write, exec) for an allowed combination.
+    pub fn decode(perm: u64) -> Option<(bool, bool, bool)> {
+        match perm {
+            0 | 1 | 3 | 5 | 7 => Some((perm & READ != 0, perm & WRITE != 0, perm & EXEC != 0)),
+            _ => None,
+        }
+    }
+}
 
 /// AFFINITY_INFO results.
 pub mod affinity {
@@ -93,10 +124,29 @@ pub enum Counter {
     Loads = 9,
     /// Not a count: 1 if the vCPU owns the key registers right now, else 0.
     KeysLive = 10,
+    // The VM's guest memory (VM-wide, not per vCPU):
+    /// Stage-2 translation faults on guest RAM that mapped a page.
+    Stage2Faults = 11,
+    /// Access-flag faults (a page touched again after aging).
+    AccessFaults = 12,
+    /// Accesses the stage-2 permissions refused (an abort injected).
+    PermissionFaults = 13,
+    /// Unmap and protect operations, each one invalidation through the notifiers.
+    Invalidations = 14,
+    /// Entries the hypervisor's translation cache dropped on invalidations.
+    CacheDropped = 15,
+    /// Pages given memory on first touch (populate=lazy) or refaulted.
+    PagesPopulated = 16,
+    /// Pages whose memory went back to the hypervisor (unmap, reclaim).
+    PagesReleased = 17,
+    CacheHits = 18,
+    CacheMisses = 19,
+    /// Fault paths that lost a race with an invalidation and let the guest fault again.
+    FaultRetries = 20,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 11] = [
+    pub const ALL: [Counter; 21] = [
         Counter::Exits,
         Counter::Hypercalls,
         Counter::MmioAccesses,
@@ -108,7 +158,22 @@ impl Counter {
         Counter::PlainExits,
         Counter::Loads,
         Counter::KeysLive,
+        Counter::Stage2Faults,
+        Counter::AccessFaults,
+        Counter::PermissionFaults,
+        Counter::Invalidations,
+        Counter::CacheDropped,
+        Counter::PagesPopulated,
+        Counter::PagesReleased,
+        Counter::CacheHits,
+        Counter::CacheMisses,
+        Counter::FaultRetries,
     ];
+
+    /// Counters kept per VM rather than per vCPU.
+    pub fn is_vm_wide(self) -> bool {
+        self as u64 >= Counter::Stage2Faults as u64
+    }
 
     pub fn from_raw(v: u64) -> Option<Counter> {
         Counter::ALL.get(v as usize).copied()
@@ -127,6 +192,16 @@ impl Counter {
             Counter::PlainExits => "plain_exits",
             Counter::Loads => "loads",
             Counter::KeysLive => "keys_live",
+            Counter::Stage2Faults => "s2_faults",
+            Counter::AccessFaults => "access_faults",
+            Counter::PermissionFaults => "perm_faults",
+            Counter::Invalidations => "invalidations",
+            Counter::CacheDropped => "cache_dropped",
+            Counter::PagesPopulated => "populated",
+            Counter::PagesReleased => "released",
+            Counter::CacheHits => "cache_hits",
+            Counter::CacheMisses => "cache_misses",
+            Counter::FaultRetries => "fault_retries",
         }
     }
 }
@@ -178,6 +253,12 @@ pub enum Call {
     HvYield,
     HvCounters { counters: [u64; 3] },
     HvDebugFault { fault: u64 },
+    HvMemUnmap { ipa: u64, size: u64 },
+    HvMemProtect { ipa: u64, size: u64, perm: u64 },
+    HvMemAge { ipa: u64, size: u64, test_only: bool },
+    HvMemReclaim { ipa: u64, size: u64, passes: u64 },
+    HvMemPeek { ipa: u64 },
+    HvMemTrace,
     /// Anything else: answered with NOT_SUPPORTED.
     Unknown { function: u32 },
 }
@@ -218,6 +299,12 @@ impl Call {
             (6, 0x0004, true) => Call::HvCounter { counter: a1 },
             (6, 0x0005, true) => Call::HvYield,
             (6, 0x0006, true) => Call::HvCounters { counters: [a1, a2, a3] },
+            (6, 0x0010, true) => Call::HvMemUnmap { ipa: a1, size: a2 },
+            (6, 0x0011, true) => Call::HvMemProtect { ipa: a1, size: a2, perm: a3 },
+            (6, 0x0012, true) => Call::HvMemAge { ipa: a1, size: a2, test_only: a3 & 1 != 0 },
+            (6, 0x0013, true) => Call::HvMemReclaim { ipa: a1, size: a2, passes: a3 },
+            (6, 0x0014, true) => Call::HvMemPeek { ipa: a1 },
+            (6, 0x0015, true) => Call::HvMemTrace,
             (6, 0x00ff, true) => Call::HvDebugFault { fault: a1 },
             _ => Call::Unknown { function },
         }
@@ -267,7 +354,8 @@ mod tests {
             SMCCC_VERSION, SMCCC_ARCH_FEATURES, PSCI_VERSION, PSCI_CPU_SUSPEND_32, PSCI_CPU_SUSPEND_64, PSCI_CPU_OFF,
             PSCI_CPU_ON_32, PSCI_CPU_ON_64, PSCI_AFFINITY_INFO_32, PSCI_AFFINITY_INFO_64, PSCI_MIGRATE_INFO_TYPE,
             PSCI_SYSTEM_OFF, PSCI_SYSTEM_RESET, PSCI_FEATURES, HV_VERSION, HV_CONSOLE_WRITE, HV_TEST_VERDICT, HV_COUNTER,
-            HV_YIELD, HV_COUNTERS, HV_DEBUG_FAULT,
+            HV_YIELD, HV_COUNTERS, HV_DEBUG_FAULT, HV_MEM_UNMAP, HV_MEM_PROTECT, HV_MEM_AGE, HV_MEM_RECLAIM,
+            HV_MEM_PEEK, HV_MEM_TRACE,
         ];
         for f in known {
             assert!(Call::is_implemented(f), "{f:#x}");

@@ -589,10 +589,14 @@ impl PageTable {
         }
     }
 
-    /// Frees every table frame (not the memory the leaves point to). Returns the number of
-    /// table frames freed.
-    pub fn destroy(mut self, mem: &mut impl TableMemory) -> usize {
+    /// Frees every table frame (not the memory the leaves point to), without TLB
+    /// maintenance: for tables no CPU can walk any more. Returns the number of table frames
+    /// freed. The table is empty and unusable afterwards; a second call frees nothing.
+    pub fn destroy(&mut self, mem: &mut impl TableMemory) -> usize {
         let before = self.tables;
+        if self.root_pages == 0 {
+            return 0;
+        }
         let (root, pages) = (self.root, self.root_pages);
         for i in 0..pages * ENTRIES_PER_TABLE {
             let desc = mem.read(root, i);
@@ -602,6 +606,8 @@ impl PageTable {
             }
         }
         mem.free(root, pages);
+        self.root_pages = 0;
+        self.tables = 0;
         before
     }
 }

@@ -212,14 +212,15 @@ impl<M: TableMemory> Stage2<M> {
 
     /// The VM goes away: everything is unmapped as one Teardown invalidation (`gone` per
     /// leaf, as for [`Stage2::unmap`]), the notifiers are released, and the table frames
-    /// freed. Returns the table frames freed.
-    pub fn teardown(self, gone: &mut dyn FnMut(u64, u64, u64)) -> usize {
+    /// freed. Returns the table frames freed. Nothing may use the space afterwards.
+    pub fn teardown(&self, gone: &mut dyn FnMut(u64, u64, u64)) -> usize {
         let size = 1u64 << self.ipa_bits;
         let tables = self.table_pages();
         let _ = self.unmap(0, size, Reason::Teardown, gone);
         self.notifiers.release();
-        let Tables { table, mut mem } = self.tables.into_inner();
-        table.destroy(&mut mem);
+        let mut t = self.tables.lock();
+        let Tables { table, mem } = &mut *t;
+        table.destroy(mem);
         tables
     }
 }

@@ -1,6 +1,7 @@
 //! Guest exits: decoded by exception class and handed to the handler for it. Called from
 //! exception.S with the guest's general-purpose registers saved in its frame.
 
+use super::memory::FaultResult;
 use super::vcpu::{Power, Vcpu, VcpuRun};
 use super::{hypercall, inject, mmio, pauth, sched, sysreg, Crash, StopReason, Vm};
 use crate::arch::context::VcpuRegs;
@@ -199,17 +200,49 @@ fn sync_exit(vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun) -> Next {
         ec::PAC => pauth::trap(vcpu, run).unwrap_or_else(|| not_emulated(vcpu, run, esr)),
         ec::SYSREG => sysreg::handle(vm, vcpu, run, esr),
         ec::DABT_LOWER => mmio::handle_data_abort(vm, vcpu, run, esr),
-        ec::IABT_LOWER => instruction_abort(vcpu, run),
+        ec::IABT_LOWER => instruction_abort(vm, vcpu, run, esr),
         _ => not_emulated(vcpu, run, esr),
+    }
+}
+
+fn instruction_abort(vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun, esr: Esr) -> Next {
+    let far = FAR_EL2.get();
+    let ipa = mmio::fault_ipa(far);
+    if vm.is_ram(ipa, 1) {
+        return ram_fault(vm, vcpu, run, ipa, far, (esr.iss() & 0x3f) as u8, "instruction fetch");
+    }
+    device_fetch(vcpu, run, far)
+}
+
+/// A stage-2 fault on guest RAM (its own access, or its stage-1 walk): the page is mapped
+/// on first touch, marked young after aging, or the access refused with an abort.
+pub fn ram_fault(vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun, ipa: u64, far: u64, fsc: u8, access: &str) -> Next {
+    match vm.mem.fault(ipa, fsc) {
+        FaultResult::Resume => Next::Resume,
+        FaultResult::Refused => {
+            vm.warn(format_args!(
+                "vCPU {}: {access} at IPA {ipa:#x} (VA {far:#x}, PC {:#x}): not allowed by its stage-2 permissions (FSC {fsc:#x}): abort injected",
+                vcpu.index,
+                ELR_EL2.get()
+            ));
+            if access == "instruction fetch" {
+                inject::instruction_abort(run, far)
+            } else {
+                inject::data_abort(run, far, access == "write")
+            }
+        }
+        FaultResult::OutOfMemory => {
+            log::error!("VM {}: vCPU {}: no host memory left for IPA {ipa:#x}", vm.id, vcpu.index);
+            Next::Stop(StopReason::Crashed(Crash::OutOfMemory))
+        }
     }
 }
 
 #[cold]
 #[inline(never)]
-fn instruction_abort(vcpu: &Vcpu, run: &mut VcpuRun) -> Next {
-    let far = FAR_EL2.get();
+fn device_fetch(vcpu: &Vcpu, run: &mut VcpuRun, far: u64) -> Next {
     vcpu.vm().warn(format_args!(
-        "vCPU {}: instruction fetch from IPA {:#x} (not executable guest RAM) at PC {:#x}: abort injected",
+        "vCPU {}: instruction fetch from IPA {:#x} (not guest RAM) at PC {:#x}: abort injected",
         vcpu.index,
         mmio::fault_ipa(far),
         ELR_EL2.get()

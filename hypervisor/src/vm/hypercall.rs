@@ -8,6 +8,7 @@ use super::{StopReason, Vm};
 use hv_core::guest_dt::vcpu_index;
 use core::sync::atomic::{AtomicBool, Ordering};
 use hv_core::hypercall::{self as abi, affinity, id, ret, Call, Counter, DebugFault};
+use hv_core::pgtable::{Attrs, MapError, MemType};
 
 pub fn handle(vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun) -> Next {
     run.count(Counter::Hypercalls);
@@ -33,11 +34,20 @@ pub fn handle(vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun) -> Next {
             (ret::SUCCESS, Next::Resume)
         }
         Call::HvCounter { counter } => match Counter::from_raw(counter) {
-            Some(c) => (run.counter(c) as i64, Next::Resume),
+            Some(c) => (vm.counter(run, c) as i64, Next::Resume),
             None => (ret::INVALID_PARAMETERS, Next::Resume),
         },
         Call::HvYield => (ret::SUCCESS, Next::Preempt),
-        Call::HvCounters { counters } => (counters_snapshot(run, counters), Next::Resume),
+        Call::HvCounters { counters } => (counters_snapshot(vm, run, counters), Next::Resume),
+        Call::HvMemUnmap { ipa, size } => (mem_result(vm, vcpu, "unmap", vm.mem.unmap(ipa, size)), Next::Resume),
+        Call::HvMemProtect { ipa, size, perm } => (mem_protect(vm, vcpu, ipa, size, perm), Next::Resume),
+        Call::HvMemAge { ipa, size, test_only } => (mem_age(vm, vcpu, run, ipa, size, test_only), Next::Resume),
+        Call::HvMemReclaim { ipa, size, passes } => (mem_reclaim(vm, vcpu, ipa, size, passes), Next::Resume),
+        Call::HvMemPeek { ipa } => (mem_peek(vm, run, ipa), Next::Resume),
+        Call::HvMemTrace => {
+            vm.mem.log_trace(vm.id);
+            (vm.mem.trace.total() as i64, Next::Resume)
+        }
         Call::HvDebugFault { fault } => (debug_fault(vcpu, fault), Next::Resume),
         Call::Unknown { function } => (unknown(vcpu, function), Next::Resume),
     };
@@ -46,16 +56,80 @@ pub fn handle(vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun) -> Next {
 }
 
 /// HV_COUNTERS: three counters at one instant, into x1..x3.
-fn counters_snapshot(run: &mut VcpuRun, ids: [u64; 3]) -> i64 {
+fn counters_snapshot(vm: &Vm, run: &mut VcpuRun, ids: [u64; 3]) -> i64 {
     let mut values = [0; 3];
     for (v, id) in values.iter_mut().zip(ids) {
         match Counter::from_raw(id) {
-            Some(c) => *v = run.counter(c),
+            Some(c) => *v = vm.counter(run, c),
             None => return ret::INVALID_PARAMETERS,
         }
     }
     run.regs.x[1..4].copy_from_slice(&values);
     ret::SUCCESS
+}
+
+/// A guest memory operation's answer: the bytes it covered, or an error code for a range
+/// that is not page-aligned RAM of the caller.
+fn mem_result(vm: &Vm, vcpu: &Vcpu, what: &str, r: Result<u64, MapError>) -> i64 {
+    match r {
+        Ok(bytes) => bytes as i64,
+        Err(e) => {
+            vm.warn(format_args!("vCPU {}: HV_MEM {what} refused: {e:?}", vcpu.index));
+            match e {
+                MapError::Misaligned => ret::INVALID_PARAMETERS,
+                MapError::OutOfRange | MapError::AlreadyMapped | MapError::UnsupportedSize => ret::INVALID_ADDRESS,
+                MapError::NoMemory => ret::INTERNAL_FAILURE,
+            }
+        }
+    }
+}
+
+#[inline(never)]
+fn mem_protect(vm: &Vm, vcpu: &Vcpu, ipa: u64, size: u64, perm: u64) -> i64 {
+    let Some((read, write, exec)) = abi::mem_perm::decode(perm) else {
+        return ret::INVALID_PARAMETERS;
+    };
+    let attrs = Attrs { mem: MemType::Normal, read, write, exec };
+    mem_result(vm, vcpu, "protect", vm.mem.protect(ipa, size, attrs))
+}
+
+#[inline(never)]
+fn mem_age(vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun, ipa: u64, size: u64, test_only: bool) -> i64 {
+    match vm.mem.age(ipa, size, test_only) {
+        Ok((pages, bitmap, hypervisor_young)) => {
+            run.regs.x[1] = bitmap;
+            run.regs.x[2] = hypervisor_young as u64;
+            pages as i64
+        }
+        Err(e) => mem_result(vm, vcpu, "age", Err(e)),
+    }
+}
+
+#[inline(never)]
+fn mem_reclaim(vm: &Vm, vcpu: &Vcpu, ipa: u64, size: u64, passes: u64) -> i64 {
+    if passes > u8::MAX as u64 {
+        return ret::INVALID_PARAMETERS;
+    }
+    match vm.mem.reclaim(ipa, size, passes as u8) {
+        Ok(pages) => pages as i64,
+        Err(e) => mem_result(vm, vcpu, "reclaim", Err(e)),
+    }
+}
+
+/// HV_MEM_PEEK: 8 bytes read the way the hypervisor reads guest memory.
+#[inline(never)]
+fn mem_peek(vm: &Vm, run: &mut VcpuRun, ipa: u64) -> i64 {
+    if ipa % 8 != 0 {
+        return ret::INVALID_PARAMETERS;
+    }
+    let mut bytes = [0u8; 8];
+    match vm.read_guest(ipa, &mut bytes) {
+        Ok(()) => {
+            run.regs.x[1] = u64::from_le_bytes(bytes);
+            ret::SUCCESS
+        }
+        Err(_) => ret::INVALID_ADDRESS,
+    }
 }
 
 /// Set from the hypervisor's command line (`debug_faults=on`).

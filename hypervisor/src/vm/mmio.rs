@@ -40,12 +40,13 @@ pub fn handle_data_abort(vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun, esr: Esr) -> N
     let far = FAR_EL2.get();
     let ipa = fault_ipa(far);
     let access = if da.write { "write" } else { "read" };
+    if vm.is_ram(ipa, 1) {
+        return super::exit::ram_fault(vm, vcpu, run, ipa, far, da.fsc, access);
+    }
     let device = device_at(vm, ipa);
     let Some((dev, offset)) = device.filter(|_| da.isv && !da.s1ptw) else {
         let why = if device.is_some() {
             "an access the hypervisor cannot decode (no syndrome)"
-        } else if vm.is_ram(ipa, 1) {
-            "guest RAM"
         } else {
             "no RAM or device"
         };

@@ -4,6 +4,7 @@
 pub mod exit;
 pub mod hypercall;
 pub mod inject;
+pub mod memory;
 pub mod mmio;
 pub mod pauth;
 pub mod sched;
@@ -16,7 +17,6 @@ use crate::boot::loader::{self, LoadError};
 use crate::dev::vuart::VUart;
 use crate::mm::frames;
 use crate::percpu::MAX_CPUS;
-use crate::mm::tables::{FrameTables, TlbScope};
 use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -24,7 +24,6 @@ use core::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use hv_core::cmdline::VmParams;
 use hv_core::guest_dt::layout;
 use hv_core::hypercall::Counter;
-use hv_core::pgtable::{Attrs, PageTable, Regime, PAGE_SIZE};
 use hv_core::ranges::Range;
 use hv_core::ratelimit::{RateLimit, Verdict};
 use spin::Mutex;
@@ -63,26 +62,18 @@ pub enum Crash {
     ExceptionLoop,
     /// Its kernel panicked and halted (seen on its console).
     GuestPanic,
+    /// A page it touched could not be given memory (populate=lazy).
+    OutOfMemory,
 }
 
 /// A verdict not yet reported.
 const NO_VERDICT: i64 = i64::MIN;
 
-/// One block of guest RAM: IPA range and the host frames behind it.
-#[derive(Clone, Copy, Debug)]
-struct RamChunk {
-    ipa: u64,
-    pa: u64,
-    size: u64,
-    pages: usize,
-}
-
 pub struct Vm {
     pub id: usize,
     pub spec: VmSpec,
-    vttbr: u64,
-    stage2: Mutex<Option<PageTable>>,
-    ram: Vec<RamChunk>,
+    /// Guest RAM, its stage-2 tables and their notifiers.
+    pub mem: memory::GuestMemory,
     pub ram_size: u64,
     pub vcpus: Vec<Box<Vcpu>>,
     pub uart: VUart,
@@ -114,34 +105,14 @@ impl Vm {
         }
         let ram_size = spec.params.mem;
         let vmid = (id as u64 + 1) & 0xff;
-        let mut tables = FrameTables { scope: TlbScope::Stage2 { vttbr: 0 } };
-        let mut s2 = PageTable::new(&mut tables, Regime::Stage2, cpu::ipa_bits()).map_err(|_| LoadError::OutOfMemory)?;
-        let vttbr = s2.root() | vmid << 48;
-        tables.scope = TlbScope::Stage2 { vttbr };
-
-        let ram = match alloc_ram(ram_size) {
-            Some(r) => r,
-            None => {
-                s2.destroy(&mut tables);
-                return Err(LoadError::OutOfMemory);
-            }
-        };
-        for c in &ram {
-            if s2.map(&mut tables, c.ipa, c.pa, c.size, Attrs::RAM_RWX).is_err() {
-                s2.destroy(&mut tables);
-                free_ram(&ram);
-                return Err(LoadError::OutOfMemory);
-            }
-        }
+        let mem = memory::GuestMemory::new(vmid, cpu::ipa_bits(), layout::RAM_BASE, ram_size, spec.params.lazy, spec.params.keep_unmapped)?;
 
         let pauth = spec.params.pauth && cpu::features().pauth;
         let vm = Arc::new_cyclic(|weak| {
             let me = weak.as_ptr();
             Vm {
                 id,
-                vttbr,
-                stage2: Mutex::new(Some(s2)),
-                ram,
+                mem,
                 ram_size,
                 vcpus: (0..vcpus).map(|i| Box::new(Vcpu::new(i, pcpus[i], me, pauth, spec.params.pauth_keys))).collect(),
                 uart: VUart::new(id),
@@ -161,9 +132,15 @@ impl Vm {
         aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::ISH);
         *vm.vcpus[0].power.lock() = Power::OnPending { entry: boot.entry, context: boot.dtb };
         log::info!(
-            "VM {id}: {} MiB RAM at IPA {:#x}, {vcpus} vCPU(s) on CPU(s) {:?}, PAuth {}, kernel at {:#x}, device tree at {:#x}{}",
+            "VM {id}: {} MiB RAM at IPA {:#x} ({}), {vcpus} vCPU(s) on CPU(s) {:?}, PAuth {}, kernel at {:#x}, device tree at {:#x}{}",
             ram_size >> 20,
             layout::RAM_BASE,
+            match (vm.mem.is_lazy(), vm.spec.params.keep_unmapped) {
+                (false, false) => "populated",
+                (false, true) => "populated, unmapped pages keep content",
+                (true, false) => "populated on first touch",
+                (true, true) => "populated on first touch, unmapped pages keep content",
+            },
             &pcpus[..vcpus],
             if pauth { vm.spec.params.pauth_keys.name() } else { "off" },
             boot.entry,
@@ -203,50 +180,23 @@ impl Vm {
     }
 
     pub fn vttbr(&self) -> u64 {
-        self.vttbr
-    }
-
-    /// The host address behind `[ipa, ipa + len)` if it is all guest RAM in one chunk.
-    fn host_range(&self, ipa: u64, len: u64) -> Option<u64> {
-        self.ram.iter().find_map(|c| {
-            let r = Range::new(c.ipa, c.size);
-            r.contains_range(ipa, len).then(|| c.pa + (ipa - c.ipa))
-        })
+        self.mem.vttbr()
     }
 
     /// Copies guest RAM at `ipa` into `buf`. Fails if any byte is outside guest RAM.
-    pub fn read_guest(&self, mut ipa: u64, buf: &mut [u8]) -> Result<(), ()> {
-        let mut done = 0;
-        while done < buf.len() {
-            let n = (buf.len() - done).min((PAGE_SIZE - ipa % PAGE_SIZE) as usize);
-            let host = self.host_range(ipa, n as u64).ok_or(())?;
-            // SAFETY: `host` is in this VM's RAM (identity-mapped, owned by the VM while it
-            // exists) for `n` bytes; the guest may change it concurrently, which only
-            // changes the bytes we copy.
-            unsafe { core::ptr::copy_nonoverlapping(host as *const u8, buf[done..].as_mut_ptr(), n) };
-            done += n;
-            ipa += n as u64;
-        }
-        Ok(())
+    pub fn read_guest(&self, ipa: u64, buf: &mut [u8]) -> Result<(), memory::AccessError> {
+        self.mem.read(ipa, buf)
     }
 
-    /// Copies `data` into guest RAM at `ipa`. Fails if any byte is outside guest RAM.
-    pub fn write_guest(&self, mut ipa: u64, data: &[u8]) -> Result<(), ()> {
-        let mut done = 0;
-        while done < data.len() {
-            let n = (data.len() - done).min((PAGE_SIZE - ipa % PAGE_SIZE) as usize);
-            let host = self.host_range(ipa, n as u64).ok_or(())?;
-            // SAFETY: as in `read_guest`; the destination is guest RAM only.
-            unsafe { core::ptr::copy_nonoverlapping(data[done..].as_ptr(), host as *mut u8, n) };
-            done += n;
-            ipa += n as u64;
-        }
-        Ok(())
+    /// Copies `data` into guest RAM at `ipa`. Fails if any byte is outside guest RAM or
+    /// write-protected by the guest.
+    pub fn write_guest(&self, ipa: u64, data: &[u8]) -> Result<(), memory::AccessError> {
+        self.mem.write(ipa, data)
     }
 
     /// Whether `[ipa, ipa + len)` is guest RAM.
     pub fn is_ram(&self, ipa: u64, len: u64) -> bool {
-        Range::new(layout::RAM_BASE, self.ram_size).contains_range(ipa, len)
+        self.mem.is_ram(ipa, len)
     }
 
     pub fn is_stopping(&self) -> bool {
@@ -300,73 +250,41 @@ impl Vm {
     }
 
     fn log_counters(&self) {
+        use core::fmt::Write;
         for v in &self.vcpus {
             // SAFETY: called at retirement: every vCPU is off and out of all run queues.
             let run = unsafe { v.run_mut() };
             let mut line = alloc::string::String::new();
-            for c in Counter::ALL {
-                use core::fmt::Write;
+            for c in Counter::ALL.into_iter().filter(|c| !c.is_vm_wide()) {
                 let _ = write!(line, " {}={}", c.name(), run.counter(c));
             }
             log::info!("VM {} vCPU {}:{line}", self.id, v.index);
         }
+        let mut line = alloc::string::String::new();
+        for c in Counter::ALL {
+            if let Some(n) = self.mem.counter(c) {
+                let _ = write!(line, " {}={n}", c.name());
+            }
+        }
+        log::info!("VM {} memory:{line} stage2_tables={}", self.id, self.mem.space.table_pages());
+    }
+
+    /// A counter by number as HV_COUNTER reads it: VM-wide ones from guest memory.
+    pub fn counter(&self, run: &vcpu::VcpuRun, c: Counter) -> u64 {
+        self.mem.counter(c).unwrap_or_else(|| run.counter(c))
     }
 }
 
 impl Drop for Vm {
     fn drop(&mut self) {
-        let mut tables = FrameTables { scope: TlbScope::Stage2 { vttbr: self.vttbr } };
-        let mut table_pages = 0;
-        if let Some(mut s2) = self.stage2.lock().take() {
-            for c in &self.ram {
-                let _ = s2.unmap(&mut tables, c.ipa, c.size);
-            }
-            table_pages = s2.destroy(&mut tables);
-        }
-        free_ram(&self.ram);
+        let (ram, table_pages) = self.mem.teardown();
         log::info!(
             "VM {}: freed {} MiB of RAM and {} stage-2 table pages ({} MiB free)",
             self.id,
-            self.ram_size >> 20,
+            ram >> 20,
             table_pages,
             frames::free_bytes() >> 20
         );
-    }
-}
-
-/// Allocates `size` bytes of zeroed guest RAM in naturally aligned power-of-two chunks of at
-/// least 2 MiB, laid out from the guest's RAM base.
-fn alloc_ram(size: u64) -> Option<Vec<RamChunk>> {
-    const MIN_CHUNK: u64 = 2 << 20;
-    let mut chunks = Vec::new();
-    let mut ipa = layout::RAM_BASE;
-    let mut left = size;
-    while left > 0 {
-        let mut chunk = 1u64 << (63 - left.leading_zeros());
-        let pa = loop {
-            if chunk < MIN_CHUNK {
-                free_ram(&chunks);
-                return None;
-            }
-            if let Some(pa) = frames::alloc((chunk / PAGE_SIZE) as usize) {
-                break pa;
-            }
-            chunk /= 2;
-        };
-        let pages = (chunk / PAGE_SIZE) as usize;
-        // SAFETY: freshly allocated frames, identity-mapped; zeroing them keeps whatever
-        // they held before (another VM's data) from reaching this guest.
-        unsafe { crate::arch::zero(pa, chunk) };
-        chunks.push(RamChunk { ipa, pa, size: chunk, pages });
-        ipa += chunk;
-        left -= chunk;
-    }
-    Some(chunks)
-}
-
-fn free_ram(chunks: &[RamChunk]) {
-    for c in chunks {
-        frames::free(c.pa, c.pages);
     }
 }
 

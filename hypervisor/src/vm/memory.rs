@@ -1,0 +1,462 @@
+//! A VM's guest RAM: where its pages live (allocated at creation, or page by page on first
+//! touch), its stage-2 space with the notifiers subscribed to it (the hypervisor's
+//! translation cache, access tracking, a trace ring), stage-2 faults, the hypervisor's own
+//! reads and writes of guest memory, and reclaim of cold pages.
+
+use crate::boot::loader::LoadError;
+use crate::mm::frames;
+use crate::mm::tables::{FrameTables, TlbScope};
+use alloc::collections::BTreeMap;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
+use hv_core::access::AccessTracker;
+use hv_core::gpa_cache::GpaCache;
+use hv_core::hypercall::Counter;
+use hv_core::notifier::Reason;
+use hv_core::pgtable::{Attrs, MapError, PAGE_SIZE};
+use hv_core::ranges::Range;
+use hv_core::s2trace::TraceRing;
+use hv_core::stage2::{FaultOutcome, Stage2};
+use spin::Mutex;
+
+/// One block of guest RAM allocated at creation: IPA range and the host frames behind it.
+#[derive(Clone, Copy, Debug)]
+struct RamChunk {
+    ipa: u64,
+    pa: u64,
+    size: u64,
+    pages: usize,
+}
+
+/// Where guest pages come from.
+enum Backing {
+    /// All RAM allocated at creation: a page unmapped keeps its frame (zeroed unless
+    /// unmapped pages keep their content) and gets it back on the next fault.
+    Eager(Vec<RamChunk>),
+    /// A frame per page, allocated on first touch and freed when the page is unmapped.
+    Lazy,
+}
+
+/// The aging granule of a reclaim pass: the hypervisor's own young state is asked per
+/// granule, the stage-2 access flags per page.
+const AGING_GRANULE: u64 = 2 << 20;
+
+/// What a stage-2 fault on guest RAM comes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultResult {
+    /// Handled: the guest retries the access.
+    Resume,
+    /// The access is not allowed (permissions): the guest gets an abort.
+    Refused,
+    /// No host memory left for the page.
+    OutOfMemory,
+}
+
+/// Why the hypervisor could not access guest memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccessError {
+    NotRam,
+    /// A write to a page the guest made read-only.
+    ReadOnly,
+    NoMemory,
+}
+
+/// Counters of guest memory, indexed from `Counter::Stage2Faults`.
+const OWN_COUNTERS: usize = 8;
+
+pub struct GuestMemory {
+    pub space: Stage2<FrameTables>,
+    vttbr: u64,
+    ram: Range,
+    backing: Backing,
+    keep_unmapped: bool,
+    /// Lazy VMs keeping unmapped content: the frames, out of the guest's reach, by IPA.
+    kept: Mutex<BTreeMap<u64, u64>>,
+    /// Serializes populating faults, so two vCPUs faulting one kept page cannot give it
+    /// two different frames.
+    populate: Mutex<()>,
+    pub cache: Arc<GpaCache>,
+    pub tracker: Arc<AccessTracker>,
+    pub trace: Arc<TraceRing>,
+    counters: [AtomicU64; OWN_COUNTERS],
+}
+
+impl GuestMemory {
+    /// Builds `size` bytes of guest RAM at IPA `base` with an empty or fully mapped stage-2
+    /// (`lazy`), tagged with `vmid`.
+    pub fn new(vmid: u64, ipa_bits: u8, base: u64, size: u64, lazy: bool, keep_unmapped: bool) -> Result<GuestMemory, LoadError> {
+        let space = Stage2::new(FrameTables { scope: TlbScope::Stage2 { vttbr: 0 } }, ipa_bits).map_err(|_| LoadError::OutOfMemory)?;
+        let vttbr = space.root() | vmid << 48;
+        space.with_mem(|m| m.scope = TlbScope::Stage2 { vttbr });
+        let ram = Range::new(base, size);
+        let backing = if lazy {
+            Backing::Lazy
+        } else {
+            let Some(chunks) = alloc_ram(base, size) else {
+                space.teardown(&mut |_, _, _| {});
+                return Err(LoadError::OutOfMemory);
+            };
+            for c in &chunks {
+                if space.map(c.ipa, c.pa, c.size, Attrs::RAM_RWX).is_err() {
+                    space.teardown(&mut |_, _, _| {});
+                    free_ram(&chunks);
+                    return Err(LoadError::OutOfMemory);
+                }
+            }
+            Backing::Eager(chunks)
+        };
+        let mem = GuestMemory {
+            space,
+            vttbr,
+            ram,
+            backing,
+            keep_unmapped,
+            kept: Mutex::new(BTreeMap::new()),
+            populate: Mutex::new(()),
+            cache: Arc::new(GpaCache::new()),
+            tracker: Arc::new(AccessTracker::new(base, size)),
+            trace: Arc::new(TraceRing::new()),
+            counters: Default::default(),
+        };
+        mem.space.notifiers.register(mem.cache.clone());
+        mem.space.notifiers.register(mem.tracker.clone());
+        mem.space.notifiers.register(mem.trace.clone());
+        Ok(mem)
+    }
+
+    pub fn vttbr(&self) -> u64 {
+        self.vttbr
+    }
+
+    pub fn is_lazy(&self) -> bool {
+        matches!(self.backing, Backing::Lazy)
+    }
+
+    /// Whether `[ipa, ipa + len)` is guest RAM.
+    pub fn is_ram(&self, ipa: u64, len: u64) -> bool {
+        self.ram.contains_range(ipa, len)
+    }
+
+    /// Checks a guest-given range: page aligned, non-empty, inside its RAM.
+    pub fn guest_range(&self, ipa: u64, size: u64) -> Result<(), MapError> {
+        if ipa % PAGE_SIZE != 0 || size % PAGE_SIZE != 0 {
+            return Err(MapError::Misaligned);
+        }
+        if size == 0 || !self.is_ram(ipa, size) {
+            return Err(MapError::OutOfRange);
+        }
+        Ok(())
+    }
+
+    fn count(&self, c: Counter, n: u64) {
+        self.counters[c as usize - Counter::Stage2Faults as usize].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// A VM-wide counter (None for per-vCPU ones).
+    pub fn counter(&self, c: Counter) -> Option<u64> {
+        let stats = &self.space.stats;
+        Some(match c {
+            Counter::Invalidations => stats.invalidations.load(Ordering::Relaxed),
+            Counter::FaultRetries => stats.fault_retries.load(Ordering::Relaxed),
+            Counter::CacheDropped => self.cache.stats.dropped.load(Ordering::Relaxed),
+            Counter::CacheHits => self.cache.stats.hits.load(Ordering::Relaxed),
+            Counter::CacheMisses => self.cache.stats.misses.load(Ordering::Relaxed),
+            c if c.is_vm_wide() => self.counters.get(c as usize - Counter::Stage2Faults as usize)?.load(Ordering::Relaxed),
+            _ => return None,
+        })
+    }
+
+    /// The host frame behind a guest page of an eager VM.
+    fn chunk_frame(chunks: &[RamChunk], ipa: u64) -> Option<u64> {
+        chunks.iter().find(|c| Range::new(c.ipa, c.size).contains(ipa)).map(|c| c.pa + (ipa - c.ipa))
+    }
+
+    /// Maps the RAM page holding `ipa` (a translation fault, or the hypervisor touching an
+    /// unpopulated page). Retry means an invalidation raced: the caller tries again.
+    fn populate(&self, ipa: u64) -> Result<FaultOutcome, MapError> {
+        let page = ipa & !(PAGE_SIZE - 1);
+        let outcome = match &self.backing {
+            Backing::Eager(chunks) => {
+                let pa = Self::chunk_frame(chunks, page).ok_or(MapError::OutOfRange)?;
+                self.space.fault_in(page, || Some((pa, Attrs::RAM_RWX)), |_| {})?
+            }
+            Backing::Lazy => {
+                let _one_at_a_time = self.populate.lock();
+                let from_kept = core::cell::Cell::new(false);
+                let outcome = self.space.fault_in(
+                    page,
+                    || {
+                        let kept = self.kept.lock().remove(&page);
+                        from_kept.set(kept.is_some());
+                        kept.or_else(|| frames::alloc_zeroed(1)).map(|pa| (pa, Attrs::RAM_RWX))
+                    },
+                    |pa| {
+                        if from_kept.get() {
+                            self.kept.lock().insert(page, pa);
+                        } else {
+                            frames::free(pa, 1);
+                        }
+                    },
+                )?;
+                if outcome == FaultOutcome::Mapped {
+                    self.count(Counter::PagesPopulated, 1);
+                }
+                outcome
+            }
+        };
+        if outcome == FaultOutcome::Mapped {
+            self.count(Counter::Stage2Faults, 1);
+        }
+        Ok(outcome)
+    }
+
+    /// A stage-2 fault on guest RAM, by fault status code (ESR ISS.xFSC).
+    pub fn fault(&self, ipa: u64, fsc: u8) -> FaultResult {
+        match fsc & 0x3c {
+            // Translation fault: the page is not mapped (yet, or any more).
+            0x04 => match self.populate(ipa) {
+                Ok(_) => FaultResult::Resume,
+                Err(MapError::NoMemory) => FaultResult::OutOfMemory,
+                Err(_) => FaultResult::Refused,
+            },
+            // Access flag: touched again after aging.
+            0x08 => {
+                self.space.mark_young(ipa);
+                self.count(Counter::AccessFaults, 1);
+                FaultResult::Resume
+            }
+            // Permission fault: a write to a write-protected page, a fetch from a
+            // non-executable one.
+            0x0c => {
+                self.count(Counter::PermissionFaults, 1);
+                FaultResult::Refused
+            }
+            _ => FaultResult::Refused,
+        }
+    }
+
+    /// Runs `f(host address)` on the guest bytes `[ipa, ipa + len)`, all in one page, the
+    /// way the hypervisor touches guest memory: through its translation cache, populating
+    /// the page if needed, never writing a page the guest cannot write.
+    fn access(&self, ipa: u64, len: u64, write: bool, f: &mut dyn FnMut(u64)) -> Result<(), AccessError> {
+        if !self.is_ram(ipa, len) {
+            return Err(AccessError::NotRam);
+        }
+        // Each round either hits, fills, or maps the page; more than a few rounds means
+        // invalidations keep racing this access, which only a guest unmapping in a loop causes.
+        for _ in 0..16 {
+            if self.cache.with_hit(ipa, write, &mut *f).is_some() {
+                return Ok(());
+            }
+            let filled = self.space.fill_secondary(ipa, || {}, |t| match t {
+                Some(t) if write && !t.attrs.write => Err(AccessError::ReadOnly),
+                Some(t) => {
+                    self.cache.fill_with(ipa, t.pa & !(PAGE_SIZE - 1), t.attrs.write, &mut *f);
+                    Ok(true)
+                }
+                None => Ok(false),
+            });
+            match filled {
+                Some(Ok(true)) => return Ok(()),
+                Some(Err(e)) => return Err(e),
+                Some(Ok(false)) => match self.populate(ipa) {
+                    Err(MapError::NoMemory) => return Err(AccessError::NoMemory),
+                    Err(_) => return Err(AccessError::NotRam),
+                    Ok(_) => {}
+                },
+                None => {} // an invalidation ran meanwhile: look again
+            }
+        }
+        Err(AccessError::NoMemory)
+    }
+
+    /// Copies guest RAM at `ipa` into `buf`.
+    pub fn read(&self, mut ipa: u64, buf: &mut [u8]) -> Result<(), AccessError> {
+        let mut done = 0;
+        while done < buf.len() {
+            let n = (buf.len() - done).min((PAGE_SIZE - ipa % PAGE_SIZE) as usize);
+            let dst = &mut buf[done..done + n];
+            self.access(ipa, n as u64, false, &mut |host| {
+                // SAFETY: `host` is this VM's page for `n` bytes, kept from being freed
+                // by the cache lock `access` holds around this call; the guest may change
+                // it concurrently, which only changes the bytes we copy.
+                unsafe { core::ptr::copy_nonoverlapping(host as *const u8, dst.as_mut_ptr(), n) }
+            })?;
+            done += n;
+            ipa += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Copies `data` into guest RAM at `ipa`.
+    pub fn write(&self, mut ipa: u64, data: &[u8]) -> Result<(), AccessError> {
+        let mut done = 0;
+        while done < data.len() {
+            let n = (data.len() - done).min((PAGE_SIZE - ipa % PAGE_SIZE) as usize);
+            let src = &data[done..done + n];
+            self.access(ipa, n as u64, true, &mut |host| {
+                // SAFETY: as in `read`; the destination is a writable page of this VM.
+                unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), host as *mut u8, n) }
+            })?;
+            done += n;
+            ipa += n as u64;
+        }
+        Ok(())
+    }
+
+    /// A leaf left stage-2 (its TLB entries invalidated): what its memory becomes.
+    fn unmapped(&self, ipa: u64, pa: u64, size: u64) {
+        match &self.backing {
+            Backing::Eager(_) => {
+                if !self.keep_unmapped {
+                    // SAFETY: the VM's own frames, unreachable by the guest now (unmapped
+                    // and invalidated), identity-mapped for the hypervisor.
+                    unsafe { crate::arch::zero(pa, size) };
+                }
+            }
+            Backing::Lazy => {
+                let mut released = 0;
+                for off in (0..size).step_by(PAGE_SIZE as usize) {
+                    if self.keep_unmapped && !page_is_zero(pa + off) {
+                        self.kept.lock().insert(ipa + off, pa + off);
+                    } else {
+                        frames::free(pa + off, 1);
+                        released += 1;
+                    }
+                }
+                self.count(Counter::PagesReleased, released);
+            }
+        }
+    }
+
+    /// HV_MEM_UNMAP / reclaim: removes the range's mappings. Returns bytes that were mapped.
+    pub fn unmap(&self, ipa: u64, size: u64) -> Result<u64, MapError> {
+        self.guest_range(ipa, size)?;
+        self.space.unmap(ipa, size, Reason::Unmap, &mut |a, p, s| self.unmapped(a, p, s))
+    }
+
+    /// HV_MEM_PROTECT.
+    pub fn protect(&self, ipa: u64, size: u64, attrs: Attrs) -> Result<u64, MapError> {
+        self.guest_range(ipa, size)?;
+        self.space.protect(ipa, size, attrs)
+    }
+
+    /// HV_MEM_AGE: (young pages, bitmap of the first 64 pages, whether the hypervisor's
+    /// own accesses made the range young).
+    pub fn age(&self, ipa: u64, size: u64, test_only: bool) -> Result<(u64, u64, bool), MapError> {
+        self.guest_range(ipa, size)?;
+        let (mut pages, mut bitmap) = (0u64, 0u64);
+        let mut seen = |leaf: u64, leaf_size: u64, young: bool| {
+            if !test_only {
+                self.tracker.record(leaf, leaf_size, young);
+            }
+            if !young {
+                return;
+            }
+            // The part of the leaf inside the range, page by page.
+            let (s, e) = (leaf.max(ipa), (leaf + leaf_size).min(ipa + size));
+            for p in (s..e).step_by(PAGE_SIZE as usize) {
+                pages += 1;
+                let i = (p - ipa) / PAGE_SIZE;
+                if i < 64 {
+                    bitmap |= 1 << i;
+                }
+            }
+        };
+        let (_, secondary) = if test_only { self.space.test_young(ipa, size, &mut seen)? } else { self.space.age(ipa, size, &mut seen)? };
+        Ok((pages, bitmap, secondary))
+    }
+
+    /// A reclaim pass over the range: ages it, then unmaps the pages cold for at least
+    /// `passes` passes in a row (memory of lazy VMs goes back to the hypervisor). Returns
+    /// the pages reclaimed.
+    pub fn reclaim(&self, ipa: u64, size: u64, passes: u8) -> Result<u64, MapError> {
+        self.guest_range(ipa, size)?;
+        let end = ipa + size;
+        let mut at = ipa;
+        while at < end {
+            let n = (AGING_GRANULE - at % AGING_GRANULE).min(end - at);
+            let (_, hypervisor_used) = self.space.age(at, n, &mut |leaf, leaf_size, young| self.tracker.record(leaf, leaf_size, young))?;
+            if hypervisor_used {
+                self.tracker.record(at, n, true);
+            }
+            at += n;
+        }
+        let mut reclaimed = 0;
+        for (run, bytes) in self.tracker.cold_runs(ipa, size, passes) {
+            reclaimed += self.unmap(run, bytes)? / PAGE_SIZE;
+        }
+        Ok(reclaimed)
+    }
+
+    /// Prints the stage-2 notifier trace.
+    pub fn log_trace(&self, vm: usize) {
+        log::info!("VM {vm}: stage-2 trace, {} events so far, the last ones:", self.trace.total());
+        self.trace.for_each(|e| log::info!("VM {vm}:   {e}"));
+    }
+
+    /// Tears everything down; returns (RAM bytes, table frames) freed.
+    pub fn teardown(&self) -> (u64, usize) {
+        let mut freed = 0;
+        let tables = self.space.teardown(&mut |_, pa, size| {
+            if self.is_lazy() {
+                for off in (0..size).step_by(PAGE_SIZE as usize) {
+                    frames::free(pa + off, 1);
+                }
+                freed += size;
+            }
+        });
+        for (_, pa) in core::mem::take(&mut *self.kept.lock()) {
+            frames::free(pa, 1);
+            freed += PAGE_SIZE;
+        }
+        if let Backing::Eager(chunks) = &self.backing {
+            free_ram(chunks);
+            freed += chunks.iter().map(|c| c.size).sum::<u64>();
+        }
+        (freed, tables)
+    }
+}
+
+fn page_is_zero(pa: u64) -> bool {
+    // SAFETY: a page of this VM's RAM, unmapped from the guest, identity-mapped; read-only.
+    let words = unsafe { core::slice::from_raw_parts(pa as *const u64, (PAGE_SIZE / 8) as usize) };
+    words.iter().all(|w| *w == 0)
+}
+
+/// Allocates `size` bytes of zeroed guest RAM in naturally aligned power-of-two chunks of at
+/// least 2 MiB, laid out from IPA `base`.
+fn alloc_ram(base: u64, size: u64) -> Option<Vec<RamChunk>> {
+    const MIN_CHUNK: u64 = 2 << 20;
+    let mut chunks = Vec::new();
+    let mut ipa = base;
+    let mut left = size;
+    while left > 0 {
+        let mut chunk = 1u64 << (63 - left.leading_zeros());
+        let pa = loop {
+            if chunk < MIN_CHUNK {
+                free_ram(&chunks);
+                return None;
+            }
+            if let Some(pa) = frames::alloc((chunk / PAGE_SIZE) as usize) {
+                break pa;
+            }
+            chunk /= 2;
+        };
+        let pages = (chunk / PAGE_SIZE) as usize;
+        // SAFETY: freshly allocated frames, identity-mapped; zeroing them keeps whatever
+        // they held before (another VM's data) from reaching this guest.
+        unsafe { crate::arch::zero(pa, chunk) };
+        chunks.push(RamChunk { ipa, pa, size: chunk, pages });
+        ipa += chunk;
+        left -= chunk;
+    }
+    Some(chunks)
+}
+
+fn free_ram(chunks: &[RamChunk]) {
+    for c in chunks {
+        frames::free(c.pa, c.pages);
+    }
+}
