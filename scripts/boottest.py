@@ -76,6 +76,16 @@ def boot_tests() -> list[BootTest]:
             r"read of PMCR_EL0 .*UNDEF injected", r"vm0\| 5 trapped register accesses, 2 UNDEFs injected", r"vm0\| ID registers: PFR0", *verdict]),
         BootTest("smp", Machine([guest("smp", smp=4)], cpus=4), [
             r"vm0\| 4 vCPUs added 20000 each: total 80000", *verdict]),
+        # Stage-2 memory management from a guest, in each memory mode: first touch, unmap and
+        # refault, write/execute protection, aging, reclaim, the translation cache, bad ranges,
+        # and two vCPUs faulting and unmapping the same pages at once.
+        *[BootTest(f"mem-{mode}", Machine([guest("mem", smp=2, bootargs=args)], cpus=2, hv_args=hv), [
+            r"vm0\| first touch: ok", r"vm0\| unmap and refault: ok", r"vm0\| write and execute protection: ok",
+            r"vm0\| aging: ok", r"vm0\| translation cache: ok", r"vm0\| reclaim: ok", r"vm0\| bad ranges refused: ok",
+            r"vm0\| concurrent: 3000 rounds, \d+ unmaps of mapped pages, \d+ writer checks",
+            r"VM 0: stage-2 trace, \d+ events so far", r"VM 0:   #\d+ end Unmap 0x", *verdict])
+          for mode, args, hv in [("eager", "", ""), ("eager-keep", "keep=1", "refault=keep"),
+                                 ("lazy", "lazy=1", "populate=lazy"), ("lazy-keep", "lazy=1 keep=1", "populate=lazy refault=keep")]],
         BootTest("stop-spinning-vcpu", Machine([guest("spin", smp=2)], cpus=2), [
             r"vm0\| vCPU 1 is spinning", *verdict]),
         BootTest("exception-loop-contained", Machine([guest("vectorless"), guest("smp", smp=2)], cpus=2), [
@@ -185,6 +195,11 @@ def linux_tests() -> list[BootTest]:
         # Four vCPUs on two CPUs: each CPU time-slices between the two VMs.
         BootTest("linux-two-vms-shared-cpus", Machine([linux(2), linux(2)], cpus=2),
                  [rf"vm{v}\| {c}" for v in (0, 1) for c in checks] + [r"machine exit status 0"], linux=True),
+        # Guest RAM given page by page on first touch: Linux boots on a few thousand faults
+        # and the VM frees exactly what it populated.
+        BootTest("linux-lazy-memory", Machine([linux(2)], cpus=2, hv_args="populate=lazy"),
+                 [rf"vm0\| {c}" for c in checks] + [r"populated on first touch",
+                  r"VM 0 memory: s2_faults=(\d{4,}) .*populated=\d{4,} ", r"machine exit status 0"], linux=True),
     ]
 
 

@@ -59,3 +59,42 @@ pub fn counters(c: [hv_core::hypercall::Counter; 3]) -> [u64; 3] {
 pub fn yield_cpu() {
     call(id::HV_YIELD, 0, 0, 0);
 }
+
+/// Guest memory calls (HV_MEM_*): x0 as a signed result.
+pub mod mem {
+    use super::{call, hvc};
+    use hv_core::hypercall::id;
+
+    /// Bytes that were mapped, or an error code.
+    pub fn unmap(ipa: u64, size: u64) -> i64 {
+        call(id::HV_MEM_UNMAP, ipa, size, 0)
+    }
+
+    /// Bytes whose permissions changed, or an error code.
+    pub fn protect(ipa: u64, size: u64, perm: u64) -> i64 {
+        call(id::HV_MEM_PROTECT, ipa, size, perm)
+    }
+
+    /// (young pages or an error code, young bitmap of the first 64 pages, whether the
+    /// hypervisor's own accesses made the range young).
+    pub fn age(ipa: u64, size: u64, test_only: bool) -> (i64, u64, bool) {
+        let r = hvc(id::HV_MEM_AGE as u64, ipa, size, test_only as u64);
+        (r[0] as i64, r[1], r[2] != 0)
+    }
+
+    /// Pages reclaimed, or an error code.
+    pub fn reclaim(ipa: u64, size: u64, passes: u64) -> i64 {
+        call(id::HV_MEM_RECLAIM, ipa, size, passes)
+    }
+
+    /// The 8 bytes at `ipa` as the hypervisor reads them, or the error code.
+    pub fn peek(ipa: u64) -> Result<u64, i64> {
+        let r = hvc(id::HV_MEM_PEEK as u64, ipa, 0, 0);
+        if r[0] == 0 { Ok(r[1]) } else { Err(r[0] as i64) }
+    }
+
+    /// Logs the stage-2 trace; the number of events so far.
+    pub fn trace() -> i64 {
+        call(id::HV_MEM_TRACE, 0, 0, 0)
+    }
+}

@@ -279,9 +279,9 @@ impl Drop for Vm {
     fn drop(&mut self) {
         let (ram, table_pages) = self.mem.teardown();
         log::info!(
-            "VM {}: freed {} MiB of RAM and {} stage-2 table pages ({} MiB free)",
+            "VM {}: freed {} KiB of RAM and {} stage-2 table pages ({} MiB free)",
             self.id,
-            ram >> 20,
+            ram >> 10,
             table_pages,
             frames::free_bytes() >> 20
         );
