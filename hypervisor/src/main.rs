@@ -76,7 +76,7 @@ extern "C" fn hv_main(dtb: u64) -> ! {
         console::start_input(intid);
     }
     let cpus = start_secondary_cpus(&dt);
-    log::info!("{cpus} CPU(s) online, {} MiB free for guests, {ipa_bits}-bit guest IPA space", mm::frames::free_bytes() >> 20);
+    log::info!("{cpus} CPU(s) online, {} KiB free for guests, {ipa_bits}-bit guest IPA space", mm::frames::free_bytes() >> 10);
 
     start_vms(&dt, &config, cpus);
     arch::enter_guest(vm::sched::schedule(false))

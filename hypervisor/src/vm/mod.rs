@@ -279,11 +279,11 @@ impl Drop for Vm {
     fn drop(&mut self) {
         let (ram, table_pages) = self.mem.teardown();
         log::info!(
-            "VM {}: freed {} KiB of RAM and {} stage-2 table pages ({} MiB free)",
+            "VM {}: freed {} KiB of RAM and {} stage-2 table pages ({} KiB free)",
             self.id,
             ram >> 10,
             table_pages,
-            frames::free_bytes() >> 20
+            frames::free_bytes() >> 10
         );
     }
 }
