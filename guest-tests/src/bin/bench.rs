@@ -5,7 +5,9 @@
 //! Bootargs: `pac=1` makes the guest a PAC user first (keys written, signing enabled, one
 //! PACIA), so that its keys are live during the measurement; `residency=1` (with 2 vCPUs
 //! on one physical CPU) measures a residency instead: both vCPUs give the CPU to each
-//! other in a loop (HV_YIELD), a PAC user signing once in each residency.
+//! other in a loop (HV_YIELD), a PAC user signing once in each residency; `s2=1` (in a VM
+//! with `populate=lazy`) measures stage-2 faults that map a fresh page and HV_MEM_UNMAP of
+//! one page.
 
 #![no_std]
 #![no_main]
@@ -110,8 +112,49 @@ fn timed_loop(with_hvc: bool) -> (u64, u64) {
     ((t1 - t0) * 1_000_000_000 / freq, freq)
 }
 
+/// Pages each stage-2 measurement covers.
+const S2_PAGES: u64 = 2048;
+
+/// Virtual ns for one store into each of `pages` pages from `base` (stride 4 KiB).
+fn touch_pages(base: u64, pages: u64) -> u64 {
+    let (t0, freq) = guest_rt::counter();
+    // SAFETY: stores into this guest's own RAM, in a region nothing else uses.
+    unsafe {
+        asm!("1:", "str {one}, [{p}]", "add {p}, {p}, #4096", "subs {n}, {n}, #1", "b.ne 1b",
+            p = inout(reg) base => _, n = inout(reg) pages => _, one = in(reg) 1u64, options(nostack));
+    }
+    let (t1, _) = guest_rt::counter();
+    (t1 - t0) * 1_000_000_000 / freq
+}
+
+/// Stage-2 costs: a fault that maps a fresh page (allocation and zeroing included), and
+/// an unmap of one page (TLB maintenance and notifier calls included), per page.
+fn stage2(info: &BootInfo) {
+    let base = info.ram_base + info.ram_size / 2;
+    check!(hvc::counter(hv_core::hypercall::Counter::Stage2Faults) > 0, "s2=1 wants a VM with populate=lazy");
+    let fresh = touch_pages(base, S2_PAGES);
+    let mapped = touch_pages(base, S2_PAGES);
+    println!("{} fresh pages: {} ns, again: {} ns", S2_PAGES, fresh, mapped);
+    println!("BENCH stage2_fault_4k {} instructions", (fresh - mapped + S2_PAGES / 2) / S2_PAGES);
+    let (t0, freq) = guest_rt::counter();
+    for i in 0..S2_PAGES {
+        check_eq!(hvc::mem::unmap(base + i * 4096, 4096), 4096, "unmap");
+    }
+    let (t1, _) = guest_rt::counter();
+    let (with, _) = timed_loop(true);
+    let (empty, _) = timed_loop(false);
+    let null_call = (with - empty) / CALLS;
+    let per_unmap = (t1 - t0) * 1_000_000_000 / freq / S2_PAGES;
+    println!("BENCH unmap_one_page {} instructions", per_unmap);
+    println!("BENCH unmap_one_page_minus_null_call {} instructions", per_unmap.saturating_sub(null_call));
+}
+
 fn main(info: &BootInfo) -> ! {
     let pac = info.arg("pac") == Some(1);
+    if info.arg("s2") == Some(1) {
+        stage2(info);
+        guest_rt::pass()
+    }
     if info.arg("residency") == Some(1) {
         residency(info, pac);
         guest_rt::pass()

@@ -151,6 +151,11 @@ fn main(info: &BootInfo) -> ! {
     check_eq!(mem::peek(c), Ok(0x3333), "and the guest's writes after that");
     check_eq!(mem::protect(c, PAGE, mem_perm::READ), PAGE as i64, "protect a cached page");
     check_eq!(mem::peek(c), Ok(0x3333), "a read-only page is still readable by the hypervisor");
+    check_eq!(mem::protect(c, PAGE, 0), PAGE as i64, "take every permission away");
+    check_eq!(mem::peek(c), Err(ret::INVALID_ADDRESS), "nor does the hypervisor read a page the guest cannot");
+    check!(guest_rt::exceptions::probe_read(c).is_err(), "a page without permissions faults on read");
+    check_eq!(mem::protect(c, PAGE, mem_perm::READ | mem_perm::WRITE), PAGE as i64, "give them back");
+    check_eq!(read(c), 0x3333, "content unchanged");
     println!("translation cache: ok");
 
     // 6. Reclaim: pages cold for one pass are unmapped; lazy VMs get their memory back.

@@ -39,15 +39,12 @@ pub fn handle(vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun) -> Next {
         },
         Call::HvYield => (ret::SUCCESS, Next::Preempt),
         Call::HvCounters { counters } => (counters_snapshot(vm, run, counters), Next::Resume),
-        Call::HvMemUnmap { ipa, size } => (mem_result(vm, vcpu, "unmap", vm.mem.unmap(ipa, size)), Next::Resume),
-        Call::HvMemProtect { ipa, size, perm } => (mem_protect(vm, vcpu, ipa, size, perm), Next::Resume),
-        Call::HvMemAge { ipa, size, test_only } => (mem_age(vm, vcpu, run, ipa, size, test_only), Next::Resume),
-        Call::HvMemReclaim { ipa, size, passes } => (mem_reclaim(vm, vcpu, ipa, size, passes), Next::Resume),
-        Call::HvMemPeek { ipa } => (mem_peek(vm, run, ipa), Next::Resume),
-        Call::HvMemTrace => {
-            vm.mem.log_trace(vm.id);
-            (vm.mem.trace.total() as i64, Next::Resume)
-        }
+        Call::HvMemUnmap { .. }
+        | Call::HvMemProtect { .. }
+        | Call::HvMemAge { .. }
+        | Call::HvMemReclaim { .. }
+        | Call::HvMemPeek { .. }
+        | Call::HvMemTrace => (memory_call(vm, vcpu, run, call), Next::Resume),
         Call::HvDebugFault { fault } => (debug_fault(vcpu, fault), Next::Resume),
         Call::Unknown { function } => (unknown(vcpu, function), Next::Resume),
     };
@@ -66,6 +63,24 @@ fn counters_snapshot(vm: &Vm, run: &mut VcpuRun, ids: [u64; 3]) -> i64 {
     }
     run.regs.x[1..4].copy_from_slice(&values);
     ret::SUCCESS
+}
+
+/// HV_MEM_*: out of line, so that the hot calls' path stays small.
+#[cold]
+#[inline(never)]
+fn memory_call(vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun, call: Call) -> i64 {
+    match call {
+        Call::HvMemUnmap { ipa, size } => mem_result(vm, vcpu, "unmap", vm.mem.unmap(ipa, size)),
+        Call::HvMemProtect { ipa, size, perm } => mem_protect(vm, vcpu, ipa, size, perm),
+        Call::HvMemAge { ipa, size, test_only } => mem_age(vm, vcpu, run, ipa, size, test_only),
+        Call::HvMemReclaim { ipa, size, passes } => mem_reclaim(vm, vcpu, ipa, size, passes),
+        Call::HvMemPeek { ipa } => mem_peek(vm, run, ipa),
+        Call::HvMemTrace => {
+            vm.mem.log_trace(vm.id);
+            vm.mem.trace.total() as i64
+        }
+        _ => ret::NOT_SUPPORTED,
+    }
 }
 
 /// A guest memory operation's answer: the bytes it covered, or an error code for a range

@@ -57,8 +57,9 @@ pub enum FaultResult {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AccessError {
     NotRam,
-    /// A write to a page the guest made read-only.
-    ReadOnly,
+    /// The guest took the access away (a write to a read-only page, any access to a page
+    /// with no permissions).
+    Protected,
     NoMemory,
 }
 
@@ -250,7 +251,7 @@ impl GuestMemory {
                 return Ok(());
             }
             let filled = self.space.fill_secondary(ipa, || {}, |t| match t {
-                Some(t) if write && !t.attrs.write => Err(AccessError::ReadOnly),
+                Some(t) if !t.attrs.read || (write && !t.attrs.write) => Err(AccessError::Protected),
                 Some(t) => {
                     self.cache.fill_with(ipa, t.pa & !(PAGE_SIZE - 1), t.attrs.write, &mut *f);
                     Ok(true)
