@@ -61,7 +61,12 @@ pub enum AccessError {
     /// with no permissions).
     Protected,
     NoMemory,
+    /// Invalidations of the page kept racing the access.
+    Contended,
 }
+
+/// Rounds a hypervisor access to guest memory tries before giving up.
+const ACCESS_ATTEMPTS: usize = 1000;
 
 /// Counters of guest memory, indexed from `Counter::Stage2Faults`.
 const OWN_COUNTERS: usize = 8;
@@ -244,9 +249,11 @@ impl GuestMemory {
         if !self.is_ram(ipa, len) {
             return Err(AccessError::NotRam);
         }
-        // Each round either hits, fills, or maps the page; more than a few rounds means
-        // invalidations keep racing this access, which only a guest unmapping in a loop causes.
-        for _ in 0..16 {
+        // Each round hits, fills, maps the page, or finds an invalidation in progress and
+        // waits for it to end (invalidations are short and bounded). Only a guest unmapping
+        // the same page in a tight loop on another vCPU could keep this from succeeding;
+        // the bound turns that into an error for the access instead of a stuck CPU.
+        for _ in 0..ACCESS_ATTEMPTS {
             if self.cache.with_hit(ipa, write, &mut *f).is_some() {
                 return Ok(());
             }
@@ -266,10 +273,14 @@ impl GuestMemory {
                     Err(_) => return Err(AccessError::NotRam),
                     Ok(_) => {}
                 },
-                None => {} // an invalidation ran meanwhile: look again
+                None => {
+                    while self.space.notifiers.seq.in_progress() != 0 {
+                        core::hint::spin_loop();
+                    }
+                }
             }
         }
-        Err(AccessError::NoMemory)
+        Err(AccessError::Contended)
     }
 
     /// Copies guest RAM at `ipa` into `buf`.
