@@ -168,14 +168,22 @@ impl Vm {
     /// Logs a warning caused by the guest, within its budget (and says how many were
     /// dropped before it).
     pub fn warn(&self, args: core::fmt::Arguments) {
+        if self.within_log_budget() {
+            log::warn!("{args}");
+        }
+    }
+
+    /// Whether the guest may cause one more log message now (its warning budget); says
+    /// how many were dropped before it.
+    pub fn within_log_budget(&self) -> bool {
         match self.warnings.lock().check(cpu::counter().1) {
             Verdict::Print { suppressed } => {
                 if suppressed > 0 {
                     log::warn!("VM {}: {suppressed} more warnings were not printed", self.id);
                 }
-                log::warn!("{args}");
+                true
             }
-            Verdict::Drop => {}
+            Verdict::Drop => false,
         }
     }
 
