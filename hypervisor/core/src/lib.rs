@@ -27,6 +27,7 @@ pub mod image;
 pub mod notifier;
 pub mod pauth;
 pub mod pgtable;
+pub mod pstore;
 #[cfg(feature = "alloc")]
 pub mod ranges;
 pub mod ratelimit;

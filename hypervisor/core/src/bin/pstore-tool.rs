@@ -1,0 +1,171 @@
+//! Lists and prints the records of a pstore disk image, like reading /sys/fs/pstore, with
+//! the format code the hypervisor writes them with (hv_core::pstore).
+//!
+//! usage: pstore-tool [--json] [--list] [--order kmsg-first|linux] [--kmsg-size KIB]
+//!                    [--console-size KIB] [--pmsg-size KIB] DISK
+//!
+//! The sizes must be the writer's (the hypervisor's defaults unless told otherwise). Exit
+//! status: 0 records listed (or none), 1 not a pstore disk or unreadable, 2 bad usage.
+
+use hv_core::pstore::{scan, Content, Layout, Order, Utc, ZoneError, ZoneKind};
+use std::fmt::Write as _;
+use std::process::ExitCode;
+
+const USAGE: &str = "usage: pstore-tool [--json] [--list] [--order kmsg-first|linux] [--kmsg-size KIB] [--console-size KIB] [--pmsg-size KIB] DISK";
+
+struct Options {
+    json: bool,
+    list: bool,
+    order: Order,
+    kmsg: u64,
+    console: u64,
+    pmsg: u64,
+    disk: String,
+}
+
+fn parse(args: &[String]) -> Result<Options, String> {
+    let mut o = Options {
+        json: false,
+        list: false,
+        order: Order::KmsgFirst,
+        kmsg: Layout::DEFAULT_KMSG,
+        console: Layout::DEFAULT_CONSOLE,
+        pmsg: Layout::DEFAULT_PMSG,
+        disk: String::new(),
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut kib = |name: &str| -> Result<u64, String> {
+            let v = it.next().ok_or(format!("{name} needs a value"))?;
+            v.parse::<u64>().ok().and_then(|k| k.checked_mul(1024)).ok_or(format!("{name}: not a size in KiB: {v}"))
+        };
+        match a.as_str() {
+            "--json" => o.json = true,
+            "--list" => o.list = true,
+            "--kmsg-size" => o.kmsg = kib(a)?,
+            "--console-size" => o.console = kib(a)?,
+            "--pmsg-size" => o.pmsg = kib(a)?,
+            "--order" => {
+                o.order = match it.next().map(String::as_str) {
+                    Some("kmsg-first") => Order::KmsgFirst,
+                    Some("linux") => Order::Linux,
+                    _ => return Err("--order takes kmsg-first or linux".into()),
+                }
+            }
+            "-h" | "--help" => return Err(String::new()),
+            s if s.starts_with('-') => return Err(format!("unknown option {s}")),
+            s if o.disk.is_empty() => o.disk = s.to_string(),
+            s => return Err(format!("one disk only (also got {s})")),
+        }
+    }
+    if o.disk.is_empty() {
+        return Err("no disk image given".into());
+    }
+    Ok(o)
+}
+
+/// A JSON string literal.
+fn json_str(bytes: &[u8]) -> String {
+    let mut s = String::from("\"");
+    for c in String::from_utf8_lossy(bytes).chars() {
+        match c {
+            '"' => s.push_str("\\\""),
+            '\\' => s.push_str("\\\\"),
+            '\n' => s.push_str("\\n"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(s, "\\u{:04x}", c as u32);
+            }
+            c => s.push(c),
+        }
+    }
+    s.push('"');
+    s
+}
+
+fn first_line(text: &[u8]) -> String {
+    let line = text.split(|b| *b == b'\n').next().unwrap_or(&[]);
+    String::from_utf8_lossy(line).into_owned()
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let o = match parse(&args) {
+        Ok(o) => o,
+        Err(e) => {
+            if !e.is_empty() {
+                eprintln!("pstore-tool: {e}");
+            }
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let disk = match std::fs::read(&o.disk) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("pstore-tool: cannot read {}: {e}", o.disk);
+            return ExitCode::from(1);
+        }
+    };
+    let layout = match Layout::new(disk.len() as u64, o.order, o.kmsg, o.console, o.pmsg) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("pstore-tool: {} is not a pstore disk with these sizes: {e}", o.disk);
+            return ExitCode::from(1);
+        }
+    };
+    let zones: Vec<_> = scan(&layout, &disk).collect();
+    let recognized = zones.iter().filter(|(_, c)| !matches!(c, Err(ZoneError::BadSignature { .. } | ZoneError::Truncated))).count();
+    if recognized == 0 {
+        eprintln!(
+            "pstore-tool: {} is not a pstore disk: none of its {} zones has a pstore signature (kmsg zones of {} KiB, {:?} order)",
+            o.disk,
+            zones.len(),
+            layout.kmsg_size >> 10,
+            layout.order
+        );
+        return ExitCode::from(1);
+    }
+    let mut json = Vec::new();
+    for (z, content) in &zones {
+        let name = format!("{}-pstore_blk-{}", z.kind.name(), z.index);
+        match content {
+            Ok(Content::Kmsg(r)) => {
+                if o.json {
+                    json.push(format!(
+                        "{{\"name\":{},\"kind\":\"{}\",\"zone\":{},\"reason\":\"{}\",\"counter\":{},\"time\":{},\"nsec\":{},\"compressed\":{},\"text\":{}}}",
+                        json_str(name.as_bytes()), z.kind.name(), z.index, r.reason.name(), r.counter, r.time.sec, r.time.nsec, r.compressed, json_str(r.text)
+                    ));
+                } else if o.list {
+                    println!("{name}  {} #{}  {}  {}", r.reason.name(), r.counter, Utc(r.time.sec), first_line(r.text));
+                } else {
+                    println!("==> {name} ({}) <==", Utc(r.time.sec));
+                    println!("{}: Total {} times", r.reason.name(), r.counter);
+                    println!("{}", String::from_utf8_lossy(r.text).trim_end_matches('\n'));
+                    println!();
+                }
+            }
+            Ok(Content::Ring(a, b)) => {
+                let text = [*a, *b].concat();
+                if o.json {
+                    json.push(format!("{{\"name\":{},\"kind\":\"{}\",\"zone\":0,\"text\":{}}}", json_str(name.as_bytes()), z.kind.name(), json_str(&text)));
+                } else if o.list {
+                    println!("{name}  {} bytes", text.len());
+                } else {
+                    println!("==> {name} <==");
+                    println!("{}", String::from_utf8_lossy(&text).trim_end_matches('\n'));
+                    println!();
+                }
+            }
+            Err(ZoneError::Empty) => {}
+            Err(e) => {
+                if z.kind != ZoneKind::Dmesg || !matches!(e, ZoneError::BadSignature { found: 0 }) {
+                    eprintln!("pstore-tool: {name} at offset {:#x}: skipped: {e}", z.offset);
+                }
+            }
+        }
+    }
+    if o.json {
+        println!("[{}]", json.join(",\n "));
+    }
+    ExitCode::SUCCESS
+}
