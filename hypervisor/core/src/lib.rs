@@ -41,3 +41,4 @@ mod testmem;
 #[cfg(test)]
 mod pgtable_model;
 pub mod vgic;
+pub mod virtio;
