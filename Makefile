@@ -1,7 +1,7 @@
 # Entry points. The logic lives in scripts/; every target does its own set-up.
 # Without KERNEL=, make run boots Debian's arm64 Linux (fetched once into target/linux).
 #
-#   make run   [KERNEL=Image] [INITRD=file] [APPEND="..."] [SMP=n] [MEM=128M] [CPUS=n] [VMS=n] [HVARGS="log=debug"] [PAUTH=impdef|qarma5]
+#   make run   [KERNEL=Image] [INITRD=file] [APPEND="..."] [SMP=n] [MEM=128M] [CPUS=n] [VMS=n] [HVARGS="log=debug"] [PAUTH=impdef|qarma5] [PSTORE=target/pstore.img|none]
 #   make debug (same options; QEMU halted with a gdb stub on :1234)
 #   make test  host unit tests, then every boot test
 #   make bench benchmarks (numbers, not verdicts)
@@ -15,9 +15,11 @@ CPUS ?=
 VMS ?=
 HVARGS ?=
 PAUTH ?= impdef
+PSTORE ?=
 
 QEMU_OPTS = --kernel "$(KERNEL)" --initrd "$(INITRD)" --append "$(APPEND)" --smp "$(SMP)" \
-            --mem "$(MEM)" --cpus "$(CPUS)" --vms "$(VMS)" --hv-args "$(HVARGS)" --pauth "$(PAUTH)"
+            --mem "$(MEM)" --cpus "$(CPUS)" --vms "$(VMS)" --hv-args "$(HVARGS)" --pauth "$(PAUTH)" \
+            --pstore "$(PSTORE)"
 
 .PHONY: all setup build run debug test unit-test boot-test bench clean
 

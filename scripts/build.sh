@@ -20,9 +20,9 @@ export "CARGO_TARGET_${upper}_LINKER=$LINKER"
 export RUSTC
 # Two invocations: the guests use hv-core without its heap-using parts, and one build
 # would unify its features.
-# The hypervisor signs its return addresses (pauth.S); -Z flags need RUSTC_BOOTSTRAP on a
-# stable compiler. The guests are built without it: some of them set their own PAC keys.
-RUSTC_BOOTSTRAP=1 RUSTFLAGS="-Zbranch-protection=pac-ret" "$CARGO" "${args[@]}" -p hypervisor ${CARGO_QUIET:+-q}
+# The hypervisor signs its return addresses (pauth.S) and keeps frame records (for the
+# backtrace in panic records); -Z flags need RUSTC_BOOTSTRAP on a stable compiler. The guests are built without it: some of them set their own PAC keys.
+RUSTC_BOOTSTRAP=1 RUSTFLAGS="-Zbranch-protection=pac-ret -Cforce-frame-pointers=yes" "$CARGO" "${args[@]}" -p hypervisor ${CARGO_QUIET:+-q}
 "$CARGO" "${args[@]}" -p guest-tests ${CARGO_QUIET:+-q}
 
 out=target/cross/$TARGET/release

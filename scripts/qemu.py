@@ -17,6 +17,8 @@ Options (all optional; the Makefile maps KERNEL=, INITRD=, ... onto them):
     --vms N         how many VMs boot that guest at once (default 1)
     --hv-args S     extra hypervisor command line (e.g. log=debug)
     --pauth impdef|qarma5   PAC algorithm of -cpu max (default impdef: 3.5x cheaper to emulate)
+    --pstore F      the pstore disk image (created, 1 MiB, if missing; default target/pstore.img;
+                    "none" for no disk). Read it with: cargo run -p hv-core --bin pstore-tool -- F
 """
 from __future__ import annotations
 
@@ -44,6 +46,9 @@ MODULE_BASE = RAM_BASE + (256 << 20)
 DTB_SLOT = 2 << 20  # the hypervisor puts each guest's device tree in its last 2 MiB
 MIB = 1 << 20
 GDB_PORT = 1234
+DEFAULT_PSTORE = ROOT / "target" / "pstore.img"
+PSTORE_SIZE = 1 * MIB
+PSTORE_SERIAL = "hv-pstore"
 
 
 class UserError(Exception):
@@ -111,6 +116,10 @@ class Machine:
     icount: bool = False
     gdb: bool = False
     host_mem: int | None = None
+    # The pstore disk (a virtio-blk drive with serial hv-pstore), created if missing.
+    pstore: Path | None = None
+    # The pstore disk's transport: legacy virtio-mmio (QEMU's default) or version 2.
+    virtio_modern: bool = False
     extra: list[str] = field(default_factory=list)
 
 
@@ -182,11 +191,28 @@ def command(m: Machine, validate: bool = True) -> list[str]:
         "-append", " ".join(hv_args),
         *devices,
     ]
+    if m.pstore:
+        argv += pstore_args(m.pstore, m.virtio_modern)
     if m.icount:
         argv += ["-icount", "shift=0"]
     if m.gdb:
         argv += ["-gdb", f"tcp::{GDB_PORT}", "-S"]
     return argv + m.extra
+
+
+def pstore_args(path: Path, modern: bool = False) -> list[str]:
+    """QEMU options attaching `path` (created empty if missing) as the pstore disk."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as f:
+            f.truncate(PSTORE_SIZE)
+    if path.stat().st_size < 128 * 1024:
+        raise UserError(f"{path}: a pstore disk needs at least 128 KiB")
+    args = ["-drive", f"if=none,id=pstore,format=raw,file={opt(path)}",
+            "-device", f"virtio-blk-device,drive=pstore,serial={PSTORE_SERIAL}"]
+    if modern:
+        args += ["-global", "virtio-mmio.force-legacy=false"]
+    return args
 
 
 def direct_command(g: Guest, cpus: int, pauth: str = "impdef") -> list[str]:
@@ -221,6 +247,7 @@ def machine_from_args(argv: list[str]) -> Machine:
     p.add_argument("--vms", default="")
     p.add_argument("--hv-args", default="")
     p.add_argument("--pauth", default="impdef")
+    p.add_argument("--pstore", default="")
     a = p.parse_args(argv)
 
     def number(text: str, name: str) -> int | None:
@@ -246,7 +273,9 @@ def machine_from_args(argv: list[str]) -> Machine:
     vms = number(a.vms, "VMS") or 1
     if not 1 <= vms <= 8:
         raise UserError(f"VMS={vms}: from 1 to 8 VMs")
-    m = Machine(guests=[g] * vms, cpus=number(a.cpus, "CPUS"), hv_args=a.hv_args, pauth=a.pauth, gdb=a.mode == "debug")
+    pstore = None if a.pstore == "none" else Path(a.pstore) if a.pstore else DEFAULT_PSTORE
+    m = Machine(guests=[g] * vms, cpus=number(a.cpus, "CPUS"), hv_args=a.hv_args, pauth=a.pauth, gdb=a.mode == "debug",
+                pstore=pstore)
     m.mode = a.mode  # type: ignore[attr-defined]
     return m
 

@@ -74,6 +74,7 @@ struct RawUart;
 
 impl Write for RawUart {
     fn write_str(&mut self, s: &str) -> fmt::Result {
+        crate::pstore::console_tail(s.as_bytes());
         if let Some(u) = UART.get() {
             for b in s.bytes() {
                 if b == b'\n' {
@@ -112,6 +113,7 @@ pub fn guest_line(vm: usize, line: &[u8]) {
             // Keep control characters from reaching the terminal, except tab.
             let b = if b == b'\t' || (0x20..0x7f).contains(&b) { b } else { b'.' };
             u.put_byte(b);
+            crate::pstore::console_tail(&[b]);
         }
     }
     let _ = w.write_str("\n");

@@ -13,6 +13,7 @@ mod dev;
 mod mm;
 mod panic;
 mod percpu;
+mod pstore;
 mod vm;
 
 use alloc::vec::Vec;
@@ -75,6 +76,7 @@ extern "C" fn hv_main(dtb: u64) -> ! {
     if let Some(intid) = dt.uart_intid() {
         console::start_input(intid);
     }
+    pstore::init(&dt, &config.pstore);
     let cpus = start_secondary_cpus(&dt);
     log::info!("{cpus} CPU(s) online, {} KiB free for guests, {ipa_bits}-bit guest IPA space", mm::frames::free_bytes() >> 10);
 
@@ -113,6 +115,7 @@ fn init_memory(dt: &HostDt) {
     }
     log::debug!("heap: {} MiB", heap >> 20);
     let mut devices: Vec<Range> = dt.uart().into_iter().collect();
+    devices.extend(pstore::devices(dt));
     if let Some((d, r)) = dt.gicv3() {
         devices.push(d);
         devices.push(r);

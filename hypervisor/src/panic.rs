@@ -1,5 +1,6 @@
-//! The hypervisor's panic path: report on the console without taking locks, then stop the
-//! machine with a distinct exit status.
+//! The hypervisor's panic path: report on the console without taking locks, stop the other
+//! CPUs, record the panic on the pstore disk, then stop the machine with a distinct exit
+//! status.
 
 use crate::arch::firmware;
 use crate::console::PanicWriter;
@@ -10,6 +11,10 @@ use core::panic::PanicInfo;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 static PANICKING: AtomicBool = AtomicBool::new(false);
+/// Frames the backtrace follows at most.
+const MAX_FRAMES: usize = 16;
+/// How long the other CPUs get to stop.
+const STOP_TIMEOUT_MS: u64 = 50;
 
 #[panic_handler]
 fn panic(info: &PanicInfo) -> ! {
@@ -17,6 +22,52 @@ fn panic(info: &PanicInfo) -> ! {
         // A panic while reporting a panic (or on a second CPU at once): just stop.
         firmware::exit(status::HYPERVISOR_PANIC);
     }
-    let _ = writeln!(PanicWriter, "\n*** HYPERVISOR PANIC on cpu{}: {info}", this_cpu().index());
+    let cpu = this_cpu().index();
+    let _ = writeln!(PanicWriter, "\n*** HYPERVISOR PANIC on cpu{cpu}: {info}");
+    let mut frames = [0u64; MAX_FRAMES];
+    let n = backtrace(&mut frames);
+    let _ = write!(PanicWriter, "backtrace:");
+    for pc in &frames[..n] {
+        let _ = write!(PanicWriter, " {pc:#x}");
+    }
+    let _ = writeln!(PanicWriter);
+    let parked = crate::percpu::stop_others(STOP_TIMEOUT_MS);
+    let message = info.message();
+    match crate::pstore::record_panic(cpu, &message, &frames[..n]) {
+        Some(cost) => {
+            let _ = writeln!(
+                PanicWriter,
+                "pstore: panic recorded ({} requests, {} bytes, {} us; {parked} other CPU(s) stopped)",
+                cost.requests, cost.bytes, cost.micros
+            );
+        }
+        None => {
+            let _ = writeln!(PanicWriter, "pstore: panic not recorded (no pstore disk, or it failed)");
+        }
+    }
     firmware::exit(status::HYPERVISOR_PANIC)
+}
+
+/// Return addresses from the frame records (x29 chain), stopping at anything that does not
+/// lie on a hypervisor stack. Returns how many were found.
+fn backtrace(out: &mut [u64]) -> usize {
+    let mut fp = crate::arch::frame_pointer();
+    let mut n = 0;
+    while n < out.len() && fp % 16 == 0 && crate::percpu::on_a_stack(fp, 16) {
+        // SAFETY: [fp, fp + 16) is inside a hypervisor stack (checked just above), which is
+        // mapped and readable; a frame record is two words: the caller's fp, then lr.
+        let (next, lr) = unsafe { ((fp as *const u64).read_volatile(), (fp as *const u64).add(1).read_volatile()) };
+        // The return address may carry a PAC signature in its upper bits.
+        let pc = crate::arch::strip_pac(lr);
+        if pc == 0 {
+            break;
+        }
+        out[n] = pc;
+        n += 1;
+        if next <= fp {
+            break; // frames grow towards higher addresses; anything else is the end
+        }
+        fp = next;
+    }
+    n
 }

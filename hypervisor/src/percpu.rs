@@ -142,6 +142,49 @@ pub fn idle_wait() {
     }
 }
 
+/// Set by the panic path: every other CPU parks at its next interrupt.
+static STOPPING: AtomicBool = AtomicBool::new(false);
+static PARKED: AtomicUsize = AtomicUsize::new(0);
+
+/// Stops every other online CPU (they park at the kick, wherever they were, guest or
+/// hypervisor), waiting at most `timeout_ms` for them. Returns how many parked.
+pub fn stop_others(timeout_ms: u64) -> usize {
+    STOPPING.store(true, Ordering::SeqCst);
+    let me = this_cpu() as *const PerCpu;
+    let mut others = 0;
+    for c in PERCPU.iter().filter(|c| c.online.load(Ordering::Acquire) && !core::ptr::eq(*c, me)) {
+        others += 1;
+        if c.kickable.load(Ordering::Acquire) {
+            crate::dev::gicv3::kick(c.mpidr.load(Ordering::Relaxed));
+        }
+    }
+    let (freq, start) = crate::arch::cpu::counter();
+    while PARKED.load(Ordering::Acquire) < others && crate::arch::cpu::counter().1 - start < freq / 1000 * timeout_ms {
+        core::hint::spin_loop();
+    }
+    PARKED.load(Ordering::Acquire)
+}
+
+/// A CPU taking an interrupt while another panics stops here for good.
+pub fn park_if_stopping() {
+    if STOPPING.load(Ordering::Acquire) {
+        PARKED.fetch_add(1, Ordering::AcqRel);
+        loop {
+            crate::arch::cpu::wait_for_event();
+        }
+    }
+}
+
+/// Whether `[addr, addr + len)` lies inside one of the hypervisor's stacks (for walking
+/// frame records without faulting).
+pub fn on_a_stack(addr: u64, len: u64) -> bool {
+    let inside = |base: u64, size: u64| addr >= base && addr.checked_add(len).is_some_and(|e| e <= base + size);
+    let stacks = STACKS.0.get() as u64;
+    let faults = FAULT_STACKS.0.get() as u64;
+    (0..MAX_CPUS).any(|c| inside(stacks + (c * STACK_STRIDE + GUARD_SIZE) as u64, STACK_SIZE as u64))
+        || inside(faults, (FAULT_STACK_SIZE * MAX_CPUS) as u64)
+}
+
 pub fn online_cpus() -> usize {
     PERCPU.iter().filter(|c| c.online.load(Ordering::Acquire)).count()
 }

@@ -12,9 +12,14 @@
 //! | `populate=eager\|lazy` | guest RAM allocated and mapped at VM creation, or page by page on the guest's first touch (stage-2 faults) | `eager` |
 //! | `refault=zero\|keep` | what a page unmapped by the guest (HV_MEM_UNMAP) or by reclaim holds when it faults back in | `zero` |
 //! | `vmN.mem=SIZE`, `vmN.smp=N`, `vmN.pauth=`, `vmN.pauth_keys=`, `vmN.overcommit=`, `vmN.populate=`, `vmN.refault=` | the same for VM number N only | |
+//! | `pstore_serial=NAME` | the serial of the virtio-blk disk that holds the pstore zones | `hv-pstore` |
+//! | `pstore_kmsg=KIB`, `pstore_console=KIB`, `pstore_pmsg=KIB` | zone sizes (multiples of 4) | 64, 64, 64 |
+//! | `pstore_order=kmsg-first\|linux` | zone order on the disk (pstore.rs in hv-core) | `kmsg-first` |
+//! | `pstore_erase=on` | erase the records found at boot, after listing them | off |
 //! | `debug_faults=on` | guests may make the hypervisor fault on purpose (HV_DEBUG_FAULT), to test crash reporting | off |
 
 use crate::pauth::KeyPolicy;
+use crate::pstore::{Layout, Order};
 use core::fmt;
 
 pub const MAX_VMS: usize = 8;
@@ -56,10 +61,48 @@ struct Overrides {
     keep_unmapped: Option<bool>,
 }
 
+/// Where and how the pstore zones are kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PstoreConfig {
+    serial: [u8; 20],
+    serial_len: usize,
+    pub order: Order,
+    pub kmsg_size: u64,
+    pub console_size: u64,
+    pub pmsg_size: u64,
+    pub erase: bool,
+}
+
+impl PstoreConfig {
+    pub const DEFAULT_SERIAL: &'static str = "hv-pstore";
+
+    pub fn serial(&self) -> &[u8] {
+        &self.serial[..self.serial_len]
+    }
+}
+
+impl Default for PstoreConfig {
+    fn default() -> Self {
+        let mut serial = [0; 20];
+        let name = Self::DEFAULT_SERIAL.as_bytes();
+        serial[..name.len()].copy_from_slice(name);
+        PstoreConfig {
+            serial,
+            serial_len: name.len(),
+            order: Order::KmsgFirst,
+            kmsg_size: Layout::DEFAULT_KMSG,
+            console_size: Layout::DEFAULT_CONSOLE,
+            pmsg_size: Layout::DEFAULT_PMSG,
+            erase: false,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HvConfig {
     pub log_level: LogLevel,
     pub debug_faults: bool,
+    pub pstore: PstoreConfig,
     default: VmParams,
     per_vm: [Overrides; MAX_VMS],
 }
@@ -116,6 +159,7 @@ impl Default for HvConfig {
         HvConfig {
             log_level: LogLevel::Info,
             debug_faults: false,
+            pstore: PstoreConfig::default(),
             default: VmParams::DEFAULT,
             per_vm: [Overrides::default(); MAX_VMS],
         }
@@ -151,6 +195,33 @@ impl HvConfig {
                     _ => Err("unknown log level"),
                 },
                 ("debug_faults", None) => on_off(value).map(|on| cfg.debug_faults = on),
+                ("pstore_serial", None) => match value.len() {
+                    1..=20 => {
+                        cfg.pstore.serial = [0; 20];
+                        cfg.pstore.serial[..value.len()].copy_from_slice(value.as_bytes());
+                        cfg.pstore.serial_len = value.len();
+                        Ok(())
+                    }
+                    _ => Err("a virtio-blk serial is 1 to 20 bytes"),
+                },
+                ("pstore_kmsg" | "pstore_console" | "pstore_pmsg", None) => match value.parse::<u64>() {
+                    Ok(k) if k % 4 == 0 && k <= 64 << 10 && (k > 0 || key != "pstore_kmsg") => {
+                        let bytes = k << 10;
+                        match key {
+                            "pstore_kmsg" => cfg.pstore.kmsg_size = bytes,
+                            "pstore_console" => cfg.pstore.console_size = bytes,
+                            _ => cfg.pstore.pmsg_size = bytes,
+                        }
+                        Ok(())
+                    }
+                    _ => Err("a zone size in KiB, a multiple of 4 (kmsg at least 4)"),
+                },
+                ("pstore_order", None) => match value {
+                    "kmsg-first" => Ok(cfg.pstore.order = Order::KmsgFirst),
+                    "linux" => Ok(cfg.pstore.order = Order::Linux),
+                    _ => Err("use kmsg-first or linux"),
+                },
+                ("pstore_erase", None) => on_off(value).map(|on| cfg.pstore.erase = on),
                 ("mem", _) => match parse_size(value) {
                     Some(m) if m >= 2 << 20 && m % (2 << 20) == 0 => Ok(match vm {
                         Some(n) => cfg.per_vm[n].mem = Some(m),
@@ -253,6 +324,9 @@ mod tests {
         assert_eq!(c.vm(MAX_VMS + 3), VmParams { mem: 256 << 20, vcpus: 2, ..lazy });
         assert_eq!(HvConfig::parse("", |_| ()).vm(0), VmParams::DEFAULT);
         assert!(!HvConfig::parse("pauth=off", |_| ()).vm(5).pauth);
+        let p = HvConfig::parse("pstore_serial=disk7 pstore_kmsg=32 pstore_console=0 pstore_order=linux pstore_erase=on", |_| ()).pstore;
+        assert_eq!((p.serial(), p.kmsg_size, p.console_size, p.pmsg_size, p.order, p.erase), (&b"disk7"[..], 32 << 10, 0, 64 << 10, Order::Linux, true));
+        assert_eq!(HvConfig::default().pstore.serial(), b"hv-pstore");
         let m = HvConfig::parse("populate=lazy vm1.populate=eager vm1.refault=keep", |_| ());
         assert!(m.vm(0).lazy && !m.vm(0).keep_unmapped);
         assert!(!m.vm(1).lazy && m.vm(1).keep_unmapped);
@@ -261,10 +335,10 @@ mod tests {
     #[test]
     fn reports_bad_options_and_keeps_going() {
         let mut bad = Vec::new();
-        let c = HvConfig::parse("mem=3M smp=0 log=loud vm99.mem=2M frob=1 plain pauth=maybe smp=3 pauth_keys=often overcommit=1 populate=soon refault=maybe", |b| bad.push(b.option));
+        let c = HvConfig::parse("mem=3M smp=0 log=loud vm99.mem=2M frob=1 plain pauth=maybe smp=3 pauth_keys=often overcommit=1 populate=soon refault=maybe pstore_kmsg=0 pstore_console=3 pstore_serial=123456789012345678901 pstore_order=up", |b| bad.push(b.option));
         assert_eq!(
             bad,
-            ["mem=3M", "smp=0", "log=loud", "vm99.mem=2M", "frob=1", "plain", "pauth=maybe", "pauth_keys=often", "overcommit=1", "populate=soon", "refault=maybe"]
+            ["mem=3M", "smp=0", "log=loud", "vm99.mem=2M", "frob=1", "plain", "pauth=maybe", "pauth_keys=often", "overcommit=1", "populate=soon", "refault=maybe", "pstore_kmsg=0", "pstore_console=3", "pstore_serial=123456789012345678901", "pstore_order=up"]
         );
         assert_eq!(c.vm(0).vcpus, 3);
     }

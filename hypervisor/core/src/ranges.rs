@@ -64,6 +64,25 @@ pub fn subtract(ram: &[Range], reserved: &[Range], align: u64) -> Vec<Range> {
     out
 }
 
+/// `ranges` grown outwards to `align` (a power of two), sorted, with overlapping and
+/// touching ones merged: what to map when several devices share a page.
+pub fn cover(ranges: &[Range], align: u64) -> Vec<Range> {
+    let mut v: Vec<Range> = ranges
+        .iter()
+        .filter(|r| r.start < r.end)
+        .map(|r| Range { start: r.start & !(align - 1), end: r.end.checked_add(align - 1).map_or(u64::MAX & !(align - 1), |e| e & !(align - 1)) })
+        .collect();
+    v.sort();
+    let mut out: Vec<Range> = Vec::with_capacity(v.len());
+    for r in v {
+        match out.last_mut() {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => out.push(r),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,6 +112,24 @@ mod tests {
         let free = subtract(&[Range::new(0x1000, 0x3000)], &[Range::new(0x1800, 0x1000)], 0x1000);
         assert_eq!(free, [Range { start: 0x3000, end: 0x4000 }]);
         assert!(subtract(&[Range::new(0, 0x1000)], &[Range::new(0, 0x1000)], 0x1000).is_empty());
+    }
+
+    #[test]
+    fn cover_merges_devices_sharing_pages() {
+        let virtio: Vec<Range> = (0..32).map(|n| Range::new(0x0a00_0000 + n * 0x200, 0x200)).collect();
+        let mut all = virtio.clone();
+        all.push(Range::new(0x0900_0000, 0x1000));
+        all.push(Range::new(0x0901_0000, 0x1000));
+        all.push(Range::new(0x0900_0800, 0x10));
+        assert_eq!(
+            cover(&all, 0x1000),
+            [
+                Range { start: 0x0900_0000, end: 0x0900_1000 },
+                Range { start: 0x0901_0000, end: 0x0901_1000 },
+                Range { start: 0x0a00_0000, end: 0x0a00_4000 },
+            ]
+        );
+        assert_eq!(cover(&[Range::new(u64::MAX - 10, 5)], 0x1000), [Range { start: u64::MAX & !0xfff, end: u64::MAX & !0xfff }]);
     }
 
     #[test]

@@ -135,6 +135,21 @@ impl HostDt {
         Some((self.first_reg(&["arm,gic-v3"], 0)?, self.first_reg(&["arm,gic-v3"], 1)?))
     }
 
+    /// virtio-mmio transports (QEMU's virt has 32, most of them empty).
+    pub fn virtio_mmio(&self) -> Vec<Range> {
+        self.fdt
+            .all_nodes()
+            .filter(|n| n.compatible().is_some_and(|c| c.all().any(|s| s == "virtio,mmio")))
+            .filter_map(|n| n.reg()?.next())
+            .filter_map(|r| Some(Range::new(r.starting_address as u64, r.size? as u64)))
+            .collect()
+    }
+
+    /// The PL031 real-time clock (wall-clock time for pstore records).
+    pub fn rtc(&self) -> Option<Range> {
+        self.first_reg(&["arm,pl031"], 0)
+    }
+
     /// The hypervisor's own command line (QEMU -append).
     pub fn bootargs(&self) -> &'static str {
         let chosen = self.fdt.find_node("/chosen");

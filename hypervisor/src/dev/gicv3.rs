@@ -195,6 +195,7 @@ pub struct Arrived {
 /// Acknowledges pending interrupts and completes those the hypervisor owns, up to one whose
 /// level stays high until the caller acts (the console UART's, the maintenance interrupt).
 pub fn handle_pending() -> Arrived {
+    crate::percpu::park_if_stopping();
     let mut arrived = Arrived::default();
     loop {
         let intid = gic_cpuif::ack();

@@ -2,4 +2,5 @@
 
 pub mod gicv3;
 pub mod pl011;
+pub mod virtio_blk;
 pub mod vuart;

@@ -7,7 +7,7 @@ use crate::arch::mmu::EL2_VA_BITS;
 use crate::percpu::{stack_guard, MAX_CPUS};
 use core::sync::atomic::{AtomicU64, Ordering};
 use hv_core::pgtable::{Attrs, MapError, PageTable, PAGE_SIZE};
-use hv_core::ranges::{subtract, Range};
+use hv_core::ranges::{cover, subtract, Range};
 
 /// Root of the final tables, for secondary CPUs (boot.S reads it before enabling their MMU).
 #[no_mangle]
@@ -50,10 +50,9 @@ pub fn build(ram: &[Range], devices: &[Range]) -> Result<u64, MapError> {
         let (guard, size) = stack_guard(cpu);
         t.unmap(&mut mem, guard, size)?;
     }
-    for d in devices {
-        let start = d.start & !(PAGE_SIZE - 1);
-        let end = d.end.next_multiple_of(PAGE_SIZE);
-        t.map(&mut mem, start, start, end - start, Attrs::DEVICE_RW)?;
+    // Devices may share pages (32 virtio-mmio transports fit in four).
+    for d in cover(devices, PAGE_SIZE).into_iter().filter(|d| d.start < d.end) {
+        t.map(&mut mem, d.start, d.start, d.size(), Attrs::DEVICE_RW)?;
     }
     let root = t.root();
     log::debug!("EL2 tables: {} table pages", t.table_pages());

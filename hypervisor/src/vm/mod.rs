@@ -382,6 +382,7 @@ fn retire(vm: Arc<Vm>) {
 pub fn shutdown() -> ! {
     let code = EXIT_STATUS.load(Ordering::Acquire);
     log::info!("all VMs stopped; machine exit status {code}");
+    crate::pstore::sync();
     crate::arch::firmware::exit(code as u32)
 }
 

@@ -74,6 +74,24 @@ pub unsafe fn zero(addr: u64, len: u64) {
     unsafe { zero_pages(addr, len) }
 }
 
+/// The current frame pointer (x29): the head of the frame-record chain.
+#[inline(always)]
+pub fn frame_pointer() -> u64 {
+    let fp: u64;
+    // SAFETY: reads a register; no memory or flags are touched.
+    unsafe { core::arch::asm!("mov {}, x29", out(reg) fp, options(nomem, nostack, preserves_flags)) };
+    fp
+}
+
+/// A code address without its pointer-authentication signature.
+pub fn strip_pac(addr: u64) -> u64 {
+    let mut a = addr;
+    // SAFETY: XPACLRI (a hint: a NOP without FEAT_PAuth) strips the signature from x30
+    // only, which is declared clobbered; no memory is touched.
+    unsafe { core::arch::asm!("mov x30, {a}", "xpaclri", "mov {a}, x30", a = inout(reg) a, out("x30") _, options(nomem, nostack, preserves_flags)) };
+    a
+}
+
 /// Enters the guest whose register frame is `regs`. Its EL1 state, ELR_EL2 and SPSR_EL2
 /// must already be loaded on this CPU.
 pub fn enter_guest(regs: *mut context::VcpuRegs) -> ! {

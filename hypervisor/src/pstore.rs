@@ -1,0 +1,363 @@
+//! The pstore disk: a virtio-blk disk chosen by its serial, holding zones in Linux's
+//! pstore/zone format (hv_core::pstore). At boot the records of the previous run are
+//! listed (and erased only on request) and never-written zones formatted; afterwards
+//! records are written for hypervisor panics (a path that allocates nothing and takes no
+//! lock a stopped CPU could hold) and for guests that crash, and the console zone keeps the
+//! tail of the hypervisor's console.
+//!
+//! A record is written data first, then the sector holding its header, then flushed: at
+//! most three requests, and an interrupted write leaves every other zone as it was.
+
+use crate::boot::host_dt::HostDt;
+use crate::dev::virtio_blk::{BlkError, VirtioBlk};
+use alloc::vec;
+use core::cell::UnsafeCell;
+use core::fmt::{self, Write};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use hv_core::cmdline::PstoreConfig;
+use hv_core::pstore::{self, Content, KmsgWriter, Layout, NextRecord, Reason, Ring, Timestamp, Utc, ZoneError, ZoneKind};
+use spin::Mutex;
+
+/// How much of a record the hypervisor writes (the rest of a bigger zone stays as it was,
+/// beyond the record's datalen).
+const RECORD_MAX: usize = 64 << 10;
+/// The console tail kept in memory (and written to the console zone, up to its size).
+const TAIL_MAX: usize = 64 << 10;
+/// The part of the console tail that goes into a panic record.
+const PANIC_TAIL: usize = 12 << 10;
+
+struct Store {
+    disk: VirtioBlk,
+    layout: Layout,
+    next: NextRecord,
+}
+
+static STORE: Mutex<Option<Store>> = Mutex::new(None);
+static RTC: AtomicU64 = AtomicU64::new(0);
+
+/// A buffer for building one zone's bytes; used under the STORE lock, or by the panic path
+/// once every other CPU is stopped.
+struct ZoneBuf(UnsafeCell<[u8; RECORD_MAX]>);
+// SAFETY: see `zone_buf`: one user at a time by construction.
+unsafe impl Sync for ZoneBuf {}
+static ZONE_BUF: ZoneBuf = ZoneBuf(UnsafeCell::new([0; RECORD_MAX]));
+
+/// # Safety
+/// The caller holds the STORE lock, or is the panic path with the other CPUs stopped.
+#[allow(clippy::mut_from_ref)]
+unsafe fn zone_buf() -> &'static mut [u8; RECORD_MAX] {
+    // SAFETY: per the function's contract, nobody else uses the buffer now.
+    unsafe { &mut *ZONE_BUF.0.get() }
+}
+
+/// The console's last bytes, oldest first once read out (a byte ring).
+struct Tail {
+    buf: [u8; TAIL_MAX],
+    /// Next write position.
+    head: usize,
+    full: bool,
+}
+
+static TAIL: Mutex<Tail> = Mutex::new(Tail { buf: [0; TAIL_MAX], head: 0, full: false });
+static TAIL_ENABLED: AtomicBool = AtomicBool::new(true);
+
+impl Tail {
+    fn push(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.buf[self.head] = b;
+            self.head = (self.head + 1) % TAIL_MAX;
+            self.full |= self.head == 0;
+        }
+    }
+
+    /// The last `max` bytes, as two slices, oldest first.
+    fn last(&self, max: usize) -> (&[u8], &[u8]) {
+        let len = if self.full { TAIL_MAX } else { self.head };
+        let n = len.min(max);
+        if n <= self.head {
+            (&[], &self.buf[self.head - n..self.head])
+        } else {
+            (&self.buf[TAIL_MAX - (n - self.head)..], &self.buf[..self.head])
+        }
+    }
+}
+
+/// Called by the console for every byte it prints. Never waits: a line that finds the
+/// tail busy (another CPU's line, or a panic) is left out of it.
+pub fn console_tail(bytes: &[u8]) {
+    if TAIL_ENABLED.load(Ordering::Relaxed) {
+        if let Some(mut t) = TAIL.try_lock() {
+            t.push(bytes);
+        }
+    }
+}
+
+/// Wall-clock time: the PL031's seconds and the counter's sub-second part.
+fn now() -> Timestamp {
+    let rtc = RTC.load(Ordering::Relaxed);
+    // SAFETY: the PL031's data register (offset 0), mapped as device memory at boot.
+    let sec = if rtc != 0 { unsafe { ((rtc as *const u32).read_volatile()) as i64 } } else { 0 };
+    let (freq, count) = crate::arch::cpu::counter();
+    let freq = freq.max(1);
+    Timestamp { sec, nsec: (count % freq) * 1_000_000_000 / freq }
+}
+
+/// Devices this module drives, for the EL2 tables: the virtio transports and the RTC.
+pub fn devices(dt: &HostDt) -> alloc::vec::Vec<hv_core::ranges::Range> {
+    let mut v = dt.virtio_mmio();
+    v.extend(dt.rtc());
+    v
+}
+
+/// Finds the pstore disk, lists and formats its zones. No disk: a notice, nothing else.
+pub fn init(dt: &HostDt, cfg: &PstoreConfig) {
+    if let Some(r) = dt.rtc() {
+        RTC.store(r.start, Ordering::Relaxed);
+    }
+    let serial = core::str::from_utf8(cfg.serial()).unwrap_or("?");
+    let mut found = None;
+    for t in dt.virtio_mmio() {
+        let Ok(mut disk) = VirtioBlk::probe(t.start) else { continue };
+        let mut id = [0u8; 20];
+        match disk.serial(&mut id) {
+            Ok(n) if &id[..n] == cfg.serial() && found.is_none() => found = Some(disk),
+            Ok(n) => {
+                log::info!("virtio-blk at {:#x} (serial \"{}\") is not the pstore disk: left alone", t.start, core::str::from_utf8(&id[..n]).unwrap_or("?"));
+                disk.release();
+            }
+            Err(e) => {
+                log::warn!("virtio-blk at {:#x}: no serial ({e:?}): left alone", t.start);
+                disk.release();
+            }
+        }
+    }
+    let Some(disk) = found else {
+        log::info!("pstore: no virtio-blk disk with serial \"{serial}\": panics are not recorded on disk");
+        return;
+    };
+    let bytes = disk.capacity * 512;
+    let layout = match Layout::new(bytes, cfg.order, cfg.kmsg_size, cfg.console_size, cfg.pmsg_size) {
+        Ok(l) => l,
+        Err(e) => {
+            log::error!("pstore: disk \"{serial}\" ({} KiB) cannot hold the zones: {e}", bytes >> 10);
+            disk.release();
+            return;
+        }
+    };
+    let mut store = Store { disk, layout, next: NextRecord::default() };
+    match store.recover(cfg.erase) {
+        Ok(()) => {
+            log::info!(
+                "pstore: disk \"{serial}\" at virtio-mmio {:#x} (v{}): {} kmsg zones of {} KiB, console {} KiB, pmsg {} KiB ({:?} order); \
+                 next record in zone {}; Linux reads it with: {}",
+                store.disk.base,
+                store.disk.version,
+                layout.kmsg_count(),
+                layout.kmsg_size >> 10,
+                layout.console_size >> 10,
+                layout.pmsg_size >> 10,
+                layout.order,
+                store.next.zone,
+                layout.linux_params("/dev/vda")
+            );
+            *STORE.lock() = Some(store);
+        }
+        Err(e) => log::error!("pstore: cannot read the disk ({e:?}): not used"),
+    }
+}
+
+impl Store {
+    /// Reads every zone: lists the records, skips (and reports) damaged zones, formats
+    /// blank ones, erases on request; picks the next record's zone and counters.
+    fn recover(&mut self, erase: bool) -> Result<(), BlkError> {
+        let mut disk = vec![0u8; self.layout.total as usize];
+        self.disk.read(0, &mut disk)?;
+        let mut records = 0;
+        let mut blank = alloc::vec::Vec::new();
+        for (z, content) in pstore::scan(&self.layout, &disk) {
+            let name = (z.kind.name(), z.index);
+            match content {
+                Ok(Content::Kmsg(r)) => {
+                    records += 1;
+                    let first = r.text.split(|b| *b == b'\n').next().unwrap_or(&[]);
+                    log::info!(
+                        "pstore: found {}-pstore_blk-{}: {} #{} at {} UTC: {}",
+                        name.0,
+                        name.1,
+                        r.reason.name(),
+                        r.counter,
+                        Utc(r.time.sec),
+                        core::str::from_utf8(first).unwrap_or("(not text)")
+                    );
+                }
+                Ok(Content::Ring(a, b)) => {
+                    let text = if b.is_empty() { a } else { b };
+                    let last = text.trim_ascii_end().rsplit(|c| *c == b'\n').next().unwrap_or(&[]);
+                    log::info!(
+                        "pstore: found {}-pstore_blk-{}: {} bytes, ending \"{}\"",
+                        name.0,
+                        name.1,
+                        a.len() + b.len(),
+                        core::str::from_utf8(last).unwrap_or("(not text)")
+                    );
+                }
+                Err(ZoneError::Empty) => {}
+                Err(ZoneError::BadSignature { .. }) if pstore::is_blank(&disk[z.offset as usize..][..pstore::ZONE_HEADER]) => blank.push(z),
+                Err(e) => log::warn!("pstore: {}-pstore_blk-{} at offset {:#x}: skipped: {e}", name.0, name.1, z.offset),
+            }
+        }
+        let found = pstore::scan(&self.layout, &disk).filter_map(|(z, c)| match c {
+            Ok(Content::Kmsg(r)) => Some((z.index, r)),
+            _ => None,
+        });
+        self.next = NextRecord::after(self.layout.kmsg_count(), found);
+        drop(disk);
+        let zones: alloc::vec::Vec<_> = if erase { self.layout.zones().collect() } else { blank };
+        for z in &zones {
+            self.write_empty_header(z.kind, z.offset)?;
+        }
+        if erase {
+            log::info!("pstore: {records} record(s) erased (pstore_erase=on)");
+            self.next = NextRecord::default();
+        } else if !zones.is_empty() {
+            log::info!("pstore: {} blank zone(s) formatted", zones.len());
+        }
+        self.disk.flush()
+    }
+
+    fn write_empty_header(&mut self, kind: ZoneKind, offset: u64) -> Result<(), BlkError> {
+        let mut sector = [0u8; 512];
+        sector[..pstore::ZONE_HEADER].copy_from_slice(&pstore::empty_header(kind));
+        self.disk.write(offset / 512, &sector)
+    }
+
+    /// Writes the record built in `zone` (its first `len` bytes) into the next kmsg zone:
+    /// the sectors after the first, then the first (the header), then a flush.
+    fn write_record(&mut self, zone: &[u8]) -> Result<usize, BlkError> {
+        let index = self.next.zone;
+        let z = self.layout.kmsg_zone(index).ok_or(BlkError::OutOfRange)?;
+        let len = zone.len().min(z.size as usize).next_multiple_of(512).min(zone.len());
+        let sector = z.offset / 512;
+        if len > 512 {
+            self.disk.write(sector + 1, &zone[512..len])?;
+        }
+        self.disk.write(sector, &zone[..512])?;
+        self.disk.flush()?;
+        self.next.zone = (index + 1) % self.layout.kmsg_count();
+        Ok(index)
+    }
+
+    /// Writes the console tail into the console zone (then flushes).
+    fn write_console(&mut self, tail: (&[u8], &[u8]), buf: &mut [u8]) -> Result<(), BlkError> {
+        let Some(z) = self.layout.console_zone() else { return Ok(()) };
+        let size = (z.size as usize).min(buf.len());
+        let mut ring = Ring::new(ZoneKind::Console, &mut buf[..size]);
+        ring.append(tail.0);
+        ring.append(tail.1);
+        let bytes = ring.bytes();
+        self.disk.write(z.offset / 512, &bytes[..size - size % 512])?;
+        self.disk.flush()
+    }
+}
+
+/// Builds a record's text with `fill` into the zone buffer and writes it (reason Panic).
+fn record(store: &mut Store, buf: &mut [u8; RECORD_MAX], fill: impl FnOnce(&mut KmsgWriter)) -> Result<(usize, u32), BlkError> {
+    let zone_size = (store.layout.kmsg_size as usize).min(RECORD_MAX);
+    let zone = &mut buf[..zone_size];
+    zone.fill(0);
+    let mut w = KmsgWriter::new(zone);
+    fill(&mut w);
+    store.next.panic_counter += 1;
+    let counter = store.next.panic_counter;
+    let text = w.finish(now(), counter, Reason::Panic);
+    let used = (pstore::ZONE_HEADER + pstore::KMSG_HEADER + text).next_multiple_of(512).min(zone_size);
+    let index = store.write_record(&buf[..used])?;
+    Ok((index, counter))
+}
+
+/// A guest crashed (its kernel panicked, it reported a panic, its vectors loop, an
+/// SError): a Panic record with the reason and its console's last lines.
+pub fn record_guest_crash(vm: usize, reason: fmt::Arguments, console: (&[u8], &[u8])) {
+    let mut guard = STORE.lock();
+    let Some(store) = guard.as_mut() else { return };
+    // SAFETY: we hold the STORE lock.
+    let buf = unsafe { zone_buf() };
+    let (f, t0) = crate::arch::cpu::counter();
+    let result = record(store, buf, |w| {
+        let _ = writeln!(w, "VM {vm}: guest crash: {reason}");
+        let _ = writeln!(w, "--- VM {vm} console, last lines ---");
+        w.push(console.0);
+        w.push(console.1);
+    });
+    let us = (crate::arch::cpu::counter().1 - t0) * 1_000_000 / f.max(1);
+    match result {
+        Ok((zone, n)) => log::info!("pstore: VM {vm} crash recorded in dmesg-pstore_blk-{zone} (Panic #{n}, {us} us)"),
+        Err(e) => log::error!("pstore: VM {vm} crash not recorded: {e:?}"),
+    }
+}
+
+/// The machine stops normally: the console zone gets the console's tail.
+pub fn sync() {
+    let mut guard = STORE.lock();
+    let Some(store) = guard.as_mut() else { return };
+    let tail = TAIL.lock();
+    // SAFETY: we hold the STORE lock.
+    let buf = unsafe { zone_buf() };
+    if let Err(e) = store.write_console(tail.last(TAIL_MAX), buf) {
+        log::warn!("pstore: console zone not written: {e:?}");
+    }
+}
+
+/// Requests and time the last panic record took (for `make bench`).
+pub struct PanicCost {
+    pub requests: u64,
+    pub bytes: usize,
+    pub micros: u64,
+}
+
+/// The panic path, once every other CPU is stopped (or did not answer in time): a Panic
+/// record with the message, the CPU, a frame-pointer backtrace and the console tail, then
+/// the console zone. Takes the store even if a stopped CPU (or this one) held its lock.
+pub fn record_panic(cpu: usize, message: &dyn fmt::Display, frames: &[u64]) -> Option<PanicCost> {
+    TAIL_ENABLED.store(false, Ordering::Relaxed);
+    if STORE.is_locked() {
+        // SAFETY: the other CPUs are stopped; if this CPU held the lock, the code that held
+        // it will never run again. The device is reset below before use.
+        unsafe { STORE.force_unlock() };
+    }
+    if TAIL.is_locked() {
+        // SAFETY: as above; the tail is only read from now on (TAIL_ENABLED is off).
+        unsafe { TAIL.force_unlock() };
+    }
+    let mut guard = STORE.try_lock()?;
+    let store = guard.as_mut()?;
+    // A request may have been in flight when the panic struck: start the device over.
+    if !store.disk.reset_for_panic() {
+        return None;
+    }
+    // SAFETY: the other CPUs are stopped and this is the only path running on this one.
+    let buf = unsafe { zone_buf() };
+    let tail = TAIL.try_lock()?;
+    let (f, t0) = crate::arch::cpu::counter();
+    let before = store.disk.requests;
+    let (head, rest) = tail.last(PANIC_TAIL);
+    let mut written = 0;
+    let result = record(store, buf, |w| {
+        let _ = writeln!(w, "hypervisor panic on cpu{cpu}: {message}");
+        let _ = write!(w, "backtrace:");
+        for pc in frames {
+            let _ = write!(w, " {pc:#x}");
+        }
+        let _ = writeln!(w, "\n--- hypervisor console, last lines ---");
+        w.push(head);
+        w.push(rest);
+        written = pstore::ZONE_HEADER + pstore::KMSG_HEADER + w.text_len();
+    });
+    let requests = store.disk.requests - before;
+    let micros = (crate::arch::cpu::counter().1 - t0) * 1_000_000 / f.max(1);
+    let _ = store.write_console(tail.last(TAIL_MAX), buf);
+    match result {
+        Ok(_) => Some(PanicCost { requests, bytes: written, micros }),
+        Err(_) => None,
+    }
+}
