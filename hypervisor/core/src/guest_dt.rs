@@ -19,7 +19,17 @@ pub mod layout {
     pub const UART_SIZE: u64 = 0x1000;
     /// UART interrupt: SPI 1.
     pub const UART_SPI: u32 = 1;
+    /// The pvpanic device (QEMU's "qemu,pvpanic-mmio": one byte register).
+    pub const PVPANIC_BASE: u64 = 0x0906_0000;
+    pub const PVPANIC_SIZE: u64 = 2;
     pub const RAM_BASE: u64 = 0x4000_0000;
+}
+
+/// The pvpanic register: reads give the events supported, a write reports one.
+pub mod pvpanic {
+    pub const PANICKED: u8 = 1;
+    pub const CRASH_LOADED: u8 = 2;
+    pub const SUPPORTED: u8 = PANICKED | CRASH_LOADED;
 }
 
 /// What goes into a VM's device tree.
@@ -131,6 +141,12 @@ pub fn build(cfg: &GuestDtConfig<'_>) -> Result<Vec<u8>, FdtError> {
     w.prop_cells("clocks", &[CLOCK_PHANDLE, CLOCK_PHANDLE])?;
     w.end_node()?;
 
+    let pvpanic = format!("pvpanic@{PVPANIC_BASE:x}");
+    w.begin_node(&pvpanic)?;
+    w.prop_strs("compatible", &["qemu,pvpanic-mmio"])?;
+    w.prop_reg64("reg", &[(PVPANIC_BASE, PVPANIC_SIZE)])?;
+    w.end_node()?;
+
     w.begin_node("chosen")?;
     w.prop_str("bootargs", cfg.bootargs)?;
     w.prop_str("stdout-path", &format!("/{uart}"))?;
@@ -178,6 +194,8 @@ mod tests {
         let psci = fdt.find_node("/psci").unwrap();
         assert_eq!(psci.property("method").unwrap().as_str(), Some("hvc"));
         assert_eq!(fdt.root().property("model").unwrap().as_str(), Some("hypervisor VM 3"));
+        let pvpanic = fdt.find_compatible(&["qemu,pvpanic-mmio"]).unwrap();
+        assert_eq!(pvpanic.reg().unwrap().next().unwrap().starting_address as u64, layout::PVPANIC_BASE);
     }
 
     #[test]

@@ -2,5 +2,6 @@
 
 pub mod gicv3;
 pub mod pl011;
+pub mod pvpanic;
 pub mod virtio_blk;
 pub mod vuart;

@@ -35,10 +35,15 @@ const INT_RT: u32 = 1 << 6;
 const RX_MAX: usize = 256;
 /// Longest line kept before it is printed anyway.
 const LINE_MAX: usize = 240;
+/// The console's last bytes kept for crash records.
+const TAIL_MAX: usize = 4096;
 
 struct State {
     line: [u8; LINE_MAX],
     len: usize,
+    tail: [u8; TAIL_MAX],
+    tail_head: usize,
+    tail_full: bool,
     rx: [u8; RX_MAX],
     rx_head: usize,
     rx_len: usize,
@@ -74,6 +79,9 @@ impl VUart {
             state: Mutex::new(State {
                 line: [0; LINE_MAX],
                 len: 0,
+                tail: [0; TAIL_MAX],
+                tail_head: 0,
+                tail_full: false,
                 rx: [0; RX_MAX],
                 rx_head: 0,
                 rx_len: 0,
@@ -90,8 +98,15 @@ impl VUart {
     }
 
     /// Prints a complete line, watching for a guest kernel panic.
-    fn line(&self, line: &[u8]) {
+    fn line(&self, s: &mut State, len: usize) {
+        let line = &s.line[..len];
         console::guest_line(self.vm, line);
+        for &b in line.iter().chain(b"\n") {
+            s.tail[s.tail_head] = b;
+            s.tail_head = (s.tail_head + 1) % TAIL_MAX;
+            s.tail_full |= s.tail_head == 0;
+        }
+        let line = &s.line[..len];
         if contains(line, PANIC_END) {
             self.panic_ended.store(true, Ordering::Release);
         } else if contains(line, PANIC_START) {
@@ -110,13 +125,14 @@ impl VUart {
         for &b in bytes {
             match b {
                 b'\n' => {
-                    self.line(&s.line[..s.len]);
+                    let len = s.len;
+                    self.line(&mut s, len);
                     s.len = 0;
                 }
                 b'\r' => {}
                 _ => {
                     if s.len == LINE_MAX {
-                        self.line(&s.line[..s.len]);
+                        self.line(&mut s, LINE_MAX);
                         s.len = 0;
                     }
                     let n = s.len;
@@ -153,8 +169,19 @@ impl VUart {
     pub fn flush(&self) {
         let mut s = self.state.lock();
         if s.len > 0 {
-            self.line(&s.line[..s.len]);
+            let len = s.len;
+            self.line(&mut s, len);
             s.len = 0;
+        }
+    }
+
+    /// Calls `f` with the console's last lines, oldest first, in two parts.
+    pub fn with_tail<R>(&self, f: impl FnOnce((&[u8], &[u8])) -> R) -> R {
+        let s = self.state.lock();
+        if s.tail_full {
+            f((&s.tail[s.tail_head..], &s.tail[..s.tail_head]))
+        } else {
+            f((&[], &s.tail[..s.tail_head]))
         }
     }
 }

@@ -28,6 +28,9 @@ fn device_at(vm: &Vm, ipa: u64) -> Option<(&dyn MmioDevice, u64)> {
     if uart.contains(ipa) {
         return Some((&vm.uart, ipa - uart.start));
     }
+    if Range::new(layout::PVPANIC_BASE, layout::PVPANIC_SIZE).contains(ipa) {
+        return Some((&vm.pvpanic, ipa - layout::PVPANIC_BASE));
+    }
     match &vm.vgic {
         Some(g) if super::vgic::contains(ipa, vm.vcpus.len()) => Some((g, ipa - layout::GICD_BASE)),
         _ => None,
@@ -76,6 +79,10 @@ pub fn handle_data_abort(vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun, esr: Esr) -> N
     if uart_range().contains(ipa) {
         // Any access may change the UART's interrupt line (reading data drains the input).
         vm.after_uart_activity();
+    }
+    if let Some(stop) = vm.after_pvpanic_write() {
+        skip_instruction();
+        return stop;
     }
     skip_instruction();
     Next::Resume

@@ -62,8 +62,22 @@ pub enum Crash {
     ExceptionLoop,
     /// Its kernel panicked and halted (seen on its console).
     GuestPanic,
+    /// It reported a panic through its pvpanic device.
+    PanicReported,
     /// A page it touched could not be given memory (populate=lazy).
     OutOfMemory,
+}
+
+impl Crash {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Crash::SError => "an SError (asynchronous abort) while it ran",
+            Crash::ExceptionLoop => "an exception loop: its vectors fault on every entry",
+            Crash::GuestPanic => "its kernel panicked (seen on its console)",
+            Crash::PanicReported => "it reported a panic through pvpanic",
+            Crash::OutOfMemory => "no host memory left for a page it touched",
+        }
+    }
 }
 
 /// A verdict not yet reported.
@@ -77,6 +91,7 @@ pub struct Vm {
     pub ram_size: u64,
     pub vcpus: Vec<Box<Vcpu>>,
     pub uart: VUart,
+    pub pvpanic: crate::dev::pvpanic::PvPanic,
     /// The virtual GIC, when the machine can virtualize one.
     pub vgic: Option<vgic::Vgic>,
     stopping: AtomicBool,
@@ -116,6 +131,7 @@ impl Vm {
                 ram_size,
                 vcpus: (0..vcpus).map(|i| Box::new(Vcpu::new(i, pcpus[i], me, pauth, spec.params.pauth_keys))).collect(),
                 uart: VUart::new(id),
+                pvpanic: crate::dev::pvpanic::PvPanic::new(),
                 vgic: vgic::available().then(|| vgic::Vgic::new(vcpus)),
                 stopping: AtomicBool::new(false),
                 stop_reason: Mutex::new(None),
@@ -163,6 +179,15 @@ impl Vm {
         if self.uart.take_panic_end() {
             self.request_stop(StopReason::Crashed(Crash::GuestPanic));
         }
+    }
+
+    /// After a guest write to its pvpanic device: a reported panic stops the VM.
+    pub fn after_pvpanic_write(&self) -> Option<exit::Next> {
+        let events = self.pvpanic.take();
+        if events & hv_core::guest_dt::pvpanic::CRASH_LOADED != 0 {
+            log::info!("VM {}: pvpanic: a crash kernel is loaded", self.id);
+        }
+        (events & hv_core::guest_dt::pvpanic::PANICKED != 0).then_some(exit::Next::Stop(StopReason::Crashed(Crash::PanicReported)))
     }
 
     /// Logs a warning caused by the guest, within its budget (and says how many were
@@ -213,15 +238,21 @@ impl Vm {
 
     /// Asks every vCPU of the VM to stop; the first reason given is kept.
     pub fn request_stop(&self, reason: StopReason) {
-        {
+        let first = {
             let mut r = self.stop_reason.lock();
-            if r.is_none() {
+            let first = r.is_none();
+            if first {
                 *r = Some(reason);
                 match reason {
                     StopReason::Crashed(why) => log::error!("VM {}: stopping: crashed ({why:?})", self.id),
                     _ => log::info!("VM {}: stopping: {:?}", self.id, reason),
                 }
             }
+            first
+        };
+        if let (true, StopReason::Crashed(why)) = (first, reason) {
+            self.uart.flush();
+            self.uart.with_tail(|tail| crate::pstore::record_guest_crash(self.id, format_args!("{}", why.describe()), tail));
         }
         self.stopping.store(true, Ordering::Release);
         // Every CPU holding one of our vCPUs looks at its run queue (and leaves the guest).

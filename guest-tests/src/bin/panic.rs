@@ -1,0 +1,28 @@
+//! A guest that panics on purpose and says so through its pvpanic device (the way Linux's
+//! pvpanic driver does), after a few console lines that its crash record must keep.
+//!
+//! Bootargs: `lines=N` console lines before the panic (default 5).
+
+#![no_std]
+#![no_main]
+
+use guest_rt::{println, BootInfo};
+use hv_core::guest_dt::{layout, pvpanic};
+
+fn main(info: &BootInfo) -> ! {
+    // SAFETY: the pvpanic register is a device register in this guest's IPA space (from
+    // its device tree); reading it has no side effects.
+    let supported = unsafe { core::ptr::read_volatile(layout::PVPANIC_BASE as *const u8) };
+    println!("pvpanic supports events {:#x}", supported);
+    for i in 0..info.arg("lines").unwrap_or(5) {
+        println!("panic guest console line {}", i);
+    }
+    println!("guest panic: reporting it through pvpanic");
+    // SAFETY: writing PANICKED to the pvpanic register reports the panic; the hypervisor
+    // stops this VM.
+    unsafe { core::ptr::write_volatile(layout::PVPANIC_BASE as *mut u8, pvpanic::PANICKED) };
+    println!("still running after reporting a panic");
+    guest_rt::fail(1)
+}
+
+guest_rt::guest_main!(main);
