@@ -21,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import qemu  # noqa: E402
+import pstoretest  # noqa: E402
 from qemu import IMAGES, MIB, Guest, Machine, UserError  # noqa: E402
 
 LOGS = qemu.ROOT / "target" / "test-logs"
@@ -307,15 +308,23 @@ def main() -> int:
     a = ap.parse_args()
     LOGS.mkdir(parents=True, exist_ok=True)
     passed = failed = 0
-    for t in [*boot_tests(), *linux_tests(), *input_tests()]:
+    for t in [*boot_tests(), *pstoretest.pstore_tests(), *linux_tests(), *input_tests()]:
         if a.k not in t.name:
             continue
         start = time.monotonic()
         try:
-            ok, why = run_boot(t, a.timeout) if isinstance(t, BootTest) else run_input(t)
+            if isinstance(t, pstoretest.PstoreTest):
+                problems = t.run(t.name)
+                ok, why = not problems, "; ".join(problems) + (f" (logs: {LOGS}/{t.name}*)" if problems else "")
+            else:
+                ok, why = run_boot(t, a.timeout) if isinstance(t, BootTest) else run_input(t)
         except UserError as e:
             ok, why = False, f"could not build the machine: {e}"
-        kind = "boot" if isinstance(t, BootTest) else "input"
+        except subprocess.TimeoutExpired as e:
+            ok, why = False, f"hung: a boot did not exit within {e.timeout:.0f} s"
+        except AssertionError as e:
+            ok, why = False, str(e)
+        kind = "input" if isinstance(t, InputTest) else "boot"
         print(f"{'PASS' if ok else 'FAIL'} {kind}/{t.name} ({time.monotonic() - start:.1f}s){'' if ok else ': ' + why}", flush=True)
         passed += ok
         failed += not ok

@@ -30,6 +30,18 @@ struct Store {
     disk: VirtioBlk,
     layout: Layout,
     next: NextRecord,
+    /// The newest record's time: every new record gets a later one, so that "newest"
+    /// (which decides where the next record goes, for Linux too) stays right when records
+    /// come within one second of the RTC (the nanoseconds then count records).
+    last: Timestamp,
+}
+
+impl Store {
+    fn stamp(&mut self) -> Timestamp {
+        let now = Timestamp { sec: rtc_seconds(), nsec: 0 };
+        self.last = if now > self.last { now } else { Timestamp { sec: self.last.sec, nsec: self.last.nsec + 1 } };
+        self.last
+    }
 }
 
 static STORE: Mutex<Option<Store>> = Mutex::new(None);
@@ -92,14 +104,11 @@ pub fn console_tail(bytes: &[u8]) {
     }
 }
 
-/// Wall-clock time: the PL031's seconds and the counter's sub-second part.
-fn now() -> Timestamp {
+/// Wall-clock seconds from the PL031 (0 without one).
+fn rtc_seconds() -> i64 {
     let rtc = RTC.load(Ordering::Relaxed);
     // SAFETY: the PL031's data register (offset 0), mapped as device memory at boot.
-    let sec = if rtc != 0 { unsafe { ((rtc as *const u32).read_volatile()) as i64 } } else { 0 };
-    let (freq, count) = crate::arch::cpu::counter();
-    let freq = freq.max(1);
-    Timestamp { sec, nsec: (count % freq) * 1_000_000_000 / freq }
+    if rtc != 0 { unsafe { ((rtc as *const u32).read_volatile()) as i64 } } else { 0 }
 }
 
 /// Devices this module drives, for the EL2 tables: the virtio transports and the RTC.
@@ -144,7 +153,7 @@ pub fn init(dt: &HostDt, cfg: &PstoreConfig) {
             return;
         }
     };
-    let mut store = Store { disk, layout, next: NextRecord::default() };
+    let mut store = Store { disk, layout, next: NextRecord::default(), last: Timestamp::default() };
     match store.recover(cfg.erase) {
         Ok(()) => {
             log::info!(
@@ -206,11 +215,14 @@ impl Store {
                 Err(e) => log::warn!("pstore: {}-pstore_blk-{} at offset {:#x}: skipped: {e}", name.0, name.1, z.offset),
             }
         }
-        let found = pstore::scan(&self.layout, &disk).filter_map(|(z, c)| match c {
-            Ok(Content::Kmsg(r)) => Some((z.index, r)),
-            _ => None,
-        });
-        self.next = NextRecord::after(self.layout.kmsg_count(), found);
+        let found = || {
+            pstore::scan(&self.layout, &disk).filter_map(|(z, c)| match c {
+                Ok(Content::Kmsg(r)) => Some((z.index, r)),
+                _ => None,
+            })
+        };
+        self.next = NextRecord::after(self.layout.kmsg_count(), found());
+        self.last = found().map(|(_, r)| r.time).max().unwrap_or_default();
         drop(disk);
         let zones: alloc::vec::Vec<_> = if erase { self.layout.zones().collect() } else { blank };
         for z in &zones {
@@ -269,7 +281,8 @@ fn record(store: &mut Store, buf: &mut [u8; RECORD_MAX], fill: impl FnOnce(&mut 
     fill(&mut w);
     store.next.panic_counter += 1;
     let counter = store.next.panic_counter;
-    let text = w.finish(now(), counter, Reason::Panic);
+    let time = store.stamp();
+    let text = w.finish(time, counter, Reason::Panic);
     let used = (pstore::ZONE_HEADER + pstore::KMSG_HEADER + text).next_multiple_of(512).min(zone_size);
     let index = store.write_record(&buf[..used])?;
     Ok((index, counter))

@@ -1,0 +1,196 @@
+"""Boot tests of the pstore disk (run by boottest.py): records written by the hypervisor
+for guest and hypervisor panics and read back by the host tool (pstore-tool, the same
+format code), listed by the next boot, corrupted disks, the version-2 transport, a disk
+that is not ours left alone, and QEMU killed at random moments while records are written.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import qemu
+from qemu import IMAGES, Guest, Machine
+
+LOGS = qemu.ROOT / "target" / "test-logs"
+TOOL = qemu.ROOT / "target" / "debug" / "pstore-tool"
+_tool_built = False
+
+
+def tool(*args: str) -> subprocess.CompletedProcess:
+    """Runs the host tool (built once per test run with the host's cargo)."""
+    global _tool_built
+    if not _tool_built:
+        subprocess.run(["cargo", "build", "-q", "-p", "hv-core", "--bin", "pstore-tool"], cwd=qemu.ROOT, check=True,
+                       stdin=subprocess.DEVNULL, timeout=600)
+        _tool_built = True
+    return subprocess.run([str(TOOL), *args], capture_output=True, text=True, timeout=60)
+
+
+def records(disk: Path, blank_ok: bool = False) -> list[dict]:
+    p = tool("--json", str(disk))
+    if blank_ok and p.returncode == 1 and "has a pstore signature" in p.stderr:
+        return []  # never formatted: killed before the first boot got that far
+    if p.returncode != 0:
+        raise AssertionError(f"pstore-tool failed ({p.returncode}): {p.stderr.strip()}")
+    return json.loads(p.stdout)
+
+
+def fresh_disk(name: str) -> Path:
+    disk = LOGS / f"{name}.pstore.img"
+    disk.unlink(missing_ok=True)
+    return disk
+
+
+def boot(machine: Machine, log: Path, timeout: float = 60) -> tuple[int, str]:
+    argv = qemu.command(machine)
+    p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout)
+    out = p.stdout.decode(errors="replace")
+    log.write_text(" ".join(argv) + "\n\n" + out)
+    return p.returncode, out
+
+
+def guest(name: str, **kw) -> Guest:
+    return Guest(kernel=IMAGES / f"{name}.bin", **kw)
+
+
+@dataclass
+class PstoreTest:
+    name: str
+    run: Callable[[str], list[str]]
+    problems: list[str] = field(default_factory=list)
+
+
+def expect(out: str, patterns: list[str]) -> list[str]:
+    return [f"missing /{p}/" for p in patterns if not re.search(p, out)]
+
+
+def guest_panic(name: str, modern: bool = False) -> list[str]:
+    """A guest reports a panic through pvpanic: its record holds its last console lines. A
+    second disk with another serial is left exactly as it was."""
+    disk = fresh_disk(name)
+    other = LOGS / f"{name}.other.img"
+    other.write_bytes(bytes(range(256)) * 1024)
+    before = hashlib.sha256(other.read_bytes()).hexdigest()
+    m = Machine([guest("panic", bootargs="lines=5")], pstore=disk, virtio_modern=modern,
+                extra=["-drive", f"if=none,id=other,format=raw,file={other}", "-device", "virtio-blk-device,drive=other,serial=guest-disk"])
+    code, out = boot(m, LOGS / f"{name}.log")
+    problems = [] if code == 2 else [f"exit status {code}, expected 2"]
+    problems += expect(out, [r"VM 0: stopping: crashed \(PanicReported\)", r"pstore: VM 0 crash recorded in dmesg-pstore_blk-0 \(Panic #1",
+                             r"virtio-blk at 0x[0-9a-f]+ \(serial \"guest-disk\"\) is not the pstore disk: left alone",
+                             rf"pstore: disk \"hv-pstore\" at virtio-mmio 0x[0-9a-f]+ \(v{2 if modern else 1}\)"])
+    if hashlib.sha256(other.read_bytes()).hexdigest() != before:
+        problems.append("the disk that is not the pstore disk was written")
+    recs = [r for r in records(disk) if r["kind"] == "dmesg"]
+    if len(recs) != 1:
+        return problems + [f"{len(recs)} dmesg records on the disk, expected 1"]
+    r = recs[0]
+    text = r["text"]
+    if not (r["reason"] == "Panic" and r["counter"] == 1 and text.startswith("VM 0: guest crash: it reported a panic through pvpanic")
+            and "panic guest console line 4\nguest panic: reporting it through pvpanic" in text and r["time"] > 1_600_000_000):
+        problems.append(f"unexpected record: {r}")
+    return problems
+
+
+def hypervisor_panic_then_next_boot(name: str) -> list[str]:
+    """A hypervisor panic leaves a Panic record (message, backtrace, console tail) in at
+    most 3 requests; the next boot lists it and the console zone, and writes the next
+    record into the next zone with the next counter."""
+    disk = fresh_disk(name)
+    crash = Machine([guest("crash", bootargs="fault=0")], hv_args="debug_faults=on", pstore=disk)
+    code, out = boot(crash, LOGS / f"{name}-1.log")
+    problems = [] if code == 3 else [f"first boot: exit status {code}, expected 3"]
+    problems += expect(out, [r"pstore: panic recorded \([1-3] requests, \d+ bytes"])
+    recs = [r for r in records(disk) if r["kind"] == "dmesg"]
+    if not (len(recs) == 1 and recs[0]["text"].startswith("hypervisor panic on cpu0: debug fault requested by a guest")
+            and re.search(r"backtrace: 0x[0-9a-f]+", recs[0]["text"]) and "debug fault Panic requested" in recs[0]["text"]):
+        problems.append(f"hypervisor panic record: {recs}")
+    code, out = boot(Machine([guest("panic", bootargs="lines=1")], pstore=disk), LOGS / f"{name}-2.log")
+    problems += expect(out, [r"pstore: found dmesg-pstore_blk-0: Panic #1 at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC: hypervisor panic on cpu0",
+                             r"pstore: found console-pstore_blk-0: \d+ bytes, ending \"backtrace: 0x",
+                             r"next record in zone 1", r"pstore: VM 0 crash recorded in dmesg-pstore_blk-1 \(Panic #2"])
+    if len([r for r in records(disk) if r["kind"] == "dmesg"]) != 2:
+        problems.append("the second record is not on the disk")
+    code, out = boot(Machine([guest("hello")], hv_args="pstore_erase=on", pstore=disk), LOGS / f"{name}-3.log")
+    problems += expect(out, [r"pstore: 2 record\(s\) erased"])
+    if [r for r in records(disk) if r["kind"] == "dmesg"]:
+        problems.append("records left after pstore_erase=on")
+    return problems
+
+
+def corrupted_disk(name: str) -> list[str]:
+    """Zones with bad lengths, garbage and a wrong signature are reported and skipped;
+    the good record is still listed and the hypervisor runs normally."""
+    disk = fresh_disk(name)
+    boot(Machine([guest("panic", bootargs="lines=1")], pstore=disk), LOGS / f"{name}-1.log")
+    data = bytearray(disk.read_bytes())
+    zone = 64 * 1024
+    data[zone + 4:zone + 8] = (0xffff_fff0).to_bytes(4, "little")             # zone 1: datalen out of range
+    data[2 * zone:2 * zone + 4096] = random.Random(7).randbytes(4096)          # zone 2: garbage
+    data[3 * zone:3 * zone + 12] = bytes.fromhex("44424743") + (50).to_bytes(4, "little") + bytes(4)  # zone 3: no kmsg header
+    data[14 * zone + 8:14 * zone + 12] = (0x7fff_ffff).to_bytes(4, "little")   # console: start out of range
+    disk.write_bytes(bytes(data))
+    code, out = boot(Machine([guest("hello")], pstore=disk), LOGS / f"{name}-2.log")
+    problems = [] if code == 0 else [f"exit status {code}, expected 0"]
+    problems += expect(out, [r"dmesg-pstore_blk-1 at offset 0x10000: skipped: lengths out of range",
+                             r"dmesg-pstore_blk-2 at offset 0x20000: skipped: bad signature",
+                             r"dmesg-pstore_blk-3 at offset 0x30000: skipped: bad kmsg header",
+                             r"console-pstore_blk-0 at offset 0xe0000: skipped: lengths out of range",
+                             r"pstore: found dmesg-pstore_blk-0: Panic #1", r"test verdict PASS"])
+    if "HYPERVISOR PANIC" in out:
+        problems.append("the hypervisor panicked on a corrupted disk")
+    return problems
+
+
+def killed_while_writing(name: str) -> list[str]:
+    """QEMU killed at random moments (seeded, printed) while guests panic one after another
+    on the same disk: every record complete before a kill is still there, unchanged."""
+    disk = fresh_disk(name)
+    seed = int(os.environ.get("PSTORE_KILL_SEED", "0")) or random.randrange(1, 1 << 30)
+    rng = random.Random(seed)
+    kept: dict[int, dict] = {}
+    problems: list[str] = []
+    log = LOGS / f"{name}.log"
+    lines = [f"seed {seed}"]
+    argv = qemu.command(Machine([guest("panic", bootargs="lines=200")], pstore=disk))
+    for i in range(10):
+        delay = rng.uniform(0.1, 1.2)
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        killed = p.poll() is None
+        p.kill()
+        p.wait()
+        found = {r["zone"]: r for r in records(disk, blank_ok=True) if r["kind"] == "dmesg"}
+        for zone, r in kept.items():
+            if found.get(zone) != r:
+                problems.append(f"round {i}: record in zone {zone} lost or changed after a kill at {delay:.3f} s")
+        kept = found
+        lines.append(f"round {i}: {'killed' if killed else 'finished'} at {delay:.3f} s, {len(found)} record(s)")
+    log.write_text("\n".join(lines) + "\n")
+    if not 2 <= len(kept) <= 10:
+        problems.append(f"{len(kept)} records after 10 rounds: the kills did not straddle the writes (seed {seed})")
+    return [f"{p} (seed {seed})" for p in problems]
+
+
+def no_disk(name: str) -> list[str]:
+    code, out = boot(Machine([guest("hello")]), LOGS / f"{name}.log")
+    return ([] if code == 0 else [f"exit status {code}"]) + expect(
+        out, [r"pstore: no virtio-blk disk with serial \"hv-pstore\": panics are not recorded on disk", r"test verdict PASS"])
+
+
+def pstore_tests() -> list[PstoreTest]:
+    return [
+        PstoreTest("pstore-guest-panic", lambda n: guest_panic(n)),
+        PstoreTest("pstore-guest-panic-virtio-v2", lambda n: guest_panic(n, modern=True)),
+        PstoreTest("pstore-hypervisor-panic-next-boot", hypervisor_panic_then_next_boot),
+        PstoreTest("pstore-corrupted-disk", corrupted_disk),
+        PstoreTest("pstore-killed-while-writing", killed_while_writing),
+        PstoreTest("pstore-no-disk", no_disk),
+    ]
