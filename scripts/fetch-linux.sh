@@ -44,6 +44,12 @@ fi
 # The initramfs is rebuilt whenever guest-linux/ changes.
 if [ ! -f "$out/initramfs.cpio" ] || [ -n "$(find guest-linux "$out/debs/busybox.deb" -newer "$out/initramfs.cpio" 2>/dev/null)" ]; then
     rm -rf "$out/busybox-root" && dpkg-deb -x "$out/debs/busybox.deb" "$out/busybox-root"
+    # Linux's own pstore/blk and virtio-blk, for the pstore cross-check (guest-linux/init).
+    modules=()
+    for m in drivers/virtio/virtio_mmio drivers/block/virtio_blk fs/pstore/pstore_zone fs/pstore/pstore_blk; do
+        ko=$(ls "$out"/kernel-root/lib/modules/*/kernel/$m.ko 2>/dev/null | head -1)
+        [ -n "$ko" ] && modules+=("$ko=lib/modules/$(basename "$ko")")
+    done
     python3 scripts/mkinitramfs.py "$out/initramfs.cpio" \
-        "$out/busybox-root/bin/busybox=bin/busybox" "guest-linux/init=init"
+        "$out/busybox-root/bin/busybox=bin/busybox" "guest-linux/init=init" "${modules[@]}"
 fi

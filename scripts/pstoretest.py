@@ -179,6 +179,34 @@ def killed_while_writing(name: str) -> list[str]:
     return [f"{p} (seed {seed})" for p in problems]
 
 
+_linux: str | None = None
+
+
+def linux_reads_hypervisor_records(name: str) -> list[str]:
+    """Cross-check with Linux's own pstore/blk: Debian's kernel, booted directly by QEMU on
+    the disk the hypervisor wrote (a hypervisor panic, then a guest crash), lists both
+    records in /sys/fs/pstore with the reason and counter Linux derives from the header."""
+    global _linux
+    if _linux is None:
+        p = subprocess.run(["bash", str(qemu.ROOT / "scripts" / "fetch-linux.sh")], stdin=subprocess.DEVNULL,
+                           capture_output=True, text=True, timeout=1800)
+        _linux = "" if p.returncode == 0 else (p.stderr.strip().splitlines() or ["fetch-linux.sh failed"])[-1]
+    if _linux:
+        return [f"no Linux guest: {_linux}"]
+    disk = fresh_disk(name)
+    boot(Machine([guest("crash", bootargs="fault=0")], hv_args="debug_faults=on", pstore=disk), LOGS / f"{name}-1.log")
+    boot(Machine([guest("panic", bootargs="lines=3")], pstore=disk), LOGS / f"{name}-2.log")
+    g = Guest(kernel=qemu.LINUX_DIR / "Image", initrd=qemu.LINUX_DIR / "initramfs.cpio", mem=256 * qemu.MIB,
+              bootargs="console=ttyAMA0 panic=-1 quiet hvtest.pstore")
+    argv = qemu.direct_command(g, 1) + qemu.pstore_args(disk)
+    p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120)
+    out = p.stdout.decode(errors="replace")
+    (LOGS / f"{name}-linux.log").write_text(" ".join(argv) + "\n\n" + out)
+    return expect(out, [r"PSTORE FILE dmesg-pstore_blk-0\s+Panic: Total 1 times\s+hypervisor panic on cpu0: debug fault requested",
+                        r"PSTORE FILE dmesg-pstore_blk-1\s+Panic: Total 2 times\s+VM 0: guest crash: it reported a panic through pvpanic",
+                        r"PSTORE DONE"])
+
+
 def no_disk(name: str) -> list[str]:
     code, out = boot(Machine([guest("hello")]), LOGS / f"{name}.log")
     return ([] if code == 0 else [f"exit status {code}"]) + expect(
@@ -193,4 +221,5 @@ def pstore_tests() -> list[PstoreTest]:
         PstoreTest("pstore-corrupted-disk", corrupted_disk),
         PstoreTest("pstore-killed-while-writing", killed_while_writing),
         PstoreTest("pstore-no-disk", no_disk),
+        PstoreTest("pstore-linux-reads-hypervisor-records", linux_reads_hypervisor_records),
     ]
