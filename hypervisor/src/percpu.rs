@@ -130,6 +130,7 @@ pub fn idle_wait() {
         crate::arch::cpu::wait_for_event();
         return;
     }
+    crate::pstore::idle_sync();
     crate::arch::cpu::wait_for_interrupt();
     let arrived = crate::dev::gicv3::handle_pending();
     if arrived.uart {
@@ -145,10 +146,13 @@ pub fn idle_wait() {
 /// Set by the panic path: every other CPU parks at its next interrupt.
 static STOPPING: AtomicBool = AtomicBool::new(false);
 static PARKED: AtomicUsize = AtomicUsize::new(0);
+/// The CPU that stops the others (it must not park itself).
+static STOPPER: AtomicUsize = AtomicUsize::new(usize::MAX);
 
 /// Stops every other online CPU (they park at the kick, wherever they were, guest or
 /// hypervisor), waiting at most `timeout_ms` for them. Returns how many parked.
 pub fn stop_others(timeout_ms: u64) -> usize {
+    STOPPER.store(this_cpu().index(), Ordering::SeqCst);
     STOPPING.store(true, Ordering::SeqCst);
     let me = this_cpu() as *const PerCpu;
     let mut others = 0;
@@ -165,9 +169,10 @@ pub fn stop_others(timeout_ms: u64) -> usize {
     PARKED.load(Ordering::Acquire)
 }
 
-/// A CPU taking an interrupt while another panics stops here for good.
+/// A CPU taking an interrupt (or polling a device) while another panics stops here for
+/// good.
 pub fn park_if_stopping() {
-    if STOPPING.load(Ordering::Acquire) {
+    if STOPPING.load(Ordering::Acquire) && STOPPER.load(Ordering::Acquire) != this_cpu().index() {
         PARKED.fetch_add(1, Ordering::AcqRel);
         loop {
             crate::arch::cpu::wait_for_event();

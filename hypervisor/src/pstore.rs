@@ -72,6 +72,12 @@ struct Tail {
 
 static TAIL: Mutex<Tail> = Mutex::new(Tail { buf: [0; TAIL_MAX], head: 0, full: false });
 static TAIL_ENABLED: AtomicBool = AtomicBool::new(true);
+/// The tail changed since the console zone was last written.
+static TAIL_DIRTY: AtomicBool = AtomicBool::new(false);
+/// Counter value when the console zone was last written.
+static LAST_SYNC: AtomicU64 = AtomicU64::new(0);
+/// The console zone is brought up to date at most this often from idle CPUs.
+const SYNC_INTERVAL_MS: u64 = 1000;
 
 impl Tail {
     fn push(&mut self, bytes: &[u8]) {
@@ -100,6 +106,7 @@ pub fn console_tail(bytes: &[u8]) {
     if TAIL_ENABLED.load(Ordering::Relaxed) {
         if let Some(mut t) = TAIL.try_lock() {
             t.push(bytes);
+            TAIL_DIRTY.store(true, Ordering::Relaxed);
         }
     }
 }
@@ -309,16 +316,31 @@ pub fn record_guest_crash(vm: usize, reason: fmt::Arguments, console: (&[u8], &[
     }
 }
 
-/// The machine stops normally: the console zone gets the console's tail.
+/// The machine stops normally, or a VM did: the console zone gets the console's tail.
 pub fn sync() {
     let mut guard = STORE.lock();
     let Some(store) = guard.as_mut() else { return };
+    TAIL_DIRTY.store(false, Ordering::Relaxed);
+    LAST_SYNC.store(crate::arch::cpu::counter().1, Ordering::Relaxed);
     let tail = TAIL.lock();
     // SAFETY: we hold the STORE lock.
     let buf = unsafe { zone_buf() };
     if let Err(e) = store.write_console(tail.last(TAIL_MAX), buf) {
         log::warn!("pstore: console zone not written: {e:?}");
     }
+}
+
+/// A CPU with nothing to run: keeps the console zone close to the console (at most once a
+/// second, only if it changed, never waiting for the disk's lock).
+pub fn idle_sync() {
+    let (freq, now) = crate::arch::cpu::counter();
+    if !TAIL_DIRTY.load(Ordering::Relaxed) || now - LAST_SYNC.load(Ordering::Relaxed) < freq / 1000 * SYNC_INTERVAL_MS {
+        return;
+    }
+    if STORE.is_locked() {
+        return;
+    }
+    sync();
 }
 
 /// Requests and time the last panic record took (for `make bench`).

@@ -641,6 +641,13 @@ mod tests {
         r.append(b"0123456789abc");
         let (a, b) = decode_ring(ZoneKind::Console, r.bytes()).unwrap();
         assert_eq!([a, b].concat(), b"56789abc", "longer than the ring: its last 8 bytes");
+        // A pmsg zone is the same ring with its own signature.
+        let mut pz = vec![0u8; ZONE_HEADER + 16];
+        let mut p = Ring::new(ZoneKind::Pmsg, &mut pz);
+        p.append(b"user message");
+        assert_eq!(le32(p.bytes(), 0), 0x4347_4243);
+        let (a, b) = decode_ring(ZoneKind::Pmsg, p.bytes()).unwrap();
+        assert_eq!([a, b].concat(), b"user message");
         // The wrong kind's signature is refused.
         assert!(matches!(decode_ring(ZoneKind::Pmsg, r.bytes()), Err(ZoneError::BadSignature { .. })));
     }

@@ -289,6 +289,8 @@ impl VirtioBlk {
             if crate::arch::cpu::counter().1 - start > limit {
                 break Err(BlkError::Timeout);
             }
+            // A panic on another CPU takes the disk over: get out of its way.
+            crate::percpu::park_if_stopping();
             core::hint::spin_loop();
         };
         self.regs.interrupt_ack.set(self.regs.interrupt_status.get());

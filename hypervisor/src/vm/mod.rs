@@ -376,6 +376,7 @@ pub fn dequeued(vm: Arc<Vm>) {
 
 fn retire(vm: Arc<Vm>) {
     vm.uart.flush();
+    crate::pstore::sync();
     let reason = vm.stop_reason().unwrap_or(StopReason::AllVcpusOff);
     let outcome = match (reason, vm.verdict()) {
         (StopReason::Crashed(_), _) => status::VM_CRASHED,
