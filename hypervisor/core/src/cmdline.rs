@@ -9,7 +9,7 @@
 //! | `pauth=on\|off` | pointer authentication for every VM's guest | `on` |
 //! | `pauth_keys=lazy\|adaptive\|eager` | when a vCPU owns the PAC key registers (pauth.rs) | `adaptive` |
 //! | `overcommit=on\|off` | a VM may have more vCPUs than there are CPUs (they share CPUs by time slices) | `off` |
-//! | `populate=eager\|lazy` | guest RAM allocated and mapped at VM creation, or page by page on the guest's first touch (stage-2 faults) | `eager` |
+//! | `populate=eager\|lazy` | guest RAM allocated and mapped at VM creation, or page by page on the guest's first touch (stage-2 faults; the memory is committed to the VM at creation all the same) | `lazy` |
 //! | `refault=zero\|keep` | what a page unmapped by the guest (HV_MEM_UNMAP) or by reclaim holds when it faults back in | `zero` |
 //! | `vmN.mem=SIZE`, `vmN.smp=N`, `vmN.pauth=`, `vmN.pauth_keys=`, `vmN.overcommit=`, `vmN.populate=`, `vmN.refault=` | the same for VM number N only | |
 //! | `pstore_serial=NAME` | the serial of the virtio-blk disk that holds the pstore zones | `hv-pstore` |
@@ -140,7 +140,7 @@ impl VmParams {
             pauth: true,
             pauth_keys: KeyPolicy::Adaptive,
             overcommit: false,
-            lazy: false,
+            lazy: true,
             keep_unmapped: false,
         };
 }
@@ -327,6 +327,7 @@ mod tests {
         let p = HvConfig::parse("pstore_serial=disk7 pstore_kmsg=32 pstore_console=0 pstore_order=linux pstore_erase=on", |_| ()).pstore;
         assert_eq!((p.serial(), p.kmsg_size, p.console_size, p.pmsg_size, p.order, p.erase), (&b"disk7"[..], 32 << 10, 0, 64 << 10, Order::Linux, true));
         assert_eq!(HvConfig::default().pstore.serial(), b"hv-pstore");
+        assert!(HvConfig::default().vm(0).lazy, "lazy population is the default");
         let m = HvConfig::parse("populate=lazy vm1.populate=eager vm1.refault=keep", |_| ());
         assert!(m.vm(0).lazy && !m.vm(0).keep_unmapped);
         assert!(!m.vm(1).lazy && m.vm(1).keep_unmapped);

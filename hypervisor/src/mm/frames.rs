@@ -48,6 +48,39 @@ pub fn free_bytes() -> u64 {
     FREE_BYTES.load(Ordering::Relaxed)
 }
 
+/// Bytes promised to VMs that populate their RAM lazily and not allocated yet: a VM that
+/// was built can always get its pages (what is promised is not promised again).
+static COMMITTED: AtomicU64 = AtomicU64::new(0);
+
+/// Free memory nobody was promised.
+pub fn uncommitted_bytes() -> u64 {
+    free_bytes().saturating_sub(COMMITTED.load(Ordering::Acquire))
+}
+
+/// Promises `bytes` of the uncommitted memory; false if there is not that much.
+pub fn commit(bytes: u64) -> bool {
+    let mut current = COMMITTED.load(Ordering::Acquire);
+    loop {
+        if free_bytes().saturating_sub(current) < bytes {
+            return false;
+        }
+        match COMMITTED.compare_exchange_weak(current, current + bytes, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => return true,
+            Err(now) => current = now,
+        }
+    }
+}
+
+/// Gives back a promise (`bytes` were allocated by its holder, or are no longer needed).
+pub fn uncommit(bytes: u64) {
+    let _ = COMMITTED.fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| Some(c.saturating_sub(bytes)));
+}
+
+/// A holder of a promise freed `bytes` it had allocated under it: they are its again.
+pub fn recommit(bytes: u64) {
+    COMMITTED.fetch_add(bytes, Ordering::AcqRel);
+}
+
 /// A small heap in BSS for what boot needs before frames are known (parsing results).
 const BOOTSTRAP_HEAP: usize = 256 * 1024;
 

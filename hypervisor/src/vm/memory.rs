@@ -86,6 +86,8 @@ pub struct GuestMemory {
     pub tracker: Arc<AccessTracker>,
     pub trace: Arc<TraceRing>,
     counters: [AtomicU64; OWN_COUNTERS],
+    /// Lazy VMs: the part of the VM's committed memory not allocated yet.
+    committed: AtomicU64,
 }
 
 impl GuestMemory {
@@ -97,9 +99,15 @@ impl GuestMemory {
         space.with_mem(|m| m.scope = TlbScope::Stage2 { vttbr });
         let ram = Range::new(base, size);
         let backing = if lazy {
+            // The pages come later, but they are this VM's from now on.
+            if !frames::commit(size) {
+                space.teardown(&mut |_, _, _| {});
+                return Err(LoadError::OutOfMemory);
+            }
             Backing::Lazy
         } else {
-            let Some(chunks) = alloc_ram(base, size) else {
+            let chunks = (frames::uncommitted_bytes() >= size).then(|| alloc_ram(base, size)).flatten();
+            let Some(chunks) = chunks else {
                 space.teardown(&mut |_, _, _| {});
                 return Err(LoadError::OutOfMemory);
             };
@@ -124,6 +132,7 @@ impl GuestMemory {
             tracker: Arc::new(AccessTracker::new(base, size)),
             trace: Arc::new(TraceRing::new()),
             counters: Default::default(),
+            committed: AtomicU64::new(if lazy { size } else { 0 }),
         };
         mem.space.notifiers.register(mem.cache.clone());
         mem.space.notifiers.register(mem.tracker.clone());
@@ -195,13 +204,13 @@ impl GuestMemory {
                     || {
                         let kept = self.kept.lock().remove(&page);
                         from_kept.set(kept.is_some());
-                        kept.or_else(|| frames::alloc_zeroed(1)).map(|pa| (pa, Attrs::RAM_RWX))
+                        kept.or_else(|| self.take_page()).map(|pa| (pa, Attrs::RAM_RWX))
                     },
                     |pa| {
                         if from_kept.get() {
                             self.kept.lock().insert(page, pa);
                         } else {
-                            frames::free(pa, 1);
+                            self.give_page(pa);
                         }
                     },
                 )?;
@@ -215,6 +224,21 @@ impl GuestMemory {
             self.count(Counter::Stage2Faults, 1);
         }
         Ok(outcome)
+    }
+
+    /// A zeroed frame for a lazy VM's page, out of what was committed to it.
+    fn take_page(&self) -> Option<u64> {
+        let pa = frames::alloc_zeroed(1)?;
+        let _ = self.committed.fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| Some(c.saturating_sub(PAGE_SIZE)));
+        frames::uncommit(PAGE_SIZE);
+        Some(pa)
+    }
+
+    /// A lazy VM's page frame goes back: still committed to the VM.
+    fn give_page(&self, pa: u64) {
+        frames::free(pa, 1);
+        self.committed.fetch_add(PAGE_SIZE, Ordering::AcqRel);
+        frames::recommit(PAGE_SIZE);
     }
 
     /// A stage-2 fault on guest RAM, by fault status code (ESR ISS.xFSC).
@@ -333,7 +357,7 @@ impl GuestMemory {
                     if self.keep_unmapped && !page_is_zero(pa + off) {
                         self.kept.lock().insert(ipa + off, pa + off);
                     } else {
-                        frames::free(pa + off, 1);
+                        self.give_page(pa + off);
                         released += 1;
                     }
                 }
@@ -427,6 +451,7 @@ impl GuestMemory {
             free_ram(chunks);
             freed += chunks.iter().map(|c| c.size).sum::<u64>();
         }
+        frames::uncommit(self.committed.swap(0, Ordering::AcqRel));
         (freed, tables)
     }
 }
