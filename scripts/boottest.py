@@ -76,7 +76,7 @@ def boot_tests() -> list[BootTest]:
         BootTest("isolation", Machine([guest("isolation")]), [
             r"vm0\| (\d+) probes outside RAM, \1 aborts injected", r"abort injected", *verdict]),
         BootTest("sysreg", Machine([guest("sysreg")]), [
-            r"read of PMCR_EL0 .*UNDEF injected", r"vm0\| 5 trapped register accesses, 2 UNDEFs injected", r"vm0\| ID registers: PFR0", *verdict]),
+            r"read of PMCR_EL0 .*UNDEF injected", r"vm0\| 11 trapped register accesses, 2 UNDEFs injected", r"vm0\| ID registers: PFR0", *verdict]),
         BootTest("smp", Machine([guest("smp", smp=4)], cpus=4), [
             r"vm0\| 4 vCPUs added 20000 each: total 80000", *verdict]),
         # Stage-2 memory management from a guest, in each memory mode: first touch, unmap and

@@ -64,6 +64,17 @@ fn main(_info: &BootInfo) -> ! {
         asm!("mrs {}, S3_4_C1_C1_0", out(reg) _, options(nostack));
     }));
 
+    // Debug registers are hidden: a breakpoint value does not stick, MDSCR_EL1 reads zero,
+    // the OS lock reads as implemented and unlocked.
+    let (bvr, mdscr, oslsr): (u64, u64, u64);
+    // SAFETY: trapped debug-register accesses, emulated by the hypervisor (no exception).
+    unsafe {
+        asm!("msr S2_0_C0_C0_4, {v}", "mrs {b}, S2_0_C0_C0_4", "msr mdscr_el1, {v}", "mrs {m}, mdscr_el1",
+            "msr oslar_el1, xzr", "mrs {o}, S2_0_C1_C1_4",
+            v = in(reg) 0x4008_0000u64, b = out(reg) bvr, m = out(reg) mdscr, o = out(reg) oslsr, options(nostack));
+    }
+    check_eq!((bvr, mdscr, oslsr), (0, 0, 0b1000), "DBGBVR0, MDSCR, OSLSR");
+
     let traps = hvc::counter(Counter::SysregTraps) - traps;
     let injected = hvc::counter(Counter::InjectedFaults) - injected;
 
@@ -88,7 +99,7 @@ fn main(_info: &BootInfo) -> ! {
     check_eq!(zfr0, 0, "ZFR0");
     println!("ID registers: PFR0 {:#x} DFR0 {:#x} MMFR0 {:#x}", pfr0, dfr0, mmfr0);
     println!("{} trapped register accesses, {} UNDEFs injected", traps, injected);
-    check_eq!(traps, 5, "trapped accesses (PMCR, CNTP_CTL, 2 ACTLR, DC CISW)");
+    check_eq!(traps, 11, "trapped accesses (PMCR, CNTP_CTL, 2 ACTLR, DC CISW, 6 debug registers)");
     check_eq!(injected, 2, "UNDEFs injected by the hypervisor (PMCR, CNTP_CTL)");
     guest_rt::pass()
 }

@@ -29,9 +29,16 @@ fn emulate(vm: &Vm, r: SysReg) -> Option<Emulated> {
         // has no caches to maintain, so completing it is exact here. (On hardware this
         // must clean the VM's memory by address, as KVM does.)
         sysreg::DC_ISW | sysreg::DC_CSW | sysreg::DC_CISW => Some(Emulated::Done),
+        // The OS lock exists and is unlocked (OSLSR_EL1.OSLM = 0b10).
+        OSLSR_EL1 => Some(Emulated::Value(0b1000)),
+        // Debug registers (op0 2: breakpoints, watchpoints, MDSCR, OS lock, DCC) are hidden:
+        // read as zero, writes ignored. They are not switched between vCPUs sharing a CPU.
+        r if r.op0() == 2 && (r.op1() == 0 || r.op1() == 3) => Some(Emulated::Value(0)),
         _ => None,
     }
 }
+
+const OSLSR_EL1: SysReg = SysReg::new(2, 0, 1, 1, 4);
 
 /// SGI generation registers: ICC_SGI1R_EL1, ICC_ASGI1R_EL1, ICC_SGI0R_EL1.
 const ICC_SGI1R_EL1: SysReg = SysReg::new(3, 0, 12, 11, 5);

@@ -113,11 +113,16 @@ pub fn init_el2(vtcr_value: u64) {
     const TCPAC: u64 = 1 << 31;
     CPTR_EL2.set(CPTR_EL2.get() & !(TFP | TTA | TAM | TCPAC));
     // PMU accesses trap (TPM, TPMCR): there is no virtual PMU, and a shared one would leak
-    // between VMs. HPMN keeps its reset value.
+    // between VMs. HPMN keeps its reset value. Debug registers trap too (TDA, TDOSA, TDRA):
+    // breakpoints and watchpoints are not switched between vCPUs, so one guest's would fire
+    // in another; they are hidden (read as zero, writes ignored; vm/sysreg.rs).
     const TPMCR: u64 = 1 << 5;
     const TPM: u64 = 1 << 6;
+    const TDA: u64 = 1 << 9;
+    const TDOSA: u64 = 1 << 10;
+    const TDRA: u64 = 1 << 11;
     // SAFETY: MDCR_EL2 only controls traps of lower-EL debug/PMU accesses.
-    unsafe { write_mdcr_el2(read_mdcr_el2() | TPM | TPMCR) };
+    unsafe { write_mdcr_el2(read_mdcr_el2() | TPM | TPMCR | TDA | TDOSA | TDRA) };
     aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
 }
 
