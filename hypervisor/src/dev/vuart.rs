@@ -62,6 +62,8 @@ pub struct VUart {
     /// The guest kernel's panic report has ended on this console (Linux prints "---[ end
     /// Kernel panic" before it stops for good, unless it reboots instead).
     panic_ended: AtomicBool,
+    /// Its "Kernel panic - not syncing" line came (after the oops report, if any).
+    panic_started: AtomicBool,
 }
 
 /// What Linux prints when it panics, and when its panic report is complete.
@@ -94,6 +96,7 @@ impl VUart {
                 dmacr: 0,
             }),
             panic_ended: AtomicBool::new(false),
+            panic_started: AtomicBool::new(false),
         }
     }
 
@@ -111,7 +114,13 @@ impl VUart {
             self.panic_ended.store(true, Ordering::Release);
         } else if contains(line, PANIC_START) {
             log::error!("VM {}: guest kernel panic: {}", self.vm, core::str::from_utf8(line).unwrap_or("(not text)"));
+            self.panic_started.store(true, Ordering::Release);
         }
+    }
+
+    /// Whether the guest's kernel reported a panic (once).
+    pub fn take_panic_start(&self) -> bool {
+        self.panic_started.swap(false, Ordering::AcqRel)
     }
 
     /// Whether the guest's panic report ended (once).

@@ -92,6 +92,8 @@ pub struct Vm {
     pub vcpus: Vec<Box<Vcpu>>,
     pub uart: VUart,
     pub pvpanic: crate::dev::pvpanic::PvPanic,
+    /// Its kernel printed a panic: recorded when the VM stops, whatever the reason.
+    panic_pending: AtomicBool,
     /// The virtual GIC, when the machine can virtualize one.
     pub vgic: Option<vgic::Vgic>,
     stopping: AtomicBool,
@@ -132,6 +134,7 @@ impl Vm {
                 vcpus: (0..vcpus).map(|i| Box::new(Vcpu::new(i, pcpus[i], me, pauth, spec.params.pauth_keys))).collect(),
                 uart: VUart::new(id),
                 pvpanic: crate::dev::pvpanic::PvPanic::new(),
+                panic_pending: AtomicBool::new(false),
                 vgic: vgic::available().then(|| vgic::Vgic::new(vcpus)),
                 stopping: AtomicBool::new(false),
                 stop_reason: Mutex::new(None),
@@ -176,6 +179,11 @@ impl Vm {
         if let Some(g) = &self.vgic {
             g.set_level(self, 32 + layout::UART_SPI, self.uart.irq_line());
         }
+        if self.uart.take_panic_start() {
+            // Recorded when the VM stops, crashed (after the panic report ends) or not (a
+            // kernel that reboots on panic): either way with the whole report in the tail.
+            self.panic_pending.store(true, Ordering::Release);
+        }
         if self.uart.take_panic_end() {
             self.request_stop(StopReason::Crashed(Crash::GuestPanic));
         }
@@ -196,6 +204,12 @@ impl Vm {
         if self.within_log_budget() {
             log::warn!("{args}");
         }
+    }
+
+    /// A pstore record of a crash with the VM's last console lines.
+    fn record_crash(&self, why: Crash) {
+        self.uart.flush();
+        self.uart.with_tail(|tail| crate::pstore::record_guest_crash(self.id, format_args!("{}", why.describe()), tail));
     }
 
     /// Whether the guest may cause one more log message now (its warning budget); says
@@ -251,8 +265,9 @@ impl Vm {
             first
         };
         if let (true, StopReason::Crashed(why)) = (first, reason) {
-            self.uart.flush();
-            self.uart.with_tail(|tail| crate::pstore::record_guest_crash(self.id, format_args!("{}", why.describe()), tail));
+            self.record_crash(why);
+        } else if first && self.panic_pending.load(Ordering::Acquire) {
+            self.record_crash(Crash::GuestPanic);
         }
         self.stopping.store(true, Ordering::Release);
         // Every CPU holding one of our vCPUs looks at its run queue (and leaves the guest).
