@@ -5,6 +5,7 @@
 #   make debug (same options; QEMU halted with a gdb stub on :1234)
 #   make test  host unit tests, then every boot test
 #   make bench benchmarks (numbers, not verdicts)
+#   make fuzz  long runs of the property tests of guest- and disk-controlled input
 
 KERNEL ?=
 INITRD ?=
@@ -21,7 +22,7 @@ QEMU_OPTS = --kernel "$(KERNEL)" --initrd "$(INITRD)" --append "$(APPEND)" --smp
             --mem "$(MEM)" --cpus "$(CPUS)" --vms "$(VMS)" --hv-args "$(HVARGS)" --pauth "$(PAUTH)" \
             --pstore "$(PSTORE)"
 
-.PHONY: all setup build run debug test unit-test boot-test bench clean
+.PHONY: all setup build run debug test unit-test boot-test bench fuzz clean
 
 all: build
 
@@ -49,6 +50,11 @@ boot-test: build
 
 bench: build
 	@python3 scripts/bench.py
+
+# The property tests of everything guests and disks control, 100x longer than in make test
+# (FUZZ_SEED=n picks another seed).
+fuzz: setup
+	@FUZZ_ITERS=$${FUZZ_ITERS:-100} cargo test -p hv-core --release fuzz_tests -- --nocapture
 
 clean:
 	rm -rf target

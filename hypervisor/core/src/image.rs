@@ -59,6 +59,9 @@ fn le64(b: &[u8], off: usize) -> u64 {
     u64::from_le_bytes(v)
 }
 
+/// No image is larger than this (far more than any guest's RAM).
+const MAX_IMAGE_END: u64 = 1 << 40;
+
 impl ImageHeader {
     /// Parses the header of an image whose whole file is `file_len` bytes long.
     pub fn parse(header: &[u8], file_len: u64) -> Result<Self, ImageError> {
@@ -80,7 +83,9 @@ impl ImageHeader {
         if flags & 1 != 0 {
             return Err(ImageError::BigEndian);
         }
-        if text_offset % 4096 != 0 || text_offset >= (1 << 21) || image_size < file_len {
+        // The image must be placeable: text_offset + image_size is what the loader reserves,
+        // so it must not wrap (found by the property tests: a size near 2^64 did).
+        if text_offset % 4096 != 0 || text_offset >= (1 << 21) || image_size < file_len || text_offset.checked_add(image_size).is_none_or(|end| end > MAX_IMAGE_END) {
             return Err(ImageError::BadLayout);
         }
         let page_size = match (flags >> 1) & 3 {
@@ -104,6 +109,12 @@ mod tests {
         h[24..32].copy_from_slice(&flags.to_le_bytes());
         h[56..60].copy_from_slice(&MAGIC.to_le_bytes());
         h
+    }
+
+    #[test]
+    fn refuses_sizes_that_wrap() {
+        assert_eq!(ImageHeader::parse(&header(0x8_0000, u64::MAX - 1, 0), 0x1000), Err(ImageError::BadLayout));
+        assert_eq!(ImageHeader::parse(&header(0, 1 << 41, 0), 0x1000), Err(ImageError::BadLayout));
     }
 
     #[test]

@@ -14,6 +14,7 @@ extern crate std;
 #[cfg(feature = "alloc")]
 pub mod access;
 pub mod cmdline;
+pub mod dtb_check;
 pub mod esr;
 #[cfg(feature = "alloc")]
 pub mod fdt_writer;
@@ -38,6 +39,8 @@ pub mod stage2;
 pub mod sysreg;
 #[cfg(test)]
 mod testmem;
+#[cfg(test)]
+mod fuzz_tests;
 #[cfg(test)]
 mod pgtable_model;
 pub mod vgic;

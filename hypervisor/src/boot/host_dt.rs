@@ -14,7 +14,7 @@ const FDT_MAGIC: u32 = 0xd00d_feed;
 pub enum DtError {
     /// No device tree at the address (bad magic or size).
     NotADeviceTree,
-    Malformed,
+    Malformed(hv_core::dtb_check::DtbError),
 }
 
 pub struct HostDt {
@@ -55,7 +55,9 @@ impl HostDt {
         // SAFETY: the header says the blob is `size` bytes; the region is reserved from the
         // frame allocator, so it stays valid and unchanged ('static).
         let bytes = unsafe { core::slice::from_raw_parts(addr as *const u8, size as usize) };
-        let fdt = Fdt::new(bytes).map_err(|_| DtError::Malformed)?;
+        // The fdt crate panics on some malformed trees: check the structure first.
+        hv_core::dtb_check::check(bytes).map_err(DtError::Malformed)?;
+        let fdt = Fdt::new(bytes).map_err(|_| DtError::Malformed(hv_core::dtb_check::DtbError::BadHeader))?;
         Ok(HostDt { fdt, range: Range::new(addr, size as u64) })
     }
 
