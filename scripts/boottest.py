@@ -11,6 +11,7 @@ any test failed or hung.
 from __future__ import annotations
 
 import argparse
+import random
 import re
 import subprocess
 import sys
@@ -89,6 +90,14 @@ def boot_tests() -> list[BootTest]:
             r"VM 0: stage-2 trace, \d+ events so far", r"VM 0:   #\d+ end Unmap 0x", NO_LEAK, *verdict])
           for mode, args, hv in [("eager", "", "populate=eager"), ("eager-keep", "keep=1", "populate=eager refault=keep"),
                                  ("lazy", "lazy=1", "populate=lazy"), ("lazy-keep", "lazy=1 keep=1", "populate=lazy refault=keep")]],
+        # A hostile guest: 20,000 random hypercalls (known calls with bad arguments, unknown
+        # IDs, HVC and SMC) and every system-register encoding, next to a VM that must not
+        # notice. A new seed each run (printed; rerun one with bootargs seed=N).
+        BootTest("hostile-guest", Machine([guest("hostile", bootargs=f"seed={random.randrange(1, 1 << 40)}"), guest("smp", smp=2)], cpus=2), [
+            r"vm0\| hostile guest: seed \d+", r"vm0\| \d{5} hypercalls: \d+ ok, \d+ error codes, \d+ not supported",
+            r"vm0\| \d{5} system-register accesses", r"vm0\| hostile guest: \d+ inputs tried, hypervisor healthy",
+            r"vm1\| 2 vCPUs added 20000 each: total 40000", r"VM 0: test verdict PASS", r"VM 1: test verdict PASS",
+            r"machine exit status 0"]),
         BootTest("stop-spinning-vcpu", Machine([guest("spin", smp=2)], cpus=2), [
             r"vm0\| vCPU 1 is spinning", *verdict]),
         BootTest("exception-loop-contained", Machine([guest("vectorless"), guest("smp", smp=2)], cpus=2), [

@@ -46,7 +46,7 @@ extern "C" fn hv_main(dtb: u64) -> ! {
         Err(e) => {
             console::init(FALLBACK_UART);
             console::init_logging(hv_core::cmdline::LogLevel::Info);
-            log::error!("no usable device tree at {dtb:#x} ({e:?}): boot the hypervisor as an arm64 Image with -kernel");
+            log::error!("no usable device tree at {dtb:#x} ({e}): boot the hypervisor as an arm64 Image with -kernel");
             firmware::exit(status::NO_GUEST as u32);
         }
     };

@@ -17,6 +17,15 @@ pub enum DtError {
     Malformed(hv_core::dtb_check::DtbError),
 }
 
+impl core::fmt::Display for DtError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            DtError::NotADeviceTree => f.write_str("no device tree magic, or an impossible size"),
+            DtError::Malformed(e) => write!(f, "{e}"),
+        }
+    }
+}
+
 pub struct HostDt {
     fdt: Fdt<'static>,
     range: Range,
