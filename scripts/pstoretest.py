@@ -207,6 +207,41 @@ def linux_reads_hypervisor_records(name: str) -> list[str]:
                         r"PSTORE DONE"])
 
 
+def failing_disk(name: str) -> list[str]:
+    """Fault injection (QEMU's blkdebug): the disk fails the write of the next record's
+    header sector with EIO. The failure is logged, nothing hangs, the VM is stopped as
+    usual, the earlier record is intact and the half-written zone is not taken for a record;
+    a hypervisor panic on that disk still ends the machine with status 3."""
+    disk = fresh_disk(name)
+    boot(Machine([guest("panic", bootargs="lines=1")], pstore=disk), LOGS / f"{name}-1.log")
+    conf = LOGS / f"{name}.blkdebug.conf"
+    # Zone 1 starts at sector 128: its header sector is written last.
+    conf.write_text('[inject-error]\nevent = "pwritev"\nerrno = "5"\nsector = "128"\n')
+    drive = ["-drive", f"if=none,id=pstore,format=raw,file=blkdebug:{conf}:{disk}", "-device", "virtio-blk-device,drive=pstore,serial=hv-pstore"]
+    code, out = boot(Machine([guest("panic", bootargs="lines=1")], extra=drive), LOGS / f"{name}-2.log")
+    problems = [] if code == 2 else [f"exit status {code}, expected 2"]
+    problems += expect(out, [r"next record in zone 1", r"pstore: VM 0 crash not recorded: Status\(1\)", r"VM 0: stopped \(Crashed"])
+    recs = {r["zone"]: r["text"] for r in records(disk) if r["kind"] == "dmesg"}
+    if list(recs) != [0] or "panic guest console line 0" not in recs[0]:
+        problems.append(f"records after the failed write: {recs}")
+    code, out = boot(Machine([guest("crash", bootargs="fault=0")], hv_args="debug_faults=on", extra=drive), LOGS / f"{name}-3.log")
+    if code != 3:
+        problems.append(f"hypervisor panic on a failing disk: exit status {code}, expected 3")
+    problems += expect(out, [r"pstore: panic not recorded"])
+    return problems
+
+
+def small_disk(name: str) -> list[str]:
+    """A pstore disk too small for the zones (64 KiB for one kmsg zone plus two rings):
+    refused with a message, and the machine runs normally."""
+    disk = LOGS / f"{name}.pstore.img"
+    disk.write_bytes(bytes(64 * 1024))
+    drive = ["-drive", f"if=none,id=pstore,format=raw,file={disk}", "-device", "virtio-blk-device,drive=pstore,serial=hv-pstore"]
+    code, out = boot(Machine([guest("hello")], extra=drive), LOGS / f"{name}.log")
+    return ([] if code == 0 else [f"exit status {code}"]) + expect(
+        out, [r"pstore: disk \"hv-pstore\" \(64 KiB\) cannot hold the zones: the disk is too small", r"test verdict PASS"])
+
+
 def no_disk(name: str) -> list[str]:
     code, out = boot(Machine([guest("hello")]), LOGS / f"{name}.log")
     return ([] if code == 0 else [f"exit status {code}"]) + expect(
@@ -221,5 +256,7 @@ def pstore_tests() -> list[PstoreTest]:
         PstoreTest("pstore-corrupted-disk", corrupted_disk),
         PstoreTest("pstore-killed-while-writing", killed_while_writing),
         PstoreTest("pstore-no-disk", no_disk),
+        PstoreTest("pstore-disk-failing-writes", failing_disk),
+        PstoreTest("pstore-disk-too-small", small_disk),
         PstoreTest("pstore-linux-reads-hypervisor-records", linux_reads_hypervisor_records),
     ]

@@ -178,7 +178,7 @@ pub fn init(dt: &HostDt, cfg: &PstoreConfig) {
             );
             *STORE.lock() = Some(store);
         }
-        Err(e) => log::error!("pstore: cannot read the disk ({e:?}): not used"),
+        Err(e) => log::error!("pstore: disk error while reading or formatting its zones ({e:?}): not used"),
     }
 }
 
