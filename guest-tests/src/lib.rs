@@ -149,6 +149,24 @@ pub fn current_el() -> u64 {
     (v >> 2) & 3
 }
 
+/// Virtual address of the probe window: the last 1 GiB of the 4 GiB this runtime maps.
+pub const WINDOW_VA: u64 = 3 << 30;
+
+/// Points the probe window (VA 3..4 GiB, normally IPA 3..4 GiB) at the 1 GiB-aligned IPA
+/// `ipa`, as normal memory, so that any guest-physical address can be reached.
+pub fn map_window(ipa: u64) {
+    extern "C" {
+        static mut GUEST_L1: [u64; 512];
+    }
+    let desc = (ipa & !((1 << 30) - 1)) | 0x701; // normal WB, EL1 RW, inner shareable, AF, block
+    // SAFETY: entry 3 of this vCPU's level-1 table maps only the probe window, which no
+    // Rust data lives in; the TLB invalidation makes the change visible before any probe.
+    unsafe {
+        core::ptr::write_volatile(core::ptr::addr_of_mut!(GUEST_L1[3]), desc);
+        asm!("dsb ishst", "tlbi vmalle1", "dsb nsh", "isb", options(nostack));
+    }
+}
+
 /// The virtual counter and its frequency.
 pub fn counter() -> (u64, u64) {
     let (c, f): (u64, u64);

@@ -173,5 +173,6 @@ save_rest:
 
 .section .bss.tables, "aw", @nobits
 .balign 4096
+.global GUEST_L1
 GUEST_L1:
     .space 4096
