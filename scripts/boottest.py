@@ -108,6 +108,8 @@ def boot_tests() -> list[BootTest]:
             r"VM 0: test verdict PASS", r"machine exit status 0"]),
         BootTest("stop-spinning-vcpu", Machine([guest("spin", smp=2)], cpus=2), [
             r"vm0\| vCPU 1 is spinning", *verdict]),
+        BootTest("stop-wfi-masked-vcpu", Machine([guest("spin", smp=2, bootargs="wfi=1"), guest("hello")], cpus=2), [
+            r"vm0\| vCPU 1 is waiting with interrupts masked", r"VM 0 vCPU 1: .* wfx=[1-9]\d* ", r"VM 1: test verdict PASS", *verdict]),
         BootTest("exception-loop-contained", Machine([guest("vectorless"), guest("smp", smp=2)], cpus=2), [
             r"vm0\| breaking my exception vectors", r"VM 0: stopping: crashed \(ExceptionLoop\)",
             r"vm1\| 2 vCPUs added 20000 each", r"VM 1: test verdict PASS", r"machine exit status 2"], status=2),

@@ -1,6 +1,8 @@
 //! A VM stops even while one of its vCPUs never exits: vCPU 1 spins without a single trap,
 //! vCPU 0 powers the VM off, and the hypervisor must get vCPU 1 off its CPU (a kick) for the
-//! machine to end.
+//! machine to end. With `wfi=1`, vCPU 1 instead waits for interrupts with all of them
+//! masked, forever: its WFI traps, its CPU sleeps until something needs it, and the stop
+//! must still get through.
 
 #![no_std]
 #![no_main]
@@ -12,11 +14,19 @@ static SPINNING: AtomicBool = AtomicBool::new(false);
 
 fn main(info: &BootInfo) -> ! {
     check!(info.vcpus >= 2, "needs 2 vCPUs");
-    check_eq!(guest_rt::start_vcpu(1, spinner, 0), 0, "CPU_ON(1)");
+    let wfi = info.arg("wfi") == Some(1);
+    check_eq!(guest_rt::start_vcpu(1, if wfi { waiter } else { spinner }, 0), 0, "CPU_ON(1)");
     while !SPINNING.load(Ordering::Acquire) {
         core::hint::spin_loop();
     }
-    println!("vCPU 1 is spinning; powering off");
+    if wfi {
+        // Let it trap a good many times first.
+        let (t0, freq) = guest_rt::counter();
+        while guest_rt::counter().0 - t0 < freq / 10 {
+            core::hint::spin_loop();
+        }
+    }
+    println!("vCPU 1 is {}; powering off", if wfi { "waiting with interrupts masked" } else { "spinning" });
     guest_rt::pass()
 }
 
@@ -24,6 +34,14 @@ fn spinner(_index: usize, _arg: u64) -> ! {
     SPINNING.store(true, Ordering::Release);
     loop {
         core::hint::spin_loop();
+    }
+}
+
+fn waiter(_index: usize, _arg: u64) -> ! {
+    SPINNING.store(true, Ordering::Release);
+    loop {
+        // SAFETY: masks this vCPU's interrupts and waits; nothing else runs on it.
+        unsafe { core::arch::asm!("msr daifset, #0xf", "wfi", options(nostack)) };
     }
 }
 
