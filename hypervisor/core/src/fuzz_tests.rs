@@ -1,7 +1,7 @@
 //! Property tests over everything a guest or a disk controls that this crate decodes: the
 //! hypercall ABI, exception syndromes, the arm64 Image header, the command line, the
-//! virtual GIC's registers, device trees like the ones the hypervisor reads, and sgi
-//! target lists. Seeded (the seed is printed), bounded: `FUZZ_ITERS` scales every loop
+//! virtual GIC's and the virtual UART's registers, device trees like the ones the
+//! hypervisor reads, and SGI target lists. Seeded (the seed is printed), bounded: `FUZZ_ITERS` scales every loop
 //! (`make fuzz` runs them long). The property is always the same: an answer, never a panic,
 //! and the answer within the documented bounds.
 //!
@@ -186,6 +186,37 @@ fn virtual_gic_registers_take_any_access() {
             assert!(targets < 1 << 4, "SGI targets only existing vCPUs: {targets:#b}");
         }
     }
+}
+
+#[test]
+fn uart_registers_take_any_access() {
+    use crate::pl011::{Pl011, LINE_MAX, RX_MAX, TAIL_MAX};
+    let mut r = Rng::new(7);
+    let mut u = Pl011::new();
+    let (mut lines, mut longest) = (0u64, 0usize);
+    let mut queued = 0usize;
+    for _ in 0..iters(200_000) {
+        let offset = if r.below(2) == 0 { r.below(0x1000) & !3 } else { r.edgy() };
+        match r.below(5) {
+            0 | 1 => u.write(offset, r.edgy(), &mut |l| {
+                lines += 1;
+                longest = longest.max(l.len());
+            }),
+            2 => {
+                let v = u.read(offset);
+                assert!(v <= u32::MAX as u64, "a 32-bit register file: {offset:#x} read {v:#x}");
+            }
+            3 => {
+                let n = r.below(300) as usize;
+                queued = (queued + u.push_input(&std::vec![b'x'; n])).min(RX_MAX);
+            }
+            _ => {
+                let (a, b) = u.tail();
+                assert!(a.len() + b.len() <= TAIL_MAX);
+            }
+        }
+    }
+    assert!(longest <= LINE_MAX && lines > 0, "{lines} lines, the longest {longest}");
 }
 
 #[test]

@@ -28,6 +28,7 @@ pub mod image;
 pub mod notifier;
 pub mod pauth;
 pub mod pgtable;
+pub mod pl011;
 pub mod pstore;
 #[cfg(feature = "alloc")]
 pub mod ranges;
