@@ -54,7 +54,7 @@ bench: build
 # The property tests of everything guests and disks control, 100x longer than in make test
 # (FUZZ_SEED=n picks another seed).
 fuzz: setup
-	@FUZZ_ITERS=$${FUZZ_ITERS:-100} cargo test -p hv-core --release fuzz_tests -- --nocapture
+	@FUZZ_ITERS=$${FUZZ_ITERS:-100} cargo test -p hv-core --release --lib -- fuzz_tests garbage --nocapture
 
 clean:
 	rm -rf target

@@ -44,8 +44,9 @@ impl Rng {
     }
 }
 
-/// Iterations for a loop whose default is `n`.
-fn iters(n: u64) -> u64 {
+/// Iterations for a loop whose default is `n` (also used by the garbage tests of pstore.rs
+/// and virtio.rs).
+pub(crate) fn iters(n: u64) -> u64 {
     let scale = std::env::var("FUZZ_ITERS").ok().and_then(|s| s.parse::<u64>().ok()).unwrap_or(1);
     n * scale.max(1)
 }

@@ -703,7 +703,7 @@ mod tests {
         let mut ring_zone = vec![0u8; 128];
         Ring::new(ZoneKind::Console, &mut ring_zone).append(&[b'r'; 300]);
         let (mut ok, mut errors) = (0, 0);
-        for case in 0..20_000u64 {
+        for case in 0..crate::fuzz_tests::iters(20_000) {
             let base = if case % 2 == 0 { &good } else { &ring_zone };
             let len = if case % 3 == 0 { (next() % (base.len() as u64 + 1)) as usize } else { base.len() };
             let mut z = base[..len].to_vec();

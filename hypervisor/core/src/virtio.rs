@@ -322,7 +322,7 @@ mod tests {
         assert_eq!(q.poll(&m), None, "nothing in flight");
         let mut x: u64 = 0x1234_5678;
         let (mut errors, mut oks) = (0, 0);
-        for _ in 0..10_000 {
+        for _ in 0..crate::fuzz_tests::iters(10_000) {
             assert!(q.submit(&mut m, &seg));
             x ^= x << 13;
             x ^= x >> 7;
