@@ -267,14 +267,23 @@ impl Store {
     }
 
     /// Writes the console tail into the console zone (then flushes).
-    fn write_console(&mut self, tail: (&[u8], &[u8]), buf: &mut [u8]) -> Result<(), BlkError> {
-        let Some(z) = self.layout.console_zone() else { return Ok(()) };
+    /// Builds the console zone from the console's tail in `buf`; the bytes to write.
+    fn fill_console(&self, tail: (&[u8], &[u8]), buf: &mut [u8]) -> usize {
+        let Some(z) = self.layout.console_zone() else { return 0 };
         let size = (z.size as usize).min(buf.len());
         let mut ring = Ring::new(ZoneKind::Console, &mut buf[..size]);
         ring.append(tail.0);
         ring.append(tail.1);
-        let bytes = ring.bytes();
-        self.disk.write(z.offset / 512, &bytes[..size - size % 512])?;
+        size - size % 512
+    }
+
+    /// Writes the console zone built by `fill_console` (then flushes).
+    fn write_console(&mut self, buf: &[u8], len: usize) -> Result<(), BlkError> {
+        let Some(z) = self.layout.console_zone() else { return Ok(()) };
+        if len == 0 {
+            return Ok(());
+        }
+        self.disk.write(z.offset / 512, &buf[..len])?;
         self.disk.flush()
     }
 }
@@ -322,19 +331,30 @@ pub fn sync() {
     let Some(store) = guard.as_mut() else { return };
     TAIL_DIRTY.store(false, Ordering::Relaxed);
     LAST_SYNC.store(crate::arch::cpu::counter().1, Ordering::Relaxed);
-    let tail = TAIL.lock();
     // SAFETY: we hold the STORE lock.
     let buf = unsafe { zone_buf() };
-    if let Err(e) = store.write_console(tail.last(TAIL_MAX), buf) {
-        log::warn!("pstore: console zone not written: {e:?}");
+    // Copied out under the tail's lock, written without it: lines logged meanwhile still
+    // reach the tail.
+    let len = store.fill_console(TAIL.lock().last(TAIL_MAX), buf);
+    if let Err(e) = store.write_console(buf, len) {
+        // Once is enough: a disk that fails keeps failing; idle CPUs stop trying.
+        if !SYNC_FAILED.swap(true, Ordering::Relaxed) {
+            log::warn!("pstore: console zone not written: {e:?}");
+        }
     }
 }
+
+/// The console zone could not be written: idle CPUs stop trying.
+static SYNC_FAILED: AtomicBool = AtomicBool::new(false);
 
 /// A CPU with nothing to run: keeps the console zone close to the console (at most once a
 /// second, only if it changed, never waiting for the disk's lock).
 pub fn idle_sync() {
     let (freq, now) = crate::arch::cpu::counter();
-    if !TAIL_DIRTY.load(Ordering::Relaxed) || now - LAST_SYNC.load(Ordering::Relaxed) < freq / 1000 * SYNC_INTERVAL_MS {
+    if !TAIL_DIRTY.load(Ordering::Relaxed)
+        || SYNC_FAILED.load(Ordering::Relaxed)
+        || now - LAST_SYNC.load(Ordering::Relaxed) < freq / 1000 * SYNC_INTERVAL_MS
+    {
         return;
     }
     if STORE.is_locked() {
@@ -390,7 +410,8 @@ pub fn record_panic(cpu: usize, message: &dyn fmt::Display, frames: &[u64]) -> O
     });
     let requests = store.disk.requests - before;
     let micros = (crate::arch::cpu::counter().1 - t0) * 1_000_000 / f.max(1);
-    let _ = store.write_console(tail.last(TAIL_MAX), buf);
+    let len = store.fill_console(tail.last(TAIL_MAX), buf);
+    let _ = store.write_console(buf, len);
     match result {
         Ok(_) => Some(PanicCost { requests, bytes: written, micros }),
         Err(_) => None,
