@@ -240,10 +240,14 @@ impl PageTable {
         if pa % PAGE_SIZE != 0 || pa.checked_add(size).is_none_or(|end| end > OA_MASK + PAGE_SIZE) {
             return Err(MapError::Misaligned);
         }
-        let mut mapped = false;
-        self.walk_leaves(mem, va, size, &mut |_, _, _, _, _, _| mapped = true);
-        if mapped {
-            return Err(MapError::AlreadyMapped);
+        // A single page needs no separate check: the walk below finds it mapped before it
+        // writes anything (the stage-2 fault path maps single pages).
+        if size != PAGE_SIZE {
+            let mut mapped = false;
+            self.walk_leaves(mem, va, size, &mut |_, _, _, _, _, _| mapped = true);
+            if mapped {
+                return Err(MapError::AlreadyMapped);
+            }
         }
         let leaf = self.regime.leaf_attrs(attrs);
         self.map_level(mem, self.root, self.start_level, va, pa, size, leaf)
@@ -321,7 +325,10 @@ impl PageTable {
                 } else {
                     let child = if is_table { desc & OA_MASK } else { self.split_block(mem, table, idx, level, entry_va, desc)? };
                     unmapped += self.unmap_level(mem, child, level + 1, va, chunk, gone)?;
-                    if (0..ENTRIES_PER_TABLE).all(|i| mem.read(child, i) & DESC_VALID == 0) {
+                    // Empty now? Looked for from where the range ended: a neighbour of what was
+                    // just removed is the likeliest entry still valid.
+                    let from = self.index(level + 1, va + chunk - 1);
+                    if (0..ENTRIES_PER_TABLE).all(|k| mem.read(child, (from + k) % ENTRIES_PER_TABLE) & DESC_VALID == 0) {
                         mem.write(table, idx, 0);
                         mem.invalidate_tlb(entry_va, block);
                         mem.free(child, 1);
