@@ -159,6 +159,40 @@ pub fn start_level(regime: Regime, va_bits: u8) -> Option<u8> {
     }
 }
 
+/// One table entry a range touches: its index, the address the entry starts translating
+/// at, and the part of the range inside it (`[va, va + chunk)`).
+#[derive(Clone, Copy)]
+struct Step {
+    idx: usize,
+    entry_va: u64,
+    va: u64,
+    chunk: u64,
+}
+
+/// The steps of a range through one table ([`PageTable::steps`]).
+struct Steps {
+    shift: u32,
+    index_mask: usize,
+    va: u64,
+    end: u64,
+}
+
+impl Iterator for Steps {
+    type Item = Step;
+
+    fn next(&mut self) -> Option<Step> {
+        if self.va >= self.end {
+            return None;
+        }
+        let block = 1u64 << self.shift;
+        let entry_va = self.va & !(block - 1);
+        let chunk = (self.end - self.va).min(block - (self.va - entry_va));
+        let step = Step { idx: ((self.va >> self.shift) as usize) & self.index_mask, entry_va, va: self.va, chunk };
+        self.va += chunk;
+        Some(step)
+    }
+}
+
 /// A translation table tree. It does not own its memory: pass the same [`TableMemory`] to
 /// every call, and call [`PageTable::destroy`] to give the frames back.
 #[derive(Debug)]
@@ -211,13 +245,22 @@ impl PageTable {
         self.tables
     }
 
-    fn index(&self, level: u8, va: u64) -> usize {
-        let entries = if level == self.start_level {
+    fn entries(&self, level: u8) -> usize {
+        if level == self.start_level {
             self.root_pages * ENTRIES_PER_TABLE
         } else {
             ENTRIES_PER_TABLE
-        };
-        ((va >> entry_shift(level)) as usize) & (entries - 1)
+        }
+    }
+
+    fn index(&self, level: u8, va: u64) -> usize {
+        ((va >> entry_shift(level)) as usize) & (self.entries(level) - 1)
+    }
+
+    /// The entries of a table at `level` that `[va, va + size)` touches, in order (the range
+    /// is inside the input address space: `check_range`).
+    fn steps(&self, level: u8, va: u64, size: u64) -> Steps {
+        Steps { shift: entry_shift(level), index_mask: self.entries(level) - 1, va, end: va + size }
     }
 
     fn check_range(&self, va: u64, size: u64) -> Result<(), MapError> {
@@ -254,11 +297,10 @@ impl PageTable {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn map_level(&mut self, mem: &mut impl TableMemory, table: u64, level: u8, mut va: u64, mut pa: u64, mut size: u64, leaf: u64) -> Result<(), MapError> {
+    fn map_level(&mut self, mem: &mut impl TableMemory, table: u64, level: u8, va: u64, pa: u64, size: u64, leaf: u64) -> Result<(), MapError> {
         let block = 1u64 << entry_shift(level);
-        while size > 0 {
-            let idx = self.index(level, va);
-            let chunk = size.min(block - (va & (block - 1)));
+        for Step { idx, entry_va, va: at, chunk } in self.steps(level, va, size) {
+            let pa = pa + (at - va);
             let desc = mem.read(table, idx);
             let valid = desc & DESC_VALID != 0;
             let whole_entry = chunk == block && pa & (block - 1) == 0;
@@ -279,12 +321,9 @@ impl PageTable {
                 } else {
                     return Err(MapError::AlreadyMapped);
                 };
-                self.map_level(mem, next, level + 1, va, pa, chunk, leaf)?;
-                self.try_collapse(mem, table, idx, level, va & !(block - 1));
+                self.map_level(mem, next, level + 1, at, pa, chunk, leaf)?;
+                self.try_collapse(mem, table, idx, level, entry_va);
             }
-            va += chunk;
-            pa += chunk;
-            size -= chunk;
         }
         Ok(())
     }
@@ -302,13 +341,10 @@ impl PageTable {
         self.unmap_level(mem, self.root, self.start_level, va, size, gone)
     }
 
-    fn unmap_level(&mut self, mem: &mut impl TableMemory, table: u64, level: u8, mut va: u64, mut size: u64, gone: &mut dyn FnMut(u64, u64, u64)) -> Result<u64, MapError> {
+    fn unmap_level(&mut self, mem: &mut impl TableMemory, table: u64, level: u8, va: u64, size: u64, gone: &mut dyn FnMut(u64, u64, u64)) -> Result<u64, MapError> {
         let block = 1u64 << entry_shift(level);
         let mut unmapped = 0;
-        while size > 0 {
-            let idx = self.index(level, va);
-            let entry_va = va & !(block - 1);
-            let chunk = size.min(block - (va - entry_va));
+        for Step { idx, entry_va, va, chunk } in self.steps(level, va, size) {
             let desc = mem.read(table, idx);
             if desc & DESC_VALID != 0 {
                 let is_table = level < 3 && desc & DESC_TABLE_OR_PAGE != 0;
@@ -336,8 +372,6 @@ impl PageTable {
                     }
                 }
             }
-            va += chunk;
-            size -= chunk;
         }
         Ok(unmapped)
     }
@@ -395,13 +429,10 @@ impl PageTable {
         self.protect_level(mem, self.root, self.start_level, va, size, leaf)
     }
 
-    fn protect_level(&mut self, mem: &mut impl TableMemory, table: u64, level: u8, mut va: u64, mut size: u64, leaf: u64) -> Result<u64, MapError> {
+    fn protect_level(&mut self, mem: &mut impl TableMemory, table: u64, level: u8, va: u64, size: u64, leaf: u64) -> Result<u64, MapError> {
         let block = 1u64 << entry_shift(level);
         let mut changed = 0;
-        while size > 0 {
-            let idx = self.index(level, va);
-            let entry_va = va & !(block - 1);
-            let chunk = size.min(block - (va - entry_va));
+        for Step { idx, entry_va, va, chunk } in self.steps(level, va, size) {
             let desc = mem.read(table, idx);
             if desc & DESC_VALID != 0 {
                 let is_table = level < 3 && desc & DESC_TABLE_OR_PAGE != 0;
@@ -425,8 +456,6 @@ impl PageTable {
                     self.try_collapse(mem, table, idx, level, entry_va);
                 }
             }
-            va += chunk;
-            size -= chunk;
         }
         Ok(changed)
     }
@@ -471,12 +500,9 @@ impl PageTable {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn walk_level<M: TableMemory>(&self, mem: &mut M, table: u64, level: u8, mut va: u64, mut size: u64, f: &mut dyn FnMut(&mut M, u64, usize, u64, u64, u64)) {
+    fn walk_level<M: TableMemory>(&self, mem: &mut M, table: u64, level: u8, va: u64, size: u64, f: &mut dyn FnMut(&mut M, u64, usize, u64, u64, u64)) {
         let block = 1u64 << entry_shift(level);
-        while size > 0 {
-            let idx = self.index(level, va);
-            let entry_va = va & !(block - 1);
-            let chunk = size.min(block - (va - entry_va));
+        for Step { idx, entry_va, va, chunk } in self.steps(level, va, size) {
             let desc = mem.read(table, idx);
             if desc & DESC_VALID != 0 {
                 if level < 3 && desc & DESC_TABLE_OR_PAGE != 0 {
@@ -485,8 +511,6 @@ impl PageTable {
                     f(mem, table, idx, entry_va, block, desc);
                 }
             }
-            va += chunk;
-            size -= chunk;
         }
     }
 
@@ -498,12 +522,9 @@ impl PageTable {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn update_level(&mut self, mem: &mut impl TableMemory, table: u64, level: u8, mut va: u64, mut size: u64, f: &mut dyn FnMut(u64, u64, u64) -> u64) {
+    fn update_level(&mut self, mem: &mut impl TableMemory, table: u64, level: u8, va: u64, size: u64, f: &mut dyn FnMut(u64, u64, u64) -> u64) {
         let block = 1u64 << entry_shift(level);
-        while size > 0 {
-            let idx = self.index(level, va);
-            let entry_va = va & !(block - 1);
-            let chunk = size.min(block - (va - entry_va));
+        for Step { idx, entry_va, va, chunk } in self.steps(level, va, size) {
             let desc = mem.read(table, idx);
             if desc & DESC_VALID != 0 {
                 if level < 3 && desc & DESC_TABLE_OR_PAGE != 0 {
@@ -516,8 +537,6 @@ impl PageTable {
                     }
                 }
             }
-            va += chunk;
-            size -= chunk;
         }
     }
 
