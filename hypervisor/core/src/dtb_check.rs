@@ -8,13 +8,19 @@
 
 use core::fmt;
 
-const MAGIC: u32 = 0xd00d_feed;
-const BEGIN_NODE: u32 = 1;
-const END_NODE: u32 = 2;
-const PROP: u32 = 3;
-const NOP: u32 = 4;
-const END: u32 = 9;
-const HEADER: usize = 40;
+use fdt::{BEGIN_NODE, END, END_NODE, HEADER_SIZE as HEADER, MAGIC, NOP, PROP};
+
+/// Flattened device tree format constants (shared with the writer, fdt_writer.rs).
+pub mod fdt {
+    pub const MAGIC: u32 = 0xd00d_feed;
+    pub const BEGIN_NODE: u32 = 1;
+    pub const END_NODE: u32 = 2;
+    pub const PROP: u32 = 3;
+    pub const NOP: u32 = 4;
+    pub const END: u32 = 9;
+    /// The header (version 17), where the memory reservation map may start.
+    pub const HEADER_SIZE: usize = 40;
+}
 /// Deeper nesting than any real tree has.
 const MAX_DEPTH: usize = 64;
 

@@ -5,12 +5,7 @@
 
 use alloc::vec::Vec;
 
-const FDT_MAGIC: u32 = 0xd00d_feed;
-const FDT_BEGIN_NODE: u32 = 1;
-const FDT_END_NODE: u32 = 2;
-const FDT_PROP: u32 = 3;
-const FDT_END: u32 = 9;
-const HEADER_SIZE: usize = 40;
+use crate::dtb_check::fdt::{BEGIN_NODE as FDT_BEGIN_NODE, END as FDT_END, END_NODE as FDT_END_NODE, HEADER_SIZE, MAGIC as FDT_MAGIC, PROP as FDT_PROP};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FdtError {

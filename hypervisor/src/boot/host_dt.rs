@@ -8,7 +8,6 @@ use hv_core::ranges::Range;
 
 /// Largest device tree accepted (QEMU's are a few KiB; Linux allows 2 MiB).
 const MAX_DTB_SIZE: u32 = 2 << 20;
-const FDT_MAGIC: u32 = 0xd00d_feed;
 
 #[derive(Debug)]
 pub enum DtError {
@@ -58,7 +57,7 @@ impl HostDt {
             let p = addr as *const u32;
             (u32::from_be(p.read_volatile()), u32::from_be(p.add(1).read_volatile()))
         };
-        if magic != FDT_MAGIC || !(40..=MAX_DTB_SIZE).contains(&size) {
+        if magic != hv_core::dtb_check::fdt::MAGIC || !(40..=MAX_DTB_SIZE).contains(&size) {
             return Err(DtError::NotADeviceTree);
         }
         // SAFETY: the header says the blob is `size` bytes; the region is reserved from the
