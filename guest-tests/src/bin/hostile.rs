@@ -16,20 +16,7 @@ use guest_rt::exceptions::expect_exception;
 use guest_rt::hvc::{self, hvc, smc};
 use guest_rt::{check, check_eq, println, BootInfo};
 use hv_core::hypercall::{id, ret, Counter, HV_VERSION_VALUE};
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+use hv_core::rng::Rng;
 
 /// Calls that would end or freeze this guest on purpose (it has one vCPU and no timer
 /// armed), or decide its verdict: not fuzzed.
@@ -191,7 +178,7 @@ fn main(info: &BootInfo) -> ! {
     let seed = info.arg("seed").unwrap_or_else(|| guest_rt::counter().0 | 1);
     let calls = info.arg("calls").unwrap_or(20_000);
     println!("hostile guest: seed {} ({} calls)", seed, calls);
-    let mut r = Rng(seed | 1);
+    let mut r = Rng::new(seed);
     // The scratch region: the 2 MiB below the device tree's slot.
     let scratch_end = info.ram_base + info.ram_size - (2 << 20);
     let scratch = (scratch_end - (2 << 20), scratch_end);

@@ -80,12 +80,10 @@ fn main(info: &BootInfo) -> ! {
     check_eq!(regs, [20, 21, 22, 23, 24, 25, 26, 27, 28], "x20..x28 after a hypercall");
 
     // Many random calls: the hypervisor answers every one and keeps running.
-    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut r = hv_core::rng::Rng::new(0x2545_f491_4f6c_dd1d);
     let mut answered = 0;
     for _ in 0..2000 {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
+        let seed = r.next();
         let f = (seed as u32) & 0x8fff_ffff | 0x0600_0000 * ((seed >> 40) & 1) as u32;
         // Keep clear of calls that end the VM or print.
         if matches!(f, id::PSCI_SYSTEM_OFF | id::PSCI_SYSTEM_RESET | id::PSCI_CPU_OFF | id::HV_TEST_VERDICT | id::HV_CONSOLE_WRITE) {

@@ -204,13 +204,10 @@ fn main(info: &BootInfo) -> ! {
     // reads through the hypervisor's cache, for a bounded number of rounds.
     let retries = count(Counter::FaultRetries);
     check_eq!(guest_rt::start_vcpu(1, writer, shared), 0, "CPU_ON");
-    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rng = hv_core::rng::Rng::new(0x9e37_79b9_7f4a_7c15);
     let mut unmapped = 0;
     for round in 0..rounds {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        let page = shared + (seed % 16) * PAGE;
+        let page = shared + rng.below(16) * PAGE;
         match round % 4 {
             0 | 1 => {
                 let r = mem::unmap(page, PAGE);

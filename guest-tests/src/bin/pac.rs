@@ -23,6 +23,7 @@ use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use guest_rt::hvc::{counters, hv_version, yield_cpu};
 use guest_rt::{check, check_eq, println, psci, BootInfo};
 use hv_core::hypercall::Counter;
+use hv_core::rng::Rng;
 
 const VALUE: u64 = 0x4008_1234;
 const MODIFIER: u64 = 0x1122_3344_5566_7788;
@@ -44,20 +45,9 @@ static DONE: AtomicUsize = AtomicUsize::new(0);
 
 const POLICY_NAMES: [&str; 3] = ["lazy", "adaptive", "eager"];
 
-/// xorshift64*: keys that look like anything a guest might write.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn keys(&mut self) -> [u64; 10] {
-        core::array::from_fn(|_| self.next())
-    }
+/// Ten key-register values that look like anything a guest might write.
+fn random_keys(rng: &mut Rng) -> [u64; 10] {
+    core::array::from_fn(|_| rng.next())
 }
 
 fn write_keys(k: &[u64; 10]) {
@@ -133,11 +123,11 @@ fn run(index: usize, c: Config, vcpus: usize) {
         1 => user as u64,
         _ => 1,
     };
-    let mut rng = Rng(c.tag.wrapping_mul(1000).wrapping_add(index as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let mut rng = Rng::new(c.tag.wrapping_mul(1000).wrapping_add(index as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     let mut keys = [0u64; 10];
     let mut reference = [0u64; 3];
     if user {
-        keys = rng.keys();
+        keys = random_keys(&mut rng);
         write_keys(&keys);
         enable_signing();
         reference = sign();
@@ -156,7 +146,7 @@ fn run(index: usize, c: Config, vcpus: usize) {
         }
         if user {
             if c.rekey {
-                keys = rng.keys();
+                keys = random_keys(&mut rng);
                 write_keys(&keys);
             }
             let signed = sign();

@@ -16,23 +16,20 @@ use crate::image::ImageHeader;
 use crate::vgic::{self, Distributor, Redistributor};
 use std::vec::Vec;
 
-/// xorshift64*, seeded from FUZZ_SEED or the default.
-struct Rng(u64);
+/// The shared generator, seeded from FUZZ_SEED or the default, plus edge values.
+struct Rng(crate::rng::Rng);
 
 impl Rng {
     fn new(salt: u64) -> Rng {
         let seed = std::env::var("FUZZ_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed_f00d_u64);
         std::println!("fuzz seed {seed} (FUZZ_SEED), salt {salt:#x}");
-        Rng((seed ^ salt.wrapping_mul(0x9e37_79b9_7f4a_7c15)) | 1)
+        Rng(crate::rng::Rng::new(seed ^ salt.wrapping_mul(0x9e37_79b9_7f4a_7c15)))
     }
     fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        self.0.next()
     }
     fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+        self.0.below(n)
     }
     /// Values at the edges more often than uniform ones.
     fn edgy(&mut self) -> u64 {

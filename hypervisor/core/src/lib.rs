@@ -33,6 +33,7 @@ pub mod pstore;
 #[cfg(feature = "alloc")]
 pub mod ranges;
 pub mod ratelimit;
+pub mod rng;
 #[cfg(feature = "alloc")]
 pub mod s2trace;
 #[cfg(feature = "alloc")]

@@ -4,6 +4,7 @@
 //! be a block, every table frame accounted for) and break-before-make (the test arena).
 
 use crate::pgtable::{Attrs, MapError, MemType, PageTable, Regime, TableMemory, PAGE_SIZE};
+use crate::rng::Rng;
 use crate::testmem::Arena;
 use std::collections::BTreeMap;
 
@@ -12,20 +13,6 @@ const SPACE: u64 = 1 << SPACE_BITS;
 const MIB2: u64 = 2 << 20;
 const GIB: u64 = 1 << 30;
 const OA_MASK: u64 = 0x0000_ffff_ffff_f000;
-
-/// xorshift64*: deterministic, so a failure names its seed and step.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Page {
@@ -149,7 +136,7 @@ fn check_shape(t: &PageTable, m: &Arena, ctx: &str) -> (usize, u64, u64) {
 }
 
 fn run(seed: u64, steps: u64) -> Stats {
-    let mut r = Rng(seed);
+    let mut r = Rng::new(seed);
     let mut m = Arena::default();
     let mut t = PageTable::new(&mut m, Regime::Stage2, SPACE_BITS).unwrap();
     let mut model: BTreeMap<u64, Page> = BTreeMap::new();

@@ -449,13 +449,8 @@ mod tests {
     #[test]
     fn random_operations_produce_exactly_the_promised_notifier_calls() {
         let (s, log) = space();
-        let mut x: u64 = 0x1234_5678_9abc_def1;
-        let mut rnd = |n: u64| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x % n
-        };
+        let mut r = crate::rng::Rng::new(0x1234_5678_9abc_def1);
+        let mut rnd = |n: u64| r.below(n);
         for step in 0..3000 {
             let ipa = BASE + rnd(1024) * 0x1000;
             let size = (1 + rnd(64)) * 0x1000;

@@ -320,13 +320,11 @@ mod tests {
         let mut q = SplitQueue::new(layout);
         let seg = [Segment { addr: 0x800, len: 16, device_writes: false }, Segment { addr: 0x900, len: 1, device_writes: true }];
         assert_eq!(q.poll(&m), None, "nothing in flight");
-        let mut x: u64 = 0x1234_5678;
+        let mut r = crate::rng::Rng::new(0x1234_5678);
         let (mut errors, mut oks) = (0, 0);
         for _ in 0..crate::fuzz_tests::iters(10_000) {
             assert!(q.submit(&mut m, &seg));
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            let x = r.next();
             // The device writes a random used element and index.
             let idx = if x % 3 == 0 { q.used_idx.wrapping_add(1) } else { x as u16 };
             let elem = layout.used + 4 + 8 * (q.used_idx % 8) as usize;
