@@ -108,13 +108,17 @@ pub fn guest_line(vm: usize, line: &[u8]) {
     let _guard = LINE_LOCK.lock();
     let mut w = RawUart;
     let _ = write!(w, "vm{vm}| ");
-    if let Some(u) = UART.get() {
-        for &b in line {
-            // Keep control characters from reaching the terminal, except tab.
-            let b = if b == b'\t' || (0x20..0x7f).contains(&b) { b } else { b'.' };
-            u.put_byte(b);
-            crate::pstore::console_tail(&[b]);
+    // Control characters never reach the terminal (or the tail), except tab.
+    let mut clean = [0u8; 256];
+    for chunk in line.chunks(clean.len()) {
+        for (c, &b) in clean.iter_mut().zip(chunk) {
+            *c = if b == b'\t' || (0x20..0x7f).contains(&b) { b } else { b'.' };
         }
+        let clean = &clean[..chunk.len()];
+        if let Some(u) = UART.get() {
+            clean.iter().for_each(|&b| u.put_byte(b));
+        }
+        crate::pstore::console_tail(clean);
     }
     let _ = w.write_str("\n");
 }
