@@ -55,7 +55,7 @@ pub fn load(vm: &Vm) -> Result<BootInfo, LoadError> {
     let spec = &vm.spec;
     let kernel = module_bytes(spec.kernel);
     let header = ImageHeader::parse(&kernel[..kernel.len().min(HEADER_SIZE)], kernel.len() as u64).map_err(LoadError::NotAnImage)?;
-    let ram = vm.ram_size;
+    let ram = vm.mem.size();
     let dtb = layout::RAM_BASE + ram - DTB_SLOT;
     let entry = layout::RAM_BASE + header.text_offset;
     let kernel_end = entry + header.image_size;

@@ -144,6 +144,11 @@ impl GuestMemory {
         self.vttbr
     }
 
+    /// Bytes of guest RAM.
+    pub fn size(&self) -> u64 {
+        self.ram.size()
+    }
+
     pub fn is_lazy(&self) -> bool {
         matches!(self.backing, Backing::Lazy)
     }

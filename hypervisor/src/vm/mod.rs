@@ -88,7 +88,6 @@ pub struct Vm {
     pub spec: VmSpec,
     /// Guest RAM, its stage-2 tables and their notifiers.
     pub mem: memory::GuestMemory,
-    pub ram_size: u64,
     pub vcpus: Vec<Box<Vcpu>>,
     pub uart: VUart,
     pub pvpanic: crate::dev::pvpanic::PvPanic,
@@ -130,7 +129,6 @@ impl Vm {
             Vm {
                 id,
                 mem,
-                ram_size,
                 vcpus: (0..vcpus).map(|i| Box::new(Vcpu::new(i, pcpus[i], me, pauth, spec.params.pauth_keys))).collect(),
                 uart: VUart::new(id),
                 pvpanic: crate::dev::pvpanic::PvPanic::new(),
