@@ -65,10 +65,6 @@ impl<M: TableMemory> Stage2<M> {
         self.root
     }
 
-    pub fn start_level(&self) -> u8 {
-        self.tables.lock().table.start_level()
-    }
-
     /// Runs `f` on the table memory under the lock (e.g. to set its TLB scope).
     pub fn with_mem<R>(&self, f: impl FnOnce(&mut M) -> R) -> R {
         f(&mut self.tables.lock().mem)
