@@ -14,6 +14,7 @@ use alloc::vec;
 use core::cell::UnsafeCell;
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use hv_core::byte_ring::ByteRing;
 use hv_core::cmdline::PstoreConfig;
 use hv_core::pstore::{self, Content, KmsgWriter, Layout, NextRecord, Reason, Ring, Timestamp, Utc, ZoneError, ZoneKind};
 use spin::Mutex;
@@ -62,15 +63,8 @@ unsafe fn zone_buf() -> &'static mut [u8; RECORD_MAX] {
     unsafe { &mut *ZONE_BUF.0.get() }
 }
 
-/// The console's last bytes, oldest first once read out (a byte ring).
-struct Tail {
-    buf: [u8; TAIL_MAX],
-    /// Next write position.
-    head: usize,
-    full: bool,
-}
-
-static TAIL: Mutex<Tail> = Mutex::new(Tail { buf: [0; TAIL_MAX], head: 0, full: false });
+/// The console's last bytes.
+static TAIL: Mutex<ByteRing<TAIL_MAX>> = Mutex::new(ByteRing::new());
 static TAIL_ENABLED: AtomicBool = AtomicBool::new(true);
 /// The tail changed since the console zone was last written.
 static TAIL_DIRTY: AtomicBool = AtomicBool::new(false);
@@ -79,26 +73,6 @@ static LAST_SYNC: AtomicU64 = AtomicU64::new(0);
 /// The console zone is brought up to date at most this often from idle CPUs.
 const SYNC_INTERVAL_MS: u64 = 1000;
 
-impl Tail {
-    fn push(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.buf[self.head] = b;
-            self.head = (self.head + 1) % TAIL_MAX;
-            self.full |= self.head == 0;
-        }
-    }
-
-    /// The last `max` bytes, as two slices, oldest first.
-    fn last(&self, max: usize) -> (&[u8], &[u8]) {
-        let len = if self.full { TAIL_MAX } else { self.head };
-        let n = len.min(max);
-        if n <= self.head {
-            (&[], &self.buf[self.head - n..self.head])
-        } else {
-            (&self.buf[TAIL_MAX - (n - self.head)..], &self.buf[..self.head])
-        }
-    }
-}
 
 /// Called by the console for every byte it prints. Never waits: a line that finds the
 /// tail busy (another CPU's line, or a panic) is left out of it.

@@ -13,6 +13,7 @@ extern crate std;
 
 #[cfg(feature = "alloc")]
 pub mod access;
+pub mod byte_ring;
 pub mod cmdline;
 pub mod dtb_check;
 pub mod esr;

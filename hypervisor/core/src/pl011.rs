@@ -5,6 +5,8 @@
 //! unmasked; the receive interrupts while input is waiting. The hypervisor wraps this with
 //! a lock, its console and the interrupt line (dev/vuart.rs).
 
+use crate::byte_ring::ByteRing;
+
 const DR: u64 = 0x000;
 const RSR: u64 = 0x004;
 const FR: u64 = 0x018;
@@ -37,9 +39,7 @@ pub const TAIL_MAX: usize = 4096;
 pub struct Pl011 {
     line: [u8; LINE_MAX],
     len: usize,
-    tail: [u8; TAIL_MAX],
-    tail_head: usize,
-    tail_full: bool,
+    tail: ByteRing<TAIL_MAX>,
     rx: [u8; RX_MAX],
     rx_head: usize,
     rx_len: usize,
@@ -63,9 +63,7 @@ impl Pl011 {
         Pl011 {
             line: [0; LINE_MAX],
             len: 0,
-            tail: [0; TAIL_MAX],
-            tail_head: 0,
-            tail_full: false,
+            tail: ByteRing::new(),
             rx: [0; RX_MAX],
             rx_head: 0,
             rx_len: 0,
@@ -83,12 +81,8 @@ impl Pl011 {
     fn end_line(&mut self, line: &mut dyn FnMut(&[u8])) {
         let len = self.len;
         line(&self.line[..len]);
-        for i in 0..=len {
-            let b = if i == len { b'\n' } else { self.line[i] };
-            self.tail[self.tail_head] = b;
-            self.tail_head = (self.tail_head + 1) % TAIL_MAX;
-            self.tail_full |= self.tail_head == 0;
-        }
+        self.tail.push(&self.line[..len]);
+        self.tail.push(b"\n");
         self.len = 0;
     }
 
@@ -129,11 +123,7 @@ impl Pl011 {
 
     /// The console's last lines, oldest first, in two parts.
     pub fn tail(&self) -> (&[u8], &[u8]) {
-        if self.tail_full {
-            (&self.tail[self.tail_head..], &self.tail[..self.tail_head])
-        } else {
-            (&[], &self.tail[..self.tail_head])
-        }
+        self.tail.all()
     }
 
     /// Raw interrupt status: the transmit FIFO is always empty; input sets receive and
