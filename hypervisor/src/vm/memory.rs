@@ -312,38 +312,36 @@ impl GuestMemory {
         Err(AccessError::Contended)
     }
 
-    /// Copies guest RAM at `ipa` into `buf`.
-    pub fn read(&self, mut ipa: u64, buf: &mut [u8]) -> Result<(), AccessError> {
+    /// Calls `copy(host, offset, n)` for each page-sized piece of `[ipa, ipa + len)` in
+    /// turn, `offset` counting from the start of the range.
+    fn for_each_piece(&self, ipa: u64, len: usize, write: bool, copy: &mut dyn FnMut(u64, usize, usize)) -> Result<(), AccessError> {
         let mut done = 0;
-        while done < buf.len() {
-            let n = (buf.len() - done).min((PAGE_SIZE - ipa % PAGE_SIZE) as usize);
-            let dst = &mut buf[done..done + n];
-            self.access(ipa, n as u64, false, &mut |host| {
-                // SAFETY: `host` is this VM's page for `n` bytes, kept from being freed
-                // by the cache lock `access` holds around this call; the guest may change
-                // it concurrently, which only changes the bytes we copy.
-                unsafe { core::ptr::copy_nonoverlapping(host as *const u8, dst.as_mut_ptr(), n) }
-            })?;
+        while done < len {
+            let at = ipa + done as u64;
+            let n = (len - done).min((PAGE_SIZE - at % PAGE_SIZE) as usize);
+            self.access(at, n as u64, write, &mut |host| copy(host, done, n))?;
             done += n;
-            ipa += n as u64;
         }
         Ok(())
     }
 
+    /// Copies guest RAM at `ipa` into `buf`.
+    pub fn read(&self, ipa: u64, buf: &mut [u8]) -> Result<(), AccessError> {
+        let dst = buf.as_mut_ptr();
+        self.for_each_piece(ipa, buf.len(), false, &mut |host, off, n| {
+            // SAFETY: `host` is this VM's page for `n` bytes, kept from being freed by the
+            // cache lock `access` holds around this call, and `off + n` is within `buf`; the
+            // guest may change the page concurrently, which only changes the bytes we copy.
+            unsafe { core::ptr::copy_nonoverlapping(host as *const u8, dst.add(off), n) }
+        })
+    }
+
     /// Copies `data` into guest RAM at `ipa`.
-    pub fn write(&self, mut ipa: u64, data: &[u8]) -> Result<(), AccessError> {
-        let mut done = 0;
-        while done < data.len() {
-            let n = (data.len() - done).min((PAGE_SIZE - ipa % PAGE_SIZE) as usize);
-            let src = &data[done..done + n];
-            self.access(ipa, n as u64, true, &mut |host| {
-                // SAFETY: as in `read`; the destination is a writable page of this VM.
-                unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), host as *mut u8, n) }
-            })?;
-            done += n;
-            ipa += n as u64;
-        }
-        Ok(())
+    pub fn write(&self, ipa: u64, data: &[u8]) -> Result<(), AccessError> {
+        self.for_each_piece(ipa, data.len(), true, &mut |host, off, n| {
+            // SAFETY: as in `read`; the destination is a writable page of this VM.
+            unsafe { core::ptr::copy_nonoverlapping(data[off..off + n].as_ptr(), host as *mut u8, n) }
+        })
     }
 
     /// A leaf left stage-2 (its TLB entries invalidated): what its memory becomes.
