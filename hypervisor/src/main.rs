@@ -1,20 +1,25 @@
 //! A type-1 hypervisor for AArch64: boots at EL2 on QEMU's virt machine and runs guests
-//! at EL1. See README.md for how to run it and ../shared/DESIGN.md for the architecture.
+//! at EL1. README.md says how to run it; its Layout section draws the layers below, lowest
+//! first. A module names only its own layer and those under it (scripts/layers.py checks).
 
 #![no_std]
 #![no_main]
+#![deny(unsafe_op_in_unsafe_fn)]
 
 extern crate alloc;
 
+// Layers, lowest first.
 mod arch;
-mod boot;
-mod console;
-mod dev;
-mod mm;
-mod panic;
 mod percpu;
+mod mm;
+mod boot;
+mod drivers;
+mod console;
 mod pstore;
+mod vdev;
 mod vm;
+mod sched;
+mod panic;
 
 use alloc::vec::Vec;
 use arch::{cpu, firmware};
@@ -24,8 +29,9 @@ use core::sync::atomic::Ordering;
 use hv_core::cmdline::HvConfig;
 use hv_core::pgtable::{self, Regime, PAGE_SIZE};
 use hv_core::ranges::{subtract, Range};
-use percpu::MAX_CPUS;
-use vm::{status, Vm, VmSpec};
+use arch::stacks::MAX_CPUS;
+use hv_core::outcome::status;
+use vm::{Vm, VmSpec};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// QEMU virt's PL011, used only if the device tree cannot be read.
@@ -40,6 +46,7 @@ const HEAP_MAX: u64 = 64 << 20;
 #[no_mangle]
 extern "C" fn hv_main(dtb: u64) -> ! {
     mm::frames::init_bootstrap_heap();
+    panic::init();
     let features = cpu::detect_features();
     let dt = match HostDt::new(dtb) {
         Ok(dt) => dt,
@@ -47,7 +54,7 @@ extern "C" fn hv_main(dtb: u64) -> ! {
             console::init(FALLBACK_UART);
             console::init_logging(hv_core::cmdline::LogLevel::Info);
             log::error!("no usable device tree at {dtb:#x} ({e}): boot the hypervisor as an arm64 Image with -kernel");
-            firmware::exit(status::NO_GUEST as u32);
+            firmware::exit(status::NO_GUEST);
         }
     };
     console::init(dt.uart().map_or(FALLBACK_UART, |r| r.start));
@@ -69,10 +76,10 @@ extern "C" fn hv_main(dtb: u64) -> ! {
     VTCR.store(cpu::vtcr(ipa_bits, start_level), Ordering::Release);
     cpu::init_el2(VTCR.load(Ordering::Acquire));
     match dt.gicv3() {
-        Some((d, r)) => dev::gicv3::init(d.start, r.start, r.size()),
+        Some((d, r)) => drivers::gicv3::init(d.start, r.start, r.size()),
         None => log::warn!("no GICv3 in the device tree: a stopping VM's vCPUs on other CPUs stop only at their next exit"),
     }
-    percpu::bring_online();
+    bring_online();
     if let Some(intid) = dt.uart_intid() {
         console::start_input(intid);
     }
@@ -81,20 +88,26 @@ extern "C" fn hv_main(dtb: u64) -> ! {
     log::info!("{cpus} CPU(s) online, {} KiB free for guests, {ipa_bits}-bit guest IPA space", mm::frames::free_bytes() >> 10);
 
     start_vms(&dt, &config, cpus);
-    arch::enter_guest(vm::sched::schedule(false))
+    arch::enter_guest(sched::schedule(false))
 }
 
 /// VTCR_EL2 for every CPU (the same stage-2 geometry for all VMs).
 static VTCR: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
-/// Entry from boot.S on secondary CPUs, MMU on with the final tables.
+/// Entry from boot.S on secondary CPUs, MMU on with the final tables (x0, this CPU's
+/// index, is already in TPIDR_EL2's header).
 #[no_mangle]
-extern "C" fn secondary_main(index: usize) -> ! {
+extern "C" fn secondary_main() -> ! {
     cpu::init_el2(VTCR.load(Ordering::Acquire));
-    percpu::bring_online();
+    bring_online();
     log::debug!("online, MPIDR {:#x}", cpu::mpidr());
-    let _ = index;
-    arch::enter_guest(vm::sched::schedule(false))
+    arch::enter_guest(sched::schedule(false))
+}
+
+/// Sets up this CPU's GIC redistributor and marks it online.
+fn bring_online() {
+    let mpidr = cpu::mpidr();
+    percpu::mark_online(mpidr, drivers::gicv3::init_cpu(mpidr));
 }
 
 /// Frames and heap from the RAM the device tree lists, minus what must be kept (the image,
@@ -184,7 +197,7 @@ fn start_vms(dt: &HostDt, config: &HvConfig, cpus: usize) {
     }
     if specs.is_empty() {
         log::error!("no guest given: pass a kernel with -device guest-loader,addr=...,kernel=... (make run does this)");
-        firmware::exit(status::NO_GUEST as u32);
+        firmware::exit(status::NO_GUEST);
     }
     let mut next_cpu = 0;
     let mut started = 0;
@@ -199,16 +212,16 @@ fn start_vms(dt: &HostDt, config: &HvConfig, cpus: usize) {
         match result {
             Ok(vm) => {
                 next_cpu = (next_cpu + vcpus) % cpus;
-                vm::start(vm);
+                sched::lifecycle::start(vm);
                 started += 1;
             }
             Err(e) => {
                 log::error!("VM {id}: cannot start: {e}");
-                vm::set_exit_status(status::VM_CRASHED);
+                vm::raise_exit_status(status::VM_CRASHED);
             }
         }
     }
     if started == 0 {
-        vm::shutdown();
+        sched::lifecycle::shutdown();
     }
 }

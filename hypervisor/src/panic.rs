@@ -1,12 +1,14 @@
 //! The hypervisor's panic path: report on the console without taking locks, stop the other
 //! CPUs, record the panic on the pstore disk, then stop the machine with a distinct exit
-//! status.
+//! status. EL2 exceptions are reported first (arch's fault report, written to the console's
+//! lock-free writer that `init` hands down) and then end here.
 
-use crate::arch::firmware;
+use crate::arch::{firmware, stacks};
 use crate::console::PanicWriter;
-use crate::percpu::this_cpu;
-use crate::vm::status;
+use crate::percpu::{self, this_cpu};
 use core::fmt::Write;
+use core::sync::atomic::Ordering as AtomicOrdering;
+use hv_core::outcome::status;
 use core::panic::PanicInfo;
 use core::sync::atomic::{AtomicBool, Ordering};
 
@@ -15,6 +17,29 @@ static PANICKING: AtomicBool = AtomicBool::new(false);
 const MAX_FRAMES: usize = 16;
 /// How long the other CPUs get to stop.
 const STOP_TIMEOUT_MS: u64 = 50;
+
+/// Where arch reports exceptions taken at EL2: the console, without its locks.
+pub fn init() {
+    crate::arch::exception::set_fault_sink(crate::console::panic_write);
+}
+
+/// Stops every other online CPU (they park at the kick, wherever they were, guest or
+/// hypervisor), waiting at most `timeout_ms` for them. Returns how many parked.
+fn stop_others(timeout_ms: u64) -> usize {
+    percpu::begin_stopping_others();
+    let mut others = 0;
+    for c in percpu::others_online() {
+        others += 1;
+        if c.kickable.load(AtomicOrdering::Acquire) {
+            crate::drivers::gicv3::kick(c.mpidr.load(AtomicOrdering::Relaxed));
+        }
+    }
+    let (freq, start) = crate::arch::cpu::counter();
+    while percpu::parked() < others && crate::arch::cpu::counter().1 - start < freq / 1000 * timeout_ms {
+        core::hint::spin_loop();
+    }
+    percpu::parked()
+}
 
 #[panic_handler]
 fn panic(info: &PanicInfo) -> ! {
@@ -31,7 +56,7 @@ fn panic(info: &PanicInfo) -> ! {
         let _ = write!(PanicWriter, " {pc:#x}");
     }
     let _ = writeln!(PanicWriter);
-    let parked = crate::percpu::stop_others(STOP_TIMEOUT_MS);
+    let parked = stop_others(STOP_TIMEOUT_MS);
     let message = info.message();
     match crate::pstore::record_panic(cpu, &message, &frames[..n]) {
         Some(cost) => {
@@ -53,7 +78,7 @@ fn panic(info: &PanicInfo) -> ! {
 fn backtrace(out: &mut [u64]) -> usize {
     let mut fp = crate::arch::frame_pointer();
     let mut n = 0;
-    while n < out.len() && fp % 16 == 0 && crate::percpu::on_a_stack(fp, 16) {
+    while n < out.len() && fp % 16 == 0 && stacks::on_a_stack(fp, 16) {
         // SAFETY: [fp, fp + 16) is inside a hypervisor stack (checked just above), which is
         // mapped and readable; a frame record is two words: the caller's fp, then lr.
         let (next, lr) = unsafe { ((fp as *const u64).read_volatile(), (fp as *const u64).add(1).read_volatile()) };

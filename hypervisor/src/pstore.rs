@@ -9,12 +9,12 @@
 //! most three requests, and an interrupted write leaves every other zone as it was.
 
 use crate::boot::host_dt::HostDt;
-use crate::dev::virtio_blk::{BlkError, VirtioBlk};
+use crate::console::{self, TAIL_MAX};
+use crate::drivers::virtio_blk::{BlkError, VirtioBlk};
 use alloc::vec;
 use core::cell::UnsafeCell;
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use hv_core::byte_ring::ByteRing;
 use hv_core::cmdline::PstoreConfig;
 use hv_core::pstore::{self, Content, KmsgWriter, Layout, NextRecord, Reason, Ring, Timestamp, Utc, ZoneError, ZoneKind};
 use spin::Mutex;
@@ -22,8 +22,6 @@ use spin::Mutex;
 /// How much of a record the hypervisor writes (the rest of a bigger zone stays as it was,
 /// beyond the record's datalen).
 const RECORD_MAX: usize = 64 << 10;
-/// The console tail kept in memory (and written to the console zone, up to its size).
-const TAIL_MAX: usize = 64 << 10;
 /// The part of the console tail that goes into a panic record.
 const PANIC_TAIL: usize = 12 << 10;
 
@@ -63,27 +61,11 @@ unsafe fn zone_buf() -> &'static mut [u8; RECORD_MAX] {
     unsafe { &mut *ZONE_BUF.0.get() }
 }
 
-/// The console's last bytes.
-static TAIL: Mutex<ByteRing<TAIL_MAX>> = Mutex::new(ByteRing::new());
-static TAIL_ENABLED: AtomicBool = AtomicBool::new(true);
-/// The tail changed since the console zone was last written.
-static TAIL_DIRTY: AtomicBool = AtomicBool::new(false);
 /// Counter value when the console zone was last written.
 static LAST_SYNC: AtomicU64 = AtomicU64::new(0);
 /// The console zone is brought up to date at most this often from idle CPUs.
 const SYNC_INTERVAL_MS: u64 = 1000;
 
-
-/// Called by the console for every byte it prints. Never waits: a line that finds the
-/// tail busy (another CPU's line, or a panic) is left out of it.
-pub fn console_tail(bytes: &[u8]) {
-    if TAIL_ENABLED.load(Ordering::Relaxed) {
-        if let Some(mut t) = TAIL.try_lock() {
-            t.push(bytes);
-            TAIL_DIRTY.store(true, Ordering::Relaxed);
-        }
-    }
-}
 
 /// Wall-clock seconds from the PL031 (0 without one).
 fn rtc_seconds() -> i64 {
@@ -240,7 +222,6 @@ impl Store {
         Ok(index)
     }
 
-    /// Writes the console tail into the console zone (then flushes).
     /// Builds the console zone from the console's tail in `buf`; the bytes to write.
     fn fill_console(&self, tail: (&[u8], &[u8]), buf: &mut [u8]) -> usize {
         let Some(z) = self.layout.console_zone() else { return 0 };
@@ -303,13 +284,13 @@ pub fn record_guest_crash(vm: usize, reason: fmt::Arguments, console: (&[u8], &[
 pub fn sync() {
     let mut guard = STORE.lock();
     let Some(store) = guard.as_mut() else { return };
-    TAIL_DIRTY.store(false, Ordering::Relaxed);
+    console::take_tail_changed();
     LAST_SYNC.store(crate::arch::cpu::counter().1, Ordering::Relaxed);
     // SAFETY: we hold the STORE lock.
     let buf = unsafe { zone_buf() };
     // Copied out under the tail's lock, written without it: lines logged meanwhile still
     // reach the tail.
-    let len = store.fill_console(TAIL.lock().last(TAIL_MAX), buf);
+    let len = console::with_tail(TAIL_MAX, |tail| store.fill_console(tail, buf));
     if let Err(e) = store.write_console(buf, len) {
         // Once is enough: a disk that fails keeps failing; idle CPUs stop trying.
         if !SYNC_FAILED.swap(true, Ordering::Relaxed) {
@@ -325,7 +306,7 @@ static SYNC_FAILED: AtomicBool = AtomicBool::new(false);
 /// second, only if it changed, never waiting for the disk's lock).
 pub fn idle_sync() {
     let (freq, now) = crate::arch::cpu::counter();
-    if !TAIL_DIRTY.load(Ordering::Relaxed)
+    if !console::tail_changed()
         || SYNC_FAILED.load(Ordering::Relaxed)
         || now - LAST_SYNC.load(Ordering::Relaxed) < freq / 1000 * SYNC_INTERVAL_MS
     {
@@ -348,15 +329,10 @@ pub struct PanicCost {
 /// record with the message, the CPU, a frame-pointer backtrace and the console tail, then
 /// the console zone. Takes the store even if a stopped CPU (or this one) held its lock.
 pub fn record_panic(cpu: usize, message: &dyn fmt::Display, frames: &[u64]) -> Option<PanicCost> {
-    TAIL_ENABLED.store(false, Ordering::Relaxed);
     if STORE.is_locked() {
         // SAFETY: the other CPUs are stopped; if this CPU held the lock, the code that held
         // it will never run again. The device is reset below before use.
         unsafe { STORE.force_unlock() };
-    }
-    if TAIL.is_locked() {
-        // SAFETY: as above; the tail is only read from now on (TAIL_ENABLED is off).
-        unsafe { TAIL.force_unlock() };
     }
     let mut guard = STORE.try_lock()?;
     let store = guard.as_mut()?;
@@ -366,7 +342,7 @@ pub fn record_panic(cpu: usize, message: &dyn fmt::Display, frames: &[u64]) -> O
     }
     // SAFETY: the other CPUs are stopped and this is the only path running on this one.
     let buf = unsafe { zone_buf() };
-    let tail = TAIL.try_lock()?;
+    let tail = console::freeze_tail()?;
     let (f, t0) = crate::arch::cpu::counter();
     let before = store.disk.requests;
     let (head, rest) = tail.last(PANIC_TAIL);

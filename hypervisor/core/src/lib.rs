@@ -4,6 +4,9 @@
 //! EL2 image, for the test guests and for the host, where `cargo test` exercises it.
 
 #![no_std]
+// Portable logic only: no hardware, no raw memory. Unsafe code belongs to the EL2 crate's arch
+// and mm layers.
+#![forbid(unsafe_code)]
 
 #[cfg(feature = "alloc")]
 extern crate alloc;
@@ -15,6 +18,7 @@ extern crate std;
 pub mod access;
 pub mod byte_ring;
 pub mod cmdline;
+pub mod console_input;
 pub mod dtb_check;
 pub mod esr;
 #[cfg(feature = "alloc")]
@@ -25,8 +29,10 @@ pub mod guest_dt;
 pub mod hypercall;
 pub mod idregs;
 pub mod image;
+pub mod mmio;
 #[cfg(feature = "alloc")]
 pub mod notifier;
+pub mod outcome;
 pub mod pauth;
 pub mod pgtable;
 pub mod pl011;
@@ -37,6 +43,7 @@ pub mod ratelimit;
 pub mod rng;
 #[cfg(feature = "alloc")]
 pub mod s2trace;
+pub mod sched;
 #[cfg(feature = "alloc")]
 pub mod stage2;
 pub mod sysreg;

@@ -3,7 +3,7 @@
 //! and the last lines are kept for crash records; input waits in a small FIFO. The transmit
 //! FIFO is always empty (output never waits), so its interrupt is raised whenever it is
 //! unmasked; the receive interrupts while input is waiting. The hypervisor wraps this with
-//! a lock, its console and the interrupt line (dev/vuart.rs).
+//! a lock, its console and the interrupt line (vdev/vuart.rs).
 
 use crate::byte_ring::ByteRing;
 

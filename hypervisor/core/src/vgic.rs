@@ -329,6 +329,52 @@ pub struct Deliverable {
     pub edge: bool,
 }
 
+/// ICH_LR<n>_EL2, the list registers through which the hardware's virtual CPU interface
+/// presents interrupts to the guest.
+pub mod lr {
+    pub const STATE_PENDING: u64 = 1 << 62;
+    pub const STATE_ACTIVE: u64 = 1 << 63;
+    pub const STATE_MASK: u64 = 3 << 62;
+    /// Linked to a physical interrupt (pINTID in bits 41:32): the guest's deactivation
+    /// deactivates it.
+    pub const HW: u64 = 1 << 61;
+    pub const GROUP1: u64 = 1 << 60;
+    /// Without HW: a maintenance interrupt when the guest completes it.
+    pub const EOI: u64 = 1 << 41;
+    const PINTID_SHIFT: u32 = 32;
+
+    /// Whether the guest is done with what this list register held (neither pending nor
+    /// active): it can take another interrupt.
+    pub fn is_free(lr: u64) -> bool {
+        lr & STATE_MASK == 0
+    }
+
+    /// The list register presenting `d`. `hw_linked`: the physical INTID it stands for, if
+    /// the guest's completion must reach a physical interrupt (the virtual timer's PPI).
+    /// An emulated level-triggered line asks for a maintenance interrupt at completion,
+    /// so that its level is looked at again.
+    pub fn encode(d: &super::Deliverable, hw_linked: Option<u32>) -> u64 {
+        let mut v = STATE_PENDING | (d.priority as u64) << 48 | d.intid as u64;
+        if d.group1 {
+            v |= GROUP1;
+        }
+        match hw_linked {
+            Some(pintid) => v |= HW | (pintid as u64 & 0x3ff) << PINTID_SHIFT,
+            None if !d.edge => v |= EOI,
+            None => {}
+        }
+        v
+    }
+
+    /// The interrupt in list register `lr` was raised again: the register's new value, if
+    /// it must change. Pending already: nothing to add. Active: pending on top of active
+    /// (taken again once the guest completes it). A hardware-linked one cannot be made
+    /// pending and active in software: its physical source raises it again.
+    pub fn raise_again(lr: u64) -> Option<u64> {
+        (lr & STATE_PENDING == 0 && lr & HW == 0).then_some(lr | STATE_PENDING)
+    }
+}
+
 /// Whether `q` may be delivered now: pending, enabled, not active, its group enabled.
 fn deliverable(dist: &Distributor, q: &Irq) -> bool {
     let group_on = if q.group1 { gicd::CTLR_ENABLE_GRP1 } else { gicd::CTLR_ENABLE_GRP0 };
@@ -506,5 +552,26 @@ mod tests {
         assert_eq!(sgi_targets(1 << 40 | 5 << 24, 1, 3), (5, 0b101));
         // Aff1 = 1 means vCPUs 16.. .
         assert_eq!(sgi_targets(1 << 16 | 1, 0, 18), (0, 1 << 16));
+    }
+
+    #[test]
+    fn list_register_encoding() {
+        let level = Deliverable { intid: 33, priority: 0xa0, group1: true, edge: false };
+        let v = lr::encode(&level, None);
+        assert_eq!(v, lr::STATE_PENDING | lr::GROUP1 | lr::EOI | 0xa0 << 48 | 33);
+        let edge = Deliverable { intid: 5, priority: 0, group1: false, edge: true };
+        assert_eq!(lr::encode(&edge, None), lr::STATE_PENDING | 5, "no maintenance for an SGI");
+        let timer = Deliverable { intid: 27, priority: 0x80, group1: true, edge: false };
+        let hw = lr::encode(&timer, Some(27));
+        assert_eq!(hw, lr::STATE_PENDING | lr::GROUP1 | lr::HW | 27 << 32 | 0x80 << 48 | 27, "hardware-linked: no EOI bit");
+        assert!(!lr::is_free(v) && lr::is_free(0) && lr::is_free(lr::EOI | 33));
+    }
+
+    #[test]
+    fn raising_again_what_a_list_register_holds() {
+        let active = lr::STATE_ACTIVE | lr::GROUP1 | 33;
+        assert_eq!(lr::raise_again(active), Some(active | lr::STATE_PENDING));
+        assert_eq!(lr::raise_again(lr::STATE_PENDING | 33), None, "pending already");
+        assert_eq!(lr::raise_again(lr::STATE_ACTIVE | lr::HW | 27), None, "the physical source raises it");
     }
 }

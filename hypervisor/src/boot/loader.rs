@@ -1,8 +1,8 @@
 //! Places a guest's kernel, initrd and device tree in its RAM (arm64 boot protocol):
 //! kernel at the RAM base + text_offset, device tree in the last 2 MiB of RAM, initrd just
-//! below it.
+//! below it. It writes through the guest memory it is handed.
 
-use crate::vm::Vm;
+use crate::mm::guest::GuestMemory;
 use core::fmt;
 use hv_core::guest_dt::{self, layout, GuestDtConfig};
 use hv_core::image::{ImageError, ImageHeader, HEADER_SIZE};
@@ -51,43 +51,54 @@ fn module_bytes(r: Range) -> &'static [u8] {
     unsafe { core::slice::from_raw_parts(r.start as *const u8, r.size() as usize) }
 }
 
-pub fn load(vm: &Vm) -> Result<BootInfo, LoadError> {
-    let spec = &vm.spec;
-    let kernel = module_bytes(spec.kernel);
+/// What is loaded into a VM, and what its device tree tells it.
+pub struct Guest<'a> {
+    pub id: usize,
+    pub vcpus: usize,
+    /// Boot modules in host memory.
+    pub kernel: Range,
+    pub initrd: Option<Range>,
+    pub bootargs: &'a str,
+    /// Reboots so far.
+    pub boot_count: u32,
+}
+
+pub fn load(guest: &Guest, mem: &GuestMemory) -> Result<BootInfo, LoadError> {
+    let kernel = module_bytes(guest.kernel);
     let header = ImageHeader::parse(&kernel[..kernel.len().min(HEADER_SIZE)], kernel.len() as u64).map_err(LoadError::NotAnImage)?;
-    let ram = vm.mem.size();
+    let ram = mem.size();
     let dtb = layout::RAM_BASE + ram - DTB_SLOT;
     let entry = layout::RAM_BASE + header.text_offset;
     let kernel_end = entry + header.image_size;
     if kernel_end > dtb {
         return Err(LoadError::TooBig { what: "kernel", need: header.text_offset + header.image_size + DTB_SLOT, ram });
     }
-    vm.write_guest(entry, kernel).map_err(|_| LoadError::OutOfMemory)?;
+    mem.write(entry, kernel).map_err(|_| LoadError::OutOfMemory)?;
 
-    let initrd = match spec.initrd {
+    let initrd = match guest.initrd {
         Some(r) => {
             let start = (dtb - r.size()) & !(PAGE_SIZE - 1);
             if r.size() > dtb - kernel_end || start < kernel_end {
                 return Err(LoadError::TooBig { what: "initrd", need: header.text_offset + header.image_size + r.size() + DTB_SLOT, ram });
             }
-            vm.write_guest(start, module_bytes(r)).map_err(|_| LoadError::OutOfMemory)?;
+            mem.write(start, module_bytes(r)).map_err(|_| LoadError::OutOfMemory)?;
             Some((start, start + r.size()))
         }
         None => None,
     };
 
     let blob = guest_dt::build(&GuestDtConfig {
-        vm_id: vm.id,
+        vm_id: guest.id,
         ram_size: ram,
-        vcpus: vm.vcpus.len(),
-        bootargs: spec.bootargs,
+        vcpus: guest.vcpus,
+        bootargs: guest.bootargs,
         initrd,
-        boot_count: spec.boot_count,
+        boot_count: guest.boot_count,
     })
     .map_err(|_| LoadError::DeviceTree)?;
     if blob.len() as u64 > DTB_SLOT {
         return Err(LoadError::DeviceTree);
     }
-    vm.write_guest(dtb, &blob).map_err(|_| LoadError::OutOfMemory)?;
+    mem.write(dtb, &blob).map_err(|_| LoadError::OutOfMemory)?;
     Ok(BootInfo { entry, dtb, initrd })
 }

@@ -4,7 +4,7 @@
 
 use super::tables::{FrameTables, TlbScope};
 use crate::arch::mmu::EL2_VA_BITS;
-use crate::percpu::{stack_guard, MAX_CPUS};
+use crate::arch::stacks::{stack_guard, MAX_CPUS};
 use core::sync::atomic::{AtomicU64, Ordering};
 use hv_core::pgtable::{Attrs, MapError, PageTable, PAGE_SIZE};
 use hv_core::ranges::{cover, subtract, Range};

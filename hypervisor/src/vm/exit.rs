@@ -1,14 +1,17 @@
-//! Guest exits: decoded by exception class and handed to the handler for it. Called from
-//! exception.S with the guest's general-purpose registers saved in its frame.
+//! Guest exits: decoded by exception class and handed to the handler for it. The fast path
+//! (`handle_exit`) is called from exception.S with part of the guest's registers saved; the
+//! rest (`handle_slow`) runs from the scheduler's slow-path entry, which decides what runs
+//! next from the `Next` returned here.
 
-use super::memory::FaultResult;
-use super::vcpu::{Power, Vcpu, VcpuRun};
-use super::{hypercall, inject, mmio, pauth, sched, sysreg, Crash, StopReason, Vm};
+use super::vcpu::{Vcpu, VcpuRun};
+use super::{hypercall, inject, mmio, pauth, sysreg, Crash, StopReason, Vm};
 use crate::arch::context::VcpuRegs;
 use crate::arch::exception::ExitKind;
+use crate::drivers::gicv3::{self, Arrived};
+use crate::mm::guest::FaultResult;
 use aarch64_cpu::registers::*;
-use hv_core::esr::{ec, Esr};
 use core::sync::atomic::Ordering;
+use hv_core::esr::{ec, Esr};
 use hv_core::hypercall::Counter;
 
 /// What happens after an exit was handled.
@@ -16,6 +19,9 @@ use hv_core::hypercall::Counter;
 pub enum Next {
     /// Back to the same vCPU.
     Resume,
+    /// Back to the same vCPU, but a kick came: something may have become runnable on this
+    /// CPU (CPU_ON, a new VM), so the scheduler bounds this vCPU's time.
+    ResumeAfterKick,
     /// The vCPU waits for an interrupt (WFI, CPU_SUSPEND): another vCPU on this CPU runs if
     /// one can; otherwise the CPU sleeps until an interrupt for this vCPU may have arrived.
     Wait,
@@ -71,90 +77,32 @@ pub enum Pending {
     Handled(Next),
 }
 
-/// The slow path, with the whole frame saved: any exit, and any outcome (another vCPU,
-/// idling, a stopping VM). Returns the frame of the vCPU to run next.
-#[no_mangle]
-extern "C" fn handle_exit_slow(regs: *mut VcpuRegs) -> *mut VcpuRegs {
-    // SAFETY: as in `handle_exit`.
-    let vcpu = unsafe { Vcpu::from_regs(regs) };
-    // SAFETY: as in `handle_exit`.
+/// The slow path's handling, with the whole frame saved: any exit the fast path left, or
+/// the outcome it already decided.
+pub fn handle_slow(vcpu: &Vcpu) -> Next {
+    // SAFETY: the vCPU is loaded on this CPU, its assigned one; nothing else touches it.
     let run = unsafe { vcpu.run_mut() };
     let vm = vcpu.vm();
-    let next = match run.pending {
+    match run.pending {
         Pending::Handled(next) => next,
         Pending::Exit(ExitKind::Sync) => sync_exit(vm, vcpu, run),
         Pending::Exit(kind) => async_exit(vm, vcpu, kind),
-    };
-    if matches!(next, Next::Resume) && !vm.is_stopping() {
-        if let Some(g) = vm.vgic.as_ref().filter(|_| vcpu.needs_flush.load(Ordering::Acquire)) {
-            g.flush(vcpu);
-        }
-        return regs;
     }
-    leave(vm, vcpu, next)
-}
-
-/// The exit did not simply resume: the vCPU waits, goes off, or its VM stops.
-#[inline(never)]
-fn leave(vm: &Vm, vcpu: &Vcpu, next: Next) -> *mut VcpuRegs {
-    match next {
-        Next::Resume => sched::schedule(false),
-        Next::Wait => wait(vm, vcpu),
-        Next::Preempt => sched::schedule(true),
-        Next::Off => {
-            *vcpu.power.lock() = Power::Off;
-            if vm.vcpus_on() == 0 {
-                vm.request_stop(StopReason::AllVcpusOff);
-            }
-            sched::schedule(false)
-        }
-        Next::Stop(reason) => {
-            vm.request_stop(reason);
-            sched::schedule(false)
-        }
-    }
-}
-
-/// WFI: run another vCPU if one is runnable here; else, unless an interrupt is already
-/// waiting for this vCPU, sleep until a physical interrupt arrives (the vCPU's own virtual
-/// timer stays live while it is loaded, and other CPUs kick), then resume it. Waking early
-/// is allowed: WFI may complete spuriously.
-fn wait(vm: &Vm, vcpu: &Vcpu) -> *mut VcpuRegs {
-    if sched::others_runnable() {
-        return sched::schedule(true);
-    }
-    if let Some(g) = &vm.vgic {
-        if !vcpu.needs_flush.load(Ordering::Acquire) && !g.has_pending(vcpu.index) && !vm.is_stopping() {
-            crate::arch::cpu::wait_for_interrupt();
-            if take_interrupts(vm, vcpu).slice && sched::others_runnable() {
-                return sched::schedule(true);
-            }
-        }
-        if vcpu.needs_flush.load(Ordering::Acquire) {
-            g.flush(vcpu);
-        }
-    }
-    if vm.is_stopping() {
-        return sched::schedule(false);
-    }
-    vcpu.regs_ptr()
 }
 
 /// Acknowledges this CPU's physical interrupts and hands them on: the virtual timer to the
 /// loaded vCPU, the maintenance interrupt as a reason to refill its list registers, console
-/// input to the focused VM. Kicks need nothing more: the exit they caused is the point.
-fn take_interrupts(vm: &Vm, vcpu: &Vcpu) -> crate::dev::gicv3::Arrived {
-    let arrived = crate::dev::gicv3::handle_pending();
-    if arrived.kick {
-        // Maybe a vCPU became runnable here (CPU_ON, a new VM): bound this one's time.
-        sched::update_slice();
-    }
+/// input to the VMs it is for. Kicks are the caller's to act on (the scheduler's).
+pub fn take_interrupts(vm: &Vm, vcpu: &Vcpu) -> Arrived {
+    let arrived = gicv3::handle_pending();
     if arrived.uart {
         crate::console::input();
+        super::deliver_console_input();
     }
     if let Some(g) = &vm.vgic {
         if arrived.vtimer {
-            g.vtimer_fired(vcpu);
+            g.vtimer_fired(vcpu.index);
+            vcpu.needs_flush.store(true, Ordering::Release);
         }
         if arrived.maintenance {
             // A level-triggered interrupt was completed: is its line still high?
@@ -169,8 +117,11 @@ fn take_interrupts(vm: &Vm, vcpu: &Vcpu) -> crate::dev::gicv3::Arrived {
 fn async_exit(vm: &Vm, vcpu: &Vcpu, kind: ExitKind) -> Next {
     match kind {
         ExitKind::Irq => {
-            if take_interrupts(vm, vcpu).slice {
+            let arrived = take_interrupts(vm, vcpu);
+            if arrived.slice {
                 Next::Preempt
+            } else if arrived.kick {
+                Next::ResumeAfterKick
             } else {
                 Next::Resume
             }

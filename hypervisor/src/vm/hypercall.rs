@@ -141,7 +141,7 @@ fn mem_peek(vm: &Vm, run: &mut VcpuRun, ipa: u64) -> i64 {
         return ret::INVALID_PARAMETERS;
     }
     let mut bytes = [0u8; 8];
-    match vm.read_guest(ipa, &mut bytes) {
+    match vm.mem.read(ipa, &mut bytes) {
         Ok(()) => {
             run.regs.x[1] = u64::from_le_bytes(bytes);
             ret::SUCCESS
@@ -167,7 +167,7 @@ fn debug_fault(vcpu: &Vcpu, fault: u64) -> i64 {
     match fault {
         DebugFault::Panic => panic!("debug fault requested by a guest (HV_DEBUG_FAULT)"),
         DebugFault::DataAbort => {
-            let (guard, _) = crate::percpu::stack_guard(0);
+            let (guard, _) = crate::arch::stacks::stack_guard(0);
             // SAFETY: none: this load faults on purpose (the guard page is unmapped), which
             // is what the caller asked for; the EL2 exception report follows.
             unsafe { core::ptr::read_volatile(guard as *const u64) as i64 }
@@ -230,7 +230,7 @@ fn cpu_on(vm: &Vm, target: u64, entry: u64, context: u64) -> i64 {
         Power::Off => {
             *power = Power::OnPending { entry, context };
             drop(power);
-            crate::percpu::kick(target.pcpu);
+            crate::drivers::gicv3::kick_cpu(target.pcpu);
             ret::SUCCESS
         }
     }
@@ -258,7 +258,7 @@ fn console_write(vm: &Vm, addr: u64, len: u64) -> i64 {
     }
     let mut buf = [0u8; abi::CONSOLE_WRITE_MAX as usize];
     let buf = &mut buf[..len as usize];
-    if vm.read_guest(addr, buf).is_err() {
+    if vm.mem.read(addr, buf).is_err() {
         return ret::INVALID_ADDRESS;
     }
     vm.uart.write_bytes(buf);

@@ -4,17 +4,20 @@
 use super::exit::{skip_instruction, Next};
 use super::vcpu::{Vcpu, VcpuRun};
 use super::{inject, Vm};
+use crate::vdev::vgic;
 use aarch64_cpu::registers::*;
 use hv_core::esr::Esr;
 use hv_core::guest_dt::layout;
 use hv_core::hypercall::Counter;
+use hv_core::mmio::MmioDevice;
 use hv_core::ranges::Range;
 
-/// A device model reached by trapped loads and stores. Offsets are from the device's base;
-/// values are zero-extended to 64 bits. Device models must accept any offset and size.
-pub trait MmioDevice {
-    fn read(&self, offset: u64, size: u8) -> u64;
-    fn write(&self, offset: u64, size: u8, value: u64);
+/// Which of the VM's devices an access reached (what must happen after it differs).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Device {
+    Uart,
+    PvPanic,
+    Gic,
 }
 
 /// The faulting IPA: page from HPFAR_EL2.FIPA, offset from FAR_EL2.
@@ -23,16 +26,16 @@ pub fn fault_ipa(far: u64) -> u64 {
     ((hpfar >> 4) << 12) & 0x000f_ffff_ffff_f000 | (far & 0xfff)
 }
 
-fn device_at(vm: &Vm, ipa: u64) -> Option<(&dyn MmioDevice, u64)> {
-    let uart = uart_range();
+fn device_at(vm: &Vm, ipa: u64) -> Option<(Device, &dyn MmioDevice, u64)> {
+    let uart = Range::new(layout::UART_BASE, layout::UART_SIZE);
     if uart.contains(ipa) {
-        return Some((&vm.uart, ipa - uart.start));
+        return Some((Device::Uart, &vm.uart, ipa - uart.start));
     }
     if Range::new(layout::PVPANIC_BASE, layout::PVPANIC_SIZE).contains(ipa) {
-        return Some((&vm.pvpanic, ipa - layout::PVPANIC_BASE));
+        return Some((Device::PvPanic, &vm.pvpanic, ipa - layout::PVPANIC_BASE));
     }
     match &vm.vgic {
-        Some(g) if super::vgic::contains(ipa, vm.vcpus.len()) => Some((g, ipa - layout::GICD_BASE)),
+        Some(g) if vgic::contains(ipa, vm.vcpus.len()) => Some((Device::Gic, g, ipa - layout::GICD_BASE)),
         _ => None,
     }
 }
@@ -47,7 +50,7 @@ pub fn handle_data_abort(vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun, esr: Esr) -> N
         return super::exit::ram_fault(vm, vcpu, run, ipa, far, da.fsc, access);
     }
     let device = device_at(vm, ipa);
-    let Some((dev, offset)) = device.filter(|_| da.isv && !da.s1ptw) else {
+    let Some((which, dev, offset)) = device.filter(|_| da.isv && !da.s1ptw) else {
         let why = if device.is_some() {
             "an access the hypervisor cannot decode (no syndrome)"
         } else {
@@ -67,8 +70,15 @@ pub fn handle_data_abort(vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun, esr: Esr) -> N
     if da.write {
         let value = if reg == 31 { 0 } else { run.regs.x[reg] };
         dev.write(offset, da.access_size, da.store_value(value));
-        if let Some(g) = vm.vgic.as_ref().filter(|_| super::vgic::contains(ipa, vm.vcpus.len())) {
-            g.after_write(vm);
+        match (which, &vm.vgic) {
+            (Device::Gic, Some(g)) => vm.notify(g.after_write()),
+            (Device::PvPanic, _) => {
+                if let Some(stop) = vm.after_pvpanic_write() {
+                    skip_instruction();
+                    return stop;
+                }
+            }
+            _ => {}
         }
     } else {
         let value = da.load_result(dev.read(offset, da.access_size));
@@ -76,18 +86,10 @@ pub fn handle_data_abort(vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun, esr: Esr) -> N
             run.regs.x[reg] = value;
         }
     }
-    if uart_range().contains(ipa) {
+    if which == Device::Uart {
         // Any access may change the UART's interrupt line (reading data drains the input).
         vm.after_uart_activity();
     }
-    if let Some(stop) = vm.after_pvpanic_write() {
-        skip_instruction();
-        return stop;
-    }
     skip_instruction();
     Next::Resume
-}
-
-fn uart_range() -> Range {
-    Range::new(layout::UART_BASE, layout::UART_SIZE)
 }

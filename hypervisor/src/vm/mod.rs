@@ -1,31 +1,32 @@
-//! Virtual machines: guest RAM and its stage-2 tables, vCPUs, emulated devices, and the
-//! VM's life from creation to retirement.
+//! Virtual machines: a VM's RAM (mm::guest), vCPUs, devices (vdev), exits by exception
+//! class, hypercalls, and the registry of the VMs that run. Which vCPU runs where and when,
+//! and a VM's start and retirement, are the scheduler's (the layer above).
 
 pub mod exit;
 pub mod hypercall;
 pub mod inject;
-pub mod memory;
 pub mod mmio;
 pub mod pauth;
-pub mod sched;
 pub mod sysreg;
 pub mod vcpu;
-pub mod vgic;
 
 use crate::arch::cpu;
+use crate::arch::stacks::MAX_CPUS;
 use crate::boot::loader::{self, LoadError};
-use crate::dev::vuart::VUart;
-use crate::mm::frames;
-use crate::percpu::MAX_CPUS;
+use crate::mm::guest::GuestMemory;
+use crate::vdev::pvpanic::PvPanic;
+use crate::vdev::vgic::{self, Vgic};
+use crate::vdev::vuart::VUart;
 use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use hv_core::cmdline::VmParams;
 use hv_core::guest_dt::layout;
 use hv_core::hypercall::Counter;
+use hv_core::outcome::Verdict;
 use hv_core::ranges::Range;
-use hv_core::ratelimit::{RateLimit, Verdict};
+use hv_core::ratelimit::{self, RateLimit};
 use spin::Mutex;
 use vcpu::{Power, Vcpu};
 
@@ -80,26 +81,24 @@ impl Crash {
     }
 }
 
-/// A verdict not yet reported.
-const NO_VERDICT: i64 = i64::MIN;
-
 pub struct Vm {
     pub id: usize,
     pub spec: VmSpec,
     /// Guest RAM, its stage-2 tables and their notifiers.
-    pub mem: memory::GuestMemory,
+    pub mem: GuestMemory,
     pub vcpus: Vec<Box<Vcpu>>,
     pub uart: VUart,
-    pub pvpanic: crate::dev::pvpanic::PvPanic,
+    pub pvpanic: PvPanic,
     /// Its kernel printed a panic: recorded when the VM stops, whatever the reason.
     panic_pending: AtomicBool,
     /// The virtual GIC, when the machine can virtualize one.
-    pub vgic: Option<vgic::Vgic>,
+    pub vgic: Option<Vgic>,
     stopping: AtomicBool,
     stop_reason: Mutex<Option<StopReason>>,
-    verdict: AtomicI64,
-    /// Run-queue entries still holding this VM; the CPU that drops the last one retires it.
-    queued: AtomicUsize,
+    verdict: Mutex<Verdict>,
+    /// Run-queue entries still holding this VM; the CPU that drops the last one retires it
+    /// (the scheduler's count).
+    pub queued: AtomicUsize,
     /// Budget for warnings the guest causes (aborts, UNDEFs), so it cannot flood the log.
     warnings: Mutex<RateLimit>,
     /// Per physical CPU: the vCPU of this VM that was loaded there last (NO_VCPU if none).
@@ -121,7 +120,8 @@ impl Vm {
         }
         let ram_size = spec.params.mem;
         let vmid = (id as u64 + 1) & 0xff;
-        let mem = memory::GuestMemory::new(vmid, cpu::ipa_bits(), layout::RAM_BASE, ram_size, spec.params.lazy, spec.params.keep_unmapped)?;
+        let mem = GuestMemory::new(vmid, cpu::ipa_bits(), layout::RAM_BASE, ram_size, spec.params.lazy, spec.params.keep_unmapped)
+            .map_err(|_| LoadError::OutOfMemory)?;
 
         let pauth = spec.params.pauth && cpu::features().pauth;
         let vm = Arc::new_cyclic(|weak| {
@@ -131,12 +131,12 @@ impl Vm {
                 mem,
                 vcpus: (0..vcpus).map(|i| Box::new(Vcpu::new(i, pcpus[i], me, pauth, spec.params.pauth_keys))).collect(),
                 uart: VUart::new(id),
-                pvpanic: crate::dev::pvpanic::PvPanic::new(),
+                pvpanic: PvPanic::new(),
                 panic_pending: AtomicBool::new(false),
-                vgic: vgic::available().then(|| vgic::Vgic::new(vcpus)),
+                vgic: vgic::available().then(|| Vgic::new(vcpus)),
                 stopping: AtomicBool::new(false),
                 stop_reason: Mutex::new(None),
-                verdict: AtomicI64::new(NO_VERDICT),
+                verdict: Mutex::new(Verdict::NONE),
                 queued: AtomicUsize::new(0),
                 warnings: Mutex::new(RateLimit::new(GUEST_WARNINGS_PER_SECOND, cpu::counter().0)),
                 last_vcpu_on: [const { AtomicUsize::new(NO_VCPU) }; MAX_CPUS],
@@ -144,7 +144,15 @@ impl Vm {
             }
         });
         // Dropping `vm` on error frees RAM and tables (Drop).
-        let boot = loader::load(&vm)?;
+        let guest = loader::Guest {
+            id,
+            vcpus,
+            kernel: vm.spec.kernel,
+            initrd: vm.spec.initrd,
+            bootargs: vm.spec.bootargs,
+            boot_count: vm.spec.boot_count,
+        };
+        let boot = loader::load(&guest, &vm.mem)?;
         // Table and image writes must be visible to the guest's walks and fetches.
         aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::ISH);
         *vm.vcpus[0].power.lock() = Power::OnPending { entry: boot.entry, context: boot.dtb };
@@ -174,8 +182,8 @@ impl Vm {
     /// input, or the guest completing the interrupt), and stops the VM once its kernel has
     /// reported a panic and halted.
     pub fn after_uart_activity(&self) {
-        if let Some(g) = &self.vgic {
-            g.set_level(self, 32 + layout::UART_SPI, self.uart.irq_line());
+        if let Some(target) = self.vgic.as_ref().and_then(|g| g.set_level(32 + layout::UART_SPI, self.uart.irq_line())) {
+            self.notify(1 << target);
         }
         if self.uart.take_panic_start() {
             // Recorded when the VM stops, crashed (after the panic report ends) or not (a
@@ -184,6 +192,13 @@ impl Vm {
         }
         if self.uart.take_panic_end() {
             self.request_stop(StopReason::Crashed(Crash::GuestPanic));
+        }
+    }
+
+    /// Tells the vCPUs in `set` (bit i: vCPU i) that they have interrupts to take.
+    pub fn notify(&self, set: u64) {
+        for v in self.vcpus.iter().filter(|v| v.index < 64 && set & (1 << v.index) != 0) {
+            v.notify();
         }
     }
 
@@ -214,29 +229,14 @@ impl Vm {
     /// how many were dropped before it.
     pub fn within_log_budget(&self) -> bool {
         match self.warnings.lock().check(cpu::counter().1) {
-            Verdict::Print { suppressed } => {
+            ratelimit::Verdict::Print { suppressed } => {
                 if suppressed > 0 {
                     log::warn!("VM {}: {suppressed} more warnings were not printed", self.id);
                 }
                 true
             }
-            Verdict::Drop => false,
+            ratelimit::Verdict::Drop => false,
         }
-    }
-
-    pub fn vttbr(&self) -> u64 {
-        self.mem.vttbr()
-    }
-
-    /// Copies guest RAM at `ipa` into `buf`. Fails if any byte is outside guest RAM.
-    pub fn read_guest(&self, ipa: u64, buf: &mut [u8]) -> Result<(), memory::AccessError> {
-        self.mem.read(ipa, buf)
-    }
-
-    /// Copies `data` into guest RAM at `ipa`. Fails if any byte is outside guest RAM or
-    /// write-protected by the guest.
-    pub fn write_guest(&self, ipa: u64, data: &[u8]) -> Result<(), memory::AccessError> {
-        self.mem.write(ipa, data)
     }
 
     /// Whether `[ipa, ipa + len)` is guest RAM.
@@ -272,7 +272,7 @@ impl Vm {
         let me = crate::percpu::this_cpu().index();
         for v in &self.vcpus {
             if v.pcpu != me {
-                crate::percpu::kick(v.pcpu);
+                crate::drivers::gicv3::kick_cpu(v.pcpu);
             }
         }
     }
@@ -281,8 +281,10 @@ impl Vm {
         *self.stop_reason.lock()
     }
 
+    /// HV_TEST_VERDICT: 0 passes, anything else fails (and a failure stays).
     pub fn set_verdict(&self, code: u64) {
-        self.verdict.store(code as i64 & i64::MAX, Ordering::Release);
+        let mut v = self.verdict.lock();
+        *v = v.report(code);
         if code == 0 {
             log::info!("VM {}: test verdict PASS", self.id);
         } else {
@@ -290,10 +292,8 @@ impl Vm {
         }
     }
 
-    /// The reported verdict (0 = pass), if any.
-    pub fn verdict(&self) -> Option<u64> {
-        let v = self.verdict.load(Ordering::Acquire);
-        (v != NO_VERDICT).then_some(v as u64)
+    pub fn verdict(&self) -> Verdict {
+        *self.verdict.lock()
     }
 
     /// Number of vCPUs that are on or about to be.
@@ -301,7 +301,7 @@ impl Vm {
         self.vcpus.iter().filter(|v| *v.power.lock() != Power::Off).count()
     }
 
-    fn log_counters(&self) {
+    pub fn log_counters(&self) {
         use core::fmt::Write;
         for v in &self.vcpus {
             // SAFETY: called at retirement: every vCPU is off and out of all run queues.
@@ -335,102 +335,49 @@ impl Drop for Vm {
             self.id,
             ram >> 10,
             table_pages,
-            frames::free_bytes() >> 10
+            crate::mm::frames::free_bytes() >> 10
         );
     }
 }
 
-/// Live VMs, and the worst outcome so far (the machine's exit status).
+/// The VMs that run (terminal input finds its VM here).
 static VMS: Mutex<Vec<Arc<Vm>>> = Mutex::new(Vec::new());
-static EXIT_STATUS: AtomicUsize = AtomicUsize::new(0);
+/// The machine's exit status so far: the worst outcome of any VM.
+static EXIT_STATUS: AtomicU32 = AtomicU32::new(0);
 
-/// Exit statuses of the machine (QEMU's exit code).
-pub mod status {
-    pub const OK: usize = 0;
-    pub const TEST_FAILED: usize = 1;
-    pub const VM_CRASHED: usize = 2;
-    pub const HYPERVISOR_PANIC: u32 = 3;
-    pub const NO_GUEST: usize = 4;
+/// A VM starts running.
+pub fn register(vm: Arc<Vm>) {
+    VMS.lock().push(vm);
 }
 
-/// Terminal input for VM `id`, if it exists. Returns whether it did.
-pub fn console_input(id: usize, bytes: &[u8]) -> bool {
-    let vm = VMS.lock().iter().find(|v| v.id == id).cloned();
-    match vm {
-        Some(vm) => {
-            if vm.uart.push_input(bytes) < bytes.len() {
-                log::warn!("VM {id}: console input dropped (the guest is not reading)");
+/// A VM is gone; returns how many still run.
+pub fn unregister(vm: &Arc<Vm>) -> usize {
+    let mut vms = VMS.lock();
+    vms.retain(|v| !Arc::ptr_eq(v, vm));
+    vms.len()
+}
+
+/// Hands the terminal input the console queued to the VMs it is for.
+pub fn deliver_console_input() {
+    crate::console::drain_input(&mut |id, bytes| {
+        let vm = VMS.lock().iter().find(|v| v.id == id).cloned();
+        match vm {
+            Some(vm) => {
+                if vm.uart.push_input(bytes) < bytes.len() {
+                    log::warn!("VM {id}: console input dropped (the guest is not reading)");
+                }
+                vm.after_uart_activity();
             }
-            vm.after_uart_activity();
-            true
+            None => log::warn!("console input for VM {id}, which does not run: dropped"),
         }
-        None => false,
-    }
+    });
 }
 
-/// Makes a VM runnable: its vCPUs join their physical CPUs' run queues.
-pub fn start(vm: Arc<Vm>) {
-    VMS.lock().push(vm.clone());
-    vm.queued.store(vm.vcpus.len(), Ordering::Release);
-    for v in &vm.vcpus {
-        sched::assign(v.pcpu, vm.clone(), v.index);
-    }
-    for v in &vm.vcpus {
-        crate::percpu::kick(v.pcpu);
-    }
-}
-
-/// Called by the CPU that removed the VM's last run-queue entry.
-pub fn dequeued(vm: Arc<Vm>) {
-    if vm.queued.fetch_sub(1, Ordering::AcqRel) == 1 {
-        retire(vm);
-    }
-}
-
-fn retire(vm: Arc<Vm>) {
-    vm.uart.flush();
-    crate::pstore::sync();
-    let reason = vm.stop_reason().unwrap_or(StopReason::AllVcpusOff);
-    let outcome = match (reason, vm.verdict()) {
-        (StopReason::Crashed(_), _) => status::VM_CRASHED,
-        (_, Some(code)) if code != 0 => status::TEST_FAILED,
-        _ => status::OK,
-    };
-    EXIT_STATUS.fetch_max(outcome, Ordering::AcqRel);
-    log::info!("VM {}: stopped ({:?}), verdict {:?}", vm.id, reason, vm.verdict());
-    vm.log_counters();
-    let remaining = {
-        let mut vms = VMS.lock();
-        vms.retain(|v| !Arc::ptr_eq(v, &vm));
-        vms.len()
-    };
-    let (id, mut spec) = (vm.id, vm.spec.clone());
-    let pcpus: Vec<usize> = vm.vcpus.iter().map(|v| v.pcpu).collect();
-    drop(vm); // last reference: RAM and tables are freed here
-    if reason == StopReason::Reset {
-        spec.boot_count += 1;
-        log::info!("VM {id}: rebooting (boot {})", spec.boot_count);
-        match Vm::create(id, spec, &pcpus) {
-            Ok(vm) => return start(vm),
-            Err(e) => {
-                log::error!("VM {id}: reboot failed: {e}");
-                EXIT_STATUS.fetch_max(status::VM_CRASHED, Ordering::AcqRel);
-            }
-        }
-    }
-    if remaining == 0 {
-        shutdown();
-    }
-}
-
-/// All VMs are gone: power the machine off with the worst outcome as exit status.
-pub fn shutdown() -> ! {
-    let code = EXIT_STATUS.load(Ordering::Acquire);
-    log::info!("all VMs stopped; machine exit status {code}");
-    crate::pstore::sync();
-    crate::arch::firmware::exit(code as u32)
-}
-
-pub fn set_exit_status(code: usize) {
+/// Makes the machine's exit status at least `code` (hv_core::outcome::status).
+pub fn raise_exit_status(code: u32) {
     EXIT_STATUS.fetch_max(code, Ordering::AcqRel);
+}
+
+pub fn exit_status() -> u32 {
+    EXIT_STATUS.load(Ordering::Acquire)
 }

@@ -52,7 +52,7 @@ pub fn handle(vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun, esr: Esr) -> Next {
     let r = access.encoding();
     if let (Some(g), false, ICC_SGI1R_EL1 | ICC_ASGI1R_EL1 | ICC_SGI0R_EL1) = (&vm.vgic, access.read, r) {
         let value = if access.reg == 31 { 0 } else { run.regs.x[access.reg as usize] };
-        g.send_sgi(vm, vcpu.index, value);
+        vm.notify(g.send_sgi(vcpu.index, value));
         skip_instruction();
         return Next::Resume;
     }

@@ -1,13 +1,15 @@
 //! A virtual CPU: its architectural state (touched only by the physical CPU it is assigned
-//! to) and its power state (changed by other vCPUs through PSCI).
+//! to), its power state (changed by other vCPUs through PSCI), and its load onto and unload
+//! from a physical CPU (a residency; the scheduler decides when).
 
 use super::exit::Pending;
-use super::vgic::CpuInterface;
-use super::Vm;
-use core::sync::atomic::AtomicBool;
+use super::{pauth, Vm, NO_VCPU};
+use crate::arch::context::{self, El1State, FpState, VcpuRegs};
 use crate::arch::exception::ExitKind;
-use crate::arch::context::{El1State, FpState, VcpuRegs};
+use crate::vdev::vgic::{self, CpuInterface};
+use aarch64_cpu::registers::{Writeable, HCR_EL2, VTTBR_EL2};
 use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicBool, Ordering};
 use hv_core::hypercall::Counter;
 use hv_core::pauth::{KeyOwnership, KeyPolicy};
 use spin::Mutex;
@@ -134,5 +136,76 @@ impl Vcpu {
     pub fn regs_ptr(&self) -> *mut VcpuRegs {
         // SAFETY: only the address is taken.
         unsafe { core::ptr::addr_of_mut!((*self.run.get()).regs) }
+    }
+
+    /// Tells the vCPU it has interrupts to take: its own CPU moves them to list registers at
+    /// its next exit or load; a kick makes that exit happen now if it runs elsewhere.
+    pub fn notify(&self) {
+        self.needs_flush.store(true, Ordering::Release);
+        if self.pcpu != crate::percpu::this_cpu().index() {
+            crate::drivers::gicv3::kick_cpu(self.pcpu);
+        }
+    }
+
+    /// Moves the interrupts waiting for this vCPU into the list registers, if it was told
+    /// of any. It must be loaded on this CPU.
+    pub fn flush_interrupts(&self) {
+        if let Some(g) = &self.vm().vgic {
+            if self.needs_flush.swap(false, Ordering::AcqRel) {
+                g.flush(self.index);
+            }
+        }
+    }
+
+    /// Whether an interrupt is waiting for this vCPU, loaded on this CPU.
+    pub fn has_interrupt(&self) -> bool {
+        self.needs_flush.load(Ordering::Acquire) || self.vm().vgic.as_ref().is_some_and(|g| g.has_pending(self.index))
+    }
+
+    /// Starts the vCPU if PSCI switched it on since it last ran (reset state at its entry
+    /// point). Only its assigned CPU calls this, with the vCPU not loaded.
+    pub fn start_if_pending(&self) {
+        let mut power = self.power.lock();
+        if let Power::OnPending { entry, context } = *power {
+            // SAFETY: this CPU is the vCPU's assigned CPU and it is not running.
+            let run = unsafe { self.run_mut() };
+            run.regs.reset();
+            run.regs.x[0] = context;
+            run.el1 = El1State::at_entry(entry, self.mpidr);
+            run.fp = FpState::default();
+            run.last_injection = u64::MAX;
+            run.nested_faults = 0;
+            *power = Power::On;
+        }
+    }
+
+    /// A residency begins: the vCPU's state goes into this CPU, its assigned one.
+    pub fn load(&self) {
+        // SAFETY: this CPU is the vCPU's assigned CPU; it is not running anywhere.
+        let run = unsafe { self.run_mut() };
+        let vm = self.vm();
+        context::restore(&run.el1, &run.fp);
+        VTTBR_EL2.set(vm.mem.vttbr());
+        HCR_EL2.set(pauth::load(run));
+        let last = vm.last_vcpu_on[self.pcpu].swap(self.index, Ordering::Relaxed);
+        if last != NO_VCPU && last != self.index {
+            crate::arch::mmu::flush_local_guest_stage1();
+        }
+        aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
+        if vm.vgic.is_some() {
+            vgic::restore(&run.gic);
+            self.flush_interrupts();
+        }
+    }
+
+    /// The residency ends: the vCPU's state leaves this CPU (it just exited here).
+    pub fn unload(&self) {
+        // SAFETY: as in `load`.
+        let run = unsafe { self.run_mut() };
+        context::save(&mut run.el1, &mut run.fp);
+        pauth::unload(run);
+        if self.vm().vgic.is_some() {
+            vgic::save(&mut run.gic);
+        }
     }
 }

@@ -58,7 +58,7 @@ secondary_entry:
     bl      secondary_main
     b       park
 
-// x20 = CPU index: stack pointer, TPIDR_EL2 = &PERCPU[index] with its stack tops, vectors.
+// x20 = CPU index: stack pointer, TPIDR_EL2 = &CPU_HEADERS[index] with its stack tops, vectors.
 percpu_setup:
     adrp    x1, __stacks_start
     add     x1, x1, :lo12:__stacks_start
@@ -66,9 +66,9 @@ percpu_setup:
     madd    x1, x2, x20, x1
     add     x3, x1, x2              // top of this CPU's stack (guard page at the bottom)
     mov     sp, x3
-    adrp    x1, PERCPU
-    add     x1, x1, :lo12:PERCPU
-    ldr     x2, ={PERCPU_SIZE}
+    adrp    x1, CPU_HEADERS
+    add     x1, x1, :lo12:CPU_HEADERS
+    ldr     x2, ={CPU_HEADER_SIZE}
     madd    x1, x2, x20, x1
     str     x3, [x1, #{STACK_TOP}]
     adrp    x2, FAULT_STACKS

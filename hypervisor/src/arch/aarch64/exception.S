@@ -3,7 +3,7 @@
 // While a guest runs, SP_EL2 points at its vCPU's register frame (VcpuRegs: x0..x30), so an
 // exit saves the guest's registers with plain stores before touching anything else. Only
 // the registers a call may clobber (x0..x18, x30) are saved at first; then, on this CPU's
-// hypervisor stack (PerCpu.stack_top at TPIDR_EL2):
+// hypervisor stack (CpuHeader.stack_top at TPIDR_EL2):
 //     handle_exit(regs, kind) -> regs | slow
 // handles what needs no more than that (hypercalls). x19..x29 still hold the guest's values
 // when it returns, as the calling convention preserves them, so a fast exit restores only

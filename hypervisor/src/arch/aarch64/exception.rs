@@ -1,6 +1,8 @@
 //! Exception kinds and the report for exceptions the hypervisor takes itself.
 
-use hv_core::esr::Esr;
+use core::fmt::{self, Write};
+use hv_core::esr::{ec, Esr};
+use spin::Once;
 
 /// Which vector a guest exit came through (exception.S passes it to `handle_exit`).
 #[repr(u64)]
@@ -46,15 +48,34 @@ pub struct TrapFrame {
     pub sp: u64,
 }
 
+/// Where the report of an exception taken at EL2 goes: a writer that takes no lock (the
+/// console's panic writer), handed down once at boot by the layer that owns it.
+static FAULT_SINK: Once<fn(&str)> = Once::new();
+
+pub fn set_fault_sink(sink: fn(&str)) {
+    FAULT_SINK.call_once(|| sink);
+}
+
+struct Sink;
+
+impl Write for Sink {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        if let Some(sink) = FAULT_SINK.get() {
+            sink(s);
+        }
+        Ok(())
+    }
+}
+
 /// An FPAC exception, or (without FEAT_FPAC) a jump to the non-canonical address AUTIASP
 /// leaves when authentication fails: the EL2 VA space is 48 bits at most, so upper bits in
 /// the faulting PC are the PAC error marks.
 fn failed_authentication(esr: Esr, elr: u64) -> bool {
-    esr.ec() == hv_core::esr::ec::FPAC || (esr.ec() == 0x21 && elr >> 48 != 0)
+    esr.ec() == ec::FPAC || (esr.ec() == ec::IABT_CURRENT && elr >> 48 != 0)
 }
 
-/// An exception taken at EL2 is a hypervisor bug: report everything and panic (the panic
-/// path records it and stops the machine).
+/// An exception taken at EL2 is a hypervisor bug: report everything to the fault sink and
+/// panic (the panic path records it and stops the machine).
 #[no_mangle]
 extern "C" fn el2_exception(frame: &TrapFrame, kind: u64) -> ! {
     super::firmware::exit_if_semihosting_failed(frame);
@@ -66,16 +87,15 @@ extern "C" fn el2_exception(frame: &TrapFrame, kind: u64) -> ! {
         3 => "SError",
         _ => "exception on SP_EL0",
     };
-    let mut w = crate::console::PanicWriter;
-    use core::fmt::Write;
+    let mut w = Sink;
     let _ = writeln!(w, "\n*** hypervisor exception at EL2: {kind}");
     let _ = writeln!(w, "ESR_EL2 {:#018x}: EC {:#04x} ({}), IL {}, ISS {:#x}", esr.0, esr.ec(), esr.class_name(), esr.il32() as u8, esr.iss());
-    if matches!(esr.ec(), 0x24 | 0x25) {
+    if matches!(esr.ec(), ec::DABT_LOWER | ec::DABT_CURRENT) {
         let da = esr.data_abort();
         let _ = writeln!(w, "  data abort: {} (FSC {:#x}), {}", da.fault_kind(), da.fsc, if da.write { "write" } else { "read" });
     }
     let _ = writeln!(w, "ELR_EL2 {:#018x}  SPSR_EL2 {:#018x}  FAR_EL2 {:#018x}  SP {:#018x}", frame.elr, frame.spsr, frame.far, frame.sp);
-    if let Some(cpu) = crate::percpu::guard_page_owner(frame.sp).or(crate::percpu::guard_page_owner(frame.far)) {
+    if let Some(cpu) = super::stacks::guard_page_owner(frame.sp).or(super::stacks::guard_page_owner(frame.far)) {
         let _ = writeln!(w, "  stack overflow: cpu{cpu}'s stack ran into its guard page");
     }
     if failed_authentication(esr, frame.elr) {

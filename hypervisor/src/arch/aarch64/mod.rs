@@ -9,19 +9,20 @@ pub mod gic_cpuif;
 pub mod idregs;
 pub mod mmu;
 pub mod pauth;
+pub mod stacks;
 
-use crate::percpu::{PerCpu, MAX_CPUS, STACK_STRIDE};
 use core::arch::global_asm;
+use stacks::{CpuHeader, MAX_CPUS, STACK_STRIDE};
 use core::mem::{offset_of, size_of};
 
 global_asm!(
     include_str!("boot.S"),
     MAX_CPUS = const MAX_CPUS,
     STACK_STRIDE = const STACK_STRIDE,
-    PERCPU_SIZE = const size_of::<PerCpu>(),
-    STACK_TOP = const offset_of!(PerCpu, stack_top),
-    FAULT_STACK_TOP = const offset_of!(PerCpu, fault_stack_top),
-    FAULT_STACK_SIZE = const crate::percpu::FAULT_STACK_SIZE,
+    CPU_HEADER_SIZE = const size_of::<CpuHeader>(),
+    STACK_TOP = const offset_of!(CpuHeader, stack_top),
+    FAULT_STACK_TOP = const offset_of!(CpuHeader, fault_stack_top),
+    FAULT_STACK_SIZE = const stacks::FAULT_STACK_SIZE,
     MAIR = const mmu::MAIR_EL2,
     TCR = const mmu::TCR_EL2,
     SCTLR = const mmu::SCTLR_EL2,
@@ -32,10 +33,10 @@ global_asm!(
     REGS_KEYS = const offset_of!(context::VcpuRegs, keys),
     REGS_KEYS_LIVE = const offset_of!(context::VcpuRegs, keys_live),
     REGS_KEY_SWITCHES = const offset_of!(context::VcpuRegs, key_switch_exits),
-    FAULT_STACK_TOP = const offset_of!(PerCpu, fault_stack_top),
+    FAULT_STACK_TOP = const offset_of!(CpuHeader, fault_stack_top),
     REGS_X18 = const offset_of!(context::VcpuRegs, x) + 18 * 8,
     REGS_X30 = const offset_of!(context::VcpuRegs, x) + 30 * 8,
-    STACK_TOP = const offset_of!(PerCpu, stack_top),
+    STACK_TOP = const offset_of!(CpuHeader, stack_top),
     KIND_SYNC = const exception::ExitKind::Sync as u64,
     KIND_IRQ = const exception::ExitKind::Irq as u64,
     KIND_FIQ = const exception::ExitKind::Fiq as u64,

@@ -4,7 +4,7 @@
 //! SPI.
 
 use crate::console;
-use crate::vm::mmio::MmioDevice;
+use hv_core::mmio::MmioDevice;
 use core::sync::atomic::{AtomicBool, Ordering};
 use hv_core::pl011::Pl011;
 use spin::Mutex;

@@ -3,7 +3,7 @@
 //! writing one reports it. A reported panic stops the VM as crashed and is recorded in
 //! pstore with the VM's last console lines.
 
-use crate::vm::mmio::MmioDevice;
+use hv_core::mmio::MmioDevice;
 use core::sync::atomic::{AtomicU8, Ordering};
 use hv_core::guest_dt::pvpanic;
 

@@ -1,8 +1,10 @@
 //! The host's GICv3, driven for the hypervisor's own use: an SGI that kicks another
 //! physical CPU out of its guest, the virtual CPU interface's maintenance interrupt, and the
-//! guest virtual timer's PPI, which is handed to the loaded vCPU (vm::vgic).
+//! guest virtual timer's PPI, which is handed to the loaded vCPU (vdev::vgic).
 
 use crate::arch::gic_cpuif;
+use crate::arch::stacks::MAX_CPUS;
+use crate::percpu;
 use core::sync::atomic::{AtomicU64, Ordering};
 use tock_registers::interfaces::{ReadWriteable, Readable, Writeable};
 use tock_registers::registers::{ReadOnly, ReadWrite};
@@ -80,11 +82,11 @@ static GICR_BASE: AtomicU64 = AtomicU64::new(0);
 static UART_INTID: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
 static GICR_END: AtomicU64 = AtomicU64::new(0);
 /// Each CPU's SGI frame (0 until its redistributor is set up).
-static SGI_FRAMES: [AtomicU64; crate::percpu::MAX_CPUS] = [const { AtomicU64::new(0) }; crate::percpu::MAX_CPUS];
+static SGI_FRAMES: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 
 /// This CPU's SGI frame, if set up.
 fn sgi_frame() -> Option<&'static RedistributorSgi> {
-    let base = SGI_FRAMES.get(crate::percpu::this_cpu().index())?.load(Ordering::Acquire);
+    let base = SGI_FRAMES.get(percpu::this_cpu().index())?.load(Ordering::Acquire);
     // SAFETY: a redistributor SGI frame found by `init_cpu`, mapped as device memory; only
     // its own CPU uses it.
     (base != 0).then(|| unsafe { &*(base as *const RedistributorSgi) })
@@ -118,7 +120,6 @@ pub fn route_uart_here(intid: u32) {
     d.ipriorityr[intid as usize].set(0x80);
     d.isenabler[word].set(bit);
     UART_INTID.store(intid, Ordering::Release);
-
 }
 
 /// Whether `init` ran (the machine has a GICv3 the hypervisor drives).
@@ -152,7 +153,7 @@ pub fn init_cpu(mpidr: u64) -> bool {
                 sgi.ipriorityr[intid as usize].set(0x80);
             }
             sgi.isenabler0.set(ours);
-            if let Some(slot) = SGI_FRAMES.get(crate::percpu::this_cpu().index()) {
+            if let Some(slot) = SGI_FRAMES.get(percpu::this_cpu().index()) {
                 slot.store(frame + SGI_FRAME, Ordering::Release);
             }
             gic_cpuif::enable();
@@ -178,6 +179,16 @@ pub fn kick(mpidr: u64) {
     gic_cpuif::send_sgi(value);
 }
 
+/// Makes physical CPU `index` leave its guest (if it runs one) or its idle wait, and look at
+/// its run queue. Without a GIC, idle CPUs wait for events instead, and a guest is left
+/// only at its next exit.
+pub fn kick_cpu(index: usize) {
+    match percpu::cpu(index) {
+        Some(c) if c.kickable.load(Ordering::Acquire) => kick(c.mpidr.load(Ordering::Relaxed)),
+        _ => crate::arch::cpu::send_event(),
+    }
+}
+
 /// What arrived in one round of acknowledging this CPU's interrupts.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Arrived {
@@ -195,7 +206,7 @@ pub struct Arrived {
 /// Acknowledges pending interrupts and completes those the hypervisor owns, up to one whose
 /// level stays high until the caller acts (the console UART's, the maintenance interrupt).
 pub fn handle_pending() -> Arrived {
-    crate::percpu::park_if_stopping();
+    percpu::park_if_stopping();
     let mut arrived = Arrived::default();
     loop {
         let intid = gic_cpuif::ack();

@@ -4,24 +4,18 @@
 //! acknowledge and complete interrupts through the ICV_* registers without exits; SGIs
 //! (ICC_SGI1R_EL1 writes) trap and are routed here. The virtual timer's PPI is linked to the
 //! physical one (a hardware list register), so the guest's deactivation re-arms it.
+//!
+//! What needs telling which vCPU is returned as sets of vCPU indices (bit i: vCPU i); the
+//! VM layer tells them (and kicks their CPUs).
 
-use super::vcpu::{Vcpu, VcpuRun};
-use super::Vm;
 use crate::arch::gic_cpuif::ich;
-use crate::dev::gicv3::VTIMER_PPI;
-use crate::vm::mmio::MmioDevice;
+use crate::drivers::gicv3::{self, VTIMER_PPI};
 use alloc::vec::Vec;
-use core::sync::atomic::Ordering;
 use hv_core::guest_dt::layout;
-use hv_core::vgic::{has_deliverable, irq_mut, sgi_targets, take_deliverable, Deliverable, Distributor, Redistributor};
+use hv_core::mmio::MmioDevice;
+use hv_core::vgic::{has_deliverable, irq_mut, lr, sgi_targets, take_deliverable, Deliverable, Distributor, Redistributor};
 use spin::Mutex;
 
-const LR_STATE_PENDING: u64 = 1 << 62;
-const LR_STATE_MASK: u64 = 3 << 62;
-const LR_HW: u64 = 1 << 61;
-const LR_GROUP1: u64 = 1 << 60;
-/// Maintenance interrupt when the guest completes it (level-triggered sources).
-const LR_EOI: u64 = 1 << 41;
 const ICH_HCR_EN: u64 = 1 << 0;
 /// Underflow: a maintenance interrupt when at most one list register is in use.
 const ICH_HCR_UIE: u64 = 1 << 1;
@@ -55,22 +49,13 @@ impl Default for CpuInterface {
 /// Whether this machine can virtualize the GIC (a GICv3 CPU interface with ICH registers);
 /// decided once at boot.
 pub fn available() -> bool {
-    crate::arch::cpu::features().gic_sysregs && crate::dev::gicv3::initialized()
+    crate::arch::cpu::features().gic_sysregs && gicv3::initialized()
 }
 
+/// The list register for `d`: the virtual timer's PPI is linked to the physical one (the
+/// guest's deactivation deactivates it); everything else is emulated.
 fn lr_value(d: &Deliverable) -> u64 {
-    let mut v = LR_STATE_PENDING | (d.priority as u64) << 48 | d.intid as u64;
-    if d.group1 {
-        v |= LR_GROUP1;
-    }
-    if d.intid == VTIMER_PPI {
-        // Linked to the physical PPI: the guest's deactivation deactivates it.
-        v |= LR_HW | (VTIMER_PPI as u64) << 32;
-    } else if !d.edge {
-        // An emulated level-triggered line: look at it again when the guest is done.
-        v |= LR_EOI;
-    }
-    v
+    lr::encode(d, (d.intid == VTIMER_PPI).then_some(VTIMER_PPI))
 }
 
 impl Vgic {
@@ -85,34 +70,33 @@ impl Vgic {
         }
     }
 
-    /// Moves what is deliverable to `vcpu` into the list registers. `vcpu` must be loaded
-    /// on this CPU.
-    pub fn flush(&self, vcpu: &Vcpu) {
-        vcpu.needs_flush.store(false, Ordering::Release);
+    /// Moves what is deliverable to vCPU `index` into the list registers. It must be
+    /// loaded on this CPU.
+    pub fn flush(&self, index: usize) {
         let nr = ich::list_registers().min(MAX_LRS);
         let mut in_lr = [u32::MAX; MAX_LRS];
         let mut free = [0usize; MAX_LRS];
         let mut nfree = 0;
         for n in 0..nr {
-            let lr = ich::lr(n);
-            if lr & LR_STATE_MASK == 0 {
+            let value = ich::lr(n);
+            if lr::is_free(value) {
                 // Free. One the guest completed with EOI maintenance requested is not
                 // "empty" to the hardware and keeps the maintenance interrupt asserted
                 // until it is rewritten.
-                if lr != 0 {
+                if value != 0 {
                     ich::set_lr(n, 0);
                 }
                 free[nfree] = n;
                 nfree += 1;
             } else {
-                in_lr[n] = lr as u32;
+                in_lr[n] = value as u32;
             }
         }
         let mut out = [Deliverable { intid: 0, priority: 0, group1: false, edge: false }; MAX_LRS];
         let (taken, more) = {
             let mut st = self.state.lock();
             let State { dist, redist } = &mut *st;
-            let Some(r) = redist.get_mut(vcpu.index) else { return };
+            let Some(r) = redist.get_mut(index) else { return };
             // Raised again while in a list register: pending there already, or made
             // pending on top of active (taken again once the guest completes it).
             for n in 0..nr {
@@ -122,15 +106,14 @@ impl Vgic {
                 }
                 if let Some(q) = irq_mut(dist, r, intid).filter(|q| q.pending && q.enabled) {
                     q.pending = false;
-                    let lr = ich::lr(n);
-                    if lr & LR_STATE_PENDING == 0 && lr & LR_HW == 0 {
-                        ich::set_lr(n, lr | LR_STATE_PENDING);
+                    if let Some(v) = lr::raise_again(ich::lr(n)) {
+                        ich::set_lr(n, v);
                     }
                 }
             }
-            let taken = take_deliverable(dist, r, vcpu.index, &in_lr[..nr], &mut out[..nfree]);
+            let taken = take_deliverable(dist, r, index, &in_lr[..nr], &mut out[..nfree]);
             // More than the free list registers could take: ask to be told when they drain.
-            (taken, taken == nfree && has_deliverable(dist, r, vcpu.index, &in_lr[..nr]))
+            (taken, taken == nfree && has_deliverable(dist, r, index, &in_lr[..nr]))
         };
         for (d, &n) in out[..taken].iter().zip(&free[..nfree]) {
             ich::set_lr(n, lr_value(d));
@@ -139,34 +122,32 @@ impl Vgic {
         ich::set_hcr(if more { hcr | ICH_HCR_UIE } else { hcr & !ICH_HCR_UIE });
     }
 
-    /// An ICC_SGI1R_EL1 (or ASGI1R/SGI0R) write by vCPU `sender`.
-    pub fn send_sgi(&self, vm: &Vm, sender: usize, value: u64) {
-        let (intid, targets) = sgi_targets(value, sender, vm.vcpus.len());
-        for (i, v) in vm.vcpus.iter().enumerate() {
-            if targets & (1 << i) != 0 {
-                self.set_private_pending(i, intid);
-                notify(v);
-            }
-        }
+    fn vcpus(&self) -> usize {
+        self.state.lock().redist.len()
     }
 
-    /// After the guest changed distributor or redistributor state: every vCPU that now
-    /// has something to take is told.
-    pub fn after_write(&self, vm: &Vm) {
-        let st = self.state.lock();
-        let ready: Vec<bool> = (0..vm.vcpus.len()).map(|i| has_deliverable(&st.dist, &st.redist[i], i, &[])).collect();
-        drop(st);
-        for (v, ready) in vm.vcpus.iter().zip(ready) {
-            if ready {
-                notify(v);
-            }
+    /// An ICC_SGI1R_EL1 (or ASGI1R/SGI0R) write by vCPU `sender`: the vCPUs it made an SGI
+    /// pending on, to be told.
+    pub fn send_sgi(&self, sender: usize, value: u64) -> u64 {
+        let (intid, targets) = sgi_targets(value, sender, self.vcpus());
+        for i in (0..64).filter(|i| targets & (1 << i) != 0) {
+            self.set_private_pending(i, intid);
         }
+        targets
+    }
+
+    /// After the guest changed distributor or redistributor state: the vCPUs that now have
+    /// something to take, to be told.
+    pub fn after_write(&self) -> u64 {
+        let st = self.state.lock();
+        let n = st.redist.len().min(64);
+        (0..n).filter(|&i| has_deliverable(&st.dist, &st.redist[i], i, &[])).fold(0, |set, i| set | 1 << i)
     }
 
     /// Whether an interrupt waits for vCPU `index`, deliverable or already in a list register
     /// (which the caller's CPU holds: `index` must be loaded here).
     pub fn has_pending(&self, index: usize) -> bool {
-        let in_lrs = (0..ich::list_registers().min(MAX_LRS)).any(|n| ich::lr(n) & LR_STATE_PENDING != 0);
+        let in_lrs = (0..ich::list_registers().min(MAX_LRS)).any(|n| ich::lr(n) & lr::STATE_PENDING != 0);
         if in_lrs {
             return true;
         }
@@ -175,59 +156,43 @@ impl Vgic {
     }
 
     /// Sets the level of the emulated device line SPI `intid`: while high, the interrupt is
-    /// pending, and the vCPU it is routed to is told.
-    pub fn set_level(&self, vm: &Vm, intid: u32, level: bool) {
-        let target = {
-            let mut st = self.state.lock();
-            let Some(i) = (intid as usize).checked_sub(32).filter(|&i| i < st.dist.spis.len()) else { return };
-            st.dist.spis[i].pending = level;
-            hv_core::guest_dt::vcpu_index(st.dist.route[i], vm.vcpus.len()).unwrap_or(0)
-        };
-        if level {
-            notify(&vm.vcpus[target]);
-        }
+    /// pending. Returns the vCPU it is routed to when the line is high (to be told).
+    pub fn set_level(&self, intid: u32, level: bool) -> Option<usize> {
+        let mut st = self.state.lock();
+        let i = (intid as usize).checked_sub(32).filter(|&i| i < st.dist.spis.len())?;
+        st.dist.spis[i].pending = level;
+        let target = hv_core::guest_dt::vcpu_index(st.dist.route[i], st.redist.len()).unwrap_or(0);
+        level.then_some(target)
     }
 
-    /// The physical virtual-timer PPI fired while `vcpu` was loaded here.
-    pub fn vtimer_fired(&self, vcpu: &Vcpu) {
-        self.set_private_pending(vcpu.index, VTIMER_PPI);
-        vcpu.needs_flush.store(true, Ordering::Release);
-    }
-}
-
-/// Tells vCPU `v` it has interrupts to take: flushed by its own CPU at its next exit or
-/// load; a kick makes that exit happen now if it runs elsewhere.
-fn notify(v: &Vcpu) {
-    v.needs_flush.store(true, Ordering::Release);
-    if v.pcpu != crate::percpu::this_cpu().index() {
-        crate::percpu::kick(v.pcpu);
+    /// The physical virtual-timer PPI fired while vCPU `index` was loaded here.
+    pub fn vtimer_fired(&self, index: usize) {
+        self.set_private_pending(index, VTIMER_PPI);
     }
 }
 
 /// Saves the loaded vCPU's virtual CPU interface and hands the physical timer PPI back.
-pub fn save(run: &mut VcpuRun) {
-    let c = &mut run.gic;
+pub fn save(c: &mut CpuInterface) {
     ich::save(&mut c.regs);
     for n in 0..ich::list_registers().min(MAX_LRS) {
         c.lrs[n] = ich::lr(n);
         ich::set_lr(n, 0);
     }
     ich::set_hcr(0);
-    c.vtimer_active = crate::dev::gicv3::vtimer_active();
+    c.vtimer_active = gicv3::vtimer_active();
     if c.vtimer_active {
-        crate::dev::gicv3::set_vtimer_active(false);
+        gicv3::set_vtimer_active(false);
     }
 }
 
 /// Loads a vCPU's virtual CPU interface.
-pub fn restore(run: &VcpuRun) {
-    let c = &run.gic;
+pub fn restore(c: &CpuInterface) {
     for n in 0..ich::list_registers().min(MAX_LRS) {
         ich::set_lr(n, c.lrs[n]);
     }
     ich::restore(&c.regs);
     if c.vtimer_active {
-        crate::dev::gicv3::set_vtimer_active(true);
+        gicv3::set_vtimer_active(true);
     }
 }
 

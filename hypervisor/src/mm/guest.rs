@@ -3,9 +3,8 @@
 //! translation cache, access tracking, a trace ring), stage-2 faults, the hypervisor's own
 //! reads and writes of guest memory, and reclaim of cold pages.
 
-use crate::boot::loader::LoadError;
-use crate::mm::frames;
-use crate::mm::tables::{FrameTables, TlbScope};
+use super::frames;
+use super::tables::{FrameTables, TlbScope};
 use alloc::collections::BTreeMap;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -65,6 +64,10 @@ pub enum AccessError {
     Contended,
 }
 
+/// There is not enough host memory for the VM's RAM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutOfMemory;
+
 /// Rounds a hypervisor access to guest memory tries before giving up.
 const ACCESS_ATTEMPTS: usize = 1000;
 
@@ -93,8 +96,8 @@ pub struct GuestMemory {
 impl GuestMemory {
     /// Builds `size` bytes of guest RAM at IPA `base` with an empty or fully mapped stage-2
     /// (`lazy`), tagged with `vmid`.
-    pub fn new(vmid: u64, ipa_bits: u8, base: u64, size: u64, lazy: bool, keep_unmapped: bool) -> Result<GuestMemory, LoadError> {
-        let space = Stage2::new(FrameTables { scope: TlbScope::Stage2 { vttbr: 0 } }, ipa_bits).map_err(|_| LoadError::OutOfMemory)?;
+    pub fn new(vmid: u64, ipa_bits: u8, base: u64, size: u64, lazy: bool, keep_unmapped: bool) -> Result<GuestMemory, OutOfMemory> {
+        let space = Stage2::new(FrameTables { scope: TlbScope::Stage2 { vttbr: 0 } }, ipa_bits).map_err(|_| OutOfMemory)?;
         let vttbr = space.root() | vmid << 48;
         space.with_mem(|m| m.scope = TlbScope::Stage2 { vttbr });
         let ram = Range::new(base, size);
@@ -102,20 +105,20 @@ impl GuestMemory {
             // The pages come later, but they are this VM's from now on.
             if !frames::commit(size) {
                 space.teardown(&mut |_, _, _| {});
-                return Err(LoadError::OutOfMemory);
+                return Err(OutOfMemory);
             }
             Backing::Lazy
         } else {
             let chunks = (frames::uncommitted_bytes() >= size).then(|| alloc_ram(base, size)).flatten();
             let Some(chunks) = chunks else {
                 space.teardown(&mut |_, _, _| {});
-                return Err(LoadError::OutOfMemory);
+                return Err(OutOfMemory);
             };
             for c in &chunks {
                 if space.map(c.ipa, c.pa, c.size, Attrs::RAM_RWX).is_err() {
                     space.teardown(&mut |_, _, _| {});
                     free_ram(&chunks);
-                    return Err(LoadError::OutOfMemory);
+                    return Err(OutOfMemory);
                 }
             }
             Backing::Eager(chunks)

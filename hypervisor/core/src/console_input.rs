@@ -1,0 +1,75 @@
+//! Terminal input as the hypervisor's console reads it: bytes for the VM that has the
+//! focus, and the escape key (Ctrl-]) followed by a digit moving the focus to that VM.
+
+/// Ctrl-]: the next key, a digit, names the VM that gets the input from then on.
+pub const ESCAPE_KEY: u8 = 0x1d;
+
+/// What one byte typed on the terminal means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Key {
+    /// Input for the focused VM.
+    Byte(u8),
+    /// Ctrl-] then a digit: the focus moves to this VM.
+    Focus(usize),
+    /// Consumed (the escape key itself).
+    None,
+}
+
+/// Remembers an escape key until the next byte.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct InputParser {
+    escape: bool,
+}
+
+impl InputParser {
+    pub const fn new() -> InputParser {
+        InputParser { escape: false }
+    }
+
+    pub fn feed(&mut self, b: u8) -> Key {
+        if core::mem::take(&mut self.escape) {
+            if b.is_ascii_digit() {
+                return Key::Focus((b - b'0') as usize);
+            }
+            // Not a digit: the escape is dropped and the byte goes through.
+            return Key::Byte(b);
+        }
+        if b == ESCAPE_KEY {
+            self.escape = true;
+            return Key::None;
+        }
+        Key::Byte(b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec::Vec;
+
+    fn feed(bytes: &[u8]) -> Vec<Key> {
+        let mut p = InputParser::new();
+        bytes.iter().map(|&b| p.feed(b)).collect()
+    }
+
+    #[test]
+    fn plain_bytes_pass_through() {
+        assert_eq!(feed(b"ls\r"), [Key::Byte(b'l'), Key::Byte(b's'), Key::Byte(b'\r')]);
+        // Control characters other than the escape key are input like any other.
+        assert_eq!(feed(&[0x03, 0x1b]), [Key::Byte(0x03), Key::Byte(0x1b)]);
+    }
+
+    #[test]
+    fn escape_then_digit_moves_the_focus() {
+        assert_eq!(feed(&[ESCAPE_KEY, b'1', b'x']), [Key::None, Key::Focus(1), Key::Byte(b'x')]);
+        assert_eq!(feed(&[ESCAPE_KEY, b'0']), [Key::None, Key::Focus(0)]);
+        assert_eq!(feed(&[ESCAPE_KEY, b'9']), [Key::None, Key::Focus(9)]);
+    }
+
+    #[test]
+    fn escape_then_anything_else_drops_the_escape_only() {
+        assert_eq!(feed(&[ESCAPE_KEY, b'a', b'1']), [Key::None, Key::Byte(b'a'), Key::Byte(b'1')]);
+        // Two escapes: the second is taken as the byte after the first.
+        assert_eq!(feed(&[ESCAPE_KEY, ESCAPE_KEY, b'2']), [Key::None, Key::Byte(ESCAPE_KEY), Key::Byte(b'2')]);
+    }
+}

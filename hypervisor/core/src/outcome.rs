@@ -1,0 +1,90 @@
+//! What the end of a VM means for the machine: each VM's stop reason and test verdict
+//! decide QEMU's exit status, the worst outcome of all VMs winning.
+
+/// Exit statuses of the machine (QEMU's exit code), from best to worst.
+pub mod status {
+    pub const OK: u32 = 0;
+    pub const TEST_FAILED: u32 = 1;
+    pub const VM_CRASHED: u32 = 2;
+    pub const HYPERVISOR_PANIC: u32 = 3;
+    pub const NO_GUEST: u32 = 4;
+}
+
+/// A test verdict reported by a guest (HV_TEST_VERDICT): 0 is a pass, any other code a
+/// failure. Every 64-bit code is a valid report.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Verdict(Option<u64>);
+
+impl Verdict {
+    pub const NONE: Verdict = Verdict(None);
+
+    /// The verdict after the guest reports `code`: a failure, once reported, stays (a
+    /// later pass does not undo it; a later failure keeps the first failure's code).
+    pub fn report(self, code: u64) -> Verdict {
+        match self.0 {
+            Some(failed) if failed != 0 => self,
+            _ => Verdict(Some(code)),
+        }
+    }
+
+    /// The code reported, if any.
+    pub fn code(self) -> Option<u64> {
+        self.0
+    }
+
+    pub fn failed(self) -> bool {
+        self.0.is_some_and(|c| c != 0)
+    }
+}
+
+/// The exit status one VM's end asks for: crashed, failed its test, or fine.
+pub fn vm_status(crashed: bool, verdict: Verdict) -> u32 {
+    if crashed {
+        status::VM_CRASHED
+    } else if verdict.failed() {
+        status::TEST_FAILED
+    } else {
+        status::OK
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EDGES: [u64; 8] = [1, 2, 0xff, i64::MAX as u64, 1 << 63, (1 << 63) + 1, u64::MAX - 1, u64::MAX];
+
+    #[test]
+    fn every_nonzero_code_is_a_failure_and_fails_the_run() {
+        for code in EDGES {
+            let v = Verdict::NONE.report(code);
+            assert_eq!(v.code(), Some(code), "the code is kept exactly");
+            assert!(v.failed(), "{code:#x}");
+            assert_eq!(vm_status(false, v), status::TEST_FAILED, "{code:#x}");
+        }
+    }
+
+    #[test]
+    fn a_failure_is_never_turned_into_a_pass() {
+        for code in EDGES {
+            let v = Verdict::NONE.report(code).report(0);
+            assert_eq!(v.code(), Some(code));
+            assert_eq!(vm_status(false, v), status::TEST_FAILED);
+            // A second failure keeps the first code.
+            assert_eq!(Verdict::NONE.report(code).report(7).code(), Some(code));
+        }
+        // A pass, then a failure: failed.
+        assert_eq!(vm_status(false, Verdict::NONE.report(0).report(1 << 63)), status::TEST_FAILED);
+    }
+
+    #[test]
+    fn pass_none_and_crash() {
+        assert_eq!(vm_status(false, Verdict::NONE), status::OK);
+        assert_eq!(vm_status(false, Verdict::NONE.report(0)), status::OK);
+        assert_eq!(Verdict::NONE.report(0).code(), Some(0));
+        assert_eq!(Verdict::NONE.code(), None);
+        for v in [Verdict::NONE, Verdict::NONE.report(0), Verdict::NONE.report(u64::MAX)] {
+            assert_eq!(vm_status(true, v), status::VM_CRASHED, "a crash outranks any verdict");
+        }
+    }
+}

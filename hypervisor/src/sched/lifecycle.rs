@@ -1,0 +1,65 @@
+//! A VM's life on the machine's CPUs: started (its vCPUs join their CPUs' run queues),
+//! retired by the CPU that drops its last run-queue entry (rebuilt there after a
+//! SYSTEM_RESET), and the machine's power-off once no VM is left.
+
+use super::assign;
+use crate::vm::{self, StopReason, Vm};
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::Ordering;
+use hv_core::outcome::{self, status};
+
+/// Makes a VM runnable: its vCPUs join their physical CPUs' run queues.
+pub fn start(vm: Arc<Vm>) {
+    vm::register(vm.clone());
+    vm.queued.store(vm.vcpus.len(), Ordering::Release);
+    for v in &vm.vcpus {
+        assign(v.pcpu, vm.clone(), v.index);
+    }
+    for v in &vm.vcpus {
+        crate::drivers::gicv3::kick_cpu(v.pcpu);
+    }
+}
+
+/// Called by the CPU that removed one of the VM's run-queue entries.
+pub fn dequeued(vm: Arc<Vm>) {
+    if vm.queued.fetch_sub(1, Ordering::AcqRel) == 1 {
+        retire(vm);
+    }
+}
+
+fn retire(vm: Arc<Vm>) {
+    vm.uart.flush();
+    crate::pstore::sync();
+    let reason = vm.stop_reason().unwrap_or(StopReason::AllVcpusOff);
+    let verdict = vm.verdict();
+    vm::raise_exit_status(outcome::vm_status(matches!(reason, StopReason::Crashed(_)), verdict));
+    log::info!("VM {}: stopped ({:?}), verdict {:?}", vm.id, reason, verdict.code());
+    vm.log_counters();
+    let remaining = vm::unregister(&vm);
+    let (id, mut spec) = (vm.id, vm.spec.clone());
+    let pcpus: Vec<usize> = vm.vcpus.iter().map(|v| v.pcpu).collect();
+    drop(vm); // last reference: RAM and tables are freed here
+    if reason == StopReason::Reset {
+        spec.boot_count += 1;
+        log::info!("VM {id}: rebooting (boot {})", spec.boot_count);
+        match Vm::create(id, spec, &pcpus) {
+            Ok(vm) => return start(vm),
+            Err(e) => {
+                log::error!("VM {id}: reboot failed: {e}");
+                vm::raise_exit_status(status::VM_CRASHED);
+            }
+        }
+    }
+    if remaining == 0 {
+        shutdown();
+    }
+}
+
+/// All VMs are gone: power the machine off with the worst outcome as exit status.
+pub fn shutdown() -> ! {
+    let code = vm::exit_status();
+    log::info!("all VMs stopped; machine exit status {code}");
+    crate::pstore::sync();
+    crate::arch::firmware::exit(code)
+}
