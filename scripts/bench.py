@@ -10,7 +10,6 @@ import re
 import statistics
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import qemu  # noqa: E402
 from qemu import IMAGES, Guest, Machine  # noqa: E402
 
 OUT = qemu.ROOT / "target" / "bench.json"
-LINUX = qemu.ROOT / "target" / "linux"
+LINUX = qemu.LINUX_DIR
 MARKER = "INITRAMFS READY"
 RUNS = 3
 
@@ -80,14 +79,13 @@ BENCHES = [
 
 def run(b: Bench) -> list[dict]:
     g = Guest(kernel=IMAGES / f"{b.guest}.bin", smp=b.smp, bootargs=b.bootargs)
-    argv = qemu.command(Machine([g], cpus=b.cpus, hv_args=b.hv_args, icount=True))
-    p = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
-    if p.returncode != 0:
-        sys.stderr.write(p.stdout[-3000:])
-        raise SystemExit(f"bench: {b.guest} {b.bootargs} exited with {p.returncode}")
+    r = qemu.run(qemu.command(Machine([g], cpus=b.cpus, hv_args=b.hv_args, icount=True)), timeout=300)
+    if r.status != 0:
+        sys.stderr.write(r.out[-3000:])
+        raise SystemExit(f"bench: {b.guest} {b.bootargs} {'hung' if r.hung else f'exited with {r.status}'}")
     suffix = f"_{b.label}" if b.label else ""
     rows = [{"benchmark": m[1] + suffix, "value": int(m[2]), "unit": m[3], "guest": b.guest}
-            for m in re.finditer(r"BENCH (\S+) (\d+) (\S+)", p.stdout)]
+            for m in re.finditer(r"BENCH (\S+) (\d+) (\S+)", r.out)]
     if not rows:
         raise SystemExit(f"bench: {b.guest} printed no BENCH lines")
     return rows
@@ -117,11 +115,10 @@ def pstore_bench() -> list[dict]:
             disk = qemu.ROOT / "target" / "bench-pstore.img"
             disk.unlink(missing_ok=True)
             guest = Guest(kernel=IMAGES / f"{g}.bin", bootargs="fault=0" if g == "crash" else "lines=20")
-            argv = qemu.command(Machine([guest], hv_args=hv, pstore=disk))
-            p = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
-            m = re.search(pattern, p.stdout)
+            r = qemu.run(qemu.command(Machine([guest], hv_args=hv, pstore=disk)), timeout=120)
+            m = re.search(pattern, r.out)
             if not m:
-                raise SystemExit(f"bench: no pstore line from {g}:\n{p.stdout[-2000:]}")
+                raise SystemExit(f"bench: no pstore line from {g}{' (hung)' if r.hung else ''}:\n{r.out[-2000:]}")
             for name, value in zip(names, m.groups()):
                 rows.setdefault(name, []).append(int(value))
     units = {"requests": "requests", "bytes": "bytes", "us": "us"}
@@ -130,26 +127,19 @@ def pstore_bench() -> list[dict]:
 
 
 def time_to_marker(argv: list[str]) -> tuple[float, str]:
-    """Seconds from starting QEMU to the marker line, and all output (QEMU runs to its end)."""
-    start = time.monotonic()
-    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
-    seen, out = None, []
-    assert p.stdout is not None
-    for line in p.stdout:
-        out.append(line)
-        if seen is None and MARKER in line:
-            seen = time.monotonic() - start
-    p.wait(timeout=300)
-    if seen is None:
-        raise SystemExit(f"bench: no '{MARKER}' from: {' '.join(argv)}\n{''.join(out[-20:])}")
-    return seen, "".join(out)
+    """Seconds from starting QEMU to the marker line, and all output (QEMU runs to its end,
+    at most 300 s)."""
+    r = qemu.run(argv, timeout=300, marker=re.escape(MARKER))
+    if r.marker_at is None or r.hung:
+        raise SystemExit(f"bench: {'hung' if r.hung else f'no {MARKER!r}'} from: {' '.join(argv)}\n{r.out[-2000:]}")
+    return r.marker_at, r.out
 
 
 def linux_boot(cpus: int) -> list[dict]:
     """Linux to its initramfs marker under the hypervisor and directly under QEMU, in turns,
     median of RUNS each; exits by class during the hypervised boots."""
-    if subprocess.run(["bash", str(qemu.ROOT / "scripts" / "fetch-linux.sh")], stdin=subprocess.DEVNULL).returncode:
-        raise SystemExit("bench: no Linux guest (scripts/fetch-linux.sh failed)")
+    if why := qemu.fetch_linux():
+        raise SystemExit(f"bench: no Linux guest ({why})")
     g = Guest(kernel=LINUX / "Image", initrd=LINUX / "initramfs.cpio", mem=256 * qemu.MIB, smp=cpus,
               bootargs="console=ttyAMA0 panic=-1 quiet hvbench")
     hv, direct, exits = [], [], {}

@@ -15,7 +15,6 @@ import random
 import re
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,10 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import qemu  # noqa: E402
 import pstoretest  # noqa: E402
-from qemu import IMAGES, MIB, Guest, Machine, UserError  # noqa: E402
-
-LOGS = qemu.ROOT / "target" / "test-logs"
-LINUX = qemu.ROOT / "target" / "linux"
+from qemu import IMAGES, LINUX_DIR as LINUX, LOGS, MIB, Guest, Machine, UserError  # noqa: E402
 PASS_LINE = r"test verdict PASS"
 # Every frame a VM had is back once it is gone.
 NO_LEAK = r"(\d+) KiB free for guests(?s:.*)VM 0: freed \d+ KiB of RAM and \d+ stage-2 table pages \(\1 KiB free\)"
@@ -235,19 +231,6 @@ def linux_tests() -> list[BootTest]:
     ]
 
 
-_fetched: str | None = None
-
-
-def fetch_linux() -> str:
-    """Fetches the Linux guest once; returns '' or why it failed."""
-    global _fetched
-    if _fetched is None:
-        p = subprocess.run(["bash", str(qemu.ROOT / "scripts" / "fetch-linux.sh")], stdin=subprocess.DEVNULL,
-                           capture_output=True, text=True, timeout=1800)
-        _fetched = "" if p.returncode == 0 else (p.stderr.strip().splitlines() or ["fetch-linux.sh failed"])[-1]
-    return _fetched
-
-
 def input_tests() -> list[InputTest]:
     hello = str(IMAGES / "hello.bin")
     big = LOGS / "initrd-8M"
@@ -266,63 +249,28 @@ def input_tests() -> list[InputTest]:
 
 
 def run_boot(t: BootTest, timeout: float) -> tuple[bool, str]:
-    if t.linux and (why := fetch_linux()):
+    if t.linux and (why := qemu.fetch_linux()):
         return False, f"no Linux guest: {why}"
-    argv = qemu.command(t.machine, validate=t.validate)
     log = LOGS / f"{t.name}.log"
-    if t.dialog:
-        return run_dialog(t, argv, log, timeout)
-    try:
-        p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout)
-        out = p.stdout.decode(errors="replace")
-        log.write_text(" ".join(argv) + "\n\n" + out)
-    except subprocess.TimeoutExpired as e:
-        out = (e.stdout or b"").decode(errors="replace")
-        log.write_text(" ".join(argv) + "\n\n" + out)
-        return False, f"hung: no exit within {timeout:.0f} s (log: {log})"
+    r = qemu.run(qemu.command(t.machine, validate=t.validate), timeout, log=log, dialog=t.dialog)
     problems = []
-    if p.returncode != t.status:
-        problems.append(f"exit status {p.returncode}, expected {t.status}")
-    problems += [f"missing /{r}/" for r in t.expect if not re.search(r, out)]
-    problems += [f"unexpected /{r}/" for r in t.reject if re.search(r, out)]
-    return not problems, "; ".join(problems) + (f" (log: {log})" if problems else "")
-
-
-def run_dialog(t: BootTest, argv: list[str], log: Path, timeout: float) -> tuple[bool, str]:
-    """Boots with a console conversation: waits for each prompt, types the answer."""
-    p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    out: list[str] = []
-    reader = threading.Thread(target=lambda: out.extend(iter(lambda: p.stdout.readline().decode(errors="replace"), "")), daemon=True)
-    reader.start()
-    deadline = time.monotonic() + timeout
-    problems = []
-    for pattern, text in t.dialog:
-        while not re.search(pattern, "".join(out)) and time.monotonic() < deadline and p.poll() is None:
-            time.sleep(0.1)
-        if not re.search(pattern, "".join(out)):
-            problems.append(f"never saw /{pattern}/ to answer")
-            break
-        p.stdin.write(text.encode())
-        p.stdin.flush()
-    try:
-        p.wait(timeout=max(1.0, deadline - time.monotonic()))
-    except subprocess.TimeoutExpired:
-        p.kill()
-        p.wait()
+    if r.unanswered:
+        problems.append(f"never saw /{r.unanswered}/ to answer")
+    if r.hung:
         problems.append(f"hung: no exit within {timeout:.0f} s")
-    reader.join(timeout=5)
-    text = "".join(out)
-    log.write_text(" ".join(argv) + "\n\n" + text)
-    if p.returncode != t.status and not problems:
-        problems.append(f"exit status {p.returncode}, expected {t.status}")
-    problems += [f"missing /{r}/" for r in t.expect if not re.search(r, text)]
-    problems += [f"unexpected /{r}/" for r in t.reject if re.search(r, text)]
+    elif r.status != t.status:
+        problems.append(f"exit status {r.status}, expected {t.status}")
+    problems += [f"missing /{x}/" for x in t.expect if not re.search(x, r.out)]
+    problems += [f"unexpected /{x}/" for x in t.reject if re.search(x, r.out)]
     return not problems, "; ".join(problems) + (f" (log: {log})" if problems else "")
 
 
 def run_input(t: InputTest) -> tuple[bool, str]:
-    p = subprocess.run([sys.executable, str(Path(qemu.__file__)), "print", *t.args],
-                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+    try:
+        p = subprocess.run([sys.executable, str(Path(qemu.__file__)), "print", *t.args],
+                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        return False, "hung: qemu.py did not answer within 30 s"
     if p.returncode != 2:
         return False, f"exit status {p.returncode}, expected 2 (stderr: {p.stderr.strip()})"
     if not re.search(t.message, p.stderr):
@@ -349,10 +297,8 @@ def main() -> int:
                 ok, why = run_boot(t, a.timeout) if isinstance(t, BootTest) else run_input(t)
         except UserError as e:
             ok, why = False, f"could not build the machine: {e}"
-        except subprocess.TimeoutExpired as e:
-            ok, why = False, f"hung: a boot did not exit within {e.timeout:.0f} s"
-        except AssertionError as e:
-            ok, why = False, str(e)
+        except pstoretest.TestFailure as e:
+            ok, why = False, f"{e} (logs: {LOGS}/{t.name}*)"
         kind = "input" if isinstance(t, InputTest) else "boot"
         print(f"{'PASS' if ok else 'FAIL'} {kind}/{t.name} ({time.monotonic() - start:.1f}s){'' if ok else ': ' + why}", flush=True)
         passed += ok

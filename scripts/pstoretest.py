@@ -11,27 +11,33 @@ import os
 import random
 import re
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import qemu
-from qemu import IMAGES, Guest, Machine
+from qemu import IMAGES, LOGS, Guest, Machine
 
-LOGS = qemu.ROOT / "target" / "test-logs"
 TOOL = qemu.ROOT / "target" / "debug" / "pstore-tool"
 _tool_built = False
+
+
+class TestFailure(Exception):
+    """A pstore test cannot go on (a boot hung, the host tool failed): the harness reports
+    it as the test's failure."""
 
 
 def tool(*args: str) -> subprocess.CompletedProcess:
     """Runs the host tool (built once per test run with the host's cargo)."""
     global _tool_built
-    if not _tool_built:
-        subprocess.run(["cargo", "build", "-q", "-p", "hv-core", "--bin", "pstore-tool"], cwd=qemu.ROOT, check=True,
-                       stdin=subprocess.DEVNULL, timeout=600)
-        _tool_built = True
-    return subprocess.run([str(TOOL), *args], capture_output=True, text=True, timeout=60)
+    try:
+        if not _tool_built:
+            subprocess.run(["cargo", "build", "-q", "-p", "hv-core", "--bin", "pstore-tool"], cwd=qemu.ROOT, check=True,
+                           stdin=subprocess.DEVNULL, timeout=600)
+            _tool_built = True
+        return subprocess.run([str(TOOL), *args], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
+        raise TestFailure(f"pstore-tool: {e}") from None
 
 
 def records(disk: Path, blank_ok: bool = False) -> list[dict]:
@@ -39,7 +45,7 @@ def records(disk: Path, blank_ok: bool = False) -> list[dict]:
     if blank_ok and p.returncode == 1 and "has a pstore signature" in p.stderr:
         return []  # never formatted: killed before the first boot got that far
     if p.returncode != 0:
-        raise AssertionError(f"pstore-tool failed ({p.returncode}): {p.stderr.strip()}")
+        raise TestFailure(f"pstore-tool failed ({p.returncode}): {p.stderr.strip()}")
     return json.loads(p.stdout)
 
 
@@ -49,12 +55,12 @@ def fresh_disk(name: str) -> Path:
     return disk
 
 
-def boot(machine: Machine, log: Path, timeout: float = 60) -> tuple[int, str]:
-    argv = qemu.command(machine)
-    p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout)
-    out = p.stdout.decode(errors="replace")
-    log.write_text(" ".join(argv) + "\n\n" + out)
-    return p.returncode, out
+def boot(machine: Machine, log: Path, timeout: float = 60, argv: list[str] | None = None) -> tuple[int, str]:
+    """Boots (the machine, or `argv` as given) and returns QEMU's exit status and output."""
+    r = qemu.run(argv or qemu.command(machine), timeout, log=log)
+    if r.hung:
+        raise TestFailure(f"hung: {log.name} did not exit within {timeout:.0f} s")
+    return r.status, r.out
 
 
 def guest(name: str, **kw) -> Guest:
@@ -162,11 +168,7 @@ def killed_while_writing(name: str) -> list[str]:
     argv = qemu.command(Machine([guest("panic", bootargs="lines=200")], pstore=disk))
     for i in range(10):
         delay = rng.uniform(0.1, 1.2)
-        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(delay)
-        killed = p.poll() is None
-        p.kill()
-        p.wait()
+        killed = qemu.run(argv, timeout=delay).hung
         found = {r["zone"]: r for r in records(disk, blank_ok=True) if r["kind"] == "dmesg"}
         for zone, r in kept.items():
             if found.get(zone) != r:
@@ -179,29 +181,18 @@ def killed_while_writing(name: str) -> list[str]:
     return [f"{p} (seed {seed})" for p in problems]
 
 
-_linux: str | None = None
-
-
 def linux_reads_hypervisor_records(name: str) -> list[str]:
     """Cross-check with Linux's own pstore/blk: Debian's kernel, booted directly by QEMU on
     the disk the hypervisor wrote (a hypervisor panic, then a guest crash), lists both
     records in /sys/fs/pstore with the reason and counter Linux derives from the header."""
-    global _linux
-    if _linux is None:
-        p = subprocess.run(["bash", str(qemu.ROOT / "scripts" / "fetch-linux.sh")], stdin=subprocess.DEVNULL,
-                           capture_output=True, text=True, timeout=1800)
-        _linux = "" if p.returncode == 0 else (p.stderr.strip().splitlines() or ["fetch-linux.sh failed"])[-1]
-    if _linux:
-        return [f"no Linux guest: {_linux}"]
+    if why := qemu.fetch_linux():
+        return [f"no Linux guest: {why}"]
     disk = fresh_disk(name)
     boot(Machine([guest("crash", bootargs="fault=0")], hv_args="debug_faults=on", pstore=disk), LOGS / f"{name}-1.log")
     boot(Machine([guest("panic", bootargs="lines=3")], pstore=disk), LOGS / f"{name}-2.log")
     g = Guest(kernel=qemu.LINUX_DIR / "Image", initrd=qemu.LINUX_DIR / "initramfs.cpio", mem=256 * qemu.MIB,
               bootargs="console=ttyAMA0 panic=-1 quiet hvtest.pstore")
-    argv = qemu.direct_command(g, 1) + qemu.pstore_args(disk)
-    p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120)
-    out = p.stdout.decode(errors="replace")
-    (LOGS / f"{name}-linux.log").write_text(" ".join(argv) + "\n\n" + out)
+    _, out = boot(Machine([]), LOGS / f"{name}-linux.log", timeout=120, argv=qemu.direct_command(g, 1) + qemu.pstore_args(disk))
     return expect(out, [r"PSTORE FILE dmesg-pstore_blk-0\s+Panic: Total 1 times\s+hypervisor panic on cpu0: debug fault requested",
                         r"PSTORE FILE dmesg-pstore_blk-1\s+Panic: Total 2 times\s+VM 0: guest crash: it reported a panic through pvpanic",
                         r"PSTORE DONE"])

@@ -27,8 +27,12 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import struct
+import subprocess
 import sys
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,7 +40,9 @@ ROOT = Path(__file__).resolve().parent.parent
 IMAGES = ROOT / "target" / "images"
 HYPERVISOR = IMAGES / "hypervisor.bin"
 HYPERVISOR_ELF = ROOT / "target" / "cross" / "aarch64-unknown-none-softfloat" / "release" / "hypervisor"
+# Debian's kernel and the busybox initramfs (scripts/fetch-linux.sh), and the test logs.
 LINUX_DIR = ROOT / "target" / "linux"
+LOGS = ROOT / "target" / "test-logs"
 DEMO_GUEST = IMAGES / "hello.bin"
 DEFAULT_LINUX_ARGS = "console=ttyAMA0 panic=-1"
 QEMU = "qemu-system-aarch64"
@@ -227,12 +233,86 @@ def direct_command(g: Guest, cpus: int, pauth: str = "impdef") -> list[str]:
     return argv
 
 
-def fetch_linux() -> None:
-    """Makes sure the default Linux guest is there (scripts/fetch-linux.sh, cached)."""
-    import subprocess
-    if subprocess.run(["bash", str(ROOT / "scripts" / "fetch-linux.sh")]).returncode != 0:
-        raise UserError("no default Linux guest: pass your own with KERNEL=path/to/Image [INITRD=...], "
-                        f"or boot the demo guest with KERNEL={DEMO_GUEST.relative_to(ROOT)}")
+_linux_problem: str | None = None
+
+
+def fetch_linux(quiet: bool = True) -> str:
+    """Makes sure the default Linux guest is in LINUX_DIR (scripts/fetch-linux.sh, the only
+    caller, once per process; it caches across runs). Returns '' or why it is not there.
+    `quiet`: its output is kept back (tests, benchmarks); else it shows (make run)."""
+    global _linux_problem
+    if _linux_problem is None:
+        p = subprocess.run(["bash", str(ROOT / "scripts" / "fetch-linux.sh")], stdin=subprocess.DEVNULL,
+                           capture_output=quiet, text=True, timeout=1800)
+        last = (p.stderr or "").strip().splitlines()[-1:] or ["fetch-linux.sh failed"]
+        _linux_problem = "" if p.returncode == 0 else last[0]
+    return _linux_problem
+
+
+@dataclass
+class Run:
+    """What became of one QEMU run."""
+    argv: list[str]
+    # QEMU's exit status; None when it was killed at the deadline.
+    status: int | None
+    out: str
+    seconds: float
+    # Seconds from the start to the first output line matching `marker`, if asked and seen.
+    marker_at: float | None = None
+    # The dialog's prompt that never came (nothing was typed after it).
+    unanswered: str | None = None
+
+    @property
+    def hung(self) -> bool:
+        return self.status is None
+
+
+def run(argv: list[str], timeout: float, log: Path | None = None, dialog: list[tuple[str, str]] = (),
+        marker: str | None = None) -> Run:
+    """Runs QEMU and always ends: at `timeout` seconds it is killed (with anything it
+    started), whatever it printed or did not. Output is read as it comes, so `marker` can be
+    timed and `dialog` answered: each (regex, text) types text once the output matches
+    regex. The command line and output go to `log` if given."""
+    start = time.monotonic()
+    p = subprocess.Popen(argv, stdin=subprocess.PIPE if dialog else subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, start_new_session=True)
+    lines: list[str] = []
+    marker_at: list[float] = []
+
+    def read() -> None:
+        for raw in iter(p.stdout.readline, b""):
+            line = raw.decode(errors="replace")
+            if marker and not marker_at and re.search(marker, line):
+                marker_at.append(time.monotonic() - start)
+            lines.append(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    deadline = start + timeout
+    unanswered = None
+    for pattern, text in dialog:
+        while not re.search(pattern, "".join(lines)) and p.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not re.search(pattern, "".join(lines)):
+            unanswered = pattern
+            break
+        try:
+            p.stdin.write(text.encode())
+            p.stdin.flush()
+        except BrokenPipeError:
+            break
+    try:
+        status: int | None = p.wait(timeout=max(0.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+        status = None
+    reader.join(timeout=5)
+    out = "".join(lines)
+    if log:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(shlex.join(argv) + "\n\n" + out)
+    return Run(argv, status, out, time.monotonic() - start, marker_at[0] if marker_at else None, unanswered)
 
 
 def machine_from_args(argv: list[str]) -> Machine:
@@ -260,7 +340,9 @@ def machine_from_args(argv: list[str]) -> Machine:
     if a.kernel:
         kernel, initrd, bootargs, mem, smp = Path(a.kernel), a.initrd, a.append, 128 * MIB, 1
     else:
-        fetch_linux()
+        if why := fetch_linux(quiet=False):
+            raise UserError(f"no default Linux guest ({why}): pass your own with KERNEL=path/to/Image [INITRD=...], "
+                            f"or boot the demo guest with KERNEL={DEMO_GUEST.relative_to(ROOT)}")
         kernel, initrd = LINUX_DIR / "Image", a.initrd or str(LINUX_DIR / "initramfs.cpio")
         bootargs, mem, smp = a.append or DEFAULT_LINUX_ARGS, 256 * MIB, 2
     g = Guest(
