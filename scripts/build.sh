@@ -1,29 +1,34 @@
 #!/usr/bin/env bash
-# Builds the hypervisor and the test guests for aarch64 with the toolchain setup.sh chose,
-# and turns each ELF into a raw arm64 Image:
+# Builds the hypervisor and the test guests for aarch64 (the `cargo hypervisor` and
+# `cargo guests` aliases of .cargo/config.toml, with the toolchain setup.sh chose) and turns
+# each ELF into a raw arm64 Image:
 #   target/images/hypervisor.bin   the EL2 image (QEMU -kernel)
 #   target/images/<guest>.bin      one per test guest (guest-tests/src/bin/<guest>.rs)
-# ELFs with symbols stay in target/cross/$TARGET/release/ (for gdb).
+# ELFs with symbols stay in target/cross/<target>/release/ (for gdb).
+#
+# What cargo's configuration cannot say lives here: which cargo and rustc (setup.sh's
+# choice), building core and alloc from source when the toolchain has no prebuilt aarch64
+# ones (which takes RUSTC_BOOTSTRAP for cargo itself), and rustup's own linker.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -f target/toolchain.env ] || scripts/setup.sh
 # shellcheck disable=SC1091
 . target/toolchain.env
 
-args=(build --release --target "$TARGET" --target-dir target/cross)
+export RUSTC
+std=()
 if [ "$BUILD_STD" = 1 ]; then
-    args+=(-Zbuild-std=core,alloc,compiler_builtins -Zbuild-std-features=compiler-builtins-mem)
+    std=(-Zbuild-std=core,alloc,compiler_builtins -Zbuild-std-features=compiler-builtins-mem)
     export RUSTC_BOOTSTRAP=1
 fi
-upper=$(echo "$TARGET" | tr 'a-z-' 'A-Z_')
-export "CARGO_TARGET_${upper}_LINKER=$LINKER"
-export RUSTC
-# Two invocations: the guests use hv-core without its heap-using parts, and one build
-# would unify its features.
-# The hypervisor signs its return addresses (pauth.S) and keeps frame records (for the
-# backtrace in panic records); -Z flags need RUSTC_BOOTSTRAP on a stable compiler. The guests are built without it: some of them set their own PAC keys.
-RUSTC_BOOTSTRAP=1 RUSTFLAGS="-Zbranch-protection=pac-ret -Cforce-frame-pointers=yes" "$CARGO" "${args[@]}" -p hypervisor ${CARGO_QUIET:+-q}
-"$CARGO" "${args[@]}" -p guest-tests ${CARGO_QUIET:+-q}
+if [ "$LINKER" != ld.lld-22 ]; then
+    upper=$(echo "$TARGET" | tr 'a-z-' 'A-Z_')
+    export "CARGO_TARGET_${upper}_LINKER=$LINKER"
+fi
+# Two invocations: the guests use hv-core without its heap-using parts (one build would
+# unify its features), and only the hypervisor signs its return addresses.
+"$CARGO" hypervisor "${std[@]}" ${CARGO_QUIET:+-q}
+"$CARGO" guests "${std[@]}" ${CARGO_QUIET:+-q}
 
 out=target/cross/$TARGET/release
 mkdir -p target/images

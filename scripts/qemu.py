@@ -39,7 +39,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 IMAGES = ROOT / "target" / "images"
 HYPERVISOR = IMAGES / "hypervisor.bin"
-HYPERVISOR_ELF = ROOT / "target" / "cross" / "aarch64-unknown-none-softfloat" / "release" / "hypervisor"
+# The target triple is named once, in .cargo/config.toml's `aarch64` alias.
+TARGET = re.search(r'"--target", "([^"]+)"', (ROOT / ".cargo" / "config.toml").read_text())[1]
+HYPERVISOR_ELF = ROOT / "target" / "cross" / TARGET / "release" / "hypervisor"
 # Debian's kernel and the busybox initramfs (scripts/fetch-linux.sh), and the test logs.
 LINUX_DIR = ROOT / "target" / "linux"
 LOGS = ROOT / "target" / "test-logs"

@@ -11,7 +11,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TARGET=aarch64-unknown-none-softfloat
+# The target triple, as .cargo/config.toml's `aarch64` alias names it.
+TARGET=$(sed -n 's/.*"--target", "\([^"]*\)".*/\1/p' .cargo/config.toml | head -1)
+[ -n "$TARGET" ] || { echo "setup: no --target in .cargo/config.toml's aarch64 alias" >&2; exit 1; }
 want_debug=0
 [ "${1:-}" = "--debug" ] && want_debug=1
 log() { echo "setup: $*"; }
