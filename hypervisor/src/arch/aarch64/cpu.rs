@@ -50,26 +50,26 @@ pub fn features() -> Features {
 /// instructions and key-register accesses trap unless the vCPU owns the keys (`keys_live`,
 /// vm/pauth.rs); for a VM without PAuth they always trap and get UNDEF.
 pub fn guest_hcr(keys_live: bool) -> u64 {
-    const VM: u64 = 1 << 0;
-    const SWIO: u64 = 1 << 1;
+    // The two fields aarch64-cpu 10 does not name.
     const PTW: u64 = 1 << 2;
-    const FMO: u64 = 1 << 3;
-    const IMO: u64 = 1 << 4;
-    const AMO: u64 = 1 << 5;
-    const FB: u64 = 1 << 9;
-    const BSU_IS: u64 = 1 << 10;
     const TWI: u64 = 1 << 13;
-    const TID3: u64 = 1 << 18;
-    const TSC: u64 = 1 << 19;
-    const TIDCP: u64 = 1 << 20;
-    const TACR: u64 = 1 << 21;
-    const TSW: u64 = 1 << 22;
-    const RW: u64 = 1 << 31;
-    const TLOR: u64 = 1 << 35;
-    const APK: u64 = 1 << 40;
-    const API: u64 = 1 << 41;
-    let pauth = if keys_live { APK | API } else { 0 };
-    VM | SWIO | PTW | FMO | IMO | AMO | FB | BSU_IS | TWI | TID3 | TSC | TIDCP | TACR | TSW | RW | TLOR | pauth
+    let pauth = if keys_live { HCR_EL2::APK::SET + HCR_EL2::API::SET } else { HCR_EL2::APK::CLEAR + HCR_EL2::API::CLEAR };
+    let fields = HCR_EL2::VM::Enable
+        + HCR_EL2::SWIO::SET
+        + HCR_EL2::FMO::EnableVirtualFIQ
+        + HCR_EL2::IMO::EnableVirtualIRQ
+        + HCR_EL2::AMO::SET
+        + HCR_EL2::FB::SET
+        + HCR_EL2::BSU::InnerShareable
+        + HCR_EL2::TID3::SET
+        + HCR_EL2::TSC::EnableTrapEl1SmcToEl2
+        + HCR_EL2::TIDCP::SET
+        + HCR_EL2::TACR::SET
+        + HCR_EL2::TSW::SET
+        + HCR_EL2::RW::EL1IsAarch64
+        + HCR_EL2::TLOR::SET
+        + pauth;
+    fields.value | PTW | TWI
 }
 
 /// IPA size given to every VM: what the CPU supports, capped at 40 bits (1 TiB), which
@@ -80,17 +80,20 @@ pub fn ipa_bits() -> u8 {
 
 /// VTCR_EL2 for VMs of `ipa_bits` whose stage-2 root is at `start_level`.
 pub fn vtcr(ipa_bits: u8, start_level: u8) -> u64 {
-    let t0sz = 64 - ipa_bits as u64;
-    let sl0: u64 = match start_level {
-        0 => 2,
-        1 => 1,
-        _ => 0,
+    let sl0 = match start_level {
+        0 => VTCR_EL2::SL0::Granule4KBLevel0,
+        1 => VTCR_EL2::SL0::Granule4KBLevel1,
+        _ => VTCR_EL2::SL0::Granule4KBLevel2,
     };
-    const IRGN0_WBWA: u64 = 1 << 8;
-    const ORGN0_WBWA: u64 = 1 << 10;
-    const SH0_INNER: u64 = 3 << 12;
-    const RES1: u64 = 1 << 31;
-    t0sz | sl0 << 6 | IRGN0_WBWA | ORGN0_WBWA | SH0_INNER | (features().pa_range as u64) << 16 | RES1
+    (VTCR_EL2::T0SZ.val(64 - ipa_bits as u64)
+        + sl0
+        + VTCR_EL2::IRGN0::NormalWBRAWA
+        + VTCR_EL2::ORGN0::NormalWBRAWA
+        + VTCR_EL2::SH0::Inner
+        + VTCR_EL2::TG0::Granule4KB
+        + VTCR_EL2::PS.val(features().pa_range as u64)
+        + VTCR_EL2::RES1::SET)
+        .value
 }
 
 extern "C" {
@@ -107,11 +110,12 @@ pub fn init_el2(vtcr_value: u64) {
     CNTVOFF_EL2.set(0);
     // FP/SIMD and trace registers belong to the guest (the hypervisor is built soft-float);
     // SVE stays trapped (CPTR_EL2.TZ) and is answered with UNDEF.
+    // aarch64-cpu 10 names only TAM of CPTR_EL2.
     const TFP: u64 = 1 << 10;
     const TTA: u64 = 1 << 20;
-    const TAM: u64 = 1 << 30;
     const TCPAC: u64 = 1 << 31;
-    CPTR_EL2.set(CPTR_EL2.get() & !(TFP | TTA | TAM | TCPAC));
+    CPTR_EL2.set(CPTR_EL2.get() & !(TFP | TTA | TCPAC));
+    CPTR_EL2.modify(CPTR_EL2::TAM::CLEAR);
     // PMU accesses trap (TPM, TPMCR): there is no virtual PMU, and a shared one would leak
     // between VMs. HPMN keeps its reset value. Debug registers trap too (TDA, TDOSA, TDRA):
     // breakpoints and watchpoints are not switched between vCPUs, so one guest's would fire
@@ -121,7 +125,8 @@ pub fn init_el2(vtcr_value: u64) {
     const TDA: u64 = 1 << 9;
     const TDOSA: u64 = 1 << 10;
     const TDRA: u64 = 1 << 11;
-    // SAFETY: MDCR_EL2 only controls traps of lower-EL debug/PMU accesses.
+    // SAFETY: MDCR_EL2 (not in aarch64-cpu 10: context.S) only controls traps of lower-EL
+    // debug/PMU accesses.
     unsafe { write_mdcr_el2(read_mdcr_el2() | TPM | TPMCR | TDA | TDOSA | TDRA) };
     aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
 }

@@ -2,6 +2,7 @@
 //! semihosting exit that hands a status to QEMU.
 
 use super::exception::TrapFrame;
+use hv_core::esr::{ec, Esr};
 use core::arch::asm;
 use core::sync::atomic::{AtomicBool, Ordering};
 
@@ -57,7 +58,7 @@ pub fn exit(status: u32) -> ! {
 /// Called first on any EL2 exception: if it is the HLT of a semihosting exit that QEMU did
 /// not handle, fall back to a plain power-off instead of reporting a fault.
 pub fn exit_if_semihosting_failed(frame: &TrapFrame) {
-    if SEMIHOSTING_TRIED.load(Ordering::SeqCst) && (frame.esr >> 26) == 0 {
+    if SEMIHOSTING_TRIED.load(Ordering::SeqCst) && Esr(frame.esr).ec() == ec::UNKNOWN {
         system_off();
     }
 }

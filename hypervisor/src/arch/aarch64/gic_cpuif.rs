@@ -1,25 +1,26 @@
-//! The GICv3 CPU interface (system registers, gic_cpuif.S).
+//! The GICv3 CPU interface: the hypervisor's own (ICC_*) and the virtual one of the loaded
+//! vCPU (ICH_*_EL2), through aarch64-cpu where it defines the register and gic_cpuif.S
+//! where it does not.
+
+use aarch64_cpu::asm::barrier;
+use aarch64_cpu::registers::*;
 
 extern "C" {
-    fn gic_cpuif_enable();
+    fn gic_cpuif_open();
     fn gic_send_sgi(value: u64);
     fn gic_ack() -> u32;
     fn gic_eoi(intid: u32);
     fn gic_dir(intid: u32);
-    fn ich_vtr() -> u64;
-    fn ich_hcr_read() -> u64;
-    fn ich_hcr_write(v: u64);
-    fn ich_lr_read(n: usize) -> u64;
-    fn ich_lr_write(n: usize, v: u64);
-    fn ich_state_save(state: *mut [u64; 4]);
-    fn ich_state_restore(state: *const [u64; 4]);
 }
 
-/// Turns on the system-register interface and Group 1 interrupts for this CPU.
+/// Turns on the system-register interface (for EL1 too) and Group 1 interrupts for this
+/// CPU, with EOImode 1 (EOI drops the priority, DIR deactivates).
 pub fn enable() {
+    ICC_SRE_EL2.modify(ICC_SRE_EL2::SRE::SET + ICC_SRE_EL2::ENABLE::SET);
+    barrier::isb(barrier::SY);
     // SAFETY: configures this CPU's GIC CPU interface only; interrupts stay masked in
     // PSTATE at EL2, so nothing is taken here.
-    unsafe { gic_cpuif_enable() }
+    unsafe { gic_cpuif_open() }
 }
 
 /// Writes ICC_SGI1R_EL1.
@@ -50,42 +51,78 @@ pub fn deactivate(intid: u32) {
 pub mod ich {
     use super::*;
 
-    /// Number of list registers (ICH_VTR_EL2.ListRegs + 1).
+    /// Number of list registers.
     pub fn list_registers() -> usize {
-        // SAFETY: reading ICH_VTR_EL2 has no side effects.
-        (unsafe { ich_vtr() } & 0x1f) as usize + 1
+        ICH_VTR_EL2.read(ICH_VTR_EL2::ListRegs) as usize + 1
     }
 
     pub fn hcr() -> u64 {
-        // SAFETY: as above.
-        unsafe { ich_hcr_read() }
+        ICH_HCR_EL2.get()
     }
 
     pub fn set_hcr(v: u64) {
-        // SAFETY: ICH_HCR_EL2 controls only the virtual CPU interface of the loaded vCPU.
-        unsafe { ich_hcr_write(v) }
+        ICH_HCR_EL2.set(v);
+        barrier::isb(barrier::SY);
     }
 
+    /// List register `n` (0..16; others read as empty). The match compiles to a jump table.
     pub fn lr(n: usize) -> u64 {
-        assert!(n < 16);
-        // SAFETY: n is a list register number (0..16), the table's size.
-        unsafe { ich_lr_read(n) }
+        match n {
+            0 => ICH_LR0_EL2.get(),
+            1 => ICH_LR1_EL2.get(),
+            2 => ICH_LR2_EL2.get(),
+            3 => ICH_LR3_EL2.get(),
+            4 => ICH_LR4_EL2.get(),
+            5 => ICH_LR5_EL2.get(),
+            6 => ICH_LR6_EL2.get(),
+            7 => ICH_LR7_EL2.get(),
+            8 => ICH_LR8_EL2.get(),
+            9 => ICH_LR9_EL2.get(),
+            10 => ICH_LR10_EL2.get(),
+            11 => ICH_LR11_EL2.get(),
+            12 => ICH_LR12_EL2.get(),
+            13 => ICH_LR13_EL2.get(),
+            14 => ICH_LR14_EL2.get(),
+            15 => ICH_LR15_EL2.get(),
+            _ => 0,
+        }
     }
 
+    /// Writes list register `n` (0..16; others ignored): it affects only the loaded
+    /// vCPU's interrupts.
     pub fn set_lr(n: usize, v: u64) {
-        assert!(n < 16);
-        // SAFETY: as above; a list register only affects the loaded vCPU's interrupts.
-        unsafe { ich_lr_write(n, v) }
+        match n {
+            0 => ICH_LR0_EL2.set(v),
+            1 => ICH_LR1_EL2.set(v),
+            2 => ICH_LR2_EL2.set(v),
+            3 => ICH_LR3_EL2.set(v),
+            4 => ICH_LR4_EL2.set(v),
+            5 => ICH_LR5_EL2.set(v),
+            6 => ICH_LR6_EL2.set(v),
+            7 => ICH_LR7_EL2.set(v),
+            8 => ICH_LR8_EL2.set(v),
+            9 => ICH_LR9_EL2.set(v),
+            10 => ICH_LR10_EL2.set(v),
+            11 => ICH_LR11_EL2.set(v),
+            12 => ICH_LR12_EL2.set(v),
+            13 => ICH_LR13_EL2.set(v),
+            14 => ICH_LR14_EL2.set(v),
+            15 => ICH_LR15_EL2.set(v),
+            _ => {}
+        }
     }
 
     /// VMCR, AP0R0, AP1R0, HCR of the loaded vCPU.
     pub fn save(state: &mut [u64; 4]) {
-        // SAFETY: stores four registers into `state`.
-        unsafe { ich_state_save(state) }
+        *state = [ICH_VMCR_EL2.get(), ICH_AP0R0_EL2.get(), ICH_AP1R0_EL2.get(), ICH_HCR_EL2.get()];
     }
 
+    /// Loads a vCPU's own virtual-interface state (as `save` left it).
     pub fn restore(state: &[u64; 4]) {
-        // SAFETY: loads the vCPU's own virtual-interface state.
-        unsafe { ich_state_restore(state) }
+        ICH_VMCR_EL2.set(state[0]);
+        ICH_AP0R0_EL2.set(state[1]);
+        ICH_AP1R0_EL2.set(state[2]);
+        ICH_HCR_EL2.set(state[3]);
+        barrier::isb(barrier::SY);
     }
 }
