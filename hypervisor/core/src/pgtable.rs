@@ -1,10 +1,13 @@
 //! One 4 KiB-granule translation-table walker for both regimes the hypervisor builds:
 //! its own EL2 stage-1 tables and each VM's stage-2 tables.
 //!
-//! The walker owns traversal, block/page choice, block splitting with break-before-make,
-//! and freeing of tables that become empty. What differs between regimes is only how
-//! attributes are encoded in a leaf descriptor ([`Regime`]). Table memory is reached through
-//! [`TableMemory`], so the same code runs on real frames at EL2 and on an arena in host tests.
+//! One walk ([`PageTable::walk`]) owns the traversal of a range; every operation (map,
+//! unmap, protect, aging, teardown) is a visitor of it with callbacks for leaves and for
+//! table entries before and after the walk descends (as Linux KVM's arm64 pgtable.c does):
+//! a visitor owns one decision, helpers shared by visitors do block splitting and folding
+//! with break-before-make. What differs between regimes is only how attributes are encoded
+//! in a leaf descriptor ([`Regime`]). Table memory is reached through [`TableMemory`], so the
+//! same code runs on real frames at EL2 and on an arena in host tests.
 
 pub const PAGE_SIZE: u64 = 4096;
 const ENTRIES_PER_TABLE: usize = 512;
@@ -193,6 +196,224 @@ impl Iterator for Steps {
     }
 }
 
+/// The type bits of a leaf at `level`: a page at level 3, a block above.
+fn leaf_type(level: u8) -> u64 {
+    if level == 3 { DESC_VALID | DESC_TABLE_OR_PAGE } else { DESC_VALID }
+}
+
+/// One entry the walk reached, as a visitor sees it.
+struct Entry {
+    level: u8,
+    /// The table holding the entry, and its index there.
+    table: u64,
+    idx: usize,
+    /// What the entry translates: `[entry_va, entry_va + size)`.
+    entry_va: u64,
+    size: u64,
+    /// The part of the walked range inside it: `[va, va + chunk)`.
+    va: u64,
+    chunk: u64,
+    desc: u64,
+}
+
+impl Entry {
+    fn is_table(&self) -> bool {
+        self.level < 3 && self.desc & (DESC_VALID | DESC_TABLE_OR_PAGE) == DESC_VALID | DESC_TABLE_OR_PAGE
+    }
+
+    /// The walked range covers the whole entry.
+    fn covered(&self) -> bool {
+        self.chunk == self.size
+    }
+}
+
+/// One operation on the tables, as callbacks of the walk ([`PageTable::walk`]).
+trait Visitor<M: TableMemory> {
+    /// Whether empty entries are visited as leaves too (to fill them).
+    const INVALID: bool = false;
+
+    /// A valid leaf (page or block), or an empty entry if `INVALID`. Returns the entry as
+    /// it left it (a table is then descended into).
+    fn leaf(&mut self, pt: &mut PageTable, mem: &mut M, e: &Entry) -> Result<u64, MapError>;
+
+    /// A table entry, before the walk descends into it. Returns the entry as it left it
+    /// (no longer a table: nothing to descend into).
+    fn table_pre(&mut self, _pt: &mut PageTable, _mem: &mut M, e: &Entry) -> Result<u64, MapError> {
+        Ok(e.desc)
+    }
+
+    /// A table entry, after the walk came back from it.
+    fn table_post(&mut self, _pt: &mut PageTable, _mem: &mut M, _e: &Entry) -> Result<(), MapError> {
+        Ok(())
+    }
+}
+
+/// Stops at the first valid leaf: AlreadyMapped.
+struct AnyLeaf;
+
+impl<M: TableMemory> Visitor<M> for AnyLeaf {
+    fn leaf(&mut self, _: &mut PageTable, _: &mut M, _: &Entry) -> Result<u64, MapError> {
+        Err(MapError::AlreadyMapped)
+    }
+}
+
+/// Fills empty entries: a leaf where the entry is wholly covered and the output address
+/// aligned for it (a page, or a 2 MiB or 1 GiB block), else a new table to descend into;
+/// folds tables that became uniform on the way back.
+struct Map {
+    va: u64,
+    pa: u64,
+    /// Attribute bits of the new leaves.
+    leaf: u64,
+}
+
+impl<M: TableMemory> Visitor<M> for Map {
+    const INVALID: bool = true;
+
+    fn leaf(&mut self, pt: &mut PageTable, mem: &mut M, e: &Entry) -> Result<u64, MapError> {
+        if e.desc & DESC_VALID != 0 {
+            return Err(MapError::AlreadyMapped);
+        }
+        let pa = self.pa + (e.va - self.va);
+        let desc = if e.level == 3 || (e.level >= 1 && e.covered() && pa & (e.size - 1) == 0) {
+            self.leaf | (pa & OA_MASK) | leaf_type(e.level)
+        } else {
+            let t = mem.alloc_zeroed(1).ok_or(MapError::NoMemory)?;
+            pt.tables += 1;
+            t | DESC_VALID | DESC_TABLE_OR_PAGE
+        };
+        mem.write(e.table, e.idx, desc);
+        Ok(desc)
+    }
+
+    fn table_post(&mut self, pt: &mut PageTable, mem: &mut M, e: &Entry) -> Result<(), MapError> {
+        pt.try_fold(mem, e);
+        Ok(())
+    }
+}
+
+/// Removes what the range covers: a wholly covered entry is broken, invalidated and its
+/// memory (or subtree) given back; a partly covered block is split first; a table left
+/// empty is freed on the way back.
+struct Unmap<'a> {
+    gone: &'a mut dyn FnMut(u64, u64, u64),
+    bytes: u64,
+}
+
+impl<M: TableMemory> Visitor<M> for Unmap<'_> {
+    fn leaf(&mut self, pt: &mut PageTable, mem: &mut M, e: &Entry) -> Result<u64, MapError> {
+        if !e.covered() {
+            return pt.split_block(mem, e);
+        }
+        mem.write(e.table, e.idx, 0);
+        mem.invalidate_tlb(e.entry_va, e.size);
+        (self.gone)(e.entry_va, e.desc & OA_MASK, e.size);
+        self.bytes += e.size;
+        Ok(0)
+    }
+
+    fn table_pre(&mut self, pt: &mut PageTable, mem: &mut M, e: &Entry) -> Result<u64, MapError> {
+        if !e.covered() {
+            return Ok(e.desc);
+        }
+        // The whole table goes: break it once, then free what hung below.
+        mem.write(e.table, e.idx, 0);
+        mem.invalidate_tlb(e.entry_va, e.size);
+        self.bytes += pt.free_subtree(mem, e, self.gone);
+        Ok(0)
+    }
+
+    fn table_post(&mut self, pt: &mut PageTable, mem: &mut M, e: &Entry) -> Result<(), MapError> {
+        // Empty now? Looked for from where the range ended: a neighbour of what was just
+        // removed is the likeliest entry still valid.
+        let child = e.desc & OA_MASK;
+        let from = pt.index(e.level + 1, e.va + e.chunk - 1);
+        if (0..ENTRIES_PER_TABLE).all(|k| mem.read(child, (from + k) % ENTRIES_PER_TABLE) & DESC_VALID == 0) {
+            mem.write(e.table, e.idx, 0);
+            mem.invalidate_tlb(e.entry_va, e.size);
+            mem.free(child, 1);
+            pt.tables -= 1;
+        }
+        Ok(())
+    }
+}
+
+/// Hands every leaf of a detached subtree to `gone` and frees its tables (no TLB
+/// maintenance: nothing can walk it any more).
+struct Teardown<'a> {
+    gone: &'a mut dyn FnMut(u64, u64, u64),
+    bytes: u64,
+}
+
+impl<M: TableMemory> Visitor<M> for Teardown<'_> {
+    fn leaf(&mut self, _: &mut PageTable, _: &mut M, e: &Entry) -> Result<u64, MapError> {
+        (self.gone)(e.entry_va, e.desc & OA_MASK, e.size);
+        self.bytes += e.size;
+        Ok(e.desc)
+    }
+
+    fn table_post(&mut self, pt: &mut PageTable, mem: &mut M, e: &Entry) -> Result<(), MapError> {
+        mem.free(e.desc & OA_MASK, 1);
+        pt.tables -= 1;
+        Ok(())
+    }
+}
+
+/// New attributes for what the range maps: a wholly covered leaf is rewritten (in place
+/// for permissions, break-before-make for the memory type) and invalidated; a partly
+/// covered block that would change is split first; tables that became uniform are folded.
+struct Protect {
+    leaf: u64,
+    changed: u64,
+}
+
+impl<M: TableMemory> Visitor<M> for Protect {
+    fn leaf(&mut self, pt: &mut PageTable, mem: &mut M, e: &Entry) -> Result<u64, MapError> {
+        if !e.covered() {
+            return if leaf_bits(e.desc) != self.leaf { pt.split_block(mem, e) } else { Ok(e.desc) };
+        }
+        // Keep the output address, type bits and the access flag; replace the rest.
+        let new = e.desc & (OA_MASK | DESC_VALID | DESC_TABLE_OR_PAGE | AF) | self.leaf;
+        if new != e.desc {
+            if (new ^ e.desc) & MEMATTR_MASK != 0 {
+                mem.write(e.table, e.idx, 0);
+                mem.invalidate_tlb(e.entry_va, e.size);
+                mem.write(e.table, e.idx, new);
+            } else {
+                mem.write(e.table, e.idx, new);
+                mem.invalidate_tlb(e.entry_va, e.size);
+            }
+            self.changed += e.size;
+        }
+        Ok(new)
+    }
+
+    fn table_post(&mut self, pt: &mut PageTable, mem: &mut M, e: &Entry) -> Result<(), MapError> {
+        pt.try_fold(mem, e);
+        Ok(())
+    }
+}
+
+/// Rewrites every leaf the range touches (a block whole) with `f(leaf_va, leaf_size, desc)`,
+/// in place: for changes that need no break-before-make (the access flag), or none at all
+/// (reading); the caller does any TLB maintenance. Tables that became uniform are folded.
+struct Update<F: FnMut(u64, u64, u64) -> u64>(F);
+
+impl<M: TableMemory, F: FnMut(u64, u64, u64) -> u64> Visitor<M> for Update<F> {
+    fn leaf(&mut self, _: &mut PageTable, mem: &mut M, e: &Entry) -> Result<u64, MapError> {
+        let new = (self.0)(e.entry_va, e.size, e.desc);
+        if new != e.desc {
+            mem.write(e.table, e.idx, new);
+        }
+        Ok(new)
+    }
+
+    fn table_post(&mut self, pt: &mut PageTable, mem: &mut M, e: &Entry) -> Result<(), MapError> {
+        pt.try_fold(mem, e);
+        Ok(())
+    }
+}
+
 /// A translation table tree. It does not own its memory: pass the same [`TableMemory`] to
 /// every call, and call [`PageTable::destroy`] to give the frames back.
 #[derive(Debug)]
@@ -283,49 +504,12 @@ impl PageTable {
         if pa % PAGE_SIZE != 0 || pa.checked_add(size).is_none_or(|end| end > OA_MASK + PAGE_SIZE) {
             return Err(MapError::Misaligned);
         }
-        // A single page needs no separate check: the walk below finds it mapped before it
+        // A single page needs no separate check: the map walk finds it mapped before it
         // writes anything (the stage-2 fault path maps single pages).
         if size != PAGE_SIZE {
-            let mut mapped = false;
-            self.walk_leaves(mem, va, size, &mut |_, _, _, _, _, _| mapped = true);
-            if mapped {
-                return Err(MapError::AlreadyMapped);
-            }
+            self.walk_range(mem, va, size, &mut AnyLeaf)?;
         }
-        let leaf = self.regime.leaf_attrs(attrs);
-        self.map_level(mem, self.root, self.start_level, va, pa, size, leaf)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn map_level(&mut self, mem: &mut impl TableMemory, table: u64, level: u8, va: u64, pa: u64, size: u64, leaf: u64) -> Result<(), MapError> {
-        let block = 1u64 << entry_shift(level);
-        for Step { idx, entry_va, va: at, chunk } in self.steps(level, va, size) {
-            let pa = pa + (at - va);
-            let desc = mem.read(table, idx);
-            let valid = desc & DESC_VALID != 0;
-            let whole_entry = chunk == block && pa & (block - 1) == 0;
-            if level == 3 || (level >= 1 && whole_entry) {
-                if valid {
-                    return Err(MapError::AlreadyMapped);
-                }
-                let ty = if level == 3 { DESC_VALID | DESC_TABLE_OR_PAGE } else { DESC_VALID };
-                mem.write(table, idx, leaf | (pa & OA_MASK) | ty);
-            } else {
-                let next = if !valid {
-                    let t = mem.alloc_zeroed(1).ok_or(MapError::NoMemory)?;
-                    self.tables += 1;
-                    mem.write(table, idx, t | DESC_VALID | DESC_TABLE_OR_PAGE);
-                    t
-                } else if desc & DESC_TABLE_OR_PAGE != 0 {
-                    desc & OA_MASK
-                } else {
-                    return Err(MapError::AlreadyMapped);
-                };
-                self.map_level(mem, next, level + 1, at, pa, chunk, leaf)?;
-                self.try_collapse(mem, table, idx, level, entry_va);
-            }
-        }
-        Ok(())
+        self.walk_range(mem, va, size, &mut Map { va, pa, leaf: self.regime.leaf_attrs(attrs) })
     }
 
     /// Removes every mapping in `[va, va + size)`, splitting blocks that are only partly
@@ -338,84 +522,9 @@ impl PageTable {
     /// entries are invalidated (from then on nothing can reach `pa` through this table).
     pub fn unmap_with(&mut self, mem: &mut impl TableMemory, va: u64, size: u64, gone: &mut dyn FnMut(u64, u64, u64)) -> Result<u64, MapError> {
         self.check_range(va, size)?;
-        self.unmap_level(mem, self.root, self.start_level, va, size, gone)
-    }
-
-    fn unmap_level(&mut self, mem: &mut impl TableMemory, table: u64, level: u8, va: u64, size: u64, gone: &mut dyn FnMut(u64, u64, u64)) -> Result<u64, MapError> {
-        let block = 1u64 << entry_shift(level);
-        let mut unmapped = 0;
-        for Step { idx, entry_va, va, chunk } in self.steps(level, va, size) {
-            let desc = mem.read(table, idx);
-            if desc & DESC_VALID != 0 {
-                let is_table = level < 3 && desc & DESC_TABLE_OR_PAGE != 0;
-                if chunk == block {
-                    // The whole entry goes: break it, then free what hung below.
-                    mem.write(table, idx, 0);
-                    mem.invalidate_tlb(entry_va, block);
-                    if is_table {
-                        unmapped += self.free_subtree(mem, desc & OA_MASK, level + 1, entry_va, gone);
-                    } else {
-                        gone(entry_va, desc & OA_MASK, block);
-                        unmapped += block;
-                    }
-                } else {
-                    let child = if is_table { desc & OA_MASK } else { self.split_block(mem, table, idx, level, entry_va, desc)? };
-                    unmapped += self.unmap_level(mem, child, level + 1, va, chunk, gone)?;
-                    // Empty now? Looked for from where the range ended: a neighbour of what was
-                    // just removed is the likeliest entry still valid.
-                    let from = self.index(level + 1, va + chunk - 1);
-                    if (0..ENTRIES_PER_TABLE).all(|k| mem.read(child, (from + k) % ENTRIES_PER_TABLE) & DESC_VALID == 0) {
-                        mem.write(table, idx, 0);
-                        mem.invalidate_tlb(entry_va, block);
-                        mem.free(child, 1);
-                        self.tables -= 1;
-                    }
-                }
-            }
-        }
-        Ok(unmapped)
-    }
-
-    /// Replaces a block by a table of next-level entries with the same attributes
-    /// (break-before-make). Returns the new table.
-    fn split_block(&mut self, mem: &mut impl TableMemory, table: u64, idx: usize, level: u8, entry_va: u64, desc: u64) -> Result<u64, MapError> {
-        let child = mem.alloc_zeroed(1).ok_or(MapError::NoMemory)?;
-        self.tables += 1;
-        let child_level = level + 1;
-        let child_size = 1u64 << entry_shift(child_level);
-        let attrs = desc & !OA_MASK & !(DESC_VALID | DESC_TABLE_OR_PAGE);
-        let ty = if child_level == 3 { DESC_VALID | DESC_TABLE_OR_PAGE } else { DESC_VALID };
-        let base = desc & OA_MASK;
-        for i in 0..ENTRIES_PER_TABLE {
-            mem.write(child, i, attrs | (base + i as u64 * child_size) | ty);
-        }
-        mem.write(table, idx, 0);
-        mem.invalidate_tlb(entry_va, 1u64 << entry_shift(level));
-        mem.write(table, idx, child | DESC_VALID | DESC_TABLE_OR_PAGE);
-        Ok(child)
-    }
-
-    /// Frees a detached (and TLB-invalidated) subtree translating from `base`; returns the
-    /// bytes its leaves mapped.
-    fn free_subtree(&mut self, mem: &mut impl TableMemory, table: u64, level: u8, base: u64, gone: &mut dyn FnMut(u64, u64, u64)) -> u64 {
-        let mut bytes = 0;
-        let size = 1u64 << entry_shift(level);
-        for i in 0..ENTRIES_PER_TABLE {
-            let desc = mem.read(table, i);
-            if desc & DESC_VALID == 0 {
-                continue;
-            }
-            let va = base + i as u64 * size;
-            if level < 3 && desc & DESC_TABLE_OR_PAGE != 0 {
-                bytes += self.free_subtree(mem, desc & OA_MASK, level + 1, va, gone);
-            } else {
-                gone(va, desc & OA_MASK, size);
-                bytes += size;
-            }
-        }
-        mem.free(table, 1);
-        self.tables -= 1;
-        bytes
+        let mut unmap = Unmap { gone, bytes: 0 };
+        self.walk_range(mem, va, size, &mut unmap)?;
+        Ok(unmap.bytes)
     }
 
     /// Changes the attributes of everything mapped in `[va, va + size)` (unmapped parts are
@@ -425,119 +534,9 @@ impl PageTable {
     /// entries are invalidated before this returns. Returns the bytes whose attributes changed.
     pub fn protect(&mut self, mem: &mut impl TableMemory, va: u64, size: u64, attrs: Attrs) -> Result<u64, MapError> {
         self.check_range(va, size)?;
-        let leaf = self.regime.leaf_attrs(attrs) & !AF;
-        self.protect_level(mem, self.root, self.start_level, va, size, leaf)
-    }
-
-    fn protect_level(&mut self, mem: &mut impl TableMemory, table: u64, level: u8, va: u64, size: u64, leaf: u64) -> Result<u64, MapError> {
-        let block = 1u64 << entry_shift(level);
-        let mut changed = 0;
-        for Step { idx, entry_va, va, chunk } in self.steps(level, va, size) {
-            let desc = mem.read(table, idx);
-            if desc & DESC_VALID != 0 {
-                let is_table = level < 3 && desc & DESC_TABLE_OR_PAGE != 0;
-                if !is_table && chunk == block {
-                    // Keep the output address, type bits and the access flag; replace the rest.
-                    let new = desc & (OA_MASK | DESC_VALID | DESC_TABLE_OR_PAGE | AF) | leaf;
-                    if new != desc {
-                        if (new ^ desc) & MEMATTR_MASK != 0 {
-                            mem.write(table, idx, 0);
-                            mem.invalidate_tlb(entry_va, block);
-                            mem.write(table, idx, new);
-                        } else {
-                            mem.write(table, idx, new);
-                            mem.invalidate_tlb(entry_va, block);
-                        }
-                        changed += block;
-                    }
-                } else if is_table || leaf_bits(desc) != leaf {
-                    let child = if is_table { desc & OA_MASK } else { self.split_block(mem, table, idx, level, entry_va, desc)? };
-                    changed += self.protect_level(mem, child, level + 1, va, chunk, leaf)?;
-                    self.try_collapse(mem, table, idx, level, entry_va);
-                }
-            }
-        }
-        Ok(changed)
-    }
-
-    /// If the table under entry `idx` of `table` (at `level`) holds 512 leaves with the same
-    /// attributes mapping one aligned, contiguous run, replaces it by one block
-    /// (break-before-make) and frees it. Cheap to call when it cannot apply: the last and
-    /// first entries are looked at before the rest.
-    fn try_collapse(&mut self, mem: &mut impl TableMemory, table: u64, idx: usize, level: u8, entry_va: u64) {
-        if level == 0 || level >= 3 {
-            return; // no level-0 blocks with a 4 KiB granule
-        }
-        let desc = mem.read(table, idx);
-        if desc & (DESC_VALID | DESC_TABLE_OR_PAGE) != DESC_VALID | DESC_TABLE_OR_PAGE {
-            return;
-        }
-        let child = desc & OA_MASK;
-        let block = 1u64 << entry_shift(level);
-        let child_size = 1u64 << entry_shift(level + 1);
-        let leaf_type = if level + 1 == 3 { DESC_VALID | DESC_TABLE_OR_PAGE } else { DESC_VALID };
-        let first = mem.read(child, 0);
-        let base = first & OA_MASK;
-        if first & (DESC_VALID | DESC_TABLE_OR_PAGE) != leaf_type || base & (block - 1) != 0 {
-            return;
-        }
-        let expected = |i: usize| first + i as u64 * child_size;
-        let last = ENTRIES_PER_TABLE - 1;
-        if mem.read(child, last) != expected(last) || (1..last).any(|i| mem.read(child, i) != expected(i)) {
-            return;
-        }
-        mem.write(table, idx, 0);
-        mem.invalidate_tlb(entry_va, block);
-        mem.write(table, idx, (first & !DESC_TABLE_OR_PAGE) | DESC_VALID);
-        mem.free(child, 1);
-        self.tables -= 1;
-    }
-
-    /// Calls `f(mem, table, index, leaf_va, leaf_size, desc)` for every valid leaf that
-    /// overlaps `[va, va + size)` (a block is reported whole), in address order.
-    fn walk_leaves<M: TableMemory>(&self, mem: &mut M, va: u64, size: u64, f: &mut dyn FnMut(&mut M, u64, usize, u64, u64, u64)) {
-        self.walk_level(mem, self.root, self.start_level, va, size, f)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn walk_level<M: TableMemory>(&self, mem: &mut M, table: u64, level: u8, va: u64, size: u64, f: &mut dyn FnMut(&mut M, u64, usize, u64, u64, u64)) {
-        let block = 1u64 << entry_shift(level);
-        for Step { idx, entry_va, va, chunk } in self.steps(level, va, size) {
-            let desc = mem.read(table, idx);
-            if desc & DESC_VALID != 0 {
-                if level < 3 && desc & DESC_TABLE_OR_PAGE != 0 {
-                    self.walk_level(mem, desc & OA_MASK, level + 1, va, chunk, f);
-                } else {
-                    f(mem, table, idx, entry_va, block, desc);
-                }
-            }
-        }
-    }
-
-    /// Rewrites every valid leaf overlapping `[va, va + size)` (a block whole) with
-    /// `f(leaf_va, leaf_size, desc)`, in place: for changes that need no break-before-make,
-    /// the caller does the TLB maintenance. Tables that become uniform are folded.
-    fn update_leaves(&mut self, mem: &mut impl TableMemory, va: u64, size: u64, f: &mut dyn FnMut(u64, u64, u64) -> u64) {
-        self.update_level(mem, self.root, self.start_level, va, size, f)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn update_level(&mut self, mem: &mut impl TableMemory, table: u64, level: u8, va: u64, size: u64, f: &mut dyn FnMut(u64, u64, u64) -> u64) {
-        let block = 1u64 << entry_shift(level);
-        for Step { idx, entry_va, va, chunk } in self.steps(level, va, size) {
-            let desc = mem.read(table, idx);
-            if desc & DESC_VALID != 0 {
-                if level < 3 && desc & DESC_TABLE_OR_PAGE != 0 {
-                    self.update_level(mem, desc & OA_MASK, level + 1, va, chunk, f);
-                    self.try_collapse(mem, table, idx, level, entry_va);
-                } else {
-                    let new = f(entry_va, block, desc);
-                    if new != desc {
-                        mem.write(table, idx, new);
-                    }
-                }
-            }
-        }
+        let mut protect = Protect { leaf: self.regime.leaf_attrs(attrs) & !AF, changed: 0 };
+        self.walk_range(mem, va, size, &mut protect)?;
+        Ok(protect.changed)
     }
 
     /// Aging: clears the access flag of every leaf overlapping `[va, va + size)`, calling
@@ -547,16 +546,21 @@ impl PageTable {
     pub fn clear_young(&mut self, mem: &mut impl TableMemory, va: u64, size: u64, seen: &mut dyn FnMut(u64, u64, bool)) -> Result<u64, MapError> {
         self.check_range(va, size)?;
         let (mut young, mut lo, mut hi) = (0, u64::MAX, 0);
-        self.update_leaves(mem, va, size, &mut |leaf_va, leaf_size, desc| {
-            let was = desc & AF != 0;
-            if was {
-                young += 1;
-                lo = lo.min(leaf_va);
-                hi = hi.max(leaf_va + leaf_size);
-            }
-            seen(leaf_va, leaf_size, was);
-            desc & !AF
-        });
+        self.walk_range(
+            mem,
+            va,
+            size,
+            &mut Update(|leaf_va, leaf_size, desc| {
+                let was = desc & AF != 0;
+                if was {
+                    young += 1;
+                    lo = lo.min(leaf_va);
+                    hi = hi.max(leaf_va + leaf_size);
+                }
+                seen(leaf_va, leaf_size, was);
+                desc & !AF
+            }),
+        )?;
         if young > 0 {
             mem.invalidate_tlb(lo, hi - lo);
         }
@@ -570,26 +574,132 @@ impl PageTable {
             return false;
         }
         let mut found = false;
-        self.update_leaves(mem, va & !(PAGE_SIZE - 1), PAGE_SIZE, &mut |_, _, desc| {
-            found = true;
-            desc | AF
-        });
-        found
+        let marked = self.walk_range(
+            mem,
+            va & !(PAGE_SIZE - 1),
+            PAGE_SIZE,
+            &mut Update(|_, _, desc| {
+                found = true;
+                desc | AF
+            }),
+        );
+        marked.is_ok() && found
     }
 
     /// Calls `seen(leaf_va, leaf_size, young)` for every leaf overlapping the range, changing
     /// nothing. Returns the number of young leaves.
-    pub fn test_young(&self, mem: &mut impl TableMemory, va: u64, size: u64, seen: &mut dyn FnMut(u64, u64, bool)) -> Result<u64, MapError> {
+    pub fn test_young(&mut self, mem: &mut impl TableMemory, va: u64, size: u64, seen: &mut dyn FnMut(u64, u64, bool)) -> Result<u64, MapError> {
         self.check_range(va, size)?;
         let mut young = 0;
-        self.walk_leaves(mem, va, size, &mut |_, _, _, leaf_va, leaf_size, desc| {
-            young += (desc & AF != 0) as u64;
-            seen(leaf_va, leaf_size, desc & AF != 0);
-        });
+        self.walk_range(
+            mem,
+            va,
+            size,
+            &mut Update(|leaf_va, leaf_size, desc| {
+                young += (desc & AF != 0) as u64;
+                seen(leaf_va, leaf_size, desc & AF != 0);
+                desc
+            }),
+        )?;
         Ok(young)
     }
 
-    /// Looks `va` up as the hardware walker would.
+    /// The walk: every entry of the tables under `table` (at `level`) that `[va, va + size)`
+    /// touches, in address order, handed to the visitor: a table entry before the walk
+    /// descends into it (`table_pre`: it may remove the table) and after (`table_post`), a
+    /// valid leaf, or with [`Visitor::INVALID`] an empty entry too (`leaf`: it may turn the
+    /// entry into a table, which the walk then descends into). Callbacks return what they
+    /// left in the entry. The walk owns the traversal;
+    /// a visitor owns one decision. The range must lie inside the input address space.
+    fn walk<M: TableMemory, V: Visitor<M>>(&mut self, mem: &mut M, table: u64, level: u8, va: u64, size: u64, v: &mut V) -> Result<(), MapError> {
+        let entry_size = 1u64 << entry_shift(level);
+        for Step { idx, entry_va, va, chunk } in self.steps(level, va, size) {
+            let mut e = Entry { level, table, idx, entry_va, size: entry_size, va, chunk, desc: mem.read(table, idx) };
+            e.desc = if e.is_table() {
+                v.table_pre(self, mem, &e)?
+            } else if e.desc & DESC_VALID != 0 || V::INVALID {
+                v.leaf(self, mem, &e)?
+            } else {
+                continue;
+            };
+            if e.is_table() {
+                self.walk(mem, e.desc & OA_MASK, level + 1, va, chunk, v)?;
+                v.table_post(self, mem, &e)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The walk from the root.
+    fn walk_range<M: TableMemory, V: Visitor<M>>(&mut self, mem: &mut M, va: u64, size: u64, v: &mut V) -> Result<(), MapError> {
+        self.walk(mem, self.root, self.start_level, va, size, v)
+    }
+
+    /// Replaces the block at `e` by a table of next-level entries with the same attributes
+    /// (break-before-make), which the walk then descends into.
+    fn split_block(&mut self, mem: &mut impl TableMemory, e: &Entry) -> Result<u64, MapError> {
+        let child = mem.alloc_zeroed(1).ok_or(MapError::NoMemory)?;
+        self.tables += 1;
+        let child_level = e.level + 1;
+        let child_size = 1u64 << entry_shift(child_level);
+        let attrs = e.desc & !OA_MASK & !(DESC_VALID | DESC_TABLE_OR_PAGE);
+        let ty = leaf_type(child_level);
+        let base = e.desc & OA_MASK;
+        for i in 0..ENTRIES_PER_TABLE {
+            mem.write(child, i, attrs | (base + i as u64 * child_size) | ty);
+        }
+        mem.write(e.table, e.idx, 0);
+        mem.invalidate_tlb(e.entry_va, e.size);
+        let table = child | DESC_VALID | DESC_TABLE_OR_PAGE;
+        mem.write(e.table, e.idx, table);
+        Ok(table)
+    }
+
+    /// Frees the subtree under the table entry `e`, already detached and invalidated, with
+    /// `gone` for each leaf it held; returns the bytes they mapped.
+    fn free_subtree(&mut self, mem: &mut impl TableMemory, e: &Entry, gone: &mut dyn FnMut(u64, u64, u64)) -> u64 {
+        let child = e.desc & OA_MASK;
+        let mut teardown = Teardown { gone, bytes: 0 };
+        // Teardown never fails.
+        let _ = self.walk(mem, child, e.level + 1, e.entry_va, e.size, &mut teardown);
+        mem.free(child, 1);
+        self.tables -= 1;
+        teardown.bytes
+    }
+
+    /// If the table under entry `e` holds 512 leaves with the same attributes mapping one
+    /// aligned, contiguous run, replaces it by one block (break-before-make) and frees it.
+    /// Cheap to call when it cannot apply: the last and first entries are looked at before
+    /// the rest. Inlined into the walks that fold: the entry stays in registers.
+    #[inline(always)]
+    fn try_fold(&mut self, mem: &mut impl TableMemory, e: &Entry) {
+        if e.level == 0 || e.level >= 3 {
+            return; // no level-0 blocks with a 4 KiB granule
+        }
+        // The entry still holds the table the walk came back from (`e.desc`).
+        if !e.is_table() {
+            return;
+        }
+        let child = e.desc & OA_MASK;
+        let child_size = 1u64 << entry_shift(e.level + 1);
+        let first = mem.read(child, 0);
+        let base = first & OA_MASK;
+        if first & (DESC_VALID | DESC_TABLE_OR_PAGE) != leaf_type(e.level + 1) || base & (e.size - 1) != 0 {
+            return;
+        }
+        let expected = |i: usize| first + i as u64 * child_size;
+        let last = ENTRIES_PER_TABLE - 1;
+        if mem.read(child, last) != expected(last) || (1..last).any(|i| mem.read(child, i) != expected(i)) {
+            return;
+        }
+        mem.write(e.table, e.idx, 0);
+        mem.invalidate_tlb(e.entry_va, e.size);
+        mem.write(e.table, e.idx, (first & !DESC_TABLE_OR_PAGE) | DESC_VALID);
+        mem.free(child, 1);
+        self.tables -= 1;
+    }
+    /// Looks `va` up as the hardware walker would: one address, one entry per level (no
+    /// range to visit, so no visitor).
     pub fn translate(&self, mem: &impl TableMemory, va: u64) -> Option<Translation> {
         if va >> self.va_bits != 0 {
             return None;
@@ -623,15 +733,10 @@ impl PageTable {
         if self.root_pages == 0 {
             return 0;
         }
-        let (root, pages) = (self.root, self.root_pages);
-        for i in 0..pages * ENTRIES_PER_TABLE {
-            let desc = mem.read(root, i);
-            if desc & DESC_VALID != 0 && desc & DESC_TABLE_OR_PAGE != 0 {
-                let base = i as u64 * (1u64 << entry_shift(self.start_level));
-                self.free_subtree(mem, desc & OA_MASK, self.start_level + 1, base, &mut |_, _, _| {});
-            }
-        }
-        mem.free(root, pages);
+        let mut teardown = Teardown { gone: &mut |_, _, _| {}, bytes: 0 };
+        // Teardown never fails.
+        let _ = self.walk_range(mem, 0, 1u64 << self.va_bits, &mut teardown);
+        mem.free(self.root, self.root_pages);
         self.root_pages = 0;
         self.tables = 0;
         before

@@ -78,7 +78,9 @@ pub enum Pending {
 }
 
 /// The slow path's handling, with the whole frame saved: any exit the fast path left, or
-/// the outcome it already decided.
+/// the outcome it already decided. Inlined into the scheduler's entry: it is on every slow
+/// exit's path.
+#[inline(always)]
 pub fn handle_slow(vcpu: &Vcpu) -> Next {
     // SAFETY: the vCPU is loaded on this CPU, its assigned one; nothing else touches it.
     let run = unsafe { vcpu.run_mut() };

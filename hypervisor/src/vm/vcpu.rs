@@ -148,12 +148,20 @@ impl Vcpu {
     }
 
     /// Moves the interrupts waiting for this vCPU into the list registers, if it was told
-    /// of any. It must be loaded on this CPU.
+    /// of any. It must be loaded on this CPU. On every slow exit's path: the check is
+    /// inlined, the work is not.
+    #[inline(always)]
     pub fn flush_interrupts(&self) {
+        if self.needs_flush.load(Ordering::Acquire) {
+            self.flush_interrupts_now();
+        }
+    }
+
+    #[inline(never)]
+    fn flush_interrupts_now(&self) {
+        self.needs_flush.store(false, Ordering::Release);
         if let Some(g) = &self.vm().vgic {
-            if self.needs_flush.swap(false, Ordering::AcqRel) {
-                g.flush(self.index);
-            }
+            g.flush(self.index);
         }
     }
 
