@@ -81,7 +81,7 @@ BENCHES = [
 
 def run(b: Bench) -> list[dict]:
     g = Guest(kernel=IMAGES / f"{b.guest}.bin", smp=b.smp, bootargs=b.bootargs)
-    r = qemu.run(qemu.command(Machine([g], cpus=b.cpus, hv_args=b.hv_args, icount=True)), timeout=300)
+    r = qemu.run(qemu.command(Machine([g], cpus=b.cpus, hv_args=b.hv_args, icount=True, console_prefix=True)), timeout=300)
     if r.status != 0:
         sys.stderr.write(r.out[-3000:])
         raise SystemExit(f"bench: {b.guest} {b.bootargs} {'hung' if r.hung else f'exited with {r.status}'}")

@@ -24,6 +24,9 @@ import qemu  # noqa: E402
 import pstoretest  # noqa: E402
 from qemu import IMAGES, LINUX_DIR as LINUX, LOGS, MIB, Guest, Machine, UserError  # noqa: E402
 PASS_LINE = r"test verdict PASS"
+# busybox sh's prompt, the last thing on the console (its line editing asks for the cursor
+# position right after it).
+PROMPT = r"\n/ # (\x1b\[6n)?$"
 # Every frame a VM had is back once it is gone.
 NO_LEAK = r"(\d+) KiB free for guests(?s:.*)VM 0: freed \d+ KiB of RAM and \d+ stage-2 table pages \(\1 KiB free\)"
 
@@ -48,6 +51,8 @@ class BootTest:
     linux: bool = False
     # Typed on the console: each (regex, text) sends text once the output matches regex.
     dialog: list[tuple[str, str]] = field(default_factory=list)
+    # The focused VM's output raw, as `make run` shows it (else every VM's as `vmN| ` lines).
+    raw: bool = False
 
 
 @dataclass
@@ -195,11 +200,17 @@ def linux_tests() -> list[BootTest]:
                   r"VM 0 vCPU 0: .* pauth_traps=(\d{2,}) key_switch_exits=[1-9]\d* plain_exits=\d+ loads=\d{2,}",
                   r"machine exit status 0"], linux=True),
         BootTest("linux-4cpu", Machine([linux(4)], cpus=4), [rf"vm0\| {c}" for c in checks] + [r"machine exit status 0"], linux=True),
+        # The console as `make run` shows it: the prompt before any key, echo as typed, a
+        # controlling terminal (Ctrl-C stops `sleep 100`, no "can't access tty"), the UART's
+        # interrupt, a serial break (QEMU's Ctrl-A b) then h: Magic SysRq's help.
         BootTest("linux-console-input", Machine([Guest(kernel=LINUX / "Image", initrd=LINUX / "initramfs.cpio",
                                                        mem=256 * MIB, smp=2, bootargs="console=ttyAMA0 panic=-1 quiet")], cpus=2),
-                 [r"vm0\| typed-42", r"vm0\| .*GICv3 +33 Level +uart-pl011", r"machine exit status 0"], linux=True,
-                 dialog=[(r"job control turned off", "echo typed-$((6*7))\r"), (r"typed-42", "grep uart /proc/interrupts\r"),
-                         (r"uart-pl011", "poweroff -f\r")]),
+                 [r"\n/ # (\x1b\[6n)?echo typed-\$\(\(6\*7\)\)\r?\n", r"\ntyped-42\r?\n", r"\nafter-42\r?\n",
+                  r"GICv3 +33 Level +uart-pl011", r"sysrq: HELP", r"machine exit status 0"],
+                 reject=[r"can't access tty", r"vm0\| ", r"HYPERVISOR PANIC"], linux=True, raw=True,
+                 dialog=[(PROMPT, "echo typed-$((6*7))\r"), (r"\ntyped-42", "sleep 100\r"), (r"sleep 100\r?\n", "\x03"),
+                         (r"\^C", "echo after-$((6*7))\r"), (r"\nafter-42", "grep uart /proc/interrupts\r"),
+                         (r"uart-pl011[^/]*" + PROMPT, "\x01b"), (PROMPT, "h"), (r"sysrq: HELP", "poweroff -f\r")]),
         # The panic is recorded in pstore once, with the whole report (the call trace comes
         # after the panic line).
         BootTest("linux-panic-contained", Machine([linux(1, "console=ttyAMA0 panic=0 quiet hvtest.panic"), linux(1)], cpus=2,
@@ -208,12 +219,15 @@ def linux_tests() -> list[BootTest]:
                   r"pstore: VM 0 crash recorded in dmesg-pstore_blk-0 \(Panic #1",
                   r"VM 0: stopping: crashed \(GuestPanic\)", *[rf"vm1\| {c}" for c in checks], r"machine exit status 2"],
                  reject=[r"HYPERVISOR PANIC", r"crash recorded in dmesg-pstore_blk-1"], status=2, linux=True),
+        # Two VMs: VM 0 has the focus (raw), VM 1's lines are prefixed; Ctrl-] 7 (no such VM)
+        # is refused, Ctrl-] 1 moves the focus; when VM 1 stops, the focus comes back to VM 0.
         BootTest("linux-console-focus", Machine([linux(1, "console=ttyAMA0 panic=-1 quiet"), linux(1, "console=ttyAMA0 panic=-1 quiet")], cpus=2),
-                 [r"vm0\| first-42", r"console input now goes to VM 1", r"vm1\| second-42", r"machine exit status 0"],
-                 reject=[r"vm1\| first-42", r"vm0\| second-42", r"HYPERVISOR PANIC"], linux=True,
-                 dialog=[(r"vm0\| sh: can't access tty", ""), (r"vm1\| sh: can't access tty", "echo first-$((6*7))\r"),
-                         (r"first-42", "\x1d1echo second-$((6*7))\r"), (r"second-42", "poweroff -f\r"),
-                         (r"VM 1: stopped", "\x1d0poweroff -f\r")]),
+                 [r"\nfirst-42\r?\n", r"there is no VM 7; input stays with VM 0", r"console input now goes to VM 1\r?\n",
+                  r"\nsecond-42\r?\n", r"VM 1: stopped(?s:.*)console input now goes to VM 0 \(VM 1 stopped\)", r"machine exit status 0"],
+                 reject=[r"vm1\| first-42", r"vm0\| second-42", r"HYPERVISOR PANIC"], linux=True, raw=True,
+                 dialog=[(r"vm1\| INITRAMFS READY", ""), (PROMPT, "echo first-$((6*7))\r"), (r"\nfirst-42", "\x1d7"),
+                         (r"there is no VM 7", "\x1d1echo second-$((6*7))\r"), (r"\nsecond-42", "poweroff -f\r"),
+                         (r"console input now goes to VM 0", "poweroff -f\r")]),
         BootTest("linux-pauth-off", Machine([linux(1, "console=ttyAMA0 panic=-1 quiet hvtest.cpus=1 hvtest.nopauth")], cpus=2,
                                             hv_args="vm0.pauth=off"),
                  [rf"vm0\| {c}" for c in checks if "pauth" not in c] + [r"vm0\| CHECK no-pauth: ok", r"machine exit status 0"],
@@ -252,6 +266,7 @@ def run_boot(t: BootTest, timeout: float) -> tuple[bool, str]:
     if t.linux and (why := qemu.fetch_linux()):
         return False, f"no Linux guest: {why}"
     log = LOGS / f"{t.name}.log"
+    t.machine.console_prefix = not t.raw
     r = qemu.run(qemu.command(t.machine, validate=t.validate), timeout, log=log, dialog=t.dialog)
     problems = []
     if r.unanswered:

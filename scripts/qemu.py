@@ -23,6 +23,7 @@ Options (all optional; the Makefile maps KERNEL=, INITRD=, ... onto them):
 from __future__ import annotations
 
 import argparse
+import codecs
 import os
 import re
 import shlex
@@ -128,6 +129,9 @@ class Machine:
     pstore: Path | None = None
     # The pstore disk's transport: legacy virtio-mmio (QEMU's default) or version 2.
     virtio_modern: bool = False
+    # Every VM's console output as `vmN| ` lines (console_prefix=on), the focused VM's too:
+    # what tests and benchmarks read. Off, the focused VM's output passes raw (make run).
+    console_prefix: bool = False
     extra: list[str] = field(default_factory=list)
 
 
@@ -181,6 +185,8 @@ def command(m: Machine, validate: bool = True) -> list[str]:
         guest_total += g.mem
     # Host RAM: the modules, every guest's RAM, and room for the hypervisor.
     host_mem = m.host_mem or align_up(addr - RAM_BASE + guest_total + 256 * MIB, 256 * MIB)
+    if m.console_prefix:
+        hv_args.append("console_prefix=on")
     if m.hv_args:
         hv_args.append(m.hv_args)
     cpu = "max,pauth-impdef=on" if m.pauth == "impdef" else "max"
@@ -282,11 +288,16 @@ def run(argv: list[str], timeout: float, log: Path | None = None, dialog: list[t
     marker_at: list[float] = []
 
     def read() -> None:
-        for raw in iter(p.stdout.readline, b""):
-            line = raw.decode(errors="replace")
-            if marker and not marker_at and re.search(marker, line):
-                marker_at.append(time.monotonic() - start)
-            lines.append(line)
+        # Whatever comes, as it comes: a prompt has no newline to wait for.
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        recent = ""
+        while chunk := os.read(p.stdout.fileno(), 4096):
+            text = decoder.decode(chunk)
+            if marker and not marker_at:
+                recent = (recent + text)[-4096:]
+                if re.search(marker, recent):
+                    marker_at.append(time.monotonic() - start)
+            lines.append(text)
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()

@@ -1,21 +1,143 @@
 //! The hypervisor's console: the host PL011, the `log` back end with its
-//! `[time level cpuN vmM]` prefix, guest console lines, a lock-free writer for panics, the
-//! tail of everything printed (which the crash records keep on disk), and terminal input,
-//! queued for the VM that has the focus (the VM layer drains the queue).
+//! `[time level cpuN vmM]` prefix, guest output, a lock-free writer for panics, the tail of
+//! everything printed (which the crash records keep on disk), and terminal input, queued in
+//! order for the VM layer to drain (bytes, serial breaks, Ctrl-] digit focus requests).
+//!
+//! The VM with the input focus is a terminal's raw pass-through: its output goes out byte
+//! for byte as it comes (prompts, echo, escape sequences), without a prefix. Every other
+//! line (the log, other VMs' output as `vmN| ` lines) starts on a fresh line, and the focused
+//! VM's partial line is shown again after it. `console_prefix=on` prefixes every VM's output.
 
-use crate::drivers::pl011::Pl011;
+use crate::drivers::pl011::{Pl011, Received};
 use crate::percpu::{this_cpu, NO_VM};
 use alloc::collections::VecDeque;
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use hv_core::byte_ring::ByteRing;
 use hv_core::cmdline::LogLevel;
-use hv_core::console_input::{InputParser, Key};
+use hv_core::console_input::{without_control_sequences, InputParser, Key};
 use spin::{Mutex, MutexGuard, Once};
 
 static UART: Once<Pl011> = Once::new();
-/// Serializes whole lines from different CPUs.
-static LINE_LOCK: Mutex<()> = Mutex::new(());
+/// Serializes whole lines from different CPUs, and holds what the focused VM printed since
+/// its last newline.
+static LINE_LOCK: Mutex<RawLine> = Mutex::new(RawLine { bytes: [0; RAW_LINE_MAX], len: 0, overflowed: false });
+/// The part of a raw line kept to show again.
+const RAW_LINE_MAX: usize = 512;
+/// Every VM's output line-prefixed (`console_prefix=on`).
+static PREFIX_ALWAYS: AtomicBool = AtomicBool::new(false);
+
+/// The focused VM's output since its last newline.
+struct RawLine {
+    bytes: [u8; RAW_LINE_MAX],
+    len: usize,
+    /// Longer than the buffer: not shown again (only part of it could be).
+    overflowed: bool,
+}
+
+impl RawLine {
+    fn track(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            if b == b'\n' {
+                self.len = 0;
+                self.overflowed = false;
+            } else if self.len < RAW_LINE_MAX {
+                self.bytes[self.len] = b;
+                self.len += 1;
+            } else {
+                self.overflowed = true;
+            }
+        }
+    }
+
+    /// Mid-line: a line from elsewhere must start on a fresh line.
+    fn open(&self) -> bool {
+        self.len > 0 || self.overflowed
+    }
+
+    /// Before a line from elsewhere.
+    fn leave(&self, u: Option<&Pl011>) {
+        if let (true, Some(u)) = (self.open(), u) {
+            u.put_byte(b'\r');
+            u.put_byte(b'\n');
+        }
+    }
+
+    /// After it: the partial line again, where the guest left its cursor (its text: a
+    /// control sequence sent again could make the terminal answer again).
+    fn restore(&self, u: Option<&Pl011>) {
+        if let (false, Some(u)) = (self.overflowed, u) {
+            without_control_sequences(&self.bytes[..self.len], &mut |b| u.put_byte(b));
+        }
+    }
+}
+
+/// `console_prefix=on`: every VM's output as prefixed lines.
+pub fn set_prefix_always(on: bool) {
+    PREFIX_ALWAYS.store(on, Ordering::Relaxed);
+}
+
+/// Whether VM `vm`'s output passes raw (it has the focus), rather than as prefixed lines.
+pub fn is_raw(vm: usize) -> bool {
+    !PREFIX_ALWAYS.load(Ordering::Relaxed) && FOCUS.load(Ordering::Relaxed) == vm
+}
+
+/// Output of the focused VM, as it comes.
+pub fn guest_raw(bytes: &[u8]) {
+    let mut raw = LINE_LOCK.lock();
+    if let Some(u) = UART.get() {
+        bytes.iter().for_each(|&b| u.put_byte(b));
+    }
+    raw.track(bytes);
+    // The tail keeps text: newlines, tabs and printable characters.
+    let mut clean = [0u8; 64];
+    for chunk in bytes.chunks(clean.len()) {
+        let n = chunk.iter().filter(|&&b| b == b'\n' || b == b'\t' || (0x20..0x7f).contains(&b)).zip(clean.iter_mut()).map(|(&b, c)| *c = b).count();
+        push_tail(&clean[..n]);
+    }
+}
+
+/// VM `vm` just got the focus: the line it was printing (`partial`, as a prefixed line it
+/// was not shown yet) is shown, so that a prompt waiting for input is seen.
+pub fn guest_show_partial(vm: usize, partial: &[u8]) {
+    if is_raw(vm) && !partial.is_empty() {
+        let mut raw = LINE_LOCK.lock();
+        if let Some(u) = UART.get() {
+            without_control_sequences(partial, &mut |b| u.put_byte(b));
+        }
+        raw.track(partial);
+    }
+}
+
+/// The focused VM's output ends (it stops, or loses the focus): a partial line is closed.
+fn end_raw_line(raw: &mut RawLine) {
+    raw.leave(UART.get());
+    if raw.open() {
+        push_tail(b"\n");
+    }
+    raw.len = 0;
+    raw.overflowed = false;
+}
+
+/// VM `vm` stops: if its raw output left a partial line, it is closed.
+pub fn guest_end(vm: usize) {
+    if is_raw(vm) {
+        end_raw_line(&mut LINE_LOCK.lock());
+    }
+}
+
+/// The VM that gets terminal input (and whose output passes raw).
+pub fn focus() -> usize {
+    FOCUS.load(Ordering::Relaxed)
+}
+
+/// Moves the input focus to VM `vm` (the VM layer checks that it runs).
+pub fn set_focus(vm: usize) {
+    let mut raw = LINE_LOCK.lock();
+    if FOCUS.swap(vm, Ordering::Relaxed) != vm {
+        end_raw_line(&mut raw);
+    }
+}
 
 /// Starts console output on the PL011 at `base` (mapped as device memory).
 pub fn init(base: u64) {
@@ -26,16 +148,33 @@ pub fn init(base: u64) {
 
 /// The VM that gets terminal input.
 static FOCUS: AtomicUsize = AtomicUsize::new(0);
-/// Terminal input not yet taken by the VM layer: (VM, byte).
-static INPUT: Mutex<InputQueue> = Mutex::new(InputQueue { parser: InputParser::new(), bytes: VecDeque::new(), dropped: 0 });
+/// Terminal input not yet taken by the VM layer, in order.
+static INPUT: Mutex<InputQueue> = Mutex::new(InputQueue { parser: InputParser::new(), events: VecDeque::new(), dropped: 0 });
 /// Input the VMs did not take keeps at most this much (a guest that never reads its UART
 /// must not grow the hypervisor's heap).
 const INPUT_MAX: usize = 4096;
 
 struct InputQueue {
     parser: InputParser,
-    bytes: VecDeque<(usize, u8)>,
+    events: VecDeque<Event>,
     dropped: u64,
+}
+
+#[derive(Clone, Copy)]
+enum Event {
+    Byte(u8),
+    Break,
+    Focus(usize),
+}
+
+/// Terminal input as the VM layer takes it, in the order it came.
+pub enum Input<'a> {
+    /// Bytes for the VM with the focus.
+    Bytes(&'a [u8]),
+    /// A serial break (QEMU's Ctrl-A b) for the VM with the focus.
+    Break,
+    /// Ctrl-] then a digit: the user asks for the focus to move to this VM.
+    Focus(usize),
 }
 
 /// Turns on terminal input: the UART interrupts this CPU (`intid` from the device tree).
@@ -46,50 +185,55 @@ pub fn start_input(intid: u32) {
     }
 }
 
-/// Reads what the terminal sent into the input queue, each byte for the VM that has the
-/// focus; Ctrl-] then a digit moves the focus to another VM.
+/// Reads what the terminal sent into the input queue: bytes, breaks, and Ctrl-] digit
+/// focus requests.
 pub fn input() {
     let Some(u) = UART.get() else { return };
     let mut q = INPUT.lock();
-    while let Some(b) = u.get_byte() {
-        match q.parser.feed(b) {
-            Key::Byte(b) if q.bytes.len() < INPUT_MAX => q.bytes.push_back((FOCUS.load(Ordering::Relaxed), b)),
-            Key::Byte(_) => q.dropped += 1,
-            Key::Focus(vm) => {
-                FOCUS.store(vm, Ordering::Relaxed);
-                log::info!("console input now goes to VM {vm}");
-            }
-            Key::None => {}
+    while let Some(r) = u.get() {
+        let event = match r {
+            Received::Break => Some(Event::Break),
+            Received::Byte(b) => match q.parser.feed(b) {
+                Key::Byte(b) => Some(Event::Byte(b)),
+                Key::Focus(vm) => Some(Event::Focus(vm)),
+                Key::None => None,
+            },
+        };
+        match event {
+            Some(e) if q.events.len() < INPUT_MAX => q.events.push_back(e),
+            Some(_) => q.dropped += 1,
+            None => {}
         }
     }
 }
 
-/// Hands the queued input over, in order: `deliver(vm, bytes)` for each run of bytes for
-/// one VM.
-pub fn drain_input(deliver: &mut dyn FnMut(usize, &[u8])) {
+/// Hands the queued input over, in order (runs of bytes together).
+pub fn drain_input(deliver: &mut dyn FnMut(Input)) {
     let mut buf = [0u8; 64];
     loop {
-        let (vm, n, dropped) = {
+        let (first, n, dropped) = {
             let mut q = INPUT.lock();
-            let Some(&(vm, _)) = q.bytes.front() else { break };
+            let Some(first) = q.events.pop_front() else { break };
             let mut n = 0;
-            while n < buf.len() {
-                match q.bytes.front() {
-                    Some(&(v, b)) if v == vm => {
-                        buf[n] = b;
-                        n += 1;
-                        q.bytes.pop_front();
-                    }
-                    _ => break,
+            if let Event::Byte(b) = first {
+                buf[0] = b;
+                n = 1;
+                while let (true, Some(&Event::Byte(b))) = (n < buf.len(), q.events.front()) {
+                    buf[n] = b;
+                    n += 1;
+                    q.events.pop_front();
                 }
             }
-            (vm, n, core::mem::take(&mut q.dropped))
+            (first, n, core::mem::take(&mut q.dropped))
         };
         if dropped > 0 {
             log::warn!("console input: {dropped} byte(s) dropped (no VM took them)");
         }
-        log::trace!("console input: {n} byte(s) for VM {vm}");
-        deliver(vm, &buf[..n]);
+        match first {
+            Event::Byte(_) => deliver(Input::Bytes(&buf[..n])),
+            Event::Break => deliver(Input::Break),
+            Event::Focus(vm) => deliver(Input::Focus(vm)),
+        }
     }
 }
 
@@ -178,7 +322,8 @@ fn timestamp() -> (u64, u64) {
 
 /// Prints one line of a guest's console output, prefixed with the VM.
 pub fn guest_line(vm: usize, line: &[u8]) {
-    let _guard = LINE_LOCK.lock();
+    let raw = LINE_LOCK.lock();
+    raw.leave(UART.get());
     let mut w = RawUart;
     let _ = write!(w, "vm{vm}| ");
     // Control characters never reach the terminal (or the tail), except tab.
@@ -194,6 +339,7 @@ pub fn guest_line(vm: usize, line: &[u8]) {
         push_tail(clean);
     }
     let _ = w.write_str("\n");
+    raw.restore(UART.get());
 }
 
 struct Logger;
@@ -214,7 +360,8 @@ impl log::Log for Logger {
         let (s, us) = timestamp();
         let cpu = this_cpu();
         let vm = cpu.current_vm.load(Ordering::Relaxed);
-        let _guard = LINE_LOCK.lock();
+        let raw = LINE_LOCK.lock();
+        raw.leave(UART.get());
         let mut w = RawUart;
         let _ = if vm == NO_VM {
             write!(w, "[{s:>4}.{us:06} {level} cpu{} hv ] ", cpu.index())
@@ -222,6 +369,7 @@ impl log::Log for Logger {
             write!(w, "[{s:>4}.{us:06} {level} cpu{} vm{vm}] ", cpu.index())
         };
         let _ = writeln!(w, "{}", record.args());
+        raw.restore(UART.get());
     }
 
     fn flush(&self) {}

@@ -61,6 +61,7 @@ extern "C" fn hv_main(dtb: u64) -> ! {
     console::init_logging(hv_core::cmdline::LogLevel::Info);
     let config = HvConfig::parse(dt.bootargs(), |bad| log::warn!("command line: {bad}"));
     console::set_level(config.log_level);
+    console::set_prefix_always(config.console_prefix);
     vm::hypercall::DEBUG_FAULTS.store(config.debug_faults, Ordering::Relaxed);
     log::info!(
         "hypervisor {VERSION} at EL2: {}-bit PA, PAuth {} (return addresses {}), command line \"{}\"",

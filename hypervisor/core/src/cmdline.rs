@@ -17,6 +17,7 @@
 //! | `pstore_order=kmsg-first\|linux` | zone order on the disk (pstore.rs in hv-core) | `kmsg-first` |
 //! | `pstore_erase=on` | erase the records found at boot, after listing them | off |
 //! | `debug_faults=on` | guests may make the hypervisor fault on purpose (HV_DEBUG_FAULT), to test crash reporting | off |
+//! | `console_prefix=on` | every VM's console output as `vmN\| ` lines, the focused VM's too (else the focused VM's output passes raw) | off |
 
 use crate::pauth::KeyPolicy;
 use crate::pstore::{Layout, Order};
@@ -102,6 +103,8 @@ impl Default for PstoreConfig {
 pub struct HvConfig {
     pub log_level: LogLevel,
     pub debug_faults: bool,
+    /// Every VM's output line-prefixed, the one with the input focus too.
+    pub console_prefix: bool,
     pub pstore: PstoreConfig,
     default: VmParams,
     per_vm: [Overrides; MAX_VMS],
@@ -159,6 +162,7 @@ impl Default for HvConfig {
         HvConfig {
             log_level: LogLevel::Info,
             debug_faults: false,
+            console_prefix: false,
             pstore: PstoreConfig::default(),
             default: VmParams::DEFAULT,
             per_vm: [Overrides::default(); MAX_VMS],
@@ -195,6 +199,7 @@ impl HvConfig {
                     _ => Err("unknown log level"),
                 },
                 ("debug_faults", None) => on_off(value).map(|on| cfg.debug_faults = on),
+                ("console_prefix", None) => on_off(value).map(|on| cfg.console_prefix = on),
                 ("pstore_serial", None) => match value.len() {
                     1..=20 => {
                         cfg.pstore.serial = [0; 20];
@@ -314,6 +319,8 @@ mod tests {
         assert_eq!(c.log_level, LogLevel::Debug);
         assert!(c.debug_faults);
         assert!(!HvConfig::default().debug_faults);
+        assert!(!HvConfig::default().console_prefix);
+        assert!(HvConfig::parse("console_prefix=on", |_| {}).console_prefix);
         let lazy = VmParams { pauth_keys: KeyPolicy::Lazy, ..VmParams::DEFAULT };
         assert_eq!(c.vm(0), VmParams { mem: 256 << 20, vcpus: 2, ..lazy });
         assert_eq!(c.vm(1), VmParams { mem: 64 << 20, vcpus: 4, pauth: false, ..lazy });

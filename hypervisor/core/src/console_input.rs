@@ -15,6 +15,30 @@ pub enum Key {
     None,
 }
 
+/// `bytes` without terminal control sequences (ESC [ ... final byte, and other ESC pairs):
+/// what may be shown again on a terminal without it answering anything (a prompt that asked
+/// for the cursor position must not ask twice). Calls `out` for each kept byte.
+pub fn without_control_sequences(bytes: &[u8], out: &mut dyn FnMut(u8)) {
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            0x1b if bytes.get(i + 1) == Some(&b'[') => {
+                // CSI: parameters and intermediates, then one final byte 0x40..=0x7e.
+                i += 2;
+                while i < bytes.len() && !(0x40..=0x7e).contains(&bytes[i]) {
+                    i += 1;
+                }
+                i += 1;
+            }
+            0x1b => i += 2,
+            b => {
+                out(b);
+                i += 1;
+            }
+        }
+    }
+}
+
 /// Remembers an escape key until the next byte.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct InputParser {
@@ -50,6 +74,13 @@ mod tests {
     fn feed(bytes: &[u8]) -> Vec<Key> {
         let mut p = InputParser::new();
         bytes.iter().map(|&b| p.feed(b)).collect()
+    }
+
+    #[test]
+    fn control_sequences_are_left_out() {
+        let mut kept = Vec::new();
+        without_control_sequences(b"/ # \x1b[6nls \x1b[1;31mred\x1b[0m\x1b7x\x1b[", &mut |b| kept.push(b));
+        assert_eq!(kept, b"/ # ls redx");
     }
 
     #[test]

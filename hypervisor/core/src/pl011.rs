@@ -23,6 +23,9 @@ const DMACR: u64 = 0x048;
 const ID_BASE: u64 = 0xfe0;
 const PL011_IDS: [u8; 8] = [0x11, 0x10, 0x14, 0x00, 0x0d, 0xf0, 0x05, 0xb1];
 
+/// DR and RSR/ECR error bits: a break was received (DR: bit 10, with the data 0; RSR: bit 2).
+const DR_BE: u16 = 1 << 10;
+const RSR_BE: u64 = 1 << 2;
 const FR_RXFE: u64 = 1 << 4;
 const FR_TXFE: u64 = 1 << 7;
 /// Interrupt bits (RIS, MIS, IMSC, ICR): receive, transmit, receive timeout.
@@ -40,7 +43,10 @@ pub struct Pl011 {
     line: [u8; LINE_MAX],
     len: usize,
     tail: ByteRing<TAIL_MAX>,
-    rx: [u8; RX_MAX],
+    /// Received characters as DR shows them: the byte, and the break flag above it.
+    rx: [u16; RX_MAX],
+    /// RSR/ECR: the error bits of the last character read.
+    rsr: u64,
     rx_head: usize,
     rx_len: usize,
     ibrd: u32,
@@ -65,6 +71,7 @@ impl Pl011 {
             len: 0,
             tail: ByteRing::new(),
             rx: [0; RX_MAX],
+            rsr: 0,
             rx_head: 0,
             rx_len: 0,
             ibrd: 0,
@@ -104,6 +111,11 @@ impl Pl011 {
         }
     }
 
+    /// The line being built (output since the last newline, CR dropped).
+    pub fn partial_line(&self) -> &[u8] {
+        &self.line[..self.len]
+    }
+
     /// What is left of a line, as a line (when the VM stops).
     pub fn flush(&mut self, line: &mut dyn FnMut(&[u8])) {
         if self.len > 0 {
@@ -111,11 +123,23 @@ impl Pl011 {
         }
     }
 
+    /// A break on the line (the terminal's serial break: QEMU's Ctrl-A b): a NUL character
+    /// with the break error, as the hardware receives it; Linux's driver takes it for Magic
+    /// SysRq. Whether it fit.
+    pub fn push_break(&mut self) -> bool {
+        if self.rx_len == RX_MAX {
+            return false;
+        }
+        self.rx[(self.rx_head + self.rx_len) % RX_MAX] = DR_BE;
+        self.rx_len += 1;
+        true
+    }
+
     /// Input from the terminal. Returns how many bytes fit.
     pub fn push_input(&mut self, bytes: &[u8]) -> usize {
         let n = bytes.len().min(RX_MAX - self.rx_len);
         for &b in &bytes[..n] {
-            self.rx[(self.rx_head + self.rx_len) % RX_MAX] = b;
+            self.rx[(self.rx_head + self.rx_len) % RX_MAX] = b as u16;
             self.rx_len += 1;
         }
         n
@@ -144,12 +168,13 @@ impl Pl011 {
                 if self.rx_len == 0 {
                     return 0;
                 }
-                let b = self.rx[self.rx_head];
+                let c = self.rx[self.rx_head];
                 self.rx_head = (self.rx_head + 1) % RX_MAX;
                 self.rx_len -= 1;
-                b as u64
+                self.rsr = if c & DR_BE != 0 { RSR_BE } else { 0 };
+                c as u64
             }
-            RSR => 0,
+            RSR => self.rsr,
             RIS => self.ris() as u64,
             MIS => (self.ris() & self.imsc) as u64,
             FR => FR_TXFE | if self.rx_len == 0 { FR_RXFE } else { 0 },
@@ -177,7 +202,9 @@ impl Pl011 {
             IFLS => self.ifls = v & 0x3f,
             IMSC => self.imsc = v & 0x7ff,
             DMACR => self.dmacr = v & 7,
-            _ => {} // RSR, ICR (no interrupt is ever raised) and read-only registers
+            // Writing ECR clears the error bits.
+            RSR => self.rsr = 0,
+            _ => {} // ICR (the interrupts follow the FIFO's state) and read-only registers
         }
     }
 }
@@ -208,5 +235,23 @@ mod tests {
         assert!(!u.irq_line());
         assert_eq!(u.read(0xfe0), 0x11);
         assert_eq!(u.push_input(&[0; 1000]), RX_MAX);
+    }
+
+    #[test]
+    fn a_break_reads_as_nul_with_the_break_error() {
+        let mut u = Pl011::new();
+        u.push_input(b"a");
+        assert!(u.push_break());
+        u.push_input(b"h");
+        assert_eq!(u.read(DR), b'a' as u64);
+        assert_eq!(u.read(RSR), 0);
+        assert_eq!(u.read(DR), DR_BE as u64, "NUL with BE (bit 10)");
+        assert_eq!(u.read(RSR), RSR_BE);
+        assert_eq!(u.read(DR), b'h' as u64);
+        assert_eq!(u.read(RSR), 0);
+        for _ in 0..RX_MAX {
+            u.push_break();
+        }
+        assert!(!u.push_break(), "a full FIFO drops it");
     }
 }

@@ -33,6 +33,17 @@ register_structs! {
     }
 }
 
+/// DR: the character came with a break condition (QEMU: the monitor's "send break").
+const DR_BE: u32 = 1 << 10;
+
+/// What the receiver got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Received {
+    Byte(u8),
+    /// A break on the line (a serial console's Magic SysRq key).
+    Break,
+}
+
 pub struct Pl011 {
     regs: &'static Regs,
 }
@@ -57,13 +68,15 @@ impl Pl011 {
         self.regs.imsc.modify(INT::RX::SET + INT::RT::SET);
     }
 
-    /// The next received byte, if any; clears the receive interrupts when the FIFO is empty.
-    pub fn get_byte(&self) -> Option<u8> {
+    /// The next received character, if any; clears the receive interrupts when the FIFO is
+    /// empty.
+    pub fn get(&self) -> Option<Received> {
         if self.regs.fr.is_set(FR::RXFE) {
             self.regs.icr.write(INT::RX::SET + INT::RT::SET);
             return None;
         }
-        Some(self.regs.dr.get() as u8)
+        let dr = self.regs.dr.get();
+        Some(if dr & DR_BE != 0 { Received::Break } else { Received::Byte(dr as u8) })
     }
 
     pub fn put_byte(&self, b: u8) {

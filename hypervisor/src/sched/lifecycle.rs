@@ -34,10 +34,24 @@ fn retire(vm: Arc<Vm>) {
     let reason = vm.stop_reason().unwrap_or(StopReason::AllVcpusOff);
     let verdict = vm.verdict();
     vm::raise_exit_status(outcome::vm_status(matches!(reason, StopReason::Crashed(_)), verdict));
-    log::info!("VM {}: stopped ({:?}), verdict {:?}", vm.id, reason, verdict.code());
+    let verdict_text = match verdict.code() {
+        None => alloc::string::String::from("no test verdict"),
+        Some(0) => alloc::string::String::from("test verdict PASS"),
+        Some(code) => alloc::format!("test verdict FAIL (code {code})"),
+    };
+    log::info!("VM {}: stopped ({:?}), {verdict_text}", vm.id, reason);
     vm.log_counters();
     let remaining = vm::unregister(&vm);
     let (id, mut spec) = (vm.id, vm.spec.clone());
+    if reason != StopReason::Reset && crate::console::focus() == id {
+        if let Some(next) = vm::first_running() {
+            crate::console::set_focus(next);
+            log::info!("console input now goes to VM {next} (VM {id} stopped)");
+            if let Some(vm) = vm::find(next) {
+                vm.uart.show_partial_line();
+            }
+        }
+    }
     let pcpus: Vec<usize> = vm.vcpus.iter().map(|v| v.pcpu).collect();
     drop(vm); // last reference: RAM and tables are freed here
     if reason == StopReason::Reset {

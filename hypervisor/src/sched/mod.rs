@@ -77,6 +77,11 @@ fn update_slice() {
     start_slice(&this_queue().lock());
 }
 
+/// Whether a vCPU of a stopping VM is still queued here (it leaves at the next schedule).
+fn stopping_queued() -> bool {
+    this_queue().lock().entries.iter().any(|e| e.vm.is_stopping())
+}
+
 /// Whether a vCPU other than the loaded one could run on this CPU.
 fn others_runnable() -> bool {
     others_waiting(&this_queue().lock())

@@ -1,7 +1,7 @@
-//! The PL011 each VM sees (the register model is hv_core::pl011): its lock, its output
-//! printed with the VM prefix, terminal input when this VM has the console's focus, and a
-//! watch for a guest kernel's panic on its console. `irq_line` is the level of the UART's
-//! SPI.
+//! The PL011 each VM sees (the register model is hv_core::pl011): its lock, its output (raw
+//! as it comes while this VM has the console's focus, else as prefixed lines), terminal input
+//! and serial breaks when it has the focus, and a watch for a guest kernel's panic on its
+//! console. `irq_line` is the level of the UART's SPI.
 
 use crate::console;
 use hv_core::mmio::MmioDevice;
@@ -19,6 +19,9 @@ pub struct VUart {
     panic_started: AtomicBool,
 }
 
+/// The data register: a write there is output.
+const DR: u64 = 0;
+
 /// What Linux prints when it panics, and when its panic report is complete.
 const PANIC_START: &[u8] = b"Kernel panic - not syncing";
 const PANIC_END: &[u8] = b"---[ end Kernel panic";
@@ -32,9 +35,12 @@ impl VUart {
         VUart { vm, state: Mutex::new(Pl011::new()), panic_ended: AtomicBool::new(false), panic_started: AtomicBool::new(false) }
     }
 
-    /// Prints a complete line, watching for a guest kernel panic.
+    /// A complete line: printed with the prefix unless the VM's output passes raw; watched
+    /// for a guest kernel panic.
     fn line(&self, line: &[u8]) {
-        console::guest_line(self.vm, line);
+        if !console::is_raw(self.vm) {
+            console::guest_line(self.vm, line);
+        }
         if contains(line, PANIC_END) {
             self.panic_ended.store(true, Ordering::Release);
         } else if contains(line, PANIC_START) {
@@ -55,12 +61,26 @@ impl VUart {
 
     /// Console output from the guest, through the UART or the console hypercall.
     pub fn write_bytes(&self, bytes: &[u8]) {
+        if console::is_raw(self.vm) {
+            console::guest_raw(bytes);
+        }
         self.state.lock().output(bytes, &mut |l| self.line(l));
     }
 
     /// Input from the terminal. Returns how many bytes fit.
     pub fn push_input(&self, bytes: &[u8]) -> usize {
         self.state.lock().push_input(bytes)
+    }
+
+    /// The VM got the console's focus: its unfinished line (a prompt) is shown.
+    pub fn show_partial_line(&self) {
+        let st = self.state.lock();
+        console::guest_show_partial(self.vm, st.partial_line());
+    }
+
+    /// A serial break from the terminal. Whether it fit.
+    pub fn push_break(&self) -> bool {
+        self.state.lock().push_break()
     }
 
     /// The level of the UART's interrupt line.
@@ -71,6 +91,7 @@ impl VUart {
     /// Prints what is left of a line (when the VM stops).
     pub fn flush(&self) {
         self.state.lock().flush(&mut |l| self.line(l));
+        console::guest_end(self.vm);
     }
 
     /// Calls `f` with the console's last lines, oldest first, in two parts.
@@ -85,6 +106,9 @@ impl MmioDevice for VUart {
     }
 
     fn write(&self, offset: u64, _size: u8, value: u64) {
+        if offset == DR && console::is_raw(self.vm) {
+            console::guest_raw(&[value as u8]);
+        }
         self.state.lock().write(offset, value, &mut |l| self.line(l));
     }
 }

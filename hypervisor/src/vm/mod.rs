@@ -359,18 +359,48 @@ pub fn unregister(vm: &Arc<Vm>) -> usize {
     vms.len()
 }
 
-/// Hands the terminal input the console queued to the VMs it is for.
+/// The running VM with id `id`.
+pub fn find(id: usize) -> Option<Arc<Vm>> {
+    VMS.lock().iter().find(|v| v.id == id).cloned()
+}
+
+/// The running VM with the lowest id, if any.
+pub fn first_running() -> Option<usize> {
+    VMS.lock().iter().map(|v| v.id).min()
+}
+
+/// Hands the terminal input the console queued to the VM with the focus, and moves the
+/// focus when asked to a VM that runs (else says so, and it stays).
 pub fn deliver_console_input() {
-    crate::console::drain_input(&mut |id, bytes| {
-        let vm = VMS.lock().iter().find(|v| v.id == id).cloned();
-        match vm {
-            Some(vm) => {
-                if vm.uart.push_input(bytes) < bytes.len() {
-                    log::warn!("VM {id}: console input dropped (the guest is not reading)");
+    use crate::console::{self, Input};
+    console::drain_input(&mut |input| {
+        let focus = console::focus();
+        match input {
+            Input::Focus(id) if id == focus => {}
+            Input::Focus(id) => match find(id) {
+                Some(vm) => {
+                    console::set_focus(id);
+                    log::info!("console input now goes to VM {id}");
+                    vm.uart.show_partial_line();
                 }
-                vm.after_uart_activity();
+                None => log::warn!("console: there is no VM {id}; input stays with VM {focus}"),
+            },
+            Input::Bytes(bytes) => match find(focus) {
+                Some(vm) => {
+                    if vm.uart.push_input(bytes) < bytes.len() {
+                        log::warn!("VM {focus}: console input dropped (the guest is not reading)");
+                    }
+                    vm.after_uart_activity();
+                }
+                None => log::warn!("console input for VM {focus}, which does not run: dropped"),
+            },
+            Input::Break => {
+                if let Some(vm) = find(focus) {
+                    if vm.uart.push_break() {
+                        vm.after_uart_activity();
+                    }
+                }
             }
-            None => log::warn!("console input for VM {id}, which does not run: dropped"),
         }
     });
 }
