@@ -1,30 +1,28 @@
 # Entry points. The logic lives in scripts/; every target does its own set-up.
 # Without KERNEL=, make run boots Debian's arm64 Linux (fetched once into target/linux).
 #
-#   make run   [KERNEL=Image] [INITRD=file] [APPEND="..."] [SMP=n] [MEM=128M] [CPUS=n] [VMS=n] [HVARGS="log=debug"] [PAUTH=impdef|qarma5] [PSTORE=target/pstore.img|none]
+#   make run   [KERNEL=Image] [INITRD=file] [APPEND="..."] [SMP=n] [MEM=128M] [CPUS=n] [VMS=n]
+#              [HVARGS="log=debug"] [PAUTH=impdef|qarma5] [PSTORE=target/pstore.img|none] [QEMU_EXTRA="..."]
 #   make debug (same options; QEMU halted with a gdb stub on :1234)
+#   make print (same options; the QEMU command line, nothing run)
 #   make test  host unit tests, then every boot test
 #   make bench benchmarks (numbers, not verdicts)
 #   make fuzz  long runs of the property tests of guest- and disk-controlled input
+#   make help  this list
 
-KERNEL ?=
-INITRD ?=
-APPEND ?=
-SMP ?=
-MEM ?=
-CPUS ?=
-VMS ?=
-HVARGS ?=
-PAUTH ?= impdef
-PSTORE ?=
+# The options reach scripts/qemu.py in the environment (HVRUN_<NAME>), exactly as given:
+# $(value ...) keeps make from expanding a $ in them, and no shell command line carries them,
+# so quotes, spaces, $ and backticks in APPEND reach the guest as written.
+OPTIONS := KERNEL INITRD APPEND SMP MEM CPUS VMS HVARGS PAUTH PSTORE QEMU_EXTRA
+$(foreach o,$(OPTIONS),$(eval export HVRUN_$(o) := $$(value $(o))))
 
-QEMU_OPTS = --kernel "$(KERNEL)" --initrd "$(INITRD)" --append "$(APPEND)" --smp "$(SMP)" \
-            --mem "$(MEM)" --cpus "$(CPUS)" --vms "$(VMS)" --hv-args "$(HVARGS)" --pauth "$(PAUTH)" \
-            --pstore "$(PSTORE)"
-
-.PHONY: all setup build run debug test unit-test boot-test bench fuzz clean
+.PHONY: all help setup build run debug print test unit-test boot-test bench fuzz clean
 
 all: build
+	@echo "built target/images/hypervisor.bin and the test guests (target/images/*.bin); make help lists the targets"
+
+help:
+	@sed -n 's/^#   //p; s/^#              /             /p' Makefile
 
 setup:
 	@scripts/setup.sh
@@ -33,11 +31,14 @@ build: setup
 	@CARGO_QUIET=1 scripts/build.sh
 
 run: build
-	@python3 scripts/qemu.py run $(QEMU_OPTS)
+	@python3 scripts/qemu.py run --from-env
 
 debug: build
 	@scripts/setup.sh --debug
-	@python3 scripts/qemu.py debug $(QEMU_OPTS)
+	@python3 scripts/qemu.py debug --from-env
+
+print: setup
+	@python3 scripts/qemu.py print --from-env
 
 test: build
 	@scripts/test.sh

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import random
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -57,10 +58,14 @@ class BootTest:
 
 @dataclass
 class InputTest:
-    """Bad input that qemu.py must refuse with a clear message before QEMU starts."""
+    """Input to `make print` (the options as make takes them, NAME=value): bad input must be
+    refused with one clear line and status 2 before QEMU starts; good input must reach the
+    command line exactly as given."""
     name: str
     args: list[str]
+    # A regex the one-line error (status 2), or with status 0 the printed command line, holds.
     message: str
+    status: int = 2
 
 
 def boot_tests() -> list[BootTest]:
@@ -246,19 +251,33 @@ def linux_tests() -> list[BootTest]:
 
 
 def input_tests() -> list[InputTest]:
-    hello = str(IMAGES / "hello.bin")
+    hello = f"KERNEL={IMAGES / 'hello.bin'}"
     big = LOGS / "initrd-8M"
     with big.open("wb") as f:
         f.truncate(8 * MIB)
+    elf = qemu.HYPERVISOR_ELF.parent / "hello"
     return [
-        InputTest("missing-kernel", ["--kernel", "/nonexistent/Image"], r"kernel '/nonexistent/Image' does not exist"),
-        InputTest("kernel-not-an-image", ["--kernel", str(qemu.ROOT / "Cargo.toml")], r"is not an arm64 Image"),
-        InputTest("missing-initrd", ["--kernel", hello, "--initrd", "/nonexistent/initrd"], r"initrd '/nonexistent/initrd' does not exist"),
-        InputTest("initrd-larger-than-memory", ["--kernel", hello, "--initrd", str(big), "--mem", "4M"],
+        InputTest("missing-kernel", ["KERNEL=/nonexistent/Image"], r"kernel '/nonexistent/Image' does not exist"),
+        InputTest("kernel-not-an-image", [f"KERNEL={qemu.ROOT / 'Cargo.toml'}"], r"is not an arm64 Image"),
+        InputTest("kernel-is-an-elf", [f"KERNEL={elf}"], r"is an ELF file \(vmlinux\?\): pass the Image"),
+        InputTest("missing-initrd", [hello, "INITRD=/nonexistent/initrd"], r"initrd '/nonexistent/initrd' does not exist"),
+        InputTest("initrd-larger-than-memory", [hello, f"INITRD={big}", "MEM=4M"],
                   r"kernel and initrd need \d+ MiB but the guest has MEM=4M"),
-        InputTest("smp-larger-than-cpus", ["--kernel", hello, "--smp", "4", "--cpus", "2"], r"SMP=4 is larger than the CPUs given \(CPUS=2\)"),
-        InputTest("bad-memory-size", ["--kernel", hello, "--mem", "lots"], r"'lots' is not a size"),
-        InputTest("bad-smp", ["--kernel", hello, "--smp", "two"], r"SMP=two is not a number"),
+        InputTest("smp-larger-than-cpus", [hello, "SMP=4", "CPUS=2"], r"SMP=4 is larger than the CPUs \(CPUS=2\)"),
+        InputTest("smp-larger-than-the-machine", [hello, "SMP=12"], r"^error: SMP=12: the machine has at most 8 CPUs"),
+        InputTest("smp-zero", [hello, "SMP=0"], r"SMP=0: use 1 to 64"),
+        InputTest("vms-zero", [hello, "VMS=0"], r"VMS=0: use 1 to 8"),
+        InputTest("memory-too-small", [hello, "MEM=1"], r"MEM=1 MiB: guest memory must be a multiple of 2M and at least 4M"),
+        InputTest("memory-beyond-the-host", [hello, "MEM=100000G"], r"MEM=100000G: the guests need [\d.]+ GiB but this host has"),
+        InputTest("bad-memory-size", [hello, "MEM=lots"], r"MEM=lots is not a size"),
+        InputTest("bad-smp", [hello, "SMP=two"], r"SMP=two is not a number"),
+        # Sizes as QEMU's -m takes them: a plain number is MiB.
+        InputTest("memory-in-mib", [hello, "MEM=512"], r"vm0\.mem=512M ", status=0),
+        # The guest's command line exactly as given: nothing in it reaches a shell.
+        InputTest("append-as-written", [hello, 'APPEND=x=`id` $HOME \'q\' dyndbg="file foo.c +p"'],
+                  r"bootargs=x=`id` \$HOME 'q' dyndbg=\"file foo\.c \+p\"", status=0),
+        InputTest("qemu-extra", [hello, "QEMU_EXTRA=-rtc base=2020-01-01 -name 'a b'"], r" -rtc base=2020-01-01 -name a b$",
+                  status=0),
     ]
 
 
@@ -282,14 +301,23 @@ def run_boot(t: BootTest, timeout: float) -> tuple[bool, str]:
 
 def run_input(t: InputTest) -> tuple[bool, str]:
     try:
-        p = subprocess.run([sys.executable, str(Path(qemu.__file__)), "print", *t.args],
-                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+        # The options as make's own arguments (no shell in between), the way a user gives them.
+        p = subprocess.run(["make", "-s", "--no-print-directory", "print", *t.args], cwd=qemu.ROOT,
+                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
     except subprocess.TimeoutExpired:
-        return False, "hung: qemu.py did not answer within 30 s"
-    if p.returncode != 2:
-        return False, f"exit status {p.returncode}, expected 2 (stderr: {p.stderr.strip()})"
-    if not re.search(t.message, p.stderr):
-        return False, f"message /{t.message}/ not in: {p.stderr.strip()}"
+        return False, "hung: make print did not answer within 60 s"
+    if p.returncode != t.status:
+        return False, f"exit status {p.returncode}, expected {t.status} (stderr: {p.stderr.strip()})"
+    if t.status:
+        # One line of ours (make adds its own "make: *** ... Error 2" after it).
+        text = "\n".join(line for line in p.stderr.splitlines() if not line.startswith("make: "))
+        if len(text.splitlines()) != 1:
+            return False, f"not one line: {text}"
+    else:
+        # The command line as QEMU gets it (qemu.py prints it shell-quoted).
+        text = " ".join(shlex.split(p.stdout))
+    if not re.search(t.message, text, re.M):
+        return False, f"/{t.message}/ not in: {text}"
     return True, ""
 
 

@@ -6,19 +6,25 @@ the checks that stop bad input before QEMU starts.
     scripts/qemu.py debug [options]     the same, halted, with QEMU's gdb stub on :1234
     scripts/qemu.py print [options]     print the command line only
 
-Options (all optional; the Makefile maps KERNEL=, INITRD=, ... onto them):
+Options (all optional; `make run KERNEL=... APPEND=...` hands them over in the environment,
+as HVRUN_KERNEL, HVRUN_APPEND, ..., read with --from-env: no shell sees them):
     --kernel F      guest arm64 Image (default: Debian's arm64 Linux with a busybox initramfs,
                     fetched by scripts/fetch-linux.sh; the demo guest is target/images/hello.bin)
     --initrd F      guest initrd (default with the default kernel: its busybox initramfs)
     --append S      guest kernel command line (default with the default kernel: console=ttyAMA0 panic=-1)
-    --smp N         guest vCPUs (default 2 for the default kernel, else 1)
-    --mem SIZE      guest RAM, e.g. 256M (default 256M for the default kernel, else 128M)
-    --cpus N        physical CPUs of the machine (default: max(2, SMP))
+    --smp N         guest vCPUs, 1 to 64 (default 2 for the default kernel, else 1)
+    --mem SIZE      guest RAM, e.g. 256M or 1G; a plain number is MiB, as for QEMU's -m
+                    (default 256M for the default kernel, else 128M)
+    --cpus N        physical CPUs of the machine, 1 to 8 (default: max(2, SMP), at most 8)
     --vms N         how many VMs boot that guest at once (default 1)
     --hv-args S     extra hypervisor command line (e.g. log=debug)
     --pauth impdef|qarma5   PAC algorithm of -cpu max (default impdef: 3.5x cheaper to emulate)
     --pstore F      the pstore disk image (created, 1 MiB, if missing; default target/pstore.img;
                     "none" for no disk). Read it with: cargo run -p hv-core --bin pstore-tool -- F
+    --qemu-extra S  more QEMU arguments, split as a shell would split them (nothing is run)
+
+run and debug return QEMU's exit status (README, Exit status); bad input is one line and
+status 2 before QEMU starts.
 """
 from __future__ import annotations
 
@@ -64,13 +70,14 @@ class UserError(Exception):
     """Bad input: reported as one clear line, exit status 2."""
 
 
-def parse_size(text: str) -> int:
+def parse_size(text: str, name: str = "MEM") -> int:
+    """A size as QEMU's -m takes it: a number of MiB, or with a K, M or G suffix."""
     units = {"K": 10, "M": 20, "G": 30}
     t = text.strip().upper().removesuffix("B")
-    shift = units.get(t[-1:], 0) if t else 0
-    digits = t[:-1] if shift else t
+    shift = units.get(t[-1:], 20) if t else 0
+    digits = t[:-1] if t[-1:] in units else t
     if not digits.isdigit():
-        raise UserError(f"'{text}' is not a size (use e.g. 128M or 1G)")
+        raise UserError(f"{name}={text} is not a size (use e.g. 128M or 1G; a plain number is MiB)")
     return int(digits) << shift
 
 
@@ -85,6 +92,8 @@ def image_footprint(path: Path) -> int:
         size = path.stat().st_size
     except OSError as e:
         raise UserError(f"kernel '{path}' cannot be read: {e.strerror}") from None
+    if header[:4] == b"\x7fELF":
+        raise UserError(f"kernel '{path}' is an ELF file (vmlinux?): pass the Image (arch/arm64/boot/Image), not vmlinux")
     if len(header) < 64 or header[56:60] != b"ARM\x64":
         hint = " (a gzip-compressed vmlinuz? unpack it first)" if header[:2] == b"\x1f\x8b" else ""
         raise UserError(f"kernel '{path}' is not an arm64 Image: no 'ARM\\x64' magic at byte 56{hint}")
@@ -151,7 +160,7 @@ def command(m: Machine, validate: bool = True) -> list[str]:
         raise UserError("no guest given")
     if not HYPERVISOR.exists():
         raise UserError(f"{HYPERVISOR} is missing: run 'make' first")
-    cpus = m.cpus if m.cpus is not None else max([2] + [g.smp for g in m.guests])
+    cpus = m.cpus if m.cpus is not None else min(8, max([2] + [g.smp for g in m.guests]))
     if not 1 <= cpus <= 8:
         raise UserError(f"CPUS={cpus}: the hypervisor uses 1 to 8 physical CPUs")
     if m.pauth not in ("impdef", "qarma5"):
@@ -166,10 +175,12 @@ def command(m: Machine, validate: bool = True) -> list[str]:
             raise UserError(f"SMP={g.smp}: a guest needs at least one vCPU")
         overcommit = re.search(rf"(^|\s)(vm{i}\.)?overcommit=on(\s|$)", m.hv_args)
         if g.smp > cpus and not overcommit:
-            raise UserError(f"SMP={g.smp} is larger than the CPUs given (CPUS={cpus}); "
+            given = f"CPUS={cpus}" if m.cpus is not None else f"{cpus}, the most the machine has"
+            raise UserError(f"SMP={g.smp} is larger than the CPUs ({given}); "
                             f"HVARGS=overcommit=on lets vCPUs share CPUs by time slices")
         if g.mem % (2 * MIB) or g.mem < 4 * MIB:
-            raise UserError(f"MEM={g.mem // MIB}M: guest memory must be a multiple of 2M and at least 4M")
+            size = f"{g.mem // MIB} MiB" if g.mem % MIB == 0 else f"{g.mem} bytes"
+            raise UserError(f"MEM={size}: guest memory must be a multiple of 2M and at least 4M")
         need = footprint + DTB_SLOT
         initrd_size = readable(g.initrd, "initrd") if g.initrd else 0
         if need + initrd_size > g.mem:
@@ -328,57 +339,122 @@ def run(argv: list[str], timeout: float, log: Path | None = None, dialog: list[t
     return Run(argv, status, out, time.monotonic() - start, marker_at[0] if marker_at else None, unanswered)
 
 
+# The options `make run` and `make debug` take (KERNEL=, APPEND=, ...): the Makefile hands
+# them over in the environment as HVRUN_<NAME>, exactly as given, so that no shell ever
+# reads them (quotes, spaces, $ and backticks in APPEND reach the guest as written).
+OPTIONS = ["kernel", "initrd", "append", "smp", "mem", "cpus", "vms", "hv-args", "pauth", "pstore", "qemu-extra"]
+MAKE_NAMES = {"hv-args": "HVARGS", "qemu-extra": "QEMU_EXTRA"}
+
+
+def make_name(option: str) -> str:
+    return MAKE_NAMES.get(option, option.upper())
+
+
+def host_memory() -> int | None:
+    """The host's RAM in bytes (None if unknown)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 def machine_from_args(argv: list[str]) -> Machine:
     p = argparse.ArgumentParser(prog="qemu.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("mode", choices=["run", "debug", "print"])
-    p.add_argument("--kernel", default="")
-    p.add_argument("--initrd", default="")
-    p.add_argument("--append", default="")
-    p.add_argument("--smp", default="")
-    p.add_argument("--mem", default="")
-    p.add_argument("--cpus", default="")
-    p.add_argument("--vms", default="")
-    p.add_argument("--hv-args", default="")
-    p.add_argument("--pauth", default="impdef")
-    p.add_argument("--pstore", default="")
+    p.add_argument("--from-env", action="store_true", help="take the options from HVRUN_<NAME> (what make passes)")
+    for o in OPTIONS:
+        p.add_argument(f"--{o}", default="")
     a = p.parse_args(argv)
+    given = {o: getattr(a, o.replace("-", "_")) for o in OPTIONS}
+    if a.from_env:
+        given = {o: os.environ.get(f"HVRUN_{make_name(o)}", "") for o in OPTIONS}
 
-    def number(text: str, name: str) -> int | None:
+    def number(option: str, lo: int, hi: int) -> int | None:
+        text = given[option].strip()
         if not text:
             return None
         if not text.isdigit():
-            raise UserError(f"{name}={text} is not a number")
-        return int(text)
+            raise UserError(f"{make_name(option)}={given[option]} is not a number (use {lo} to {hi})")
+        n = int(text)
+        if not lo <= n <= hi:
+            raise UserError(f"{make_name(option)}={text}: use {lo} to {hi}")
+        return n
 
-    if a.kernel:
-        kernel, initrd, bootargs, mem, smp = Path(a.kernel), a.initrd, a.append, 128 * MIB, 1
+    if given["kernel"]:
+        kernel, initrd, bootargs, mem, smp = Path(given["kernel"]), given["initrd"], given["append"], 128 * MIB, 1
     else:
         if why := fetch_linux(quiet=False):
             raise UserError(f"no default Linux guest ({why}): pass your own with KERNEL=path/to/Image [INITRD=...], "
                             f"or boot the demo guest with KERNEL={DEMO_GUEST.relative_to(ROOT)}")
-        kernel, initrd = LINUX_DIR / "Image", a.initrd or str(LINUX_DIR / "initramfs.cpio")
-        bootargs, mem, smp = a.append or DEFAULT_LINUX_ARGS, 256 * MIB, 2
-    g = Guest(
-        kernel=kernel,
-        initrd=Path(initrd) if initrd else None,
-        bootargs=bootargs,
-        mem=parse_size(a.mem) if a.mem else mem,
-        smp=number(a.smp, "SMP") or smp,
-    )
-    vms = number(a.vms, "VMS") or 1
-    if not 1 <= vms <= 8:
-        raise UserError(f"VMS={vms}: from 1 to 8 VMs")
-    pstore = None if a.pstore == "none" else Path(a.pstore) if a.pstore else DEFAULT_PSTORE
-    m = Machine(guests=[g] * vms, cpus=number(a.cpus, "CPUS"), hv_args=a.hv_args, pauth=a.pauth, gdb=a.mode == "debug",
-                pstore=pstore)
+        kernel, initrd = LINUX_DIR / "Image", given["initrd"] or str(LINUX_DIR / "initramfs.cpio")
+        bootargs, mem, smp = given["append"] or DEFAULT_LINUX_ARGS, 256 * MIB, 2
+    if given["mem"]:
+        mem = parse_size(given["mem"], "MEM")
+    smp = number("smp", 1, 64) or smp
+    cpus = number("cpus", 1, 8)
+    vms = number("vms", 1, 8) or 1
+    if given["pauth"] and given["pauth"] not in ("impdef", "qarma5"):
+        raise UserError(f"PAUTH={given['pauth']}: use impdef or qarma5")
+    g = Guest(kernel=kernel, initrd=Path(initrd) if initrd else None, bootargs=bootargs, mem=mem, smp=smp)
+    pstore = None if given["pstore"] == "none" else Path(given["pstore"]) if given["pstore"] else DEFAULT_PSTORE
+    m = Machine(guests=[g] * vms, cpus=cpus, hv_args=given["hv-args"], pauth=given["pauth"] or "impdef", gdb=a.mode == "debug",
+                pstore=pstore, extra=shlex.split(given["qemu-extra"]))
     m.mode = a.mode  # type: ignore[attr-defined]
+    if cpus is None and smp > 8 and not re.search(r"(^|\s)(vm\d\.)?overcommit=on(\s|$)", m.hv_args):
+        raise UserError(f"SMP={smp}: the machine has at most 8 CPUs; give fewer vCPUs, or let them share CPUs "
+                        "with HVARGS=overcommit=on")
+    host = host_memory()
+    needed = sum(g.mem for g in m.guests)
+    if host is not None and needed + 256 * MIB > host:
+        raise UserError(f"MEM={given['mem'] or mem // MIB}"
+                        f"{f' x VMS={vms}' if vms > 1 else ''}: the guests need {needed / (1 << 30):.1f} GiB "
+                        f"but this host has {host / (1 << 30):.1f} GiB")
     return m
+
+
+def port_in_use(port: int) -> bool:
+    import socket
+    with socket.socket() as s:
+        try:
+            s.bind(("", port))
+        except OSError:
+            return True
+    return False
+
+
+# What QEMU's exit status means (README, Exit status).
+STATUS_MEANING = {0: "every VM powered off", 1: "a test verdict failed", 2: "a VM crashed or could not be built",
+                  3: "hypervisor panic", 4: "no guest given"}
+
+
+def supervise(cmd: list[str], pstore: Path | None) -> int:
+    """Runs QEMU on this terminal and returns its exit status. QEMU's own error lines pass
+    through; an image-lock error on the pstore disk gets one line saying what to do."""
+    p = subprocess.Popen(cmd, stderr=subprocess.PIPE)
+    locked = False
+    for raw in iter(p.stderr.readline, b""):
+        line = raw.decode(errors="replace")
+        sys.stderr.write(line)
+        sys.stderr.flush()
+        locked |= "Failed to get" in line and "lock" in line
+    status = p.wait()
+    if locked and pstore:
+        print(f"error: {pstore} is in use by another QEMU (another make run?): give this one its own, "
+              f"e.g. PSTORE=target/pstore2.img, or PSTORE=none", file=sys.stderr)
+    elif status in STATUS_MEANING and status != 0:
+        print(f"machine exit status {status}: {STATUS_MEANING[status]}", file=sys.stderr)
+    return status
 
 
 def main(argv: list[str]) -> int:
     try:
         m = machine_from_args(argv)
         cmd = command(m)
+        if m.gdb and port_in_use(GDB_PORT):
+            raise UserError(f"port {GDB_PORT} (QEMU's gdb stub) is in use: is another make debug running?")
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -392,7 +468,7 @@ def main(argv: list[str]) -> int:
         print(f"QEMU is halted with its gdb stub on port {GDB_PORT}. In another terminal:\n"
               f"  gdb-multiarch {HYPERVISOR_ELF.relative_to(ROOT)} -ex 'target remote :{GDB_PORT}'\n"
               f"Quit QEMU with Ctrl-A X.", file=sys.stderr)
-    os.execvp(cmd[0], cmd)
+    return supervise(cmd, m.pstore)
 
 
 if __name__ == "__main__":
