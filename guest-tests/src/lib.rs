@@ -15,7 +15,8 @@ pub mod psci;
 use core::arch::{asm, global_asm};
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-pub const MAX_VCPUS: usize = 8;
+/// As many vCPUs as `make run` gives a guest (SMP=1..64).
+pub const MAX_VCPUS: usize = 64;
 pub const STACK_SIZE: usize = 16 * 1024;
 
 #[repr(C, align(16))]
@@ -130,9 +131,10 @@ pub fn secondary_entry_address() -> u64 {
     secondary_start as *const () as u64
 }
 
-/// This vCPU's index (MPIDR_EL1.Aff0).
+/// This vCPU's index, from its MPIDR (16 vCPUs per Aff1 cluster, as the hypervisor numbers
+/// them: hv_core::guest_dt::vcpu_mpidr).
 pub fn vcpu_index() -> usize {
-    (mpidr() & 0xff) as usize
+    hv_core::guest_dt::vcpu_index(mpidr(), MAX_VCPUS).unwrap_or(0)
 }
 
 pub fn mpidr() -> u64 {

@@ -33,14 +33,33 @@ fn lists_prints_and_emits_json() {
 
     let (code, out, err) = tool(&["--list", p]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("dmesg-pstore_blk-3  Panic #2  2026-11-18 11:06:40  VM 1: guest panic: \"quoted\""), "{out}");
+    assert!(out.contains("dmesg-pstore_blk-3  Panic #2  2026-11-18 11:06:40 UTC  VM 1: guest panic: \"quoted\""), "{out}");
     assert!(out.contains("console-pstore_blk-0  20 bytes"), "{out}");
 
     let (_, out, _) = tool(&[p]);
-    assert!(out.contains("==> dmesg-pstore_blk-3 (2026-11-18 11:06:40) <==\nPanic: Total 2 times\nVM 1: guest panic: \"quoted\"\nconsole tail\n"), "{out}");
+    assert!(out.contains("==> dmesg-pstore_blk-3 (2026-11-18 11:06:40 UTC) <==\nPanic: Total 2 times\nVM 1: guest panic: \"quoted\"\nconsole tail\n"), "{out}");
 
     let (_, out, _) = tool(&["--json", p]);
     assert!(out.starts_with('[') && out.trim_end().ends_with(']'), "{out}");
+    let (_, listed, _) = tool(&["--list", "--json", p]);
+    assert_eq!(listed, out, "--list --json is the JSON list");
+
+    // A reader that stops early (`| head -1`): no panic, status 0.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pstore-tool"))
+        .arg(p)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let done = child.wait_with_output().unwrap();
+    assert_eq!(done.status.code(), Some(0), "{}", String::from_utf8_lossy(&done.stderr));
+    assert!(done.stderr.is_empty(), "{}", String::from_utf8_lossy(&done.stderr));
+
+    // --help: the usage on stdout, status 0.
+    let (code, help, _) = tool(&["--help"]);
+    assert_eq!(code, 0);
+    assert!(help.starts_with("usage: pstore-tool"), "{help}");
     assert!(out.contains(r#""name":"dmesg-pstore_blk-3","kind":"dmesg","zone":3,"reason":"Panic","counter":2,"time":1795000000,"nsec":5,"compressed":false,"text":"VM 1: guest panic: \"quoted\"\nconsole tail\n""#), "{out}");
 
     // Corrupt zone 5's lengths: reported and skipped, the rest still listed.

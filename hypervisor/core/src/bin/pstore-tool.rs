@@ -4,12 +4,17 @@
 //! usage: pstore-tool [--json] [--list] [--order kmsg-first|linux] [--kmsg-size KIB]
 //!                    [--console-size KIB] [--pmsg-size KIB] DISK
 //!
-//! The sizes must be the writer's (the hypervisor's defaults unless told otherwise). Exit
-//! status: 0 records listed (or none), 1 not a pstore disk or unreadable, 2 bad usage.
+//! The sizes must be the writer's (the hypervisor's defaults unless told otherwise). Times
+//! are UTC. Exit status: 0 records listed (or none; also when the reader of the output went
+//! away, as `head` does), 1 not a pstore disk or unreadable, 2 bad usage.
 
 use hv_core::pstore::{scan, Content, Layout, Order, Utc, ZoneError, ZoneKind};
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::process::ExitCode;
+
+/// `--help` (not an error: usage on stdout, status 0).
+const HELP: &str = "help";
 
 const USAGE: &str = "usage: pstore-tool [--json] [--list] [--order kmsg-first|linux] [--kmsg-size KIB] [--console-size KIB] [--pmsg-size KIB] DISK";
 
@@ -52,7 +57,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
                     _ => return Err("--order takes kmsg-first or linux".into()),
                 }
             }
-            "-h" | "--help" => return Err(String::new()),
+            "-h" | "--help" => return Err(HELP.into()),
             s if s.starts_with('-') => return Err(format!("unknown option {s}")),
             s if o.disk.is_empty() => o.disk = s.to_string(),
             s => return Err(format!("one disk only (also got {s})")),
@@ -91,10 +96,12 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let o = match parse(&args) {
         Ok(o) => o,
+        Err(e) if e == HELP => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
         Err(e) => {
-            if !e.is_empty() {
-                eprintln!("pstore-tool: {e}");
-            }
+            eprintln!("pstore-tool: {e}");
             eprintln!("{USAGE}");
             return ExitCode::from(2);
         }
@@ -126,6 +133,8 @@ fn main() -> ExitCode {
         return ExitCode::from(1);
     }
     let mut json = Vec::new();
+    // The whole output, written at once at the end.
+    let mut out = String::new();
     for (z, content) in &zones {
         let name = format!("{}-pstore_blk-{}", z.kind.name(), z.index);
         match content {
@@ -136,12 +145,11 @@ fn main() -> ExitCode {
                         json_str(name.as_bytes()), z.kind.name(), z.index, r.reason.name(), r.counter, r.time.sec, r.time.nsec, r.compressed, json_str(r.text)
                     ));
                 } else if o.list {
-                    println!("{name}  {} #{}  {}  {}", r.reason.name(), r.counter, Utc(r.time.sec), first_line(r.text));
+                    let _ = writeln!(out, "{name}  {} #{}  {} UTC  {}", r.reason.name(), r.counter, Utc(r.time.sec), first_line(r.text));
                 } else {
-                    println!("==> {name} ({}) <==", Utc(r.time.sec));
-                    println!("{}: Total {} times", r.reason.name(), r.counter);
-                    println!("{}", String::from_utf8_lossy(r.text).trim_end_matches('\n'));
-                    println!();
+                    let _ = writeln!(out, "==> {name} ({} UTC) <==", Utc(r.time.sec));
+                    let _ = writeln!(out, "{}: Total {} times", r.reason.name(), r.counter);
+                    let _ = writeln!(out, "{}\n", String::from_utf8_lossy(r.text).trim_end_matches('\n'));
                 }
             }
             Ok(Content::Ring(a, b)) => {
@@ -149,11 +157,10 @@ fn main() -> ExitCode {
                 if o.json {
                     json.push(format!("{{\"name\":{},\"kind\":\"{}\",\"zone\":0,\"text\":{}}}", json_str(name.as_bytes()), z.kind.name(), json_str(&text)));
                 } else if o.list {
-                    println!("{name}  {} bytes", text.len());
+                    let _ = writeln!(out, "{name}  {} bytes", text.len());
                 } else {
-                    println!("==> {name} <==");
-                    println!("{}", String::from_utf8_lossy(&text).trim_end_matches('\n'));
-                    println!();
+                    let _ = writeln!(out, "==> {name} <==");
+                    let _ = writeln!(out, "{}\n", String::from_utf8_lossy(&text).trim_end_matches('\n'));
                 }
             }
             Err(ZoneError::Empty) => {}
@@ -165,7 +172,15 @@ fn main() -> ExitCode {
         }
     }
     if o.json {
-        println!("[{}]", json.join(",\n "));
+        let _ = writeln!(out, "[{}]", json.join(",\n "));
     }
-    ExitCode::SUCCESS
+    // A reader that went away (`| head`) is not an error.
+    match std::io::stdout().lock().write_all(out.as_bytes()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pstore-tool: cannot write the output: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
