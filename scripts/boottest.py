@@ -224,7 +224,7 @@ def linux_tests() -> list[BootTest]:
         BootTest("linux-panic-contained", Machine([linux(1, "console=ttyAMA0 panic=0 quiet hvtest.panic"), linux(1)], cpus=2,
                                                   pstore=pstoretest.fresh_disk("linux-panic-contained")),
                  [r"vm0\| .*sysrq: Trigger a crash", r"VM 0: guest kernel panic: .*Kernel panic - not syncing",
-                  r"pstore: VM 0 crash recorded in dmesg-pstore_blk-0 \(Panic #1",
+                  r"pstore: VM 0 crash recorded in dmesg-pstore_blk-0 \(Panic #1, \d+ us\): its kernel panicked: sysrq triggered crash",
                   r"VM 0: stopping: crashed \(GuestPanic\)", *[rf"vm1\| {c}" for c in checks], r"machine exit status 2"],
                  reject=[r"HYPERVISOR PANIC", r"crash recorded in dmesg-pstore_blk-1"], status=2, linux=True),
         # Two VMs: VM 0 has the focus (raw), VM 1's lines are prefixed; Ctrl-] 7 (no such VM)

@@ -22,6 +22,8 @@ use spin::Mutex;
 /// How much of a record the hypervisor writes (the rest of a bigger zone stays as it was,
 /// beyond the record's datalen).
 const RECORD_MAX: usize = 64 << 10;
+/// Records from earlier runs listed one per line at boot; beyond, one line says how many.
+const LIST_AT_MOST: usize = 3;
 /// The part of the console tail that goes into a panic record.
 const PANIC_TAIL: usize = 12 << 10;
 
@@ -119,19 +121,19 @@ pub fn init(dt: &HostDt, cfg: &PstoreConfig) {
     let mut store = Store { disk, layout, next: NextRecord::default(), last: Timestamp::default() };
     match store.recover(cfg.erase) {
         Ok(()) => {
+            log::info!("pstore: disk \"{serial}\" at virtio-mmio {:#x} (v{}), next record in zone {}", store.disk.base, store.disk.version, store.next.zone);
             log::info!(
-                "pstore: disk \"{serial}\" at virtio-mmio {:#x} (v{}): {} kmsg zones of {} KiB, console {} KiB, pmsg {} KiB ({:?} order); \
-                 next record in zone {}; Linux reads it with: {}",
-                store.disk.base,
-                store.disk.version,
+                "pstore: {} kmsg zones of {} KiB, console {} KiB, pmsg {} KiB, {} order",
                 layout.kmsg_count(),
                 layout.kmsg_size >> 10,
                 layout.console_size >> 10,
                 layout.pmsg_size >> 10,
-                layout.order,
-                store.next.zone,
-                layout.linux_params("/dev/vda")
+                match layout.order {
+                    pstore::Order::KmsgFirst => "kmsg-first",
+                    pstore::Order::Linux => "linux",
+                }
             );
+            log::info!("pstore: Linux reads it with {}", layout.linux_params("/dev/vda"));
             *STORE.lock() = Some(store);
         }
         Err(e) => log::error!("pstore: disk error while reading or formatting its zones ({e:?}): not used"),
@@ -146,20 +148,30 @@ impl Store {
         self.disk.read(0, &mut disk)?;
         let mut records = 0;
         let mut blank = alloc::vec::Vec::new();
+        let kmsg_records = pstore::scan(&self.layout, &disk).filter(|(_, c)| matches!(c, Ok(Content::Kmsg(_)))).count();
+        // Many records: one line for all (the newest named), each at log=debug.
+        let one_each = if kmsg_records <= LIST_AT_MOST { log::Level::Info } else { log::Level::Debug };
+        let mut newest: Option<(Timestamp, alloc::string::String)> = None;
         for (z, content) in pstore::scan(&self.layout, &disk) {
             let name = (z.kind.name(), z.index);
             match content {
                 Ok(Content::Kmsg(r)) => {
                     records += 1;
                     let first = r.text.split(|b| *b == b'\n').next().unwrap_or(&[]);
-                    log::info!(
+                    let first = core::str::from_utf8(first).unwrap_or("(not text)");
+                    if newest.as_ref().is_none_or(|(t, _)| r.time > *t) {
+                        let what = alloc::format!("{}-pstore_blk-{}: {} #{} at {} UTC: {first}", name.0, name.1, r.reason.name(), r.counter, Utc(r.time.sec));
+                        newest = Some((r.time, what));
+                    }
+                    log::log!(
+                        one_each,
                         "pstore: found {}-pstore_blk-{}: {} #{} at {} UTC: {}",
                         name.0,
                         name.1,
                         r.reason.name(),
                         r.counter,
                         Utc(r.time.sec),
-                        core::str::from_utf8(first).unwrap_or("(not text)")
+                        first
                     );
                 }
                 Ok(Content::Ring(a, b)) => {
@@ -177,6 +189,9 @@ impl Store {
                 Err(ZoneError::BadSignature { .. }) if pstore::is_blank(&disk[z.offset as usize..][..pstore::ZONE_HEADER]) => blank.push(z),
                 Err(e) => log::warn!("pstore: {}-pstore_blk-{} at offset {:#x}: skipped: {e}", name.0, name.1, z.offset),
             }
+        }
+        if let (true, Some((_, what))) = (one_each == log::Level::Debug, &newest) {
+            log::info!("pstore: {kmsg_records} records from earlier runs (log=debug lists them), the newest {what}");
         }
         let found = || {
             pstore::scan(&self.layout, &disk).filter_map(|(z, c)| match c {
@@ -275,7 +290,7 @@ pub fn record_guest_crash(vm: usize, reason: fmt::Arguments, console: (&[u8], &[
     });
     let us = (crate::arch::cpu::counter().1 - t0) * 1_000_000 / f.max(1);
     match result {
-        Ok((zone, n)) => log::info!("pstore: VM {vm} crash recorded in dmesg-pstore_blk-{zone} (Panic #{n}, {us} us)"),
+        Ok((zone, n)) => log::info!("pstore: VM {vm} crash recorded in dmesg-pstore_blk-{zone} (Panic #{n}, {us} us): {reason}"),
         Err(e) => log::error!("pstore: VM {vm} crash not recorded: {e:?}"),
     }
 }

@@ -17,6 +17,8 @@ pub struct VUart {
     panic_ended: AtomicBool,
     /// Its "Kernel panic - not syncing" line came (after the oops report, if any).
     panic_started: AtomicBool,
+    /// The panic line's message (bounded).
+    panic_message: Mutex<([u8; 120], usize)>,
 }
 
 /// The data register: a write there is output.
@@ -32,7 +34,13 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 
 impl VUart {
     pub fn new(vm: usize) -> VUart {
-        VUart { vm, state: Mutex::new(Pl011::new()), panic_ended: AtomicBool::new(false), panic_started: AtomicBool::new(false) }
+        VUart {
+            vm,
+            state: Mutex::new(Pl011::new()),
+            panic_ended: AtomicBool::new(false),
+            panic_started: AtomicBool::new(false),
+            panic_message: Mutex::new(([0; 120], 0)),
+        }
     }
 
     /// A complete line: printed with the prefix unless the VM's output passes raw; watched
@@ -43,10 +51,22 @@ impl VUart {
         }
         if contains(line, PANIC_END) {
             self.panic_ended.store(true, Ordering::Release);
-        } else if contains(line, PANIC_START) {
+        } else if let Some(at) = line.windows(PANIC_START.len()).position(|w| w == PANIC_START) {
             log::error!("VM {}: guest kernel panic: {}", self.vm, core::str::from_utf8(line).unwrap_or("(not text)"));
+            // What it says after "Kernel panic - not syncing: ", for the crash record.
+            let said = line[at + PANIC_START.len()..].strip_prefix(b": ").unwrap_or(&[]);
+            let mut m = self.panic_message.lock();
+            m.1 = said.len().min(m.0.len());
+            let n = m.1;
+            m.0[..n].copy_from_slice(&said[..n]);
             self.panic_started.store(true, Ordering::Release);
         }
+    }
+
+    /// What the guest kernel's panic line said (empty if none came), copied out: the
+    /// caller may then take the UART's other locks.
+    pub fn panic_message(&self) -> ([u8; 120], usize) {
+        *self.panic_message.lock()
     }
 
     /// Whether the guest's kernel reported a panic (once).

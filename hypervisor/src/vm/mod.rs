@@ -219,10 +219,18 @@ impl Vm {
         }
     }
 
-    /// A pstore record of a crash with the VM's last console lines.
+    /// A pstore record of a crash with the VM's last console lines; a kernel panic's record
+    /// says what the panic line said.
     fn record_crash(&self, why: Crash) {
         self.uart.flush();
-        self.uart.with_tail(|tail| crate::pstore::record_guest_crash(self.id, format_args!("{}", why.describe()), tail));
+        let (said, len) = self.uart.panic_message();
+        let said = core::str::from_utf8(&said[..len]).unwrap_or("(not text)");
+        self.uart.with_tail(|tail| match (why, said) {
+            (Crash::GuestPanic, said) if !said.is_empty() => {
+                crate::pstore::record_guest_crash(self.id, format_args!("its kernel panicked: {said}"), tail)
+            }
+            _ => crate::pstore::record_guest_crash(self.id, format_args!("{}", why.describe()), tail),
+        });
     }
 
     /// Whether the guest may cause one more log message now (its warning budget); says
