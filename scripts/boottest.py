@@ -312,8 +312,9 @@ def run_input(t: InputTest) -> tuple[bool, str]:
     if p.returncode != t.status:
         return False, f"exit status {p.returncode}, expected {t.status} (stderr: {p.stderr.strip()})"
     if t.status:
-        # One line of ours (make adds its own "make: *** ... Error 2" after it).
-        text = "\n".join(line for line in p.stderr.splitlines() if not line.startswith("make: "))
+        # One line of ours (make adds its own "make: *** ... Error 2" after it, "make[1]: ..."
+        # when make test runs this).
+        text = "\n".join(line for line in p.stderr.splitlines() if not re.match(r"make(\[\d+\])?: ", line))
         if len(text.splitlines()) != 1:
             return False, f"not one line: {text}"
     else:
