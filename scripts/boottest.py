@@ -11,9 +11,12 @@ any test failed or hung.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import re
+import select
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -54,6 +57,72 @@ class BootTest:
     dialog: list[tuple[str, str]] = field(default_factory=list)
     # The focused VM's output raw, as `make run` shows it (else every VM's as `vmN| ` lines).
     raw: bool = False
+
+
+@dataclass
+class PtyTest:
+    """`make run` on a pseudo-terminal, as a person types at it."""
+    name: str
+    args: list[str]
+    dialog: list[tuple[str, str]]
+    expect: list[str]
+    status: int = 0
+
+
+def pty_tests() -> list[PtyTest]:
+    esc = "printf '\\033[1;31mRED\\033[0m-%s\\n' $((6*7))\r"
+    return [
+        # The prompt shows before any key; a typed line echoes as typed; Ctrl-C stops a
+        # command; escape sequences pass unmangled; poweroff -f ends make run with status 0.
+        PtyTest("make-run-on-a-terminal", ["VMS=1"], dialog=[
+            (PROMPT, "echo typed-$((6*7))\r"), (r"\ntyped-42\r*\n", "sleep 100\r"), (r"sleep 100\r*\n", "\x03"),
+            (r"\^C\r*\n/ # ", esc), (r"RED\x1b\[0m-42", "poweroff -f\r")],
+            expect=[r"/ # (\x1b\[6n)?echo typed-\$\(\(6\*7\)\)\r*\n", r"\x1b\[1;31mRED\x1b\[0m-42\r*\n",
+                    r"machine exit status 0"]),
+    ]
+
+
+def run_pty(t: PtyTest, timeout: float) -> tuple[bool, str]:
+    if why := qemu.fetch_linux():
+        return False, f"no Linux guest: {why}"
+    log = LOGS / f"{t.name}.log"
+    master, slave = os.openpty()
+    p = subprocess.Popen(["make", "-s", "--no-print-directory", "run", *t.args], cwd=qemu.ROOT, stdin=slave, stdout=slave,
+                         stderr=slave, start_new_session=True)
+    os.close(slave)
+    out = bytearray()
+    deadline = time.monotonic() + timeout
+
+    def pump(seconds: float) -> None:
+        ready, _, _ = select.select([master], [], [], seconds)
+        if ready:
+            try:
+                out.extend(os.read(master, 4096))
+            except OSError:  # the terminal's other side closed
+                time.sleep(seconds)
+
+    problems = []
+    for pattern, text in t.dialog:
+        while not re.search(pattern, out.decode(errors="replace")) and time.monotonic() < deadline and p.poll() is None:
+            pump(0.05)
+        if not re.search(pattern, out.decode(errors="replace")):
+            problems.append(f"never saw /{pattern}/ to answer")
+            break
+        os.write(master, text.encode())
+    while p.poll() is None and time.monotonic() < deadline:
+        pump(0.05)
+    if p.poll() is None:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+        problems.append(f"hung: no exit within {timeout:.0f} s")
+    pump(0.1)
+    os.close(master)
+    text = out.decode(errors="replace")
+    log.write_text(text)
+    if p.returncode is not None and p.returncode != t.status and not problems:
+        problems.append(f"exit status {p.returncode}, expected {t.status}")
+    problems += [f"missing /{x}/" for x in t.expect if not re.search(x, text)]
+    return not problems, "; ".join(problems) + (f" (log: {log})" if problems else "")
 
 
 @dataclass
@@ -332,7 +401,7 @@ def main() -> int:
     a = ap.parse_args()
     LOGS.mkdir(parents=True, exist_ok=True)
     passed = failed = 0
-    for t in [*boot_tests(), *pstoretest.pstore_tests(), *linux_tests(), *input_tests()]:
+    for t in [*boot_tests(), *pstoretest.pstore_tests(), *linux_tests(), *pty_tests(), *input_tests()]:
         if a.k not in t.name:
             continue
         start = time.monotonic()
@@ -340,6 +409,8 @@ def main() -> int:
             if isinstance(t, pstoretest.PstoreTest):
                 problems = t.run(t.name)
                 ok, why = not problems, "; ".join(problems) + (f" (logs: {LOGS}/{t.name}*)" if problems else "")
+            elif isinstance(t, PtyTest):
+                ok, why = run_pty(t, a.timeout)
             else:
                 ok, why = run_boot(t, a.timeout) if isinstance(t, BootTest) else run_input(t)
         except UserError as e:
