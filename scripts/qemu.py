@@ -286,12 +286,13 @@ class Run:
         return self.status is None
 
 
-def run(argv: list[str], timeout: float, log: Path | None = None, dialog: list[tuple[str, str]] = (),
+def run(argv: list[str], timeout: float, log: Path | None = None, dialog: list[tuple] = (),
         marker: str | None = None) -> Run:
     """Runs QEMU and always ends: at `timeout` seconds it is killed (with anything it
     started), whatever it printed or did not. Output is read as it comes, so `marker` can be
-    timed and `dialog` answered: each (regex, text) types text once the output matches
-    regex. The command line and output go to `log` if given."""
+    timed and `dialog` answered: each (regex, text[, seconds]) types text once the output
+    matches regex (and, if given, that many seconds later: a shell's prompt comes before it
+    reads, a command's echo before it runs). The command line and output go to `log`."""
     start = time.monotonic()
     p = subprocess.Popen(argv, stdin=subprocess.PIPE if dialog else subprocess.DEVNULL, stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, start_new_session=True)
@@ -314,12 +315,13 @@ def run(argv: list[str], timeout: float, log: Path | None = None, dialog: list[t
     reader.start()
     deadline = start + timeout
     unanswered = None
-    for pattern, text in dialog:
+    for pattern, text, *later in dialog:
         while not re.search(pattern, "".join(lines)) and p.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
         if not re.search(pattern, "".join(lines)):
             unanswered = pattern
             break
+        time.sleep(later[0] if later else 0)
         try:
             p.stdin.write(text.encode())
             p.stdin.flush()

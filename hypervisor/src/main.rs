@@ -189,6 +189,7 @@ fn start_vms(dt: &HostDt, config: &HvConfig, cpus: usize) {
                 bootargs: m.bootargs,
                 params: config.vm(specs.len()),
                 boot_count: 0,
+                reboots: Default::default(),
             }),
             ModuleKind::Ramdisk => match specs.last_mut() {
                 Some(s) if s.initrd.is_none() => s.initrd = Some(m.range),

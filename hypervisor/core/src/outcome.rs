@@ -37,6 +37,32 @@ impl Verdict {
     }
 }
 
+/// A VM's recent reboots (PSCI SYSTEM_RESET), to tell a crash-reboot loop (a kernel that
+/// panics and reboots on panic, again and again) from a VM that reboots now and then.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reboots {
+    /// Counter values of the last `REBOOT_LOOP` reboots, oldest first once full.
+    at: [u64; REBOOT_LOOP],
+    n: usize,
+}
+
+/// This many reboots within the window make a loop.
+pub const REBOOT_LOOP: usize = 5;
+
+impl Reboots {
+    /// A reboot at counter value `now`; whether the last `REBOOT_LOOP` reboots all came
+    /// within `window` counter ticks (a loop).
+    pub fn reboot(&mut self, now: u64, window: u64) -> bool {
+        if self.n == REBOOT_LOOP {
+            self.at.rotate_left(1);
+            self.n -= 1;
+        }
+        self.at[self.n] = now;
+        self.n += 1;
+        self.n == REBOOT_LOOP && now.saturating_sub(self.at[0]) <= window
+    }
+}
+
 /// The exit status one VM's end asks for: crashed, failed its test, or fine.
 pub fn vm_status(crashed: bool, verdict: Verdict) -> u32 {
     if crashed {
@@ -75,6 +101,26 @@ mod tests {
         }
         // A pass, then a failure: failed.
         assert_eq!(vm_status(false, Verdict::NONE.report(0).report(1 << 63)), status::TEST_FAILED);
+    }
+
+    #[test]
+    fn reboot_loops_are_told_from_reboots_now_and_then() {
+        let mut r = Reboots::default();
+        // Four quick reboots are not yet a loop; the fifth within the window is.
+        for t in 0..4 {
+            assert!(!r.reboot(t * 100, 1000));
+        }
+        assert!(r.reboot(400, 1000));
+        // Reboots spread out: never a loop.
+        let mut r = Reboots::default();
+        assert!((0..50).all(|t| !r.reboot(t * 300, 1000)));
+        // A slow start, then a fast loop: caught once the last five are close.
+        let mut r = Reboots::default();
+        for t in [0, 5000, 10_000] {
+            assert!(!r.reboot(t, 1000));
+        }
+        assert!(!r.reboot(10_100, 1000) && !r.reboot(10_200, 1000) && !r.reboot(10_300, 1000));
+        assert!(r.reboot(10_400, 1000));
     }
 
     #[test]

@@ -9,6 +9,9 @@ use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
 use hv_core::outcome::{self, status};
 
+/// `outcome::REBOOT_LOOP` reboots within this many seconds stop a VM.
+const REBOOT_LOOP_SECONDS: u64 = 10;
+
 /// Makes a VM runnable: its vCPUs join their physical CPUs' run queues.
 pub fn start(vm: Arc<Vm>) {
     vm::register(vm.clone());
@@ -41,9 +44,12 @@ fn retire(vm: Arc<Vm>) {
     };
     log::info!("VM {}: stopped ({:?}), {verdict_text}", vm.id, reason);
     vm.log_counters();
-    let remaining = vm::unregister(&vm);
+    let (freq, now) = crate::arch::cpu::counter();
     let (id, mut spec) = (vm.id, vm.spec.clone());
-    if reason != StopReason::Reset && crate::console::focus() == id {
+    let reboot_loop = reason == StopReason::Reset && spec.reboots.reboot(now, REBOOT_LOOP_SECONDS * freq);
+    let rebooting = reason == StopReason::Reset && !reboot_loop;
+    let mut remaining = vm::unregister(&vm, rebooting);
+    if !rebooting && crate::console::focus() == id {
         if let Some(next) = vm::first_running() {
             crate::console::set_focus(next);
             log::info!("console input now goes to VM {next} (VM {id} stopped)");
@@ -54,14 +60,26 @@ fn retire(vm: Arc<Vm>) {
     }
     let pcpus: Vec<usize> = vm.vcpus.iter().map(|v| v.pcpu).collect();
     drop(vm); // last reference: RAM and tables are freed here
-    if reason == StopReason::Reset {
+    if reboot_loop {
+        log::error!(
+            "VM {id}: rebooted {} times within {REBOOT_LOOP_SECONDS} s, a crash-reboot loop (its console above says why): stopped",
+            outcome::REBOOT_LOOP
+        );
+        vm::raise_exit_status(status::VM_CRASHED);
+    } else if rebooting {
         spec.boot_count += 1;
         log::info!("VM {id}: rebooting (boot {})", spec.boot_count);
         match Vm::create(id, spec, &pcpus) {
-            Ok(vm) => return start(vm),
+            Ok(vm) => {
+                start(vm);
+                // The rebuilt VM may have stopped already (and not shut the machine down,
+                // as this one still counted as rebooting).
+                remaining = vm::rebooted();
+            }
             Err(e) => {
                 log::error!("VM {id}: reboot failed: {e}");
                 vm::raise_exit_status(status::VM_CRASHED);
+                remaining = vm::rebooted();
             }
         }
     }

@@ -39,6 +39,8 @@ pub struct VmSpec {
     pub params: VmParams,
     /// Reboots so far (told to the guest in its device tree).
     pub boot_count: u32,
+    /// When the last reboots came (a crash-reboot loop stops the VM).
+    pub reboots: hv_core::outcome::Reboots,
 }
 
 /// Why a VM stopped.
@@ -360,11 +362,26 @@ pub fn register(vm: Arc<Vm>) {
     VMS.lock().push(vm);
 }
 
-/// A VM is gone; returns how many still run.
-pub fn unregister(vm: &Arc<Vm>) -> usize {
+/// VMs between their stop and their rebuild (SYSTEM_RESET): they still count as running.
+static REBOOTING: AtomicUsize = AtomicUsize::new(0);
+
+/// A VM is gone (`rebooting`: it is about to be built again, and counts as running until
+/// `rebooted`); returns how many VMs still run.
+pub fn unregister(vm: &Arc<Vm>, rebooting: bool) -> usize {
     let mut vms = VMS.lock();
+    if rebooting {
+        REBOOTING.fetch_add(1, Ordering::SeqCst);
+    }
     vms.retain(|v| !Arc::ptr_eq(v, vm));
-    vms.len()
+    vms.len() + REBOOTING.load(Ordering::SeqCst)
+}
+
+/// A VM that `unregister` called rebooting is running again (`register`ed), or could not be
+/// built; returns how many VMs run.
+pub fn rebooted() -> usize {
+    let vms = VMS.lock();
+    REBOOTING.fetch_sub(1, Ordering::SeqCst);
+    vms.len() + REBOOTING.load(Ordering::SeqCst)
 }
 
 /// The running VM with id `id`.
