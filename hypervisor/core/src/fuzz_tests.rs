@@ -202,14 +202,13 @@ fn virtual_gic_registers_take_any_access() {
 
 #[test]
 fn uart_registers_take_any_access() {
-    use crate::pl011::{Pl011, LINE_MAX, RX_MAX, TAIL_MAX};
+    use crate::pl011::{Pl011, LINE_MAX, TAIL_MAX};
     let mut r = Rng::new(7);
     let mut u = Pl011::new();
     let (mut lines, mut longest) = (0u64, 0usize);
-    let mut queued = 0usize;
     for _ in 0..iters(200_000) {
         let offset = if r.below(2) == 0 { r.below(0x1000) & !3 } else { r.edgy() };
-        match r.below(5) {
+        match r.below(6) {
             0 | 1 => u.write(offset, r.edgy(), &mut |l| {
                 lines += 1;
                 longest = longest.max(l.len());
@@ -217,10 +216,16 @@ fn uart_registers_take_any_access() {
             2 => {
                 let v = u.read(offset);
                 assert!(v <= u32::MAX as u64, "a 32-bit register file: {offset:#x} read {v:#x}");
+                if offset == 0 {
+                    assert!(v == b'x' as u64 || v == 1 << 10 || v == 0, "DR: input, a break, or nothing: {v:#x}");
+                }
             }
             3 => {
                 let n = r.below(300) as usize;
-                queued = (queued + u.push_input(&std::vec![b'x'; n])).min(RX_MAX);
+                let _ = u.push_input(&std::vec![b'x'; n]);
+            }
+            5 => {
+                let _ = u.push_break();
             }
             _ => {
                 let (a, b) = u.tail();
@@ -229,6 +234,19 @@ fn uart_registers_take_any_access() {
         }
     }
     assert!(longest <= LINE_MAX && lines > 0, "{lines} lines, the longest {longest}");
+}
+
+#[test]
+fn control_sequences_left_out_of_any_bytes() {
+    use crate::console_input::without_control_sequences;
+    let mut r = Rng::new(8);
+    for _ in 0..iters(50_000) {
+        let len = r.below(64) as usize;
+        let bytes: Vec<u8> = (0..len).map(|_| if r.below(4) == 0 { 0x1b } else { r.next() as u8 }).collect();
+        let mut kept = Vec::new();
+        without_control_sequences(&bytes, &mut |b| kept.push(b));
+        assert!(kept.len() <= bytes.len() && !kept.contains(&0x1b), "{bytes:?} -> {kept:?}");
+    }
 }
 
 #[test]

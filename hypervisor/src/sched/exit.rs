@@ -2,7 +2,7 @@
 //! layer handles the exit, and what it asks for next (resume, wait, yield, off, stop)
 //! decides which vCPU this CPU runs.
 
-use super::{others_runnable, schedule, stopping_queued, update_slice};
+use super::{after_kick, others_runnable, schedule};
 use crate::arch::context::VcpuRegs;
 use crate::vm::exit::{handle_slow, take_interrupts, Next};
 use crate::vm::vcpu::{Power, Vcpu};
@@ -17,12 +17,9 @@ extern "C" fn handle_exit_slow(regs: *mut VcpuRegs) -> *mut VcpuRegs {
     let vm = vcpu.vm();
     let next = handle_slow(vcpu);
     if let Next::ResumeAfterKick = next {
-        // A kick: maybe a VM with a vCPU here stops (it is retired, and its stop logged,
-        // only once every CPU dropped its vCPUs), or a vCPU became runnable here.
-        if stopping_queued() {
-            return schedule(false);
+        if let Some(regs) = after_kick() {
+            return regs;
         }
-        update_slice();
     }
     if matches!(next, Next::Resume | Next::ResumeAfterKick) && !vm.is_stopping() {
         vcpu.flush_interrupts();
@@ -64,11 +61,8 @@ fn wait(vm: &Vm, vcpu: &Vcpu) -> *mut VcpuRegs {
         if !vcpu.has_interrupt() && !vm.is_stopping() {
             crate::arch::cpu::wait_for_interrupt();
             let arrived = take_interrupts(vm, vcpu);
-            if arrived.kick {
-                if stopping_queued() {
-                    return schedule(false);
-                }
-                update_slice();
+            if let Some(regs) = arrived.kick.then(after_kick).flatten() {
+                return regs;
             }
             if arrived.slice && others_runnable() {
                 return schedule(true);

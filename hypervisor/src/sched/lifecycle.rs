@@ -51,11 +51,7 @@ fn retire(vm: Arc<Vm>) {
     let mut remaining = vm::unregister(&vm, rebooting);
     if !rebooting && crate::console::focus() == id {
         if let Some(next) = vm::first_running() {
-            crate::console::set_focus(next);
-            log::info!("console input now goes to VM {next} (VM {id} stopped)");
-            if let Some(vm) = vm::find(next) {
-                vm.uart.show_partial_line();
-            }
+            vm::focus_console(next, &alloc::format!(" (VM {id} stopped)"));
         }
     }
     let pcpus: Vec<usize> = vm.vcpus.iter().map(|v| v.pcpu).collect();

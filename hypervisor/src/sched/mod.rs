@@ -71,15 +71,20 @@ fn start_slice(rq: &RunQueue) {
     }
 }
 
-/// After something may have become runnable here: make sure the running vCPU's time is
-/// bounded.
-fn update_slice() {
-    start_slice(&this_queue().lock());
-}
-
-/// Whether a vCPU of a stopping VM is still queued here (it leaves at the next schedule).
-fn stopping_queued() -> bool {
-    this_queue().lock().entries.iter().any(|e| e.vm.is_stopping())
+/// A kick came while a vCPU ran or waited here: a VM with a vCPU here may be stopping (it
+/// is retired, and its stop logged, only once every CPU dropped its vCPUs), or a vCPU may
+/// have become runnable here. Returns the frame to run if the CPU must reschedule; else the
+/// running vCPU's time is bounded if another one now waits.
+fn after_kick() -> Option<*mut VcpuRegs> {
+    let stopping = {
+        let rq = this_queue().lock();
+        let stopping = rq.entries.iter().any(|e| e.vm.is_stopping());
+        if !stopping {
+            start_slice(&rq);
+        }
+        stopping
+    };
+    stopping.then(|| schedule(false))
 }
 
 /// Whether a vCPU other than the loaded one could run on this CPU.

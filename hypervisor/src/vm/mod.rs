@@ -385,13 +385,23 @@ pub fn rebooted() -> usize {
 }
 
 /// The running VM with id `id`.
-pub fn find(id: usize) -> Option<Arc<Vm>> {
+fn find(id: usize) -> Option<Arc<Vm>> {
     VMS.lock().iter().find(|v| v.id == id).cloned()
 }
 
 /// The running VM with the lowest id, if any.
 pub fn first_running() -> Option<usize> {
     VMS.lock().iter().map(|v| v.id).min()
+}
+
+/// Moves the console's input focus to VM `id` if it runs (logged, `why` added), and shows
+/// the line it was printing (its prompt). Whether it runs.
+pub fn focus_console(id: usize, why: &str) -> bool {
+    let Some(vm) = find(id) else { return false };
+    crate::console::set_focus(id);
+    log::info!("console input now goes to VM {id}{why}");
+    vm.uart.show_partial_line();
+    true
 }
 
 /// Hands the terminal input the console queued to the VM with the focus, and moves the
@@ -402,14 +412,11 @@ pub fn deliver_console_input() {
         let focus = console::focus();
         match input {
             Input::Focus(id) if id == focus => {}
-            Input::Focus(id) => match find(id) {
-                Some(vm) => {
-                    console::set_focus(id);
-                    log::info!("console input now goes to VM {id}");
-                    vm.uart.show_partial_line();
+            Input::Focus(id) => {
+                if !focus_console(id, "") {
+                    log::warn!("console: there is no VM {id}; input stays with VM {focus}");
                 }
-                None => log::warn!("console: there is no VM {id}; input stays with VM {focus}"),
-            },
+            }
             Input::Bytes(bytes) => match find(focus) {
                 Some(vm) => {
                     if vm.uart.push_input(bytes) < bytes.len() {
