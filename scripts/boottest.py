@@ -57,6 +57,9 @@ class BootTest:
     dialog: list[tuple] = field(default_factory=list)
     # The focused VM's output raw, as `make run` shows it (else every VM's as `vmN| ` lines).
     raw: bool = False
+    # A differential test: the (single) guest also boots directly on QEMU, and the lines it
+    # prints as `observe ...` must be the same in both runs.
+    compare_bare: bool = False
 
 
 @dataclass
@@ -153,7 +156,9 @@ def boot_tests() -> list[BootTest]:
         BootTest("isolation", Machine([guest("isolation")]), [
             r"vm0\| (\d+) probes outside RAM, \1 aborts injected", r"abort injected", *verdict]),
         BootTest("sysreg", Machine([guest("sysreg")]), [
-            r"read of PMCR_EL0 .*UNDEF injected", r"vm0\| 11 trapped register accesses, 2 UNDEFs injected", r"vm0\| ID registers: PFR0", *verdict]),
+            r"read of PMCR_EL0 .*UNDEF injected", r"vm0\| 11 trapped register accesses, 1 UNDEFs injected", r"vm0\| ID registers: PFR0", *verdict]),
+        BootTest("timers", Machine([guest("timer")]), [
+            r"vm0\| timers behave as the architecture says", *verdict], compare_bare=True),
         BootTest("smp", Machine([guest("smp", smp=4)], cpus=4), [
             r"vm0\| 4 vCPUs added 20000 each: total 80000", *verdict]),
         # Stage-2 memory management from a guest, in each memory mode: first touch, unmap and
@@ -371,7 +376,30 @@ def run_boot(t: BootTest, timeout: float) -> tuple[bool, str]:
         problems.append(f"exit status {r.status}, expected {t.status}")
     problems += [f"missing /{x}/" for x in t.expect if not re.search(x, r.out)]
     problems += [f"unexpected /{x}/" for x in t.reject if re.search(x, r.out)]
+    if t.compare_bare:
+        problems += compare_with_bare(t, r.out, timeout)
     return not problems, "; ".join(problems) + (f" (log: {log})" if problems else "")
+
+
+def observations(out: str) -> list[str]:
+    return re.findall(r"^(?:vm\d+\| )?(observe .*?)\r?$", out, re.M)
+
+
+def compare_with_bare(t: BootTest, out: str, timeout: float) -> list[str]:
+    """Runs the test's guest directly on QEMU (no hypervisor, same CPU model, memory and
+    vCPUs) and compares what both runs observed. A difference is a fidelity bug."""
+    g = t.machine.guests[0]
+    log = LOGS / f"{t.name}-bare.log"
+    bare = qemu.run(qemu.direct_command(g, g.smp), timeout, log=log)
+    if bare.hung:
+        return [f"hung on bare QEMU (log: {log})"]
+    ours, theirs = observations(out), observations(bare.out)
+    if not theirs:
+        return [f"no observations on bare QEMU (log: {log})"]
+    diff = [f"'{a}' here, '{b}' on bare QEMU" for a, b in zip(ours, theirs) if a != b]
+    if len(ours) != len(theirs):
+        diff.append(f"{len(ours)} observations here, {len(theirs)} on bare QEMU")
+    return [f"differs from bare QEMU: {d}" for d in diff] + ([f"(bare log: {log})"] if diff else [])
 
 
 def run_input(t: InputTest) -> tuple[bool, str]:

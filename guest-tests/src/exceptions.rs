@@ -36,9 +36,24 @@ static ESR: [AtomicU64; N] = [const { AtomicU64::new(0) }; N];
 static FAR: [AtomicU64; N] = [const { AtomicU64::new(0) }; N];
 static ELR: [AtomicU64; N] = [const { AtomicU64::new(0) }; N];
 
+/// The IRQ handler (a `fn()` as usize; 0: IRQs are unexpected).
+static IRQ_HANDLER: AtomicU64 = AtomicU64::new(0);
+
+/// IRQs from EL1 (vector 5) call `handler`, which acknowledges and completes them.
+pub fn on_irq(handler: fn()) {
+    IRQ_HANDLER.store(handler as usize as u64, Ordering::Release);
+}
+
 #[no_mangle]
 extern "C" fn rt_exception(frame: &mut Frame, kind: u64) {
     let cpu = crate::vcpu_index() % N;
+    let irq = IRQ_HANDLER.load(Ordering::Acquire);
+    if kind == 5 && irq != 0 {
+        // SAFETY: only `on_irq` stores here, and it stores a `fn()`.
+        let handler: fn() = unsafe { core::mem::transmute(irq as usize) };
+        handler();
+        return;
+    }
     // Synchronous exceptions from EL1 with SP_ELx (vector 4) are the ones probes cause.
     if kind == 4 && ARMED[cpu].swap(false, Ordering::AcqRel) {
         ESR[cpu].store(frame.esr, Ordering::Relaxed);

@@ -1,6 +1,7 @@
 //! Per-CPU state of the hypervisor (the assembly's own header and the stacks live in
 //! arch::stacks): whether a CPU is online, its MPIDR, whether the GIC can kick it, the VM it
-//! runs for log prefixes, and the stop every CPU obeys when another one panics.
+//! runs for log prefixes, the end of its time slice, and the stop every CPU obeys when
+//! another one panics.
 
 use crate::arch::stacks::{cpu_index, MAX_CPUS};
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -13,12 +14,18 @@ pub struct PerCpu {
     pub kickable: AtomicBool,
     /// Id of the VM whose vCPU is loaded here (NO_VM when idle), for log prefixes.
     pub current_vm: AtomicUsize,
+    /// Counter value at which the running vCPU's time slice ends (NO_DEADLINE: none, no
+    /// other vCPU waits for this CPU).
+    pub slice_end: AtomicU64,
 }
+
+pub const NO_DEADLINE: u64 = u64::MAX;
 
 pub const NO_VM: usize = usize::MAX;
 
 static PERCPU: [PerCpu; MAX_CPUS] = [const {
-    PerCpu { online: AtomicBool::new(false), mpidr: AtomicU64::new(0), kickable: AtomicBool::new(false), current_vm: AtomicUsize::new(NO_VM) }
+    PerCpu { online: AtomicBool::new(false), mpidr: AtomicU64::new(0), kickable: AtomicBool::new(false), current_vm: AtomicUsize::new(NO_VM),
+             slice_end: AtomicU64::new(NO_DEADLINE) }
 }; MAX_CPUS];
 
 impl PerCpu {

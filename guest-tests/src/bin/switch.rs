@@ -1,14 +1,14 @@
 //! vCPUs sharing a physical CPU: run in two VMs on one CPU, each vCPU fills its registers
-//! (general-purpose, EL1 system registers, FP/SIMD, virtual timer, pointer-authentication
-//! keys) with values of its own,
-//! waits (WFI, which hands the CPU to the other VM), and checks they came back intact.
-//! Bootargs: tag=N makes the values differ between the VMs.
+//! (general-purpose, EL1 system registers, FP/SIMD, both timers, pointer-authentication
+//! keys) with values of its own, waits (WFI, which hands the CPU to the other VM; its
+//! virtual timer, due 20 ms later, ends the wait once the other VM is gone), and checks they
+//! came back intact. Bootargs: tag=N makes the values differ between the VMs.
 
 #![no_std]
 #![no_main]
 
 use core::arch::asm;
-use guest_rt::{check, check_eq, hvc, println, BootInfo};
+use guest_rt::{check, check_eq, counter, gic, hvc, println, BootInfo};
 use hv_core::hypercall::Counter;
 
 const ROUNDS: u64 = 100;
@@ -16,19 +16,29 @@ const ROUNDS: u64 = 100;
 fn main(info: &BootInfo) -> ! {
     let tag = info.arg("tag").unwrap_or(0);
     let wfx_before = hvc::counter(Counter::WfxTraps);
+    gic::init_distributor();
+    gic::init_cpu();
+    gic::enable(27);
     for round in 0..ROUNDS {
         let p = tag << 48 | round << 8;
+        let (now, freq) = counter();
+        // Far enough ahead that it cannot fire before the WFI (which would then not trap),
+        // whatever the other VM does meanwhile (it gets at most a 10 ms slice).
+        let wake = now + freq / 50;
         // SAFETY: these EL1/EL0 registers hold nothing this guest relies on (no EL0, no
-        // thread pointers, timer disabled); writing them is the point of the test.
+        // thread pointers, the physical timer disabled, the virtual one only wakes the WFI
+        // with interrupts masked); writing them is the point of the test.
         unsafe {
             asm!(
                 "msr tpidr_el1, {a}", "msr tpidr_el0, {b}", "msr tpidrro_el0, {c}",
-                "msr contextidr_el1, {d}", "msr cntv_cval_el0, {e}", "msr sp_el0, {f}",
+                "msr contextidr_el1, {d}", "msr cntp_cval_el0, {e}", "msr sp_el0, {f}",
+                "msr cntv_cval_el0, {w}", "msr cntv_ctl_el0, {one}",
                 ".arch_extension fp", "fmov d0, {a}", "fmov d7, {b}", "fmov d31, {c}",
                 // APIAKeyLo_EL1 and APGAKeyHi_EL1 (this guest signs nothing with them)
                 "msr S3_0_C2_C1_0, {a}", "msr S3_0_C2_C3_1, {e}",
                 a = in(reg) p | 1, b = in(reg) p | 2, c = in(reg) p | 3,
                 d = in(reg) (p | 4) & 0xffff_ffff, e = in(reg) p | 5, f = in(reg) p | 6,
+                w = in(reg) wake, one = in(reg) 1u64,
                 options(nostack)
             );
         }
@@ -52,22 +62,31 @@ fn main(info: &BootInfo) -> ! {
             let n = if i < 9 { 9 + i as u64 } else { 11 + i as u64 };
             check_eq!(*r, p | n, "x{} after WFI in round {}", n, round);
         }
-        let (a, b, c, d, e, f, q0, q7, q31, ka, kg): (u64, u64, u64, u64, u64, u64, u64, u64, u64, u64, u64);
-        // SAFETY: reads of the registers written above.
+        let (a, b, c, d, e, f, q0, q7, q31, ka, kg, w): (u64, u64, u64, u64, u64, u64, u64, u64, u64, u64, u64, u64);
+        // SAFETY: reads of the registers written above, and the virtual timer turned off.
         unsafe {
             asm!(
                 "mrs {a}, tpidr_el1", "mrs {b}, tpidr_el0", "mrs {c}, tpidrro_el0",
-                "mrs {d}, contextidr_el1", "mrs {e}, cntv_cval_el0", "mrs {f}, sp_el0",
+                "mrs {d}, contextidr_el1", "mrs {e}, cntp_cval_el0", "mrs {f}, sp_el0",
+                "mrs {w}, cntv_cval_el0", "msr cntv_ctl_el0, xzr",
                 ".arch_extension fp", "fmov {g}, d0", "fmov {h}, d7", "fmov {i}, d31",
                 "mrs {j}, S3_0_C2_C1_0", "mrs {k}, S3_0_C2_C3_1",
                 a = out(reg) a, b = out(reg) b, c = out(reg) c, d = out(reg) d, e = out(reg) e,
                 f = out(reg) f, g = out(reg) q0, h = out(reg) q7, i = out(reg) q31, j = out(reg) ka, k = out(reg) kg,
+                w = out(reg) w,
                 options(nostack)
             );
+        }
+        // The timer is off now: nothing may stay pending to end the next wait early (an
+        // interrupt it raised meanwhile is withdrawn; the acknowledge sees none).
+        let intid = gic::ack();
+        if intid < 1020 {
+            gic::eoi(intid);
         }
         check_eq!([a, b, c, d, e, f], [p | 1, p | 2, p | 3, (p | 4) & 0xffff_ffff, p | 5, p | 6], "EL1/EL0 registers after WFI in round {}", round);
         check_eq!([q0, q7, q31], [p | 1, p | 2, p | 3], "FP registers after WFI in round {}", round);
         check_eq!([ka, kg], [p | 1, p | 5], "pointer-authentication keys after WFI in round {}", round);
+        check_eq!(w, wake, "virtual timer's compare value after WFI in round {}", round);
     }
     let waits = hvc::counter(Counter::WfxTraps) - wfx_before;
     check!(waits >= ROUNDS, "every WFI trapped ({} of {})", waits, ROUNDS);

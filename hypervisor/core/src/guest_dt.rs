@@ -23,6 +23,9 @@ pub mod layout {
     pub const PVPANIC_BASE: u64 = 0x0906_0000;
     pub const PVPANIC_SIZE: u64 = 2;
     pub const RAM_BASE: u64 = 0x4000_0000;
+    /// Timer interrupts (PPIs 11 and 14): the EL1 virtual and physical timers.
+    pub const VTIMER_INTID: u32 = 27;
+    pub const PTIMER_INTID: u32 = 30;
 }
 
 /// The pvpanic register: reads give the events supported, a write reports one.

@@ -47,6 +47,7 @@ pub mod sched;
 #[cfg(feature = "alloc")]
 pub mod stage2;
 pub mod sysreg;
+pub mod timer;
 #[cfg(test)]
 mod testmem;
 #[cfg(test)]

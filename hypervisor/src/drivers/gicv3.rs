@@ -16,8 +16,9 @@ pub const KICK_SGI: u32 = 0;
 pub const MAINTENANCE_PPI: u32 = 25;
 /// The EL1 virtual timer (PPI 11): the loaded vCPU's timer.
 pub const VTIMER_PPI: u32 = 27;
-/// The EL2 physical timer (PPI 10): the end of a time slice.
-pub const SLICE_PPI: u32 = 26;
+/// The EL2 physical timer (PPI 10): the end of a time slice, or a loaded vCPU's emulated
+/// timer due.
+pub const HYP_TIMER_PPI: u32 = 26;
 
 register_bitfields! {u32,
     GICD_CTLR [
@@ -147,9 +148,9 @@ pub fn init_cpu(mpidr: u64) -> bool {
             }
             // SAFETY: as above, the SGI frame follows the RD frame.
             let sgi = unsafe { &*((frame + SGI_FRAME) as *const RedistributorSgi) };
-            let ours = 1 << KICK_SGI | 1 << MAINTENANCE_PPI | 1 << VTIMER_PPI | 1 << SLICE_PPI;
+            let ours = 1 << KICK_SGI | 1 << MAINTENANCE_PPI | 1 << VTIMER_PPI | 1 << HYP_TIMER_PPI;
             sgi.igroupr0.set(sgi.igroupr0.get() | ours);
-            for intid in [KICK_SGI, MAINTENANCE_PPI, VTIMER_PPI, SLICE_PPI] {
+            for intid in [KICK_SGI, MAINTENANCE_PPI, VTIMER_PPI, HYP_TIMER_PPI] {
                 sgi.ipriorityr[intid as usize].set(0x80);
             }
             sgi.isenabler0.set(ours);
@@ -196,8 +197,9 @@ pub struct Arrived {
     pub maintenance: bool,
     /// Console input arrived.
     pub uart: bool,
-    /// The time slice of the running vCPU is over.
-    pub slice: bool,
+    /// The hypervisor's timer fired (it is stopped now): a time slice may be over, an
+    /// emulated timer due.
+    pub hyp_timer: bool,
     /// The virtual timer fired: its PPI stays active until the guest deactivates the virtual
     /// interrupt it is given (a hardware-linked list register).
     pub vtimer: bool,
@@ -220,11 +222,11 @@ pub fn handle_pending() -> Arrived {
                 gic_cpuif::deactivate(intid);
                 arrived.kick = true;
             }
-            SLICE_PPI => {
+            HYP_TIMER_PPI => {
                 // Level-triggered until the timer is off.
-                crate::arch::cpu::slice_timer_disarm();
+                crate::arch::cpu::hyp_timer_at(None);
                 gic_cpuif::deactivate(intid);
-                arrived.slice = true;
+                arrived.hyp_timer = true;
             }
             MAINTENANCE_PPI => {
                 gic_cpuif::deactivate(intid);

@@ -58,13 +58,17 @@ fn wait(vm: &Vm, vcpu: &Vcpu) -> *mut VcpuRegs {
         return schedule(true);
     }
     if vm.vgic.is_some() {
+        // SAFETY: the vCPU is loaded on this CPU, its assigned one, and stopped here.
+        let run = unsafe { vcpu.run_mut() };
+        // An interrupt its timer took back since must not end the wait.
+        crate::vm::timer::sync(vcpu, run);
         if !vcpu.has_interrupt() && !vm.is_stopping() {
             crate::arch::cpu::wait_for_interrupt();
-            let arrived = take_interrupts(vm, vcpu);
+            let arrived = take_interrupts(vm, vcpu, run);
             if let Some(regs) = arrived.kick.then(after_kick).flatten() {
                 return regs;
             }
-            if arrived.slice && others_runnable() {
+            if arrived.hyp_timer && crate::vm::timer::slice_over() && others_runnable() {
                 return schedule(true);
             }
         }

@@ -10,7 +10,7 @@ pub mod lifecycle;
 
 use crate::arch::cpu;
 use crate::arch::stacks::MAX_CPUS;
-use crate::percpu::{this_cpu, NO_VM};
+use crate::percpu::{this_cpu, NO_DEADLINE, NO_VM};
 use crate::vm::vcpu::{Power, Vcpu};
 use crate::vm::Vm;
 use crate::arch::context::VcpuRegs;
@@ -61,13 +61,15 @@ fn others_waiting(rq: &RunQueue) -> bool {
     hv_core::sched::others_waiting(rq.entries.len(), rq.loaded, |k| runnable(&rq.entries[k]))
 }
 
-/// Starts a time slice for the vCPU about to run if another one waits for this CPU, and
-/// stops the slice timer if none does.
+/// Starts a time slice for the loaded vCPU if another one waits for this CPU (none if no
+/// other does), and arms the hypervisor's timer for it and the vCPU's emulated timer.
 fn start_slice(rq: &RunQueue) {
-    if others_waiting(rq) {
-        cpu::slice_timer_arm(SLICE_US);
-    } else {
-        cpu::slice_timer_disarm();
+    let end = if others_waiting(rq) { cpu::now() + cpu::ticks(SLICE_US) } else { NO_DEADLINE };
+    this_cpu().slice_end.store(end, Ordering::Relaxed);
+    if let Some(l) = rq.loaded {
+        let vcpu = rq.entries[l].vcpu();
+        // SAFETY: the loaded vCPU is assigned to this CPU and stopped in the hypervisor here.
+        crate::vm::timer::arm_hyp_timer(unsafe { vcpu.run_mut() });
     }
 }
 
@@ -132,7 +134,8 @@ pub fn schedule(yield_current: bool) -> *mut VcpuRegs {
                     Some(e.vcpu().regs_ptr())
                 }
                 None => {
-                    cpu::slice_timer_disarm();
+                    this_cpu().slice_end.store(NO_DEADLINE, Ordering::Relaxed);
+                    cpu::hyp_timer_at(None);
                     if let Some(l) = rq.loaded.take() {
                         rq.entries[l].vcpu().unload();
                     }

@@ -5,6 +5,14 @@
 //! (ICC_SGI1R_EL1 writes) trap and are routed here. The virtual timer's PPI is linked to the
 //! physical one (a hardware list register), so the guest's deactivation re-arms it.
 //!
+//! Timer lines are level-triggered: when the vCPU's timer line falls (disabled, masked,
+//! compare value moved), what it made pending is taken back, from the model and from the
+//! list registers, whenever the hypervisor gets control (`sync_vtimer`, `set_private_level`).
+//! The guest does not exit when it writes its virtual timer, so while the virtual timer's
+//! interrupt waits in a list register behind masked interrupts, the guest's group-1
+//! CPU-interface accesses trap (ICH_HCR_EL2.TALL1): its acknowledge is checked against the
+//! line first.
+//!
 //! What needs telling which vCPU is returned as sets of vCPU indices (bit i: vCPU i); the
 //! VM layer tells them (and kicks their CPUs).
 
@@ -19,6 +27,9 @@ use spin::Mutex;
 const ICH_HCR_EN: u64 = 1 << 0;
 /// Underflow: a maintenance interrupt when at most one list register is in use.
 const ICH_HCR_UIE: u64 = 1 << 1;
+/// The guest's group-1 ICC_*/ICV_* accesses trap to EL2.
+const ICH_HCR_TALL1: u64 = 1 << 12;
+const LR_INTID: u64 = 0xffff_ffff;
 const MAX_LRS: usize = 16;
 
 struct State {
@@ -71,8 +82,9 @@ impl Vgic {
     }
 
     /// Moves what is deliverable to vCPU `index` into the list registers. It must be
-    /// loaded on this CPU.
-    pub fn flush(&self, index: usize) {
+    /// loaded on this CPU; `irqs_masked`: its PSTATE.I is set (it cannot take an interrupt
+    /// before it runs on).
+    pub fn flush(&self, index: usize, irqs_masked: bool) {
         let nr = ich::list_registers().min(MAX_LRS);
         let mut in_lr = [u32::MAX; MAX_LRS];
         let mut free = [0usize; MAX_LRS];
@@ -118,8 +130,85 @@ impl Vgic {
         for (d, &n) in out[..taken].iter().zip(&free[..nfree]) {
             ich::set_lr(n, lr_value(d));
         }
-        let hcr = ich::hcr() | ICH_HCR_EN;
-        ich::set_hcr(if more { hcr | ICH_HCR_UIE } else { hcr & !ICH_HCR_UIE });
+        let mut hcr = (ich::hcr() | ICH_HCR_EN) & !(ICH_HCR_UIE | ICH_HCR_TALL1);
+        if more {
+            hcr |= ICH_HCR_UIE;
+        }
+        // The guest may turn its virtual timer off before it unmasks and acknowledges.
+        if irqs_masked && lr_holding(VTIMER_PPI).is_some_and(|(_, v)| v & lr::STATE_MASK == lr::STATE_PENDING) {
+            hcr |= ICH_HCR_TALL1;
+        }
+        ich::set_hcr(hcr);
+    }
+
+    /// The loaded vCPU `index`'s virtual-timer line, sampled now, is `level`. A fallen line
+    /// takes back what it made pending: a list register still pending (its physical PPI is
+    /// deactivated, so the next rise fires again) or the model's pending state (likewise,
+    /// if the physical PPI was held for it).
+    pub fn sync_vtimer(&self, index: usize, level: bool) {
+        if level {
+            return;
+        }
+        let held = lr_holding(VTIMER_PPI);
+        if let Some((n, v)) = held {
+            if v & lr::STATE_MASK == lr::STATE_PENDING {
+                ich::set_lr(n, 0);
+                crate::arch::gic_cpuif::deactivate(VTIMER_PPI);
+            }
+        }
+        let mut st = self.state.lock();
+        if let Some(q) = st.redist.get_mut(index).map(|r| &mut r.private[VTIMER_PPI as usize]) {
+            if q.pending {
+                q.pending = false;
+                if held.is_none() {
+                    crate::arch::gic_cpuif::deactivate(VTIMER_PPI);
+                }
+            }
+        }
+    }
+
+    /// Sets the level of vCPU `index`'s private, emulated, level-triggered line `intid` (its
+    /// physical timer's PPI). `loaded_here`: the vCPU's list registers are this CPU's, and a
+    /// fallen line takes back a pending state they hold. Returns whether the vCPU must be
+    /// told (the line rose).
+    pub fn set_private_level(&self, index: usize, intid: u32, level: bool, loaded_here: bool) -> bool {
+        if !level && loaded_here {
+            if let Some((n, v)) = lr_holding(intid) {
+                if v & lr::STATE_PENDING != 0 {
+                    ich::set_lr(n, v & !lr::STATE_PENDING);
+                }
+            }
+        }
+        let mut st = self.state.lock();
+        let Some(q) = st.redist.get_mut(index).map(|r| &mut r.private[intid as usize % 32]) else { return false };
+        let rose = level && !q.pending;
+        q.pending = level;
+        rose
+    }
+
+    /// A read of the vGIC's registers by vCPU `index`, loaded here: its list registers'
+    /// pending and active states show in the pending and active bits of its own
+    /// interrupts (the model does not hold them while they are in list registers).
+    pub fn read_as(&self, index: usize, offset: u64, size: u8) -> u64 {
+        let value = self.read(offset, size);
+        let (first_intid, state) = match region(offset, self.vcpus()) {
+            Region::Redist(i, o) if i == index && size == 4 => match o.checked_sub(hv_core::vgic::SGI_FRAME) {
+                Some(0x200 | 0x280) => (0, lr::STATE_PENDING),
+                Some(0x300 | 0x380) => (0, lr::STATE_ACTIVE),
+                _ => return value,
+            },
+            Region::Dist(o) if size == 4 && (0x204..0x280).contains(&o) => (((o - 0x200) / 4 * 32) as u32, lr::STATE_PENDING),
+            Region::Dist(o) if size == 4 && (0x284..0x300).contains(&o) => (((o - 0x280) / 4 * 32) as u32, lr::STATE_PENDING),
+            Region::Dist(o) if size == 4 && (0x304..0x380).contains(&o) => (((o - 0x300) / 4 * 32) as u32, lr::STATE_ACTIVE),
+            Region::Dist(o) if size == 4 && (0x384..0x400).contains(&o) => (((o - 0x380) / 4 * 32) as u32, lr::STATE_ACTIVE),
+            _ => return value,
+        };
+        (0..ich::list_registers().min(MAX_LRS)).map(ich::lr).filter(|v| v & state != 0).fold(value, |acc, v| {
+            match ((v & LR_INTID) as u32).checked_sub(first_intid) {
+                Some(bit) if bit < 32 => acc | 1 << bit,
+                _ => acc,
+            }
+        })
     }
 
     fn vcpus(&self) -> usize {
@@ -169,6 +258,21 @@ impl Vgic {
     pub fn vtimer_fired(&self, index: usize) {
         self.set_private_pending(index, VTIMER_PPI);
     }
+}
+
+/// The list register (number and value) holding virtual INTID `intid`, on this CPU.
+fn lr_holding(intid: u32) -> Option<(usize, u64)> {
+    (0..ich::list_registers().min(MAX_LRS)).map(|n| (n, ich::lr(n))).find(|&(_, v)| !lr::is_free(v) && v & LR_INTID == intid as u64)
+}
+
+/// Whether the loaded vCPU's group-1 CPU-interface accesses trap (`flush` asked for it).
+pub fn trapping_group1() -> bool {
+    ich::hcr() & ICH_HCR_TALL1 != 0
+}
+
+/// Lets the loaded vCPU's group-1 CPU-interface accesses through again.
+pub fn stop_trapping_group1() {
+    ich::set_hcr(ich::hcr() & !ICH_HCR_TALL1);
 }
 
 /// Saves the loaded vCPU's virtual CPU interface and hands the physical timer PPI back.

@@ -88,14 +88,16 @@ pub fn handle_slow(vcpu: &Vcpu) -> Next {
     match run.pending {
         Pending::Handled(next) => next,
         Pending::Exit(ExitKind::Sync) => sync_exit(vm, vcpu, run),
-        Pending::Exit(kind) => async_exit(vm, vcpu, kind),
+        Pending::Exit(kind) => async_exit(vm, vcpu, run, kind),
     }
 }
 
 /// Acknowledges this CPU's physical interrupts and hands them on: the virtual timer to the
-/// loaded vCPU, the maintenance interrupt as a reason to refill its list registers, console
-/// input to the VMs it is for. Kicks are the caller's to act on (the scheduler's).
-pub fn take_interrupts(vm: &Vm, vcpu: &Vcpu) -> Arrived {
+/// loaded vCPU, the maintenance interrupt as a reason to refill its list registers (and
+/// look at its timer lines again), console input to the VMs it is for, the hypervisor's
+/// timer to the emulated timer (and re-armed). Kicks and the end of the time slice are the
+/// caller's to act on (the scheduler's).
+pub fn take_interrupts(vm: &Vm, vcpu: &Vcpu, run: &VcpuRun) -> Arrived {
     let arrived = gicv3::handle_pending();
     if arrived.uart {
         crate::console::input();
@@ -109,18 +111,23 @@ pub fn take_interrupts(vm: &Vm, vcpu: &Vcpu) -> Arrived {
         if arrived.maintenance {
             // A level-triggered interrupt was completed: is its line still high?
             vm.after_uart_activity();
+            super::timer::sync_physical(vcpu, run);
             vcpu.needs_flush.store(true, Ordering::Release);
         }
+    }
+    if arrived.hyp_timer {
+        super::timer::sync_physical(vcpu, run);
+        super::timer::arm_hyp_timer(run);
     }
     arrived
 }
 
 #[cold]
-fn async_exit(vm: &Vm, vcpu: &Vcpu, kind: ExitKind) -> Next {
+fn async_exit(vm: &Vm, vcpu: &Vcpu, run: &VcpuRun, kind: ExitKind) -> Next {
     match kind {
         ExitKind::Irq => {
-            let arrived = take_interrupts(vm, vcpu);
-            if arrived.slice {
+            let arrived = take_interrupts(vm, vcpu, run);
+            if arrived.hyp_timer && super::timer::slice_over() {
                 Next::Preempt
             } else if arrived.kick {
                 Next::ResumeAfterKick

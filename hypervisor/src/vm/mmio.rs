@@ -65,6 +65,10 @@ pub fn handle_data_abort(vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun, esr: Esr) -> N
         return inject::data_abort(run, far, da.write);
     };
     run.count(Counter::MmioAccesses);
+    if which == Device::Gic {
+        // What the guest reads of its timers' interrupts must follow their lines now.
+        super::timer::sync(vcpu, run);
+    }
     // Register 31 is XZR here: reads as zero, writes are discarded.
     let reg = da.reg as usize;
     if da.write {
@@ -81,7 +85,11 @@ pub fn handle_data_abort(vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun, esr: Esr) -> N
             _ => {}
         }
     } else {
-        let value = da.load_result(dev.read(offset, da.access_size));
+        let raw = match (which, &vm.vgic) {
+            (Device::Gic, Some(g)) => g.read_as(vcpu.index, offset, da.access_size),
+            _ => dev.read(offset, da.access_size),
+        };
+        let value = da.load_result(raw);
         if reg != 31 {
             run.regs.x[reg] = value;
         }

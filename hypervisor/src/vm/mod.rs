@@ -8,6 +8,7 @@ pub mod inject;
 pub mod mmio;
 pub mod pauth;
 pub mod sysreg;
+pub mod timer;
 pub mod vcpu;
 
 use crate::arch::cpu;

@@ -4,6 +4,7 @@
 use super::exit::{skip_instruction, Next};
 use super::vcpu::{Vcpu, VcpuRun};
 use super::{inject, Vm};
+use crate::vdev::vgic;
 use aarch64_cpu::registers::*;
 use hv_core::esr::Esr;
 use hv_core::hypercall::Counter;
@@ -40,6 +41,11 @@ fn emulate(vm: &Vm, r: SysReg) -> Option<Emulated> {
 
 const OSLSR_EL1: SysReg = SysReg::new(2, 0, 1, 1, 4);
 
+/// The GIC CPU-interface registers (ICC_*_EL1: op0 3, op1 0, CRn 12; and ICC_PMR_EL1).
+fn is_cpu_interface(r: SysReg) -> bool {
+    (r.op0() == 3 && r.op1() == 0 && r.crn() == 12) || r == SysReg::new(3, 0, 4, 6, 0)
+}
+
 /// SGI generation registers: ICC_SGI1R_EL1, ICC_ASGI1R_EL1, ICC_SGI0R_EL1.
 const ICC_SGI1R_EL1: SysReg = SysReg::new(3, 0, 12, 11, 5);
 const ICC_ASGI1R_EL1: SysReg = SysReg::new(3, 0, 12, 11, 6);
@@ -55,6 +61,17 @@ pub fn handle(vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun, esr: Esr) -> Next {
         vm.notify(g.send_sgi(vcpu.index, value));
         skip_instruction();
         return Next::Resume;
+    }
+    if vm.vgic.is_some() && vgic::trapping_group1() && is_cpu_interface(r) {
+        // The guest may be about to acknowledge its virtual timer's interrupt, held in a
+        // list register while its interrupts were masked: drop it if the line fell, then
+        // let the access run again untrapped.
+        super::timer::sync(vcpu, run);
+        vgic::stop_trapping_group1();
+        return Next::Resume;
+    }
+    if let Some(reg) = super::timer::physical_timer_reg(r) {
+        return super::timer::access(vcpu, run, reg, access.read, access.reg);
     }
     if sysreg::is_pac_key(r) {
         if let Some(next) = super::pauth::trap(vcpu, run) {

@@ -7,11 +7,12 @@ use super::{pauth, Vm, NO_VCPU};
 use crate::arch::context::{self, El1State, FpState, VcpuRegs};
 use crate::arch::exception::ExitKind;
 use crate::vdev::vgic::{self, CpuInterface};
-use aarch64_cpu::registers::{Writeable, HCR_EL2, VTTBR_EL2};
+use aarch64_cpu::registers::{Readable, Writeable, HCR_EL2, SPSR_EL2, VTTBR_EL2};
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, Ordering};
 use hv_core::hypercall::Counter;
 use hv_core::pauth::{KeyOwnership, KeyPolicy};
+use hv_core::timer::EmulatedTimer;
 use spin::Mutex;
 
 /// What the running physical CPU owns of a vCPU.
@@ -33,6 +34,8 @@ pub struct VcpuRun {
     pub nested_faults: u32,
     /// The virtual GIC CPU interface while the vCPU is not loaded.
     pub gic: CpuInterface,
+    /// The emulated EL1 physical timer (vm/timer.rs).
+    pub ptimer: EmulatedTimer,
 }
 
 impl VcpuRun {
@@ -95,6 +98,7 @@ impl Vcpu {
                 last_injection: u64::MAX,
                 nested_faults: 0,
                 gic: CpuInterface::default(),
+                ptimer: EmulatedTimer::default(),
             }),
             index,
             mpidr,
@@ -161,7 +165,8 @@ impl Vcpu {
     fn flush_interrupts_now(&self) {
         self.needs_flush.store(false, Ordering::Release);
         if let Some(g) = &self.vm().vgic {
-            g.flush(self.index);
+            // SPSR_EL2 holds the loaded vCPU's PSTATE; I is bit 7.
+            g.flush(self.index, SPSR_EL2.get() & (1 << 7) != 0);
         }
     }
 
@@ -181,6 +186,7 @@ impl Vcpu {
             run.regs.x[0] = context;
             run.el1 = El1State::at_entry(entry, self.mpidr);
             run.fp = FpState::default();
+            run.ptimer = EmulatedTimer::default();
             run.last_injection = u64::MAX;
             run.nested_faults = 0;
             *power = Power::On;
@@ -202,6 +208,8 @@ impl Vcpu {
         aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
         if vm.vgic.is_some() {
             vgic::restore(&run.gic);
+            // Time passed while it was away: its emulated timer may be due.
+            super::timer::sync_physical(self, run);
             self.flush_interrupts();
         }
     }

@@ -104,8 +104,8 @@ extern "C" {
 /// EL2 settings every physical CPU needs before it runs guests.
 pub fn init_el2(vtcr_value: u64) {
     VTCR_EL2.set(vtcr_value);
-    // Guests may read the physical counter but not program the physical timer, which is
-    // not virtualized; they use the virtual timer, whose offset is 0 on every CPU.
+    // Guests read the physical counter directly; their EL1 physical timer is emulated
+    // (its accesses trap: vm/timer.rs); the virtual timer is theirs, offset 0 on every CPU.
     CNTHCTL_EL2.write(CNTHCTL_EL2::EL1PCTEN::SET + CNTHCTL_EL2::EL1PCEN::CLEAR);
     CNTVOFF_EL2.set(0);
     // FP/SIMD and trace registers belong to the guest (the hypervisor is built soft-float);
@@ -158,18 +158,28 @@ pub fn send_event() {
 }
 
 extern "C" {
-    fn hyp_timer_arm(ticks: u64);
+    fn hyp_timer_arm_at(cval: u64);
     fn hyp_timer_disarm();
 }
 
-/// Raises the EL2 timer's interrupt `us` microseconds from now.
-pub fn slice_timer_arm(us: u64) {
-    let (freq, _) = counter();
-    // SAFETY: the EL2 physical timer belongs to the hypervisor alone.
-    unsafe { hyp_timer_arm((freq / 1_000_000).max(1) * us) }
+/// The physical counter now (the guests' virtual counter too: CNTVOFF_EL2 is 0).
+pub fn now() -> u64 {
+    aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
+    CNTPCT_EL0.get()
 }
 
-pub fn slice_timer_disarm() {
-    // SAFETY: as above.
-    unsafe { hyp_timer_disarm() }
+/// Counter ticks in `us` microseconds.
+pub fn ticks(us: u64) -> u64 {
+    (CNTFRQ_EL0.get() / 1_000_000).max(1) * us
+}
+
+/// Raises the EL2 timer's interrupt when the counter reaches `deadline`; `None` stops it.
+pub fn hyp_timer_at(deadline: Option<u64>) {
+    // SAFETY: the EL2 physical timer belongs to the hypervisor alone.
+    unsafe {
+        match deadline {
+            Some(cval) => hyp_timer_arm_at(cval),
+            None => hyp_timer_disarm(),
+        }
+    }
 }

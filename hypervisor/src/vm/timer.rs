@@ -1,0 +1,78 @@
+//! The guest's generic timers. Its virtual timer runs in the hardware while the vCPU is
+//! loaded (the vGIC follows its line: vdev/vgic.rs); its EL1 physical timer is emulated here
+//! (CNTHCTL_EL2 traps every access), its line driven into the vGIC as PPI 14 (INTID 30),
+//! level-triggered. The hypervisor's own timer wakes the CPU at the earlier of the loaded
+//! vCPU's emulated deadline and the end of the CPU's time slice.
+
+use super::exit::{skip_instruction, Next};
+use super::vcpu::{Vcpu, VcpuRun};
+use crate::arch::cpu;
+use crate::percpu::{this_cpu, NO_DEADLINE};
+use aarch64_cpu::registers::{Readable, CNTV_CTL_EL0};
+use core::sync::atomic::Ordering;
+use hv_core::guest_dt::layout::PTIMER_INTID;
+use hv_core::sysreg::{self, SysReg};
+use hv_core::timer::{output_level, TimerReg};
+
+/// Which physical-timer register a trapped encoding names.
+pub fn physical_timer_reg(r: SysReg) -> Option<TimerReg> {
+    match r {
+        sysreg::CNTP_CTL_EL0 => Some(TimerReg::Ctl),
+        sysreg::CNTP_CVAL_EL0 => Some(TimerReg::Cval),
+        sysreg::CNTP_TVAL_EL0 => Some(TimerReg::Tval),
+        _ => None,
+    }
+}
+
+/// A trapped access to the EL1 physical timer: register `reg`, general register `rt`.
+pub fn access(vcpu: &Vcpu, run: &mut VcpuRun, reg: TimerReg, read: bool, rt: u8) -> Next {
+    let now = cpu::now();
+    let rt = rt as usize;
+    if read {
+        if rt != 31 {
+            run.regs.x[rt] = run.ptimer.read(reg, now);
+        }
+    } else {
+        run.ptimer.write(reg, if rt == 31 { 0 } else { run.regs.x[rt] }, now);
+        sync_physical(vcpu, run);
+        arm_hyp_timer(run);
+    }
+    skip_instruction();
+    Next::Resume
+}
+
+/// Drives the emulated physical timer's line, as it is now, into the vGIC. The vCPU is
+/// loaded here.
+pub fn sync_physical(vcpu: &Vcpu, run: &VcpuRun) {
+    if let Some(g) = &vcpu.vm().vgic {
+        if g.set_private_level(vcpu.index, PTIMER_INTID, run.ptimer.level(cpu::now()), true) {
+            vcpu.needs_flush.store(true, Ordering::Release);
+        }
+    }
+}
+
+/// Brings the vGIC up to date with both timer lines of the vCPU loaded here.
+pub fn sync(vcpu: &Vcpu, run: &VcpuRun) {
+    if let Some(g) = &vcpu.vm().vgic {
+        g.sync_vtimer(vcpu.index, output_level(CNTV_CTL_EL0.get()));
+    }
+    sync_physical(vcpu, run);
+}
+
+/// Arms the hypervisor's timer for the earlier of this CPU's slice end (if still ahead)
+/// and the loaded vCPU's emulated-timer deadline; stops it if there is neither.
+pub fn arm_hyp_timer(run: &VcpuRun) {
+    let now = cpu::now();
+    let slice = Some(this_cpu().slice_end.load(Ordering::Relaxed)).filter(|&end| end != NO_DEADLINE && end > now);
+    let deadline = match (slice, run.ptimer.deadline(now)) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    cpu::hyp_timer_at(deadline);
+}
+
+/// This CPU's time slice has ended.
+pub fn slice_over() -> bool {
+    let end = this_cpu().slice_end.load(Ordering::Relaxed);
+    end != NO_DEADLINE && cpu::now() >= end
+}
