@@ -159,6 +159,13 @@ def boot_tests() -> list[BootTest]:
             r"read of PMCR_EL0 .*UNDEF injected", r"vm0\| 11 trapped register accesses, 1 UNDEFs injected", r"vm0\| ID registers: PFR0", *verdict]),
         BootTest("timers", Machine([guest("timer")]), [
             r"vm0\| timers behave as the architecture says", *verdict], compare_bare=True),
+        BootTest("virtio-slots", Machine([guest("virtio_slots")]), [
+            r"vm0\| 32 empty virtio-mmio slots", *verdict], compare_bare=True),
+        # The same in two VMs taking turns on one CPU: each one's timers, pending states and
+        # deadlines stay its own across switches.
+        BootTest("timers-shared-cpu", Machine([guest("timer"), guest("timer")], cpus=1), [
+            r"vm0\| timers behave as the architecture says", r"vm1\| timers behave as the architecture says",
+            r"VM 0: test verdict PASS", r"VM 1: test verdict PASS", r"machine exit status 0"]),
         BootTest("smp", Machine([guest("smp", smp=4)], cpus=4), [
             r"vm0\| 4 vCPUs added 20000 each: total 80000", *verdict]),
         # Stage-2 memory management from a guest, in each memory mode: first touch, unmap and

@@ -23,6 +23,12 @@ pub mod layout {
     pub const PVPANIC_BASE: u64 = 0x0906_0000;
     pub const PVPANIC_SIZE: u64 = 2;
     pub const RAM_BASE: u64 = 0x4000_0000;
+    /// The virtio-mmio transports: 32 slots of 0x200 bytes, slot n's interrupt SPI 16 + n
+    /// (edge-triggered), as on QEMU's virt machine.
+    pub const VIRTIO_BASE: u64 = 0x0a00_0000;
+    pub const VIRTIO_SLOT_SIZE: u64 = 0x200;
+    pub const VIRTIO_SLOTS: u64 = 32;
+    pub const VIRTIO_FIRST_SPI: u32 = 16;
     /// Timer interrupts (PPIs 11 and 14): the EL1 virtual and physical timers.
     pub const VTIMER_INTID: u32 = 27;
     pub const PTIMER_INTID: u32 = 30;
@@ -150,6 +156,18 @@ pub fn build(cfg: &GuestDtConfig<'_>) -> Result<Vec<u8>, FdtError> {
     w.prop_reg64("reg", &[(PVPANIC_BASE, PVPANIC_SIZE)])?;
     w.end_node()?;
 
+    const IRQ_EDGE_RISING: u32 = 1;
+    // Listed from the last slot to the first, as QEMU does (Linux probes them in reverse).
+    for n in (0..VIRTIO_SLOTS).rev() {
+        let base = VIRTIO_BASE + n * VIRTIO_SLOT_SIZE;
+        w.begin_node(&format!("virtio_mmio@{base:x}"))?;
+        w.prop_strs("compatible", &["virtio,mmio"])?;
+        w.prop_reg64("reg", &[(base, VIRTIO_SLOT_SIZE)])?;
+        w.prop_cells("interrupts", &[GIC_SPI, VIRTIO_FIRST_SPI + n as u32, IRQ_EDGE_RISING])?;
+        w.prop_empty("dma-coherent")?;
+        w.end_node()?;
+    }
+
     w.begin_node("chosen")?;
     w.prop_str("bootargs", cfg.bootargs)?;
     w.prop_str("stdout-path", &format!("/{uart}"))?;
@@ -199,6 +217,18 @@ mod tests {
         assert_eq!(fdt.root().property("model").unwrap().as_str(), Some("hypervisor VM 3"));
         let pvpanic = fdt.find_compatible(&["qemu,pvpanic-mmio"]).unwrap();
         assert_eq!(pvpanic.reg().unwrap().next().unwrap().starting_address as u64, layout::PVPANIC_BASE);
+        let mut virtio: std::vec::Vec<(u64, u32)> = fdt
+            .all_nodes()
+            .filter(|n| n.compatible().is_some_and(|c| c.all().any(|s| s == "virtio,mmio")))
+            .map(|n| {
+                let irq = n.property("interrupts").unwrap().value;
+                (n.reg().unwrap().next().unwrap().starting_address as u64, u32::from_be_bytes(irq[4..8].try_into().unwrap()))
+            })
+            .collect();
+        virtio.sort();
+        assert_eq!(virtio.len(), 32);
+        assert_eq!(virtio[0], (0x0a00_0000, 16));
+        assert_eq!(virtio[31], (0x0a00_0000 + 31 * 0x200, 47));
     }
 
     #[test]

@@ -56,3 +56,4 @@ mod fuzz_tests;
 mod pgtable_model;
 pub mod vgic;
 pub mod virtio;
+pub mod virtio_mmio;

@@ -4,7 +4,7 @@
 use super::exit::{skip_instruction, Next};
 use super::vcpu::{Vcpu, VcpuRun};
 use super::{inject, Vm};
-use crate::vdev::vgic;
+use crate::vdev::{vgic, virtio_mmio};
 use aarch64_cpu::registers::*;
 use hv_core::esr::Esr;
 use hv_core::guest_dt::layout;
@@ -18,6 +18,7 @@ enum Device {
     Uart,
     PvPanic,
     Gic,
+    Virtio,
 }
 
 /// The faulting IPA: page from HPFAR_EL2.FIPA, offset from FAR_EL2.
@@ -33,6 +34,9 @@ fn device_at(vm: &Vm, ipa: u64) -> Option<(Device, &dyn MmioDevice, u64)> {
     }
     if Range::new(layout::PVPANIC_BASE, layout::PVPANIC_SIZE).contains(ipa) {
         return Some((Device::PvPanic, &vm.pvpanic, ipa - layout::PVPANIC_BASE));
+    }
+    if Range::new(layout::VIRTIO_BASE, virtio_mmio::WINDOW).contains(ipa) {
+        return Some((Device::Virtio, &virtio_mmio::VirtioSlots, ipa - layout::VIRTIO_BASE));
     }
     match &vm.vgic {
         Some(g) if vgic::contains(ipa, vm.vcpus.len()) => Some((Device::Gic, g, ipa - layout::GICD_BASE)),
