@@ -44,9 +44,27 @@ pub fn on_irq(handler: fn()) {
     IRQ_HANDLER.store(handler as usize as u64, Ordering::Release);
 }
 
+/// The synchronous-exception hook (a `fn(&mut Frame, u64) -> bool` as usize; 0: none).
+static SYNC_HOOK: AtomicU64 = AtomicU64::new(0);
+
+/// Synchronous exceptions from EL1 (vector 4) and from EL0 (vector 8) go to `hook` first,
+/// with the vector; it returns true if it handled one (the frame, ELR and SPSR included, is
+/// then restored and the exception returns).
+pub fn on_sync(hook: fn(&mut Frame, u64) -> bool) {
+    SYNC_HOOK.store(hook as usize as u64, Ordering::Release);
+}
+
 #[no_mangle]
 extern "C" fn rt_exception(frame: &mut Frame, kind: u64) {
     let cpu = crate::vcpu_index() % N;
+    let hook = SYNC_HOOK.load(Ordering::Acquire);
+    if (kind == 4 || kind == 8) && hook != 0 {
+        // SAFETY: only `on_sync` stores here, and it stores a `fn(&mut Frame, u64) -> bool`.
+        let hook: fn(&mut Frame, u64) -> bool = unsafe { core::mem::transmute(hook as usize) };
+        if hook(frame, kind) {
+            return;
+        }
+    }
     let irq = IRQ_HANDLER.load(Ordering::Acquire);
     if kind == 5 && irq != 0 {
         // SAFETY: only `on_irq` stores here, and it stores a `fn()`.

@@ -174,6 +174,21 @@ pub fn map_window(ipa: u64) {
     }
 }
 
+/// Points the probe window at the 1 GiB-aligned IPA `ipa` for EL0: readable, writable and
+/// executable at EL0 (and so never executable at EL1), for code run at EL0.
+pub fn map_window_el0(ipa: u64) {
+    extern "C" {
+        static mut GUEST_L1: [u64; 512];
+    }
+    // Normal WB, AP[2:1] = 01 (EL1 and EL0 read/write), inner shareable, AF, block, PXN.
+    let desc = (ipa & !((1 << 30) - 1)) | 0x741 | 1 << 53;
+    // SAFETY: as in `map_window`.
+    unsafe {
+        core::ptr::write_volatile(core::ptr::addr_of_mut!(GUEST_L1[3]), desc);
+        asm!("dsb ishst", "tlbi vmalle1", "dsb nsh", "isb", options(nostack));
+    }
+}
+
 /// The virtual counter and its frequency.
 pub fn counter() -> (u64, u64) {
     let (c, f): (u64, u64);

@@ -149,9 +149,12 @@ save_rest:
     mov     x1, x0
     mov     x0, sp
     bl      rt_exception
-    // Returns if the exception was expected: resume at the (possibly updated) ELR.
+    // Returns if the exception was handled: resume at the (possibly updated) ELR, with the
+    // (possibly updated) SPSR.
     ldr     x2, [sp, #16 * 15 + 8]
     msr     elr_el1, x2
+    ldr     x2, [sp, #16 * 16]
+    msr     spsr_el1, x2
     ldp     x2, x3, [sp, #16 * 1]
     ldp     x4, x5, [sp, #16 * 2]
     ldp     x6, x7, [sp, #16 * 3]

@@ -2,6 +2,7 @@
 //! class, hypercalls, and the registry of the VMs that run. Which vCPU runs where and when,
 //! and a VM's start and retirement, are the scheduler's (the layer above).
 
+pub mod debug;
 pub mod exit;
 pub mod hypercall;
 pub mod inject;

@@ -30,16 +30,9 @@ fn emulate(vm: &Vm, r: SysReg) -> Option<Emulated> {
         // has no caches to maintain, so completing it is exact here. (On hardware this
         // must clean the VM's memory by address, as KVM does.)
         sysreg::DC_ISW | sysreg::DC_CSW | sysreg::DC_CISW => Some(Emulated::Done),
-        // The OS lock exists and is unlocked (OSLSR_EL1.OSLM = 0b10).
-        OSLSR_EL1 => Some(Emulated::Value(0b1000)),
-        // Debug registers (op0 2: breakpoints, watchpoints, MDSCR, OS lock, DCC) are hidden:
-        // read as zero, writes ignored. They are not switched between vCPUs sharing a CPU.
-        r if r.op0() == 2 && (r.op1() == 0 || r.op1() == 3) => Some(Emulated::Value(0)),
         _ => None,
     }
 }
-
-const OSLSR_EL1: SysReg = SysReg::new(2, 0, 1, 1, 4);
 
 /// The GIC CPU-interface registers (ICC_*_EL1: op0 3, op1 0, CRn 12; and ICC_PMR_EL1).
 fn is_cpu_interface(r: SysReg) -> bool {
@@ -69,6 +62,11 @@ pub fn handle(vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun, esr: Esr) -> Next {
         super::timer::sync(vcpu, run);
         vgic::stop_trapping_group1();
         return Next::Resume;
+    }
+    // Debug registers (op0 2: breakpoints, watchpoints, MDSCR, the OS lock, DCC): the
+    // vCPU's own, from its first access in a residency.
+    if r.op0() == 2 && (r.op1() == 0 || r.op1() == 3) {
+        return super::debug::take(run);
     }
     if let Some(reg) = super::timer::physical_timer_reg(r) {
         return super::timer::access(vcpu, run, reg, access.read, access.reg);

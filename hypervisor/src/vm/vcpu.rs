@@ -5,6 +5,7 @@
 use super::exit::Pending;
 use super::{pauth, Vm, NO_VCPU};
 use crate::arch::context::{self, El1State, FpState, VcpuRegs};
+use crate::arch::debug::DebugState;
 use crate::arch::exception::ExitKind;
 use crate::vdev::vgic::{self, CpuInterface};
 use aarch64_cpu::registers::{Readable, Writeable, HCR_EL2, SPSR_EL2, VTTBR_EL2};
@@ -36,6 +37,9 @@ pub struct VcpuRun {
     pub gic: CpuInterface,
     /// The emulated EL1 physical timer (vm/timer.rs).
     pub ptimer: EmulatedTimer,
+    /// Its debug registers while not in the CPU, and whether they are in it (vm/debug.rs).
+    pub debug: DebugState,
+    pub debug_live: bool,
 }
 
 impl VcpuRun {
@@ -99,6 +103,8 @@ impl Vcpu {
                 nested_faults: 0,
                 gic: CpuInterface::default(),
                 ptimer: EmulatedTimer::default(),
+                debug: DebugState::default(),
+                debug_live: false,
             }),
             index,
             mpidr,
@@ -187,6 +193,7 @@ impl Vcpu {
             run.el1 = El1State::at_entry(entry, self.mpidr);
             run.fp = FpState::default();
             run.ptimer = EmulatedTimer::default();
+            run.debug = DebugState::default();
             run.last_injection = u64::MAX;
             run.nested_faults = 0;
             *power = Power::On;
@@ -199,6 +206,7 @@ impl Vcpu {
         let run = unsafe { self.run_mut() };
         let vm = self.vm();
         context::restore(&run.el1, &run.fp);
+        super::debug::load(run);
         VTTBR_EL2.set(vm.mem.vttbr());
         HCR_EL2.set(pauth::load(run));
         let last = vm.last_vcpu_on[self.pcpu].swap(self.index, Ordering::Relaxed);
@@ -219,6 +227,7 @@ impl Vcpu {
         // SAFETY: as in `load`.
         let run = unsafe { self.run_mut() };
         context::save(&mut run.el1, &mut run.fp);
+        super::debug::unload(run);
         pauth::unload(run);
         if self.vm().vgic.is_some() {
             vgic::save(&mut run.gic);

@@ -117,17 +117,16 @@ pub fn init_el2(vtcr_value: u64) {
     CPTR_EL2.set(CPTR_EL2.get() & !(TFP | TTA | TCPAC));
     CPTR_EL2.modify(CPTR_EL2::TAM::CLEAR);
     // PMU accesses trap (TPM, TPMCR): there is no virtual PMU, and a shared one would leak
-    // between VMs. HPMN keeps its reset value. Debug registers trap too (TDA, TDOSA, TDRA):
-    // breakpoints and watchpoints are not switched between vCPUs, so one guest's would fire
-    // in another; they are hidden (read as zero, writes ignored; vm/sysreg.rs).
+    // between VMs. HPMN keeps its reset value. Debug registers trap (TDA, TDOSA, TDRA) until
+    // a vCPU first touches them in a residency (vm/debug.rs); debug exceptions go to EL1
+    // (TDE clear), never to the hypervisor.
     const TPMCR: u64 = 1 << 5;
     const TPM: u64 = 1 << 6;
-    const TDA: u64 = 1 << 9;
-    const TDOSA: u64 = 1 << 10;
-    const TDRA: u64 = 1 << 11;
+    const TDE: u64 = 1 << 8;
     // SAFETY: MDCR_EL2 (not in aarch64-cpu 10: context.S) only controls traps of lower-EL
     // debug/PMU accesses.
-    unsafe { write_mdcr_el2(read_mdcr_el2() | TPM | TPMCR | TDA | TDOSA | TDRA) };
+    unsafe { write_mdcr_el2((read_mdcr_el2() | TPM | TPMCR) & !TDE) };
+    super::debug::trap_guest_access(true);
     aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
 }
 

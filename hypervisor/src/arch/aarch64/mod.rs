@@ -3,6 +3,7 @@
 
 pub mod context;
 pub mod cpu;
+pub mod debug;
 pub mod exception;
 pub mod firmware;
 pub mod gic_cpuif;
@@ -55,6 +56,7 @@ global_asm!(include_str!("gic_cpuif.S"));
 global_asm!(include_str!("idregs.S"));
 global_asm!(include_str!("zero.S"));
 global_asm!(include_str!("hyp_timer.S"));
+global_asm!(include_str!("debug.S"));
 
 extern "C" {
     fn zero_pages(addr: u64, len: u64);
