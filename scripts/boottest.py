@@ -155,7 +155,8 @@ def boot_tests() -> list[BootTest]:
             r"vm0\| vCPU 1 restarted after CPU_OFF", *verdict]),
         BootTest("isolation", Machine([guest("isolation")]), [
             r"vm0\| (\d+) probes outside RAM, \1 aborts injected", r"abort injected", *verdict]),
-        BootTest("sysreg", Machine([guest("sysreg")]), [
+        # With the PMU off: its registers UNDEFINED and hidden.
+        BootTest("sysreg", Machine([guest("sysreg")], hv_args="vm0.pmu=off"), [
             r"read of PMCR_EL0 .*UNDEF injected", r"vm0\| 6 trapped register accesses, 1 UNDEFs injected", r"vm0\| ID registers: PFR0", *verdict]),
         BootTest("timers", Machine([guest("timer")]), [
             r"vm0\| timers behave as the architecture says", *verdict], compare_bare=True),
@@ -163,6 +164,10 @@ def boot_tests() -> list[BootTest]:
             r"vm0\| debug exceptions taken by the guest", *verdict], compare_bare=True),
         BootTest("debug-shared-cpu", Machine([guest("debug", bootargs=f"share=1 rounds=50 tag={t}") for t in (1, 2)], cpus=1), [
             r"vm0\| tag 1: own breakpoint kept across 50 waits", r"vm1\| tag 2: own breakpoint kept across 50 waits",
+            r"VM 0: test verdict PASS", r"VM 1: test verdict PASS", r"machine exit status 0"]),
+        BootTest("pmu", Machine([guest("pmu")]), [r"vm0\| PMU works", *verdict], compare_bare=True),
+        BootTest("pmu-shared-cpu", Machine([guest("pmu", bootargs=f"share=1 rounds=50 tag={t}") for t in (1, 2)], cpus=1), [
+            r"vm0\| tag 1: own counter kept across 50 waits", r"vm1\| tag 2: own counter kept across 50 waits",
             r"VM 0: test verdict PASS", r"VM 1: test verdict PASS", r"machine exit status 0"]),
         BootTest("virtio-slots", Machine([guest("virtio_slots")]), [
             r"vm0\| 32 empty virtio-mmio slots", *verdict], compare_bare=True),
@@ -284,7 +289,7 @@ def linux(cpus: int, bootargs: str = "") -> Guest:
 
 
 def linux_tests() -> list[BootTest]:
-    checks = [r"CHECK cpus: ok", r"CHECK timer: ok", r"CHECK ipi: ok", r"CHECK debug: ok \(hw-breakpoint: 6 4\)",
+    checks = [r"CHECK cpus: ok", r"CHECK timer: ok", r"CHECK ipi: ok", r"CHECK debug: ok \(hw-breakpoint: 6 4\)", r"CHECK pmu: ok \(hw perfevents: armv8_pmuv3 7\)",
               r"CHECK pauth: ok", r"LINUX TESTS DONE: 0 failed"]
     return [
         # Adaptive (default) PAuth keys: Linux signs all the time, so one trap, then switches.

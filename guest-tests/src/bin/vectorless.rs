@@ -11,10 +11,10 @@ use guest_rt::{println, BootInfo};
 
 fn main(_info: &BootInfo) -> ! {
     println!("breaking my exception vectors");
-    // SAFETY: deliberately fatal for this guest: no vector table, then an UNDEF (PMCR_EL0
-    // is trapped and not emulated).
+    // SAFETY: deliberately fatal for this guest: no vector table, then an UNDEFINED
+    // instruction (taken at EL1, to the broken vector).
     unsafe {
-        asm!("msr vbar_el1, {v}", "isb", "mrs {t}, S3_3_C9_C12_0", v = in(reg) 0x8000_0000u64, t = out(reg) _, options(nostack));
+        asm!("msr vbar_el1, {v}", "isb", "udf #0", v = in(reg) 0x8000_0000u64, options(nostack));
     }
     println!("survived a broken vector table?");
     guest_rt::fail(6)

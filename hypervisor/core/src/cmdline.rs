@@ -8,10 +8,11 @@
 //! | `smp=N` | vCPUs of every VM | 1 |
 //! | `pauth=on\|off` | pointer authentication for every VM's guest | `on` |
 //! | `pauth_keys=lazy\|adaptive\|eager` | when a vCPU owns the PAC key registers (pauth.rs) | `adaptive` |
+//! | `pmu=on\|off` | the PMU (PMUv3: cycle and event counters, overflow interrupt) for every VM's guest | `on` |
 //! | `overcommit=on\|off` | a VM may have more vCPUs than there are CPUs (they share CPUs by time slices) | `off` |
 //! | `populate=eager\|lazy` | guest RAM allocated and mapped at VM creation, or page by page on the guest's first touch (stage-2 faults; the memory is committed to the VM at creation all the same) | `lazy` |
 //! | `refault=zero\|keep` | what a page unmapped by the guest (HV_MEM_UNMAP) or by reclaim holds when it faults back in | `zero` |
-//! | `vmN.mem=SIZE`, `vmN.smp=N`, `vmN.pauth=`, `vmN.pauth_keys=`, `vmN.overcommit=`, `vmN.populate=`, `vmN.refault=` | the same for VM number N only | |
+//! | `vmN.mem=SIZE`, `vmN.smp=N`, `vmN.pauth=`, `vmN.pauth_keys=`, `vmN.pmu=`, `vmN.overcommit=`, `vmN.populate=`, `vmN.refault=` | the same for VM number N only | |
 //! | `pstore_serial=NAME` | the serial of the virtio-blk disk that holds the pstore zones | `hv-pstore` |
 //! | `pstore_kmsg=KIB`, `pstore_console=KIB`, `pstore_pmsg=KIB` | zone sizes (multiples of 4) | 64, 64, 64 |
 //! | `pstore_order=kmsg-first\|linux` | zone order on the disk (pstore.rs in hv-core) | `kmsg-first` |
@@ -42,6 +43,8 @@ pub struct VmParams {
     /// The guest may use pointer authentication (if the CPU has it).
     pub pauth: bool,
     pub pauth_keys: KeyPolicy,
+    /// The guest has the PMU (if the CPU has one).
+    pub pmu: bool,
     /// More vCPUs than physical CPUs allowed.
     pub overcommit: bool,
     /// Guest RAM populated on first touch instead of at creation.
@@ -57,6 +60,7 @@ struct Overrides {
     vcpus: Option<usize>,
     pauth: Option<bool>,
     pauth_keys: Option<KeyPolicy>,
+    pmu: Option<bool>,
     overcommit: Option<bool>,
     lazy: Option<bool>,
     keep_unmapped: Option<bool>,
@@ -142,6 +146,7 @@ impl VmParams {
             vcpus: 1,
             pauth: true,
             pauth_keys: KeyPolicy::Adaptive,
+            pmu: true,
             overcommit: false,
             lazy: true,
             keep_unmapped: false,
@@ -245,6 +250,10 @@ impl HvConfig {
                     Some(v) => cfg.per_vm[v].pauth = Some(on),
                     None => cfg.default.pauth = on,
                 }),
+                ("pmu", _) => on_off(value).map(|on| match vm {
+                    Some(v) => cfg.per_vm[v].pmu = Some(on),
+                    None => cfg.default.pmu = on,
+                }),
                 ("overcommit", _) => on_off(value).map(|on| match vm {
                     Some(v) => cfg.per_vm[v].overcommit = Some(on),
                     None => cfg.default.overcommit = on,
@@ -287,6 +296,7 @@ impl HvConfig {
             vcpus: o.vcpus.unwrap_or(self.default.vcpus),
             pauth: o.pauth.unwrap_or(self.default.pauth),
             pauth_keys: o.pauth_keys.unwrap_or(self.default.pauth_keys),
+            pmu: o.pmu.unwrap_or(self.default.pmu),
             overcommit: o.overcommit.unwrap_or(self.default.overcommit),
             lazy: o.lazy.unwrap_or(self.default.lazy),
             keep_unmapped: o.keep_unmapped.unwrap_or(self.default.keep_unmapped),

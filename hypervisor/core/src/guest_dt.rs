@@ -52,6 +52,8 @@ pub struct GuestDtConfig<'a> {
     pub initrd: Option<(u64, u64)>,
     /// How many times the VM was rebooted (PSCI SYSTEM_RESET) before this boot.
     pub boot_count: u32,
+    /// A PMUv3 node (its overflow interrupt PPI 7).
+    pub pmu: bool,
 }
 
 /// /chosen property carrying [`GuestDtConfig::boot_count`].
@@ -125,6 +127,13 @@ pub fn build(cfg: &GuestDtConfig<'_>) -> Result<Vec<u8>, FdtError> {
     w.prop_empty("always-on")?;
     w.end_node()?;
 
+    if cfg.pmu {
+        w.begin_node("pmu")?;
+        w.prop_strs("compatible", &["arm,armv8-pmuv3"])?;
+        w.prop_cells("interrupts", &[GIC_PPI, 7, IRQ_LEVEL_HIGH])?;
+        w.end_node()?;
+    }
+
     w.begin_node(&format!("intc@{GICD_BASE:x}"))?;
     w.prop_strs("compatible", &["arm,gic-v3"])?;
     w.prop_u32("#interrupt-cells", 3)?;
@@ -195,6 +204,7 @@ mod tests {
             bootargs: "console=ttyAMA0 earlycon",
             initrd: Some((0x4800_0000, 0x4810_0000)),
             boot_count: 2,
+            pmu: true,
         })
         .unwrap();
         let fdt = fdt::Fdt::new(&blob).unwrap();
@@ -227,6 +237,8 @@ mod tests {
             .collect();
         virtio.sort();
         assert_eq!(virtio.len(), 32);
+        let pmu = fdt.find_compatible(&["arm,armv8-pmuv3"]).unwrap();
+        assert_eq!(pmu.property("interrupts").unwrap().value[4..8], [0, 0, 0, 7]);
         assert_eq!(virtio[0], (0x0a00_0000, 16));
         assert_eq!(virtio[31], (0x0a00_0000 + 31 * 0x200, 47));
     }

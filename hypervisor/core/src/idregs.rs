@@ -15,6 +15,8 @@ pub fn group3_index(r: SysReg) -> usize {
     (r.crm() as usize - 1) * 8 + r.op2() as usize
 }
 
+/// AArch32's debug feature register (PerfMon: its PMU).
+pub const ID_DFR0_EL1: SysReg = SysReg::new(3, 0, 0, 1, 2);
 pub const ID_AA64PFR0_EL1: SysReg = SysReg::new(3, 0, 0, 4, 0);
 pub const ID_AA64PFR1_EL1: SysReg = SysReg::new(3, 0, 0, 4, 1);
 pub const ID_AA64ZFR0_EL1: SysReg = SysReg::new(3, 0, 0, 4, 4);
@@ -45,9 +47,9 @@ const HIDDEN: &[(SysReg, u64)] = &[
     (ID_AA64PFR1_EL1, field(8) | field(12) | field(16) | field(24) | field(36) | field(40) | field(44) | field(48) | field(52) | field(60)),
     (ID_AA64ZFR0_EL1, u64::MAX),
     (ID_AA64SMFR0_EL1, u64::MAX),
-    // Trace, PMU (no virtual PMU yet), SPE, trace filter, trace buffer, MTPMU, BRBE, PMSS,
-    // HPMN0.
-    (ID_AA64DFR0_EL1, field(4) | field(8) | field(32) | field(40) | field(44) | field(48) | field(52) | field(56) | field(60)),
+    // Trace, SPE, trace filter, trace buffer, MTPMU, BRBE, PMSS, HPMN0 (the PMU itself is
+    // shown unless the VM has none: PMU below).
+    (ID_AA64DFR0_EL1, field(4) | field(32) | field(40) | field(44) | field(48) | field(52) | field(56) | field(60)),
     (ID_AA64DFR1_EL1, u64::MAX),
     (ID_AA64AFR0_EL1, u64::MAX),
     (ID_AA64AFR1_EL1, u64::MAX),
@@ -90,6 +92,8 @@ pub struct GuestFeatures {
     pub ipa_bits: u8,
     /// Pointer authentication.
     pub pauth: bool,
+    /// The PMU.
+    pub pmu: bool,
 }
 
 /// The value a guest reads from ID register `r` whose host value is `host`.
@@ -104,6 +108,15 @@ pub fn guest_value(r: SysReg, host: u64, features: GuestFeatures) -> u64 {
             v &= !mask;
         }
     }
+    // Only PMUv3 (PMUVer 1..=14; 15 is IMPLEMENTATION DEFINED) is given to guests.
+    if !features.pmu || (r == ID_AA64DFR0_EL1 && (v >> 8) & 0xf == 0xf) {
+        // PMUVer, and AArch32's PerfMon.
+        match r {
+            ID_AA64DFR0_EL1 => v &= !field(8),
+            ID_DFR0_EL1 => v &= !field(24),
+            _ => {}
+        }
+    }
     if r == ID_AA64MMFR0_EL1 {
         // The guest's "physical" address space is its IPA space.
         let range = (v & 0xf).min(pa_range_encoding(ipa_bits));
@@ -116,7 +129,7 @@ pub fn guest_value(r: SysReg, host: u64, features: GuestFeatures) -> u64 {
 mod tests {
     use super::*;
 
-    const ON40: GuestFeatures = GuestFeatures { ipa_bits: 40, pauth: true };
+    const ON40: GuestFeatures = GuestFeatures { ipa_bits: 40, pauth: true, pmu: true };
 
     fn f(v: u64, shift: u32) -> u64 {
         (v >> shift) & 0xf
@@ -140,7 +153,8 @@ mod tests {
         assert_eq!((f(g, 8), f(g, 12), f(g, 32), f(g, 28), f(g, 44)), (0, 0, 0, 0, 0));
         assert_eq!(f(g, 0), 1, "EL0 AArch64 stays");
         assert_eq!(f(g, 24), 1, "GIC system registers stay");
-        // PMU and trace hidden, debug architecture version kept.
+        // An IMPLEMENTATION DEFINED PMU (not PMUv3) and trace hidden, debug architecture
+        // version kept.
         let dfr0 = 0x0000_0000_0000_0f06 | 1 << 4 | 1 << 32;
         let g = guest_value(ID_AA64DFR0_EL1, dfr0, ON40);
         assert_eq!((f(g, 0), f(g, 4), f(g, 8), f(g, 32)), (6, 0, 0, 0));
@@ -153,8 +167,8 @@ mod tests {
     #[test]
     fn pauth_can_be_hidden() {
         let isar1 = 0x0011_1111_2112_1111u64 | 1 << 4 | 1 << 24;
-        let on = GuestFeatures { ipa_bits: 40, pauth: true };
-        let off = GuestFeatures { ipa_bits: 40, pauth: false };
+        let on = GuestFeatures { ipa_bits: 40, pauth: true, pmu: true };
+        let off = GuestFeatures { ipa_bits: 40, pauth: false, pmu: true };
         assert_eq!(guest_value(ID_AA64ISAR1_EL1, isar1, on), isar1);
         let g = guest_value(ID_AA64ISAR1_EL1, isar1, off);
         assert_eq!((f(g, 4), f(g, 8), f(g, 24), f(g, 28)), (0, 0, 0, 0));
@@ -170,5 +184,17 @@ mod tests {
         assert_eq!((f(g, 56), f(g, 60)), (0, 0));
         assert_eq!(guest_value(ID_AA64MMFR0_EL1, 0x1, ON40) & 0xf, 1, "never more than the host has");
         assert_eq!(pa_range_encoding(48), 5);
+    }
+
+    #[test]
+    fn the_pmu_is_shown_unless_the_vm_has_none() {
+        let dfr0 = 0x0000_0000_1030_5609u64;
+        let on = guest_value(ID_AA64DFR0_EL1, dfr0, ON40);
+        assert_eq!(f(on, 8), 6, "PMUVer shown");
+        assert_eq!(f(on, 12), 5, "breakpoints shown");
+        let off = GuestFeatures { pmu: false, ..ON40 };
+        assert_eq!(f(guest_value(ID_AA64DFR0_EL1, dfr0, off), 8), 0);
+        assert_eq!(f(guest_value(ID_DFR0_EL1, 0x0300_0000, off), 24), 0, "AArch32 PerfMon");
+        assert_eq!(f(guest_value(ID_DFR0_EL1, 0x0300_0000, ON40), 24), 3);
     }
 }

@@ -56,6 +56,17 @@ pub fn is_pac_key(r: SysReg) -> bool {
     r.op0() == 3 && r.op1() == 0 && r.crn() == 2 && matches!((r.crm(), r.op2()), (1 | 2, 0..=3) | (3, 0..=1))
 }
 
+/// A PMUv3 register (PMCR_EL0 .. PMCCFILTR_EL0, PMINTENSET/CLR_EL1, PMMIR_EL1), whose EL1
+/// and EL0 accesses MDCR_EL2.TPM traps.
+pub fn is_pmu(r: SysReg) -> bool {
+    match (r.op0(), r.op1(), r.crn(), r.crm()) {
+        (3, 3, 9, 12..=14) => true,
+        (3, 0, 9, 14) => matches!(r.op2(), 1 | 2 | 6),
+        (3, 3, 14, 8..=15) => true,
+        _ => false,
+    }
+}
+
 pub const DC_ISW: SysReg = SysReg::new(1, 0, 7, 6, 2);
 pub const DC_CSW: SysReg = SysReg::new(1, 0, 7, 10, 2);
 pub const DC_CISW: SysReg = SysReg::new(1, 0, 7, 14, 2);
@@ -85,6 +96,17 @@ pub fn is_implementation_defined(r: SysReg) -> bool {
 mod tests {
     use super::*;
     use std::string::ToString;
+
+    #[test]
+    fn pmu_registers_are_recognized() {
+        assert!(is_pmu(PMCR_EL0));
+        assert!(is_pmu(SysReg::new(3, 3, 9, 13, 0)), "PMCCNTR_EL0");
+        assert!(is_pmu(SysReg::new(3, 0, 9, 14, 1)), "PMINTENSET_EL1");
+        assert!(is_pmu(SysReg::new(3, 3, 14, 8, 0)), "PMEVCNTR0_EL0");
+        assert!(is_pmu(SysReg::new(3, 3, 14, 15, 7)), "PMCCFILTR_EL0");
+        assert!(!is_pmu(CNTP_CTL_EL0));
+        assert!(!is_pmu(SysReg::new(3, 0, 9, 14, 0)), "not a PMU register");
+    }
 
     #[test]
     fn formats_known_and_unknown_registers() {

@@ -61,6 +61,8 @@ pub struct Guest<'a> {
     pub bootargs: &'a str,
     /// Reboots so far.
     pub boot_count: u32,
+    /// The device tree lists a PMU.
+    pub pmu: bool,
 }
 
 pub fn load(guest: &Guest, mem: &GuestMemory) -> Result<BootInfo, LoadError> {
@@ -94,6 +96,7 @@ pub fn load(guest: &Guest, mem: &GuestMemory) -> Result<BootInfo, LoadError> {
         bootargs: guest.bootargs,
         initrd,
         boot_count: guest.boot_count,
+        pmu: guest.pmu,
     })
     .map_err(|_| LoadError::DeviceTree)?;
     if blob.len() as u64 > DTB_SLOT {

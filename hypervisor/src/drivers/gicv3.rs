@@ -16,6 +16,12 @@ pub const KICK_SGI: u32 = 0;
 pub const MAINTENANCE_PPI: u32 = 25;
 /// The EL1 virtual timer (PPI 11): the loaded vCPU's timer.
 pub const VTIMER_PPI: u32 = 27;
+/// The PMU's overflow interrupt (PPI 7): the loaded vCPU's PMU.
+pub const PMU_PPI: u32 = 23;
+/// The physical PPIs of the loaded vCPU's own hardware (its virtual timer and PMU): handed to
+/// it through hardware-linked list registers, active until the guest completes them.
+pub const GUEST_PPIS: [u32; 2] = [VTIMER_PPI, PMU_PPI];
+const GUEST_PPI_MASK: u32 = 1 << VTIMER_PPI | 1 << PMU_PPI;
 /// The EL2 physical timer (PPI 10): the end of a time slice, or a loaded vCPU's emulated
 /// timer due.
 pub const HYP_TIMER_PPI: u32 = 26;
@@ -148,9 +154,9 @@ pub fn init_cpu(mpidr: u64) -> bool {
             }
             // SAFETY: as above, the SGI frame follows the RD frame.
             let sgi = unsafe { &*((frame + SGI_FRAME) as *const RedistributorSgi) };
-            let ours = 1 << KICK_SGI | 1 << MAINTENANCE_PPI | 1 << VTIMER_PPI | 1 << HYP_TIMER_PPI;
+            let ours = 1 << KICK_SGI | 1 << MAINTENANCE_PPI | GUEST_PPI_MASK | 1 << HYP_TIMER_PPI;
             sgi.igroupr0.set(sgi.igroupr0.get() | ours);
-            for intid in [KICK_SGI, MAINTENANCE_PPI, VTIMER_PPI, HYP_TIMER_PPI] {
+            for intid in [KICK_SGI, MAINTENANCE_PPI, VTIMER_PPI, PMU_PPI, HYP_TIMER_PPI] {
                 sgi.ipriorityr[intid as usize].set(0x80);
             }
             sgi.isenabler0.set(ours);
@@ -200,9 +206,10 @@ pub struct Arrived {
     /// The hypervisor's timer fired (it is stopped now): a time slice may be over, an
     /// emulated timer due.
     pub hyp_timer: bool,
-    /// The virtual timer fired: its PPI stays active until the guest deactivates the virtual
-    /// interrupt it is given (a hardware-linked list register).
-    pub vtimer: bool,
+    /// The loaded vCPU's virtual timer or PMU interrupted (bit n: PPI INTID n): each stays
+    /// active until the guest deactivates the virtual interrupt it is given (a
+    /// hardware-linked list register).
+    pub guest_ppis: u32,
 }
 
 /// Acknowledges pending interrupts and completes those the hypervisor owns, up to one whose
@@ -217,7 +224,7 @@ pub fn handle_pending() -> Arrived {
         }
         gic_cpuif::eoi(intid);
         match intid {
-            VTIMER_PPI => arrived.vtimer = true,
+            VTIMER_PPI | PMU_PPI => arrived.guest_ppis |= 1 << intid,
             KICK_SGI => {
                 gic_cpuif::deactivate(intid);
                 arrived.kick = true;
@@ -250,18 +257,19 @@ pub fn handle_pending() -> Arrived {
     }
 }
 
-/// Whether this CPU's virtual-timer PPI is active (handed to a vCPU, not yet deactivated).
-pub fn vtimer_active() -> bool {
-    sgi_frame().is_some_and(|f| f.isactiver0.get() & 1 << VTIMER_PPI != 0)
+/// Which of this CPU's guest PPIs are active (handed to a vCPU, not yet deactivated).
+pub fn guest_ppis_active() -> u32 {
+    sgi_frame().map_or(0, |f| f.isactiver0.get() & GUEST_PPI_MASK)
 }
 
-/// Sets or clears the active state of this CPU's virtual-timer PPI (when vCPUs switch).
-pub fn set_vtimer_active(active: bool) {
-    if let Some(f) = sgi_frame() {
+/// Sets (or clears) the active state of the guest PPIs in `mask` (when vCPUs switch).
+pub fn set_guest_ppis_active(mask: u32, active: bool) {
+    let mask = mask & GUEST_PPI_MASK;
+    if let (Some(f), true) = (sgi_frame(), mask != 0) {
         if active {
-            f.isactiver0.set(1 << VTIMER_PPI);
+            f.isactiver0.set(mask);
         } else {
-            f.icactiver0.set(1 << VTIMER_PPI);
+            f.icactiver0.set(mask);
         }
     }
 }

@@ -61,7 +61,7 @@ fn wait(vm: &Vm, vcpu: &Vcpu) -> *mut VcpuRegs {
         // SAFETY: the vCPU is loaded on this CPU, its assigned one, and stopped here.
         let run = unsafe { vcpu.run_mut() };
         // An interrupt its timer took back since must not end the wait.
-        crate::vm::timer::sync(vcpu, run);
+        vcpu.sync_lines(run);
         if !vcpu.has_interrupt() && !vm.is_stopping() {
             crate::arch::cpu::wait_for_interrupt();
             let arrived = take_interrupts(vm, vcpu, run);

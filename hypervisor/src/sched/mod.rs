@@ -189,9 +189,9 @@ fn idle_wait() {
         crate::console::input();
         crate::vm::deliver_console_input();
     }
-    if arrived.vtimer {
-        // No vCPU is loaded: nobody to give it to (unloading disables the timer, so this is
-        // a late edge). Deactivate it so the next vCPU's timer can fire.
-        crate::arch::gic_cpuif::deactivate(crate::drivers::gicv3::VTIMER_PPI);
+    for intid in crate::drivers::gicv3::GUEST_PPIS.into_iter().filter(|i| arrived.guest_ppis & 1 << i != 0) {
+        // No vCPU is loaded: nobody to give it to (unloading stops the timer and the PMU, so
+        // this is a late edge). Deactivate it so the next vCPU's can fire.
+        crate::arch::gic_cpuif::deactivate(intid);
     }
 }

@@ -2,22 +2,23 @@
 //! MMIO (the model is hv_core::vgic), and delivery of pending interrupts into the list
 //! registers of the physical CPU interface's virtualization support (ICH_*_EL2). Guests
 //! acknowledge and complete interrupts through the ICV_* registers without exits; SGIs
-//! (ICC_SGI1R_EL1 writes) trap and are routed here. The virtual timer's PPI is linked to the
-//! physical one (a hardware list register), so the guest's deactivation re-arms it.
+//! (ICC_SGI1R_EL1 writes) trap and are routed here. The PPIs of the vCPU's own hardware
+//! (virtual timer, PMU) are linked to the physical ones (hardware list registers), so the
+//! guest's deactivation re-arms them.
 //!
-//! Timer lines are level-triggered: when the vCPU's timer line falls (disabled, masked,
-//! compare value moved), what it made pending is taken back, from the model and from the
-//! list registers, whenever the hypervisor gets control (`sync_vtimer`, `set_private_level`).
-//! The guest does not exit when it writes its virtual timer, so while the virtual timer's
-//! interrupt waits in a list register behind masked interrupts, the guest's group-1
-//! CPU-interface accesses trap (ICH_HCR_EL2.TALL1): its acknowledge is checked against the
-//! line first.
+//! Their lines, and the emulated physical timer's, are level-triggered: when a line falls
+//! (timer disabled, masked or moved, overflow cleared), what it made pending is taken back,
+//! from the model and from the list registers, whenever the hypervisor gets control
+//! (`sync_hw_line`, `set_private_level`). The guest does not exit when it writes its timer or
+//! PMU, so while such an interrupt waits in a list register behind masked interrupts, the
+//! guest's group-1 CPU-interface accesses trap (ICH_HCR_EL2.TALL1): its acknowledge is
+//! checked against the line first.
 //!
 //! What needs telling which vCPU is returned as sets of vCPU indices (bit i: vCPU i); the
 //! VM layer tells them (and kicks their CPUs).
 
 use crate::arch::gic_cpuif::ich;
-use crate::drivers::gicv3::{self, VTIMER_PPI};
+use crate::drivers::gicv3::{self, GUEST_PPIS};
 use alloc::vec::Vec;
 use hv_core::guest_dt::layout;
 use hv_core::mmio::MmioDevice;
@@ -47,13 +48,13 @@ pub struct CpuInterface {
     lrs: [u64; MAX_LRS],
     /// VMCR, AP0R0, AP1R0, HCR.
     regs: [u64; 4],
-    /// The physical virtual-timer PPI was active (handed to this vCPU) when it was unloaded.
-    vtimer_active: bool,
+    /// The guest PPIs that were active (handed to this vCPU) when it was unloaded.
+    hw_active: u32,
 }
 
 impl Default for CpuInterface {
     fn default() -> Self {
-        CpuInterface { lrs: [0; MAX_LRS], regs: [0, 0, 0, ICH_HCR_EN], vtimer_active: false }
+        CpuInterface { lrs: [0; MAX_LRS], regs: [0, 0, 0, ICH_HCR_EN], hw_active: 0 }
     }
 }
 
@@ -63,10 +64,10 @@ pub fn available() -> bool {
     crate::arch::cpu::features().gic_sysregs && gicv3::initialized()
 }
 
-/// The list register for `d`: the virtual timer's PPI is linked to the physical one (the
-/// guest's deactivation deactivates it); everything else is emulated.
+/// The list register for `d`: the virtual timer's and the PMU's PPIs are linked to the
+/// physical ones (the guest's deactivation deactivates them); everything else is emulated.
 fn lr_value(d: &Deliverable) -> u64 {
-    lr::encode(d, (d.intid == VTIMER_PPI).then_some(VTIMER_PPI))
+    lr::encode(d, GUEST_PPIS.contains(&d.intid).then_some(d.intid))
 }
 
 impl Vgic {
@@ -134,34 +135,36 @@ impl Vgic {
         if more {
             hcr |= ICH_HCR_UIE;
         }
-        // The guest may turn its virtual timer off before it unmasks and acknowledges.
-        if irqs_masked && lr_holding(VTIMER_PPI).is_some_and(|(_, v)| v & lr::STATE_MASK == lr::STATE_PENDING) {
+        // The guest may turn its timer off (or clear its overflow) before it unmasks and
+        // acknowledges.
+        let waiting = |intid| lr_holding(intid).is_some_and(|(_, v)| v & lr::STATE_MASK == lr::STATE_PENDING);
+        if irqs_masked && GUEST_PPIS.iter().any(|&i| waiting(i)) {
             hcr |= ICH_HCR_TALL1;
         }
         ich::set_hcr(hcr);
     }
 
-    /// The loaded vCPU `index`'s virtual-timer line, sampled now, is `level`. A fallen line
-    /// takes back what it made pending: a list register still pending (its physical PPI is
-    /// deactivated, so the next rise fires again) or the model's pending state (likewise,
-    /// if the physical PPI was held for it).
-    pub fn sync_vtimer(&self, index: usize, level: bool) {
+    /// The loaded vCPU `index`'s hardware line for guest PPI `intid` (virtual timer, PMU),
+    /// sampled now, is `level`. A fallen line takes back what it made pending: a list
+    /// register still pending (its physical PPI is deactivated, so the next rise fires
+    /// again) or the model's pending state (likewise, if the physical PPI was held for it).
+    pub fn sync_hw_line(&self, index: usize, intid: u32, level: bool) {
         if level {
             return;
         }
-        let held = lr_holding(VTIMER_PPI);
+        let held = lr_holding(intid);
         if let Some((n, v)) = held {
             if v & lr::STATE_MASK == lr::STATE_PENDING {
                 ich::set_lr(n, 0);
-                crate::arch::gic_cpuif::deactivate(VTIMER_PPI);
+                crate::arch::gic_cpuif::deactivate(intid);
             }
         }
         let mut st = self.state.lock();
-        if let Some(q) = st.redist.get_mut(index).map(|r| &mut r.private[VTIMER_PPI as usize]) {
+        if let Some(q) = st.redist.get_mut(index).map(|r| &mut r.private[intid as usize % 32]) {
             if q.pending {
                 q.pending = false;
                 if held.is_none() {
-                    crate::arch::gic_cpuif::deactivate(VTIMER_PPI);
+                    crate::arch::gic_cpuif::deactivate(intid);
                 }
             }
         }
@@ -254,9 +257,9 @@ impl Vgic {
         level.then_some(target)
     }
 
-    /// The physical virtual-timer PPI fired while vCPU `index` was loaded here.
-    pub fn vtimer_fired(&self, index: usize) {
-        self.set_private_pending(index, VTIMER_PPI);
+    /// Guest PPI `intid` (virtual timer, PMU) fired while vCPU `index` was loaded here.
+    pub fn hw_ppi_fired(&self, index: usize, intid: u32) {
+        self.set_private_pending(index, intid);
     }
 }
 
@@ -275,7 +278,7 @@ pub fn stop_trapping_group1() {
     ich::set_hcr(ich::hcr() & !ICH_HCR_TALL1);
 }
 
-/// Saves the loaded vCPU's virtual CPU interface and hands the physical timer PPI back.
+/// Saves the loaded vCPU's virtual CPU interface and hands the guest PPIs back.
 pub fn save(c: &mut CpuInterface) {
     ich::save(&mut c.regs);
     for n in 0..ich::list_registers().min(MAX_LRS) {
@@ -283,10 +286,8 @@ pub fn save(c: &mut CpuInterface) {
         ich::set_lr(n, 0);
     }
     ich::set_hcr(0);
-    c.vtimer_active = gicv3::vtimer_active();
-    if c.vtimer_active {
-        gicv3::set_vtimer_active(false);
-    }
+    c.hw_active = gicv3::guest_ppis_active();
+    gicv3::set_guest_ppis_active(c.hw_active, false);
 }
 
 /// Loads a vCPU's virtual CPU interface.
@@ -295,9 +296,7 @@ pub fn restore(c: &CpuInterface) {
         ich::set_lr(n, c.lrs[n]);
     }
     ich::restore(&c.regs);
-    if c.vtimer_active {
-        gicv3::set_vtimer_active(true);
-    }
+    gicv3::set_guest_ppis_active(c.hw_active, true);
 }
 
 impl MmioDevice for Vgic {

@@ -104,8 +104,10 @@ pub fn take_interrupts(vm: &Vm, vcpu: &Vcpu, run: &VcpuRun) -> Arrived {
         super::deliver_console_input();
     }
     if let Some(g) = &vm.vgic {
-        if arrived.vtimer {
-            g.vtimer_fired(vcpu.index);
+        if arrived.guest_ppis != 0 {
+            for intid in gicv3::GUEST_PPIS.into_iter().filter(|i| arrived.guest_ppis & 1 << i != 0) {
+                g.hw_ppi_fired(vcpu.index, intid);
+            }
             vcpu.needs_flush.store(true, Ordering::Release);
         }
         if arrived.maintenance {

@@ -71,7 +71,7 @@ pub fn handle_data_abort(vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun, esr: Esr) -> N
     run.count(Counter::MmioAccesses);
     if which == Device::Gic {
         // What the guest reads of its timers' interrupts must follow their lines now.
-        super::timer::sync(vcpu, run);
+        vcpu.sync_lines(run);
     }
     // Register 31 is XZR here: reads as zero, writes are discarded.
     let reg = da.reg as usize;

@@ -8,6 +8,7 @@ pub mod hypercall;
 pub mod inject;
 pub mod mmio;
 pub mod pauth;
+pub mod pmu;
 pub mod sysreg;
 pub mod timer;
 pub mod vcpu;
@@ -155,6 +156,7 @@ impl Vm {
             initrd: vm.spec.initrd,
             bootargs: vm.spec.bootargs,
             boot_count: vm.spec.boot_count,
+            pmu: vm.has_pmu(),
         };
         let boot = loader::load(&guest, &vm.mem)?;
         // Table and image writes must be visible to the guest's walks and fetches.
@@ -254,6 +256,11 @@ impl Vm {
     /// Whether `[ipa, ipa + len)` is guest RAM.
     pub fn is_ram(&self, ipa: u64, len: u64) -> bool {
         self.mem.is_ram(ipa, len)
+    }
+
+    /// The guest has a PMU: its VM asked for one (`pmu=on`) and the CPU has PMUv3.
+    pub fn has_pmu(&self) -> bool {
+        self.spec.params.pmu && crate::arch::pmu::available()
     }
 
     pub fn is_stopping(&self) -> bool {

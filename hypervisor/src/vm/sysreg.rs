@@ -20,7 +20,7 @@ enum Emulated {
 
 fn emulate(vm: &Vm, r: SysReg) -> Option<Emulated> {
     if let Some(host) = crate::arch::idregs::read(r) {
-        let features = GuestFeatures { ipa_bits: crate::arch::cpu::ipa_bits(), pauth: vm.spec.params.pauth };
+        let features = GuestFeatures { ipa_bits: crate::arch::cpu::ipa_bits(), pauth: vm.spec.params.pauth, pmu: vm.has_pmu() };
         return Some(Emulated::Value(hv_core::idregs::guest_value(r, host, features)));
     }
     match r {
@@ -56,10 +56,10 @@ pub fn handle(vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun, esr: Esr) -> Next {
         return Next::Resume;
     }
     if vm.vgic.is_some() && vgic::trapping_group1() && is_cpu_interface(r) {
-        // The guest may be about to acknowledge its virtual timer's interrupt, held in a
-        // list register while its interrupts were masked: drop it if the line fell, then
-        // let the access run again untrapped.
-        super::timer::sync(vcpu, run);
+        // The guest may be about to acknowledge its virtual timer's or PMU's interrupt, held
+        // in a list register while its interrupts were masked: drop it if the line fell,
+        // then let the access run again untrapped.
+        vcpu.sync_lines(run);
         vgic::stop_trapping_group1();
         return Next::Resume;
     }
@@ -67,6 +67,9 @@ pub fn handle(vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun, esr: Esr) -> Next {
     // vCPU's own, from its first access in a residency.
     if r.op0() == 2 && (r.op1() == 0 || r.op1() == 3) {
         return super::debug::take(run);
+    }
+    if sysreg::is_pmu(r) && vm.has_pmu() {
+        return super::pmu::take(run);
     }
     if let Some(reg) = super::timer::physical_timer_reg(r) {
         return super::timer::access(vcpu, run, reg, access.read, access.reg);

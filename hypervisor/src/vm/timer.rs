@@ -7,6 +7,7 @@
 use super::exit::{skip_instruction, Next};
 use super::vcpu::{Vcpu, VcpuRun};
 use crate::arch::cpu;
+use crate::drivers::gicv3::VTIMER_PPI;
 use crate::percpu::{this_cpu, NO_DEADLINE};
 use aarch64_cpu::registers::{Readable, CNTV_CTL_EL0};
 use core::sync::atomic::Ordering;
@@ -54,7 +55,7 @@ pub fn sync_physical(vcpu: &Vcpu, run: &VcpuRun) {
 /// Brings the vGIC up to date with both timer lines of the vCPU loaded here.
 pub fn sync(vcpu: &Vcpu, run: &VcpuRun) {
     if let Some(g) = &vcpu.vm().vgic {
-        g.sync_vtimer(vcpu.index, output_level(CNTV_CTL_EL0.get()));
+        g.sync_hw_line(vcpu.index, VTIMER_PPI, output_level(CNTV_CTL_EL0.get()));
     }
     sync_physical(vcpu, run);
 }

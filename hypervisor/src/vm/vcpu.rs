@@ -6,6 +6,7 @@ use super::exit::Pending;
 use super::{pauth, Vm, NO_VCPU};
 use crate::arch::context::{self, El1State, FpState, VcpuRegs};
 use crate::arch::debug::DebugState;
+use crate::arch::pmu::PmuState;
 use crate::arch::exception::ExitKind;
 use crate::vdev::vgic::{self, CpuInterface};
 use aarch64_cpu::registers::{Readable, Writeable, HCR_EL2, SPSR_EL2, VTTBR_EL2};
@@ -40,6 +41,9 @@ pub struct VcpuRun {
     /// Its debug registers while not in the CPU, and whether they are in it (vm/debug.rs).
     pub debug: DebugState,
     pub debug_live: bool,
+    /// Its PMU likewise (vm/pmu.rs).
+    pub pmu: PmuState,
+    pub pmu_live: bool,
 }
 
 impl VcpuRun {
@@ -105,6 +109,8 @@ impl Vcpu {
                 ptimer: EmulatedTimer::default(),
                 debug: DebugState::default(),
                 debug_live: false,
+                pmu: PmuState::default(),
+                pmu_live: false,
             }),
             index,
             mpidr,
@@ -176,6 +182,13 @@ impl Vcpu {
         }
     }
 
+    /// Brings the vGIC up to date with the lines of this vCPU's own devices (both timers,
+    /// the PMU); it must be loaded here.
+    pub fn sync_lines(&self, run: &VcpuRun) {
+        super::timer::sync(self, run);
+        super::pmu::sync_line(self, run);
+    }
+
     /// Whether an interrupt is waiting for this vCPU, loaded on this CPU.
     pub fn has_interrupt(&self) -> bool {
         self.needs_flush.load(Ordering::Acquire) || self.vm().vgic.as_ref().is_some_and(|g| g.has_pending(self.index))
@@ -194,6 +207,7 @@ impl Vcpu {
             run.fp = FpState::default();
             run.ptimer = EmulatedTimer::default();
             run.debug = DebugState::default();
+            run.pmu = PmuState::default();
             run.last_injection = u64::MAX;
             run.nested_faults = 0;
             *power = Power::On;
@@ -207,6 +221,7 @@ impl Vcpu {
         let vm = self.vm();
         context::restore(&run.el1, &run.fp);
         super::debug::load(run);
+        super::pmu::load(self, run);
         VTTBR_EL2.set(vm.mem.vttbr());
         HCR_EL2.set(pauth::load(run));
         let last = vm.last_vcpu_on[self.pcpu].swap(self.index, Ordering::Relaxed);
@@ -228,6 +243,7 @@ impl Vcpu {
         let run = unsafe { self.run_mut() };
         context::save(&mut run.el1, &mut run.fp);
         super::debug::unload(run);
+        super::pmu::unload(run);
         pauth::unload(run);
         if self.vm().vgic.is_some() {
             vgic::save(&mut run.gic);

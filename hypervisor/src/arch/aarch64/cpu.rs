@@ -116,16 +116,16 @@ pub fn init_el2(vtcr_value: u64) {
     const TCPAC: u64 = 1 << 31;
     CPTR_EL2.set(CPTR_EL2.get() & !(TFP | TTA | TCPAC));
     CPTR_EL2.modify(CPTR_EL2::TAM::CLEAR);
-    // PMU accesses trap (TPM, TPMCR): there is no virtual PMU, and a shared one would leak
-    // between VMs. HPMN keeps its reset value. Debug registers trap (TDA, TDOSA, TDRA) until
-    // a vCPU first touches them in a residency (vm/debug.rs); debug exceptions go to EL1
-    // (TDE clear), never to the hypervisor.
-    const TPMCR: u64 = 1 << 5;
-    const TPM: u64 = 1 << 6;
+    // PMU accesses (TPM, TPMCR) and debug registers (TDA, TDOSA, TDRA) trap until a vCPU
+    // first touches them in a residency (vm/pmu.rs, vm/debug.rs). HPMN keeps its reset value
+    // (every counter is the guest's); HPMD: those counters never count at EL2. Debug
+    // exceptions go to EL1 (TDE clear), never to the hypervisor.
     const TDE: u64 = 1 << 8;
+    const HPMD: u64 = 1 << 17;
     // SAFETY: MDCR_EL2 (not in aarch64-cpu 10: context.S) only controls traps of lower-EL
-    // debug/PMU accesses.
-    unsafe { write_mdcr_el2((read_mdcr_el2() | TPM | TPMCR) & !TDE) };
+    // debug/PMU accesses and what the guest's counters count.
+    unsafe { write_mdcr_el2((read_mdcr_el2() | HPMD) & !TDE) };
+    super::pmu::trap_guest_access(true);
     super::debug::trap_guest_access(true);
     aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
 }

@@ -10,6 +10,7 @@ pub mod gic_cpuif;
 pub mod idregs;
 pub mod mmu;
 pub mod pauth;
+pub mod pmu;
 pub mod stacks;
 
 use core::arch::global_asm;
@@ -57,6 +58,7 @@ global_asm!(include_str!("idregs.S"));
 global_asm!(include_str!("zero.S"));
 global_asm!(include_str!("hyp_timer.S"));
 global_asm!(include_str!("debug.S"));
+global_asm!(include_str!("pmu.S"));
 
 extern "C" {
     fn zero_pages(addr: u64, len: u64);
