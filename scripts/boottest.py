@@ -155,8 +155,8 @@ def boot_tests() -> list[BootTest]:
             r"vm0\| vCPU 1 restarted after CPU_OFF", *verdict]),
         BootTest("isolation", Machine([guest("isolation")]), [
             r"vm0\| (\d+) probes outside RAM, \1 aborts injected", r"abort injected", *verdict]),
-        # With the PMU off: its registers UNDEFINED and hidden.
-        BootTest("sysreg", Machine([guest("sysreg")], hv_args="vm0.pmu=off"), [
+        # With the PMU and SVE off: hidden in the ID registers, their registers UNDEFINED.
+        BootTest("sysreg", Machine([guest("sysreg")], hv_args="vm0.pmu=off vm0.sve=off"), [
             r"read of PMCR_EL0 .*UNDEF injected", r"vm0\| 6 trapped register accesses, 1 UNDEFs injected", r"vm0\| ID registers: PFR0", *verdict]),
         BootTest("timers", Machine([guest("timer")]), [
             r"vm0\| timers behave as the architecture says", *verdict], compare_bare=True),
@@ -168,6 +168,14 @@ def boot_tests() -> list[BootTest]:
         BootTest("pmu", Machine([guest("pmu")]), [r"vm0\| PMU works", *verdict], compare_bare=True),
         BootTest("pmu-shared-cpu", Machine([guest("pmu", bootargs=f"share=1 rounds=50 tag={t}") for t in (1, 2)], cpus=1), [
             r"vm0\| tag 1: own counter kept across 50 waits", r"vm1\| tag 2: own counter kept across 50 waits",
+            r"VM 0: test verdict PASS", r"VM 1: test verdict PASS", r"machine exit status 0"]),
+        BootTest("sve", Machine([guest("sve")]), [r"vm0\| SVE works", *verdict], compare_bare=True),
+        BootTest("sve-capped", Machine([guest("sve")], hv_args="vm0.sve=512"), [
+            r"vm0\| observe longest vector 64 bytes", r"vm0\| observe ZCR_EL1.LEN 15 gives 64 bytes", *verdict]),
+        BootTest("sve-off", Machine([guest("sve", bootargs="expect=off")], hv_args="vm0.sve=off"), [r"vm0\| SVE hidden", *verdict]),
+        BootTest("sve-shared-cpu", Machine([guest("sve", bootargs=f"share=1 rounds=30 tag={t}") for t in (1, 2)], cpus=1), [
+            r"vm0\| tag 1: 256-byte SVE registers intact across 30 waits", r"vm1\| tag 2: 256-byte SVE registers intact across 30 waits",
+            r"VM 0 vCPU 0: .*fp_loads=[1-9]\d\s",
             r"VM 0: test verdict PASS", r"VM 1: test verdict PASS", r"machine exit status 0"]),
         BootTest("virtio-slots", Machine([guest("virtio_slots")]), [
             r"vm0\| 32 empty virtio-mmio slots", *verdict], compare_bare=True),
@@ -248,8 +256,10 @@ def boot_tests() -> list[BootTest]:
         BootTest("shared-cpu", Machine([guest("switch", bootargs="tag=1"), guest("switch", bootargs="tag=2")], cpus=1), [
             r"vm0\| tag 1: registers intact across 100 waits", r"vm1\| tag 2: registers intact across 100 waits",
             r"VM 0: test verdict PASS", r"VM 1: test verdict PASS", r"machine exit status 0"]),
+        # Neither guest touches FP/SIMD: their registers never move (lazy switching).
         BootTest("time-slicing", Machine([guest("busy", bootargs="ms=3000"), guest("hello")], cpus=1), [
-            r"VM 1: test verdict PASS[\s\S]*vm0\| busy for 3000 ms[\s\S]*VM 0: test verdict PASS", r"machine exit status 0"]),
+            r"VM 1: test verdict PASS[\s\S]*vm0\| busy for 3000 ms[\s\S]*VM 0: test verdict PASS",
+            r"VM 0 vCPU 0: .*loads=\d+ .*fp_loads=0\s", r"VM 1 vCPU 0: .*loads=\d+ .*fp_loads=0\s", r"machine exit status 0"]),
         # The hypervisor's own refusals (qemu.py's checks bypassed), with their exit statuses.
         BootTest("guest-not-an-image", Machine([Guest(kernel=qemu.ROOT / "Cargo.toml")]), [
             r"VM 0: cannot start: kernel is not an arm64 Image", r"machine exit status 2"], status=2, validate=False),
@@ -289,13 +299,13 @@ def linux(cpus: int, bootargs: str = "") -> Guest:
 
 
 def linux_tests() -> list[BootTest]:
-    checks = [r"CHECK cpus: ok", r"CHECK timer: ok", r"CHECK ipi: ok", r"CHECK debug: ok \(hw-breakpoint: 6 4\)", r"CHECK pmu: ok \(hw perfevents: armv8_pmuv3 7\)",
+    checks = [r"CHECK cpus: ok", r"CHECK timer: ok", r"CHECK ipi: ok", r"CHECK debug: ok \(hw-breakpoint: 6 4\)", r"CHECK pmu: ok \(hw perfevents: armv8_pmuv3 7\)", r"CHECK sve: ok",
               r"CHECK pauth: ok", r"LINUX TESTS DONE: 0 failed"]
     return [
         # Adaptive (default) PAuth keys: Linux signs all the time, so one trap, then switches.
         # Guest RAM on first touch (the default): thousands of stage-2 faults, every frame back.
         BootTest("linux-1cpu", Machine([linux(1)], cpus=2), [rf"vm0\| {c}" for c in checks] + [
-            r"VM 0 vCPU 0: .* pauth_traps=1 key_switch_exits=[1-9]\d* .*loads=1 ", r"populated on first touch",
+            r"VM 0 vCPU 0: .* pauth_traps=1 key_switch_exits=[1-9]\d* .*loads=1 keys_live=0 fp_loads=1\s", r"populated on first touch",
             r"VM 0 memory: s2_faults=(\d{4,}) .*populated=\d{4,} ", NO_LEAK, r"machine exit status 0"], linux=True),
         # Lazy keys with two vCPUs time-sliced on one CPU: a trap at (nearly) every load.
         BootTest("linux-pauth-lazy-shared-cpu", Machine([linux(2)], cpus=1, hv_args="overcommit=on pauth_keys=lazy"),

@@ -8,11 +8,12 @@
 //! | `smp=N` | vCPUs of every VM | 1 |
 //! | `pauth=on\|off` | pointer authentication for every VM's guest | `on` |
 //! | `pauth_keys=lazy\|adaptive\|eager` | when a vCPU owns the PAC key registers (pauth.rs) | `adaptive` |
+//! | `sve=on\|off\|BITS` | SVE for every VM's guest, at most BITS long vectors (a multiple of 128 up to 2048; `on`: as long as the CPU has) | `on` |
 //! | `pmu=on\|off` | the PMU (PMUv3: cycle and event counters, overflow interrupt) for every VM's guest | `on` |
 //! | `overcommit=on\|off` | a VM may have more vCPUs than there are CPUs (they share CPUs by time slices) | `off` |
 //! | `populate=eager\|lazy` | guest RAM allocated and mapped at VM creation, or page by page on the guest's first touch (stage-2 faults; the memory is committed to the VM at creation all the same) | `lazy` |
 //! | `refault=zero\|keep` | what a page unmapped by the guest (HV_MEM_UNMAP) or by reclaim holds when it faults back in | `zero` |
-//! | `vmN.mem=SIZE`, `vmN.smp=N`, `vmN.pauth=`, `vmN.pauth_keys=`, `vmN.pmu=`, `vmN.overcommit=`, `vmN.populate=`, `vmN.refault=` | the same for VM number N only | |
+//! | `vmN.mem=SIZE`, `vmN.smp=N`, `vmN.pauth=`, `vmN.pauth_keys=`, `vmN.pmu=`, `vmN.sve=`, `vmN.overcommit=`, `vmN.populate=`, `vmN.refault=` | the same for VM number N only | |
 //! | `pstore_serial=NAME` | the serial of the virtio-blk disk that holds the pstore zones | `hv-pstore` |
 //! | `pstore_kmsg=KIB`, `pstore_console=KIB`, `pstore_pmsg=KIB` | zone sizes (multiples of 4) | 64, 64, 64 |
 //! | `pstore_order=kmsg-first\|linux` | zone order on the disk (pstore.rs in hv-core) | `kmsg-first` |
@@ -45,6 +46,8 @@ pub struct VmParams {
     pub pauth_keys: KeyPolicy,
     /// The guest has the PMU (if the CPU has one).
     pub pmu: bool,
+    /// Longest SVE vector the guest may use, in bits (0: no SVE; 2048: the CPU's longest).
+    pub sve_bits: u16,
     /// More vCPUs than physical CPUs allowed.
     pub overcommit: bool,
     /// Guest RAM populated on first touch instead of at creation.
@@ -61,6 +64,7 @@ struct Overrides {
     pauth: Option<bool>,
     pauth_keys: Option<KeyPolicy>,
     pmu: Option<bool>,
+    sve_bits: Option<u16>,
     overcommit: Option<bool>,
     lazy: Option<bool>,
     keep_unmapped: Option<bool>,
@@ -139,6 +143,18 @@ pub fn parse_size(s: &str) -> Option<u64> {
     n.checked_mul(1 << shift)
 }
 
+/// The architecture's longest SVE vector.
+pub const SVE_MAX_BITS: u16 = 2048;
+
+/// `sve=`'s value: `on` (the longest), `off` (0) or a length in bits.
+fn parse_sve(value: &str) -> Option<u16> {
+    match value {
+        "on" => Some(SVE_MAX_BITS),
+        "off" => Some(0),
+        _ => value.parse::<u16>().ok().filter(|&b| b >= 128 && b <= SVE_MAX_BITS && b % 128 == 0),
+    }
+}
+
 impl VmParams {
     pub const DEFAULT: VmParams =
         VmParams {
@@ -147,6 +163,7 @@ impl VmParams {
             pauth: true,
             pauth_keys: KeyPolicy::Adaptive,
             pmu: true,
+            sve_bits: SVE_MAX_BITS,
             overcommit: false,
             lazy: true,
             keep_unmapped: false,
@@ -254,6 +271,13 @@ impl HvConfig {
                     Some(v) => cfg.per_vm[v].pmu = Some(on),
                     None => cfg.default.pmu = on,
                 }),
+                ("sve", _) => match parse_sve(value) {
+                    Some(bits) => Ok(match vm {
+                        Some(v) => cfg.per_vm[v].sve_bits = Some(bits),
+                        None => cfg.default.sve_bits = bits,
+                    }),
+                    None => Err("use on, off or a vector length in bits (a multiple of 128 up to 2048)"),
+                },
                 ("overcommit", _) => on_off(value).map(|on| match vm {
                     Some(v) => cfg.per_vm[v].overcommit = Some(on),
                     None => cfg.default.overcommit = on,
@@ -297,6 +321,7 @@ impl HvConfig {
             pauth: o.pauth.unwrap_or(self.default.pauth),
             pauth_keys: o.pauth_keys.unwrap_or(self.default.pauth_keys),
             pmu: o.pmu.unwrap_or(self.default.pmu),
+            sve_bits: o.sve_bits.unwrap_or(self.default.sve_bits),
             overcommit: o.overcommit.unwrap_or(self.default.overcommit),
             lazy: o.lazy.unwrap_or(self.default.lazy),
             keep_unmapped: o.keep_unmapped.unwrap_or(self.default.keep_unmapped),
@@ -308,6 +333,17 @@ impl HvConfig {
 mod tests {
     use super::*;
     use std::vec::Vec;
+
+    #[test]
+    fn sve_lengths() {
+        let cfg = HvConfig::parse("sve=512 vm1.sve=off vm2.sve=on", |_| panic!("refused"));
+        assert_eq!((cfg.vm(0).sve_bits, cfg.vm(1).sve_bits, cfg.vm(2).sve_bits), (512, 0, 2048));
+        for bad in ["sve=100", "sve=4096", "sve=0", "sve=yes"] {
+            let mut refused = 0;
+            HvConfig::parse(bad, |_| refused += 1);
+            assert_eq!(refused, 1, "{bad}");
+        }
+    }
 
     #[test]
     fn parses_sizes() {

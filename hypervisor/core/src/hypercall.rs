@@ -153,10 +153,13 @@ pub enum Counter {
     CacheMisses = 19,
     /// Fault paths that lost a race with an invalidation and let the guest fault again.
     FaultRetries = 20,
+    // Per vCPU again:
+    /// First FP/SIMD or SVE uses in a residency that moved the vCPU's registers into the CPU.
+    FpLoads = 21,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 21] = [
+    pub const ALL: [Counter; 22] = [
         Counter::Exits,
         Counter::Hypercalls,
         Counter::MmioAccesses,
@@ -178,11 +181,12 @@ impl Counter {
         Counter::CacheHits,
         Counter::CacheMisses,
         Counter::FaultRetries,
+        Counter::FpLoads,
     ];
 
     /// Counters kept per VM rather than per vCPU.
     pub fn is_vm_wide(self) -> bool {
-        self as u64 >= Counter::Stage2Faults as u64
+        (Counter::Stage2Faults as u64..=Counter::FaultRetries as u64).contains(&(self as u64))
     }
 
     pub fn from_raw(v: u64) -> Option<Counter> {
@@ -212,6 +216,7 @@ impl Counter {
             Counter::CacheHits => "cache_hits",
             Counter::CacheMisses => "cache_misses",
             Counter::FaultRetries => "fault_retries",
+            Counter::FpLoads => "fp_loads",
         }
     }
 }

@@ -94,6 +94,8 @@ pub struct GuestFeatures {
     pub pauth: bool,
     /// The PMU.
     pub pmu: bool,
+    /// SVE.
+    pub sve: bool,
 }
 
 /// The value a guest reads from ID register `r` whose host value is `host`.
@@ -102,6 +104,14 @@ pub fn guest_value(r: SysReg, host: u64, features: GuestFeatures) -> u64 {
     let mut v = host;
     if let Some((_, mask)) = HIDDEN.iter().find(|(reg, _)| *reg == r) {
         v &= !mask;
+    }
+    if features.sve {
+        // PFR0.SVE and ZFR0 as the host has them.
+        match r {
+            ID_AA64PFR0_EL1 => v |= host & field(32),
+            ID_AA64ZFR0_EL1 => v = host,
+            _ => {}
+        }
     }
     if !features.pauth {
         if let Some((_, mask)) = PAUTH.iter().find(|(reg, _)| *reg == r) {
@@ -129,7 +139,7 @@ pub fn guest_value(r: SysReg, host: u64, features: GuestFeatures) -> u64 {
 mod tests {
     use super::*;
 
-    const ON40: GuestFeatures = GuestFeatures { ipa_bits: 40, pauth: true, pmu: true };
+    const ON40: GuestFeatures = GuestFeatures { ipa_bits: 40, pauth: true, pmu: true, sve: false };
 
     fn f(v: u64, shift: u32) -> u64 {
         (v >> shift) & 0xf
@@ -167,8 +177,8 @@ mod tests {
     #[test]
     fn pauth_can_be_hidden() {
         let isar1 = 0x0011_1111_2112_1111u64 | 1 << 4 | 1 << 24;
-        let on = GuestFeatures { ipa_bits: 40, pauth: true, pmu: true };
-        let off = GuestFeatures { ipa_bits: 40, pauth: false, pmu: true };
+        let on = GuestFeatures { pauth: true, ..ON40 };
+        let off = GuestFeatures { pauth: false, ..ON40 };
         assert_eq!(guest_value(ID_AA64ISAR1_EL1, isar1, on), isar1);
         let g = guest_value(ID_AA64ISAR1_EL1, isar1, off);
         assert_eq!((f(g, 4), f(g, 8), f(g, 24), f(g, 28)), (0, 0, 0, 0));
@@ -196,5 +206,17 @@ mod tests {
         assert_eq!(f(guest_value(ID_AA64DFR0_EL1, dfr0, off), 8), 0);
         assert_eq!(f(guest_value(ID_DFR0_EL1, 0x0300_0000, off), 24), 0, "AArch32 PerfMon");
         assert_eq!(f(guest_value(ID_DFR0_EL1, 0x0300_0000, ON40), 24), 3);
+    }
+
+    #[test]
+    fn sve_is_shown_only_to_vms_that_have_it() {
+        let pfr0 = 1u64 << 32 | 0x11;
+        let zfr0 = 0x0110_0000_0001_0001u64;
+        assert_eq!(f(guest_value(ID_AA64PFR0_EL1, pfr0, ON40), 32), 0);
+        assert_eq!(guest_value(ID_AA64ZFR0_EL1, zfr0, ON40), 0);
+        let sve = GuestFeatures { sve: true, ..ON40 };
+        assert_eq!(f(guest_value(ID_AA64PFR0_EL1, pfr0, sve), 32), 1);
+        assert_eq!(guest_value(ID_AA64ZFR0_EL1, zfr0, sve), zfr0);
+        assert_eq!(guest_value(ID_AA64SMFR0_EL1, u64::MAX, sve), 0, "SME stays hidden");
     }
 }

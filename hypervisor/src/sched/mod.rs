@@ -113,6 +113,7 @@ pub fn schedule(yield_current: bool) -> *mut VcpuRegs {
                         rq.entries[i].vcpu().unload();
                     }
                     let e = rq.entries.remove(i);
+                    crate::vm::fp::forget(e.vcpu());
                     *e.vcpu().power.lock() = Power::Off;
                     rq.loaded = match rq.loaded {
                         Some(l) if l == i => None,

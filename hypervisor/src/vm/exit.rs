@@ -160,6 +160,8 @@ fn sync_exit(vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun) -> Next {
             Next::Wait
         }
         ec::PAC => pauth::trap(vcpu, run).unwrap_or_else(|| not_emulated(vcpu, run, esr)),
+        ec::FP_ASIMD => super::fp::trap(vcpu, run, false),
+        ec::SVE => super::fp::trap(vcpu, run, true),
         ec::SYSREG => sysreg::handle(vm, vcpu, run, esr),
         ec::DABT_LOWER => mmio::handle_data_abort(vm, vcpu, run, esr),
         ec::IABT_LOWER => instruction_abort(vm, vcpu, run, esr),

@@ -4,6 +4,7 @@
 
 pub mod debug;
 pub mod exit;
+pub mod fp;
 pub mod hypercall;
 pub mod inject;
 pub mod mmio;
@@ -256,6 +257,16 @@ impl Vm {
     /// Whether `[ipa, ipa + len)` is guest RAM.
     pub fn is_ram(&self, ipa: u64, len: u64) -> bool {
         self.mem.is_ram(ipa, len)
+    }
+
+    /// The guest has SVE: its VM asked for it (`sve=on` or a length) and the CPU has it.
+    pub fn has_sve(&self) -> bool {
+        self.spec.params.sve_bits > 0 && crate::arch::fp::sve_available()
+    }
+
+    /// The guest's SVE vector length in bytes: its VM's limit, at most what the CPU has.
+    pub fn sve_vl(&self) -> usize {
+        (self.spec.params.sve_bits as usize / 8).min(crate::arch::fp::max_vl_bytes())
     }
 
     /// The guest has a PMU: its VM asked for one (`pmu=on`) and the CPU has PMUv3.

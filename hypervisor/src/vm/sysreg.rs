@@ -20,7 +20,7 @@ enum Emulated {
 
 fn emulate(vm: &Vm, r: SysReg) -> Option<Emulated> {
     if let Some(host) = crate::arch::idregs::read(r) {
-        let features = GuestFeatures { ipa_bits: crate::arch::cpu::ipa_bits(), pauth: vm.spec.params.pauth, pmu: vm.has_pmu() };
+        let features = GuestFeatures { ipa_bits: crate::arch::cpu::ipa_bits(), pauth: vm.spec.params.pauth, pmu: vm.has_pmu(), sve: vm.has_sve() };
         return Some(Emulated::Value(hv_core::idregs::guest_value(r, host, features)));
     }
     match r {

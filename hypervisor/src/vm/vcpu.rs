@@ -6,6 +6,7 @@ use super::exit::Pending;
 use super::{pauth, Vm, NO_VCPU};
 use crate::arch::context::{self, El1State, FpState, VcpuRegs};
 use crate::arch::debug::DebugState;
+use crate::arch::fp::SveState;
 use crate::arch::pmu::PmuState;
 use crate::arch::exception::ExitKind;
 use crate::vdev::vgic::{self, CpuInterface};
@@ -24,7 +25,10 @@ pub struct VcpuRun {
     /// on it being at offset 0 of the `Vcpu`.
     pub regs: VcpuRegs,
     pub el1: El1State,
+    /// FP/SIMD registers (with FPSR, FPCR) and, if its VM has SVE, SVE registers, while not
+    /// in a CPU (vm/fp.rs).
     pub fp: FpState,
+    pub sve: Option<SveState>,
     pub counters: [u64; Counter::ALL.len()],
     /// Who owns the pointer-authentication key registers, residency by residency.
     pub pauth: KeyOwnership,
@@ -100,6 +104,7 @@ impl Vcpu {
                 regs: VcpuRegs::default(),
                 el1: El1State::at_entry(0, mpidr),
                 fp: FpState::default(),
+                sve: None,
                 counters: [0; Counter::ALL.len()],
                 pauth: KeyOwnership::new(keys, pauth),
                 pending: Pending::Exit(ExitKind::Sync),
@@ -205,6 +210,8 @@ impl Vcpu {
             run.regs.x[0] = context;
             run.el1 = El1State::at_entry(entry, self.mpidr);
             run.fp = FpState::default();
+            run.sve = self.vm().has_sve().then(|| SveState::new(self.vm().sve_vl()));
+            super::fp::forget(self);
             run.ptimer = EmulatedTimer::default();
             run.debug = DebugState::default();
             run.pmu = PmuState::default();
@@ -219,7 +226,8 @@ impl Vcpu {
         // SAFETY: this CPU is the vCPU's assigned CPU; it is not running anywhere.
         let run = unsafe { self.run_mut() };
         let vm = self.vm();
-        context::restore(&run.el1, &run.fp);
+        context::restore(&run.el1);
+        super::fp::load(self);
         super::debug::load(run);
         super::pmu::load(self, run);
         VTTBR_EL2.set(vm.mem.vttbr());
@@ -241,7 +249,7 @@ impl Vcpu {
     pub fn unload(&self) {
         // SAFETY: as in `load`.
         let run = unsafe { self.run_mut() };
-        context::save(&mut run.el1, &mut run.fp);
+        context::save(&mut run.el1);
         super::debug::unload(run);
         super::pmu::unload(run);
         pauth::unload(run);

@@ -1,6 +1,6 @@
 // Save and restore the EL1/EL0 state of a vCPU (El1State in context.rs, field order must
-// match) and its FP/SIMD registers. Called only when a physical CPU changes the vCPU it
-// runs, never on an ordinary exit.
+// match), called only when a physical CPU changes the vCPU it runs, never on an ordinary
+// exit; and its FP/SIMD registers, called when they move (fp.rs).
 
 .macro sysregs op
     \op     sctlr_el1, 0

@@ -1,8 +1,9 @@
 //! A vCPU's architectural state and the code that switches it on a physical CPU.
 //!
 //! General-purpose registers are saved on every exit (exception.S). EL1 system registers,
-//! FP/SIMD registers, ELR_EL2 and SPSR_EL2 stay live in the CPU while the vCPU is loaded and
-//! are saved/restored only when the CPU switches to another vCPU (`save`/`restore`).
+//! ELR_EL2 and SPSR_EL2 stay live in the CPU while the vCPU is loaded and are saved/restored
+//! only when the CPU switches to another vCPU (`save`/`restore`). FP/SIMD and SVE registers
+//! move lazily, when a vCPU first uses them in a residency (fp.rs, vm/fp.rs).
 //! Pointer-authentication keys are not part of that: they move with the exits and entries
 //! of a vCPU that owns them (exception.S, vm/pauth.rs).
 
@@ -109,28 +110,20 @@ const _: () = assert!(core::mem::size_of::<El1State>() == 29 * 8);
 extern "C" {
     fn el1_state_save(state: *mut El1State);
     fn el1_state_restore(state: *const El1State);
-    fn fp_state_save(state: *mut FpState);
-    fn fp_state_restore(state: *const FpState);
 }
 
-/// Saves the loaded vCPU's EL1 and FP state from this CPU.
-pub fn save(el1: &mut El1State, fp: &mut FpState) {
-    // SAFETY: the pointers come from live exclusive references to structures whose layout
-    // context.S expects; the routines only move system and FP registers to memory.
-    unsafe {
-        el1_state_save(el1);
-        fp_state_save(fp);
-    }
+/// Saves the loaded vCPU's EL1 state from this CPU (its FP/SIMD state moves lazily: fp.rs).
+pub fn save(el1: &mut El1State) {
+    // SAFETY: the pointer comes from a live exclusive reference to a structure whose layout
+    // context.S expects; the routine only moves system registers to memory.
+    unsafe { el1_state_save(el1) };
     // The outgoing vCPU's virtual timer must not fire for whoever runs here next.
     aarch64_cpu::registers::CNTV_CTL_EL0.set(0);
 }
 
-/// Loads a vCPU's EL1 and FP state into this CPU.
-pub fn restore(el1: &El1State, fp: &FpState) {
+/// Loads a vCPU's EL1 state into this CPU.
+pub fn restore(el1: &El1State) {
     // SAFETY: as for `save`; writing EL1 registers affects only the guest about to run,
     // the hypervisor runs at EL2 with its own registers.
-    unsafe {
-        el1_state_restore(el1);
-        fp_state_restore(fp);
-    }
+    unsafe { el1_state_restore(el1) }
 }

@@ -108,13 +108,13 @@ pub fn init_el2(vtcr_value: u64) {
     // (its accesses trap: vm/timer.rs); the virtual timer is theirs, offset 0 on every CPU.
     CNTHCTL_EL2.write(CNTHCTL_EL2::EL1PCTEN::SET + CNTHCTL_EL2::EL1PCEN::CLEAR);
     CNTVOFF_EL2.set(0);
-    // FP/SIMD and trace registers belong to the guest (the hypervisor is built soft-float);
-    // SVE stays trapped (CPTR_EL2.TZ) and is answered with UNDEF.
-    // aarch64-cpu 10 names only TAM of CPTR_EL2.
-    const TFP: u64 = 1 << 10;
+    // Trace registers belong to the guest; FP/SIMD and SVE trap until a vCPU's registers are
+    // in the CPU (fp.rs; the hypervisor is built soft-float). aarch64-cpu 10 names only TAM
+    // of CPTR_EL2.
     const TTA: u64 = 1 << 20;
     const TCPAC: u64 = 1 << 31;
-    CPTR_EL2.set(CPTR_EL2.get() & !(TFP | TTA | TCPAC));
+    CPTR_EL2.set(CPTR_EL2.get() & !(TTA | TCPAC));
+    super::fp::trap_guest(true, true);
     CPTR_EL2.modify(CPTR_EL2::TAM::CLEAR);
     // PMU accesses (TPM, TPMCR) and debug registers (TDA, TDOSA, TDRA) trap until a vCPU
     // first touches them in a residency (vm/pmu.rs, vm/debug.rs). HPMN keeps its reset value

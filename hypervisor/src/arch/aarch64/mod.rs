@@ -6,6 +6,7 @@ pub mod cpu;
 pub mod debug;
 pub mod exception;
 pub mod firmware;
+pub mod fp;
 pub mod gic_cpuif;
 pub mod idregs;
 pub mod mmu;
@@ -59,6 +60,7 @@ global_asm!(include_str!("zero.S"));
 global_asm!(include_str!("hyp_timer.S"));
 global_asm!(include_str!("debug.S"));
 global_asm!(include_str!("pmu.S"));
+global_asm!(include_str!("fp.S"));
 
 extern "C" {
     fn zero_pages(addr: u64, len: u64);
