@@ -148,6 +148,9 @@ def boot_tests() -> list[BootTest]:
             r"vm0\| hello from vCPU 0 at EL1", r"vm0\| hello from vCPU 1 at EL1",
             r"vm0\| memory: 128 MiB at 0x40000000", r"vm0\| vCPUs in device tree: 2",
             r"vm0\| hypervisor version 0\.1\.0", *verdict]),
+        # More vCPUs than one affinity cluster holds (16 per Aff1) and than CPUs.
+        BootTest("hello-20-vcpus", Machine([guest("hello", smp=20)], cpus=2, hv_args="overcommit=on"), [
+            r"vm0\| vCPUs in device tree: 20", r"vm0\| hello from vCPU 19 at EL1", r"vm0\| all 20 vCPU\(s\) reported", *verdict]),
         BootTest("hypercalls", Machine([guest("hypercalls")]), [
             r"vm0\| console hypercall works", r"vm0\| 2000 random hypercalls answered", *verdict]),
         BootTest("psci", Machine([guest("psci", smp=4)], cpus=4), [

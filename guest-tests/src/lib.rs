@@ -17,7 +17,7 @@ use core::arch::{asm, global_asm};
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 /// vCPUs the test guests' runtime starts (their stacks are static).
-pub const MAX_VCPUS: usize = 8;
+pub const MAX_VCPUS: usize = 64;
 pub const STACK_SIZE: usize = 16 * 1024;
 
 #[repr(C, align(16))]
