@@ -62,11 +62,29 @@ def pac_benches() -> list[Bench]:
     return rows
 
 
+def switch_benches() -> list[Bench]:
+    """What moving a vCPU's own hardware state costs at a switch, for a vCPU that uses it in
+    every residency, next to one that uses none (the PAC-free residency above); and the
+    cost a vCPU that never touches debug registers or the PMU pays per exit for them."""
+    rows = [Bench("bench", smp=2, cpus=1, bootargs=f"residency=1 uses={u}",
+                  hv_args=f"overcommit=on{' vm0.sve=off' if u == 'fp' else ''}", label=f"{u}_user")
+            for u in ("fp", "sve", "debug", "pmu")]
+    rows[-1].notes = ("residency_<x>_user: as residency_no_pac_adaptive, with both vCPUs using FP/SIMD (in a VM "
+                      "without SVE), SVE (256-byte vectors: a VM with SVE moves them at any FP/SIMD use too), debug (a breakpoint armed) or the PMU (cycle counter running) in every "
+                      "residency, so that the state moves at every switch: the difference is its switch cost.")
+    rows.append(Bench("bench", hv_args="vm0.pmu=off vm0.sve=off", label="no_pmu_no_sve",
+                      notes="null_hypercall_round_trip_no_pmu_no_sve: a VM without PMU and SVE; equal to "
+                            "null_hypercall_round_trip: a vCPU that never touches debug registers, the PMU, FP or "
+                            "SVE pays nothing for them on its exits."))
+    return rows
+
+
 BENCHES = [
     Bench("bench", notes="null_hypercall_round_trip: SMCCC_VERSION over HVC #0 in a loop, minus the "
                          "empty loop: the HVC, the hypervisor's exit path and the ERET back (a guest that never "
                          "used PAC: lazy keys). Target <= 100; Xen 4.17 takes about 465 by this measurement."),
     *pac_benches(),
+    *switch_benches(),
     Bench("bench", bootargs="s2=1", hv_args="populate=lazy",
           notes="stage2_fault_4k: a store to a fresh page of a populate=lazy VM, minus the same store to a "
                 "mapped page: the stage-2 fault exit, a frame allocated and zeroed, the page mapped under the "

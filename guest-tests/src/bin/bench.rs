@@ -7,7 +7,9 @@
 //! on one physical CPU) measures a residency instead: both vCPUs give the CPU to each
 //! other in a loop (HV_YIELD), a PAC user signing once in each residency; `s2=1` (in a VM
 //! with `populate=lazy`) measures stage-2 faults that map a fresh page and HV_MEM_UNMAP of
-//! one page.
+//! one page. `uses=fp|sve|debug|pmu` (with `residency=1`) makes both vCPUs use that
+//! resource in every residency (one FP/SIMD or SVE instruction; a breakpoint armed with
+//! MDSCR_EL1.MDE; the cycle counter running and read), so that it moves at every switch.
 
 #![no_std]
 #![no_main]
@@ -22,6 +24,54 @@ const YIELDS: u64 = 2_000;
 static DONE: AtomicUsize = AtomicUsize::new(0);
 static STOP: AtomicUsize = AtomicUsize::new(0);
 static PAC: AtomicUsize = AtomicUsize::new(0);
+/// What each residency uses besides PAC (USES_*).
+static USES: AtomicUsize = AtomicUsize::new(0);
+const USES_FP: usize = 1;
+const USES_SVE: usize = 2;
+const USES_DEBUG: usize = 4;
+const USES_PMU: usize = 8;
+
+/// Arms what `USES` names once per vCPU: a breakpoint on an address never executed with
+/// monitor debug on, the cycle counter running; SVE enabled at EL1.
+fn start_using() {
+    let uses = USES.load(Ordering::Acquire);
+    // SAFETY: this vCPU's own debug, PMU and trap registers; the breakpoint's address (0) is
+    // never executed and PSTATE.D stays set.
+    unsafe {
+        if uses & USES_DEBUG != 0 {
+            asm!("msr oslar_el1, xzr", "msr dbgbvr0_el1, xzr", "mov {t}, #((0xf << 5) | 3)", "msr dbgbcr0_el1, {t}",
+                 "mov {t}, #(1 << 15)", "msr mdscr_el1, {t}", "isb", t = out(reg) _, options(nostack));
+        }
+        if uses & USES_PMU != 0 {
+            asm!("mov {t}, #1", "msr pmcr_el0, {t}", "mov {t}, #(1 << 31)", "msr pmcntenset_el0, {t}", "isb",
+                 t = out(reg) _, options(nostack));
+        }
+        if uses & USES_SVE != 0 {
+            asm!("mrs {t}, cpacr_el1", "orr {t}, {t}, #(3 << 16)", "msr cpacr_el1, {t}", "isb", t = out(reg) _, options(nostack));
+        }
+    }
+}
+
+/// One use of each resource `USES` names.
+fn use_once() {
+    let uses = USES.load(Ordering::Relaxed);
+    // SAFETY: computations in caller-saved registers (declared clobbered) and reads of this
+    // vCPU's own registers.
+    unsafe {
+        if uses & USES_FP != 0 {
+            asm!(".arch_extension fp", "fmov d0, xzr", out("v0") _, options(nomem, nostack));
+        }
+        if uses & USES_SVE != 0 {
+            asm!(".arch_extension sve", "index z0.d, #0, #1", out("v0") _, options(nomem, nostack));
+        }
+        if uses & USES_DEBUG != 0 {
+            asm!("mrs {}, dbgbvr0_el1", out(reg) _, options(nomem, nostack));
+        }
+        if uses & USES_PMU != 0 {
+            asm!("mrs {}, pmccntr_el0", out(reg) _, options(nomem, nostack));
+        }
+    }
+}
 
 /// Becomes a PAC user: keys, signing enabled (SCTLR_EL1.EnIA), one signed value.
 fn use_pac() {
@@ -40,6 +90,7 @@ fn use_pac() {
 /// and one of this one.
 fn residency_step(pac: bool) {
     hvc::yield_cpu();
+    use_once();
     if pac {
         // SAFETY: PACIA computes in a register.
         unsafe { asm!(".arch_extension pauth", "pacia {x}, sp", x = inout(reg) 0x4000u64 => _, options(nostack)) };
@@ -52,6 +103,7 @@ fn secondary(_index: usize, _n: u64) -> ! {
     if pac {
         use_pac();
     }
+    start_using();
     while STOP.load(Ordering::Acquire) == 0 {
         residency_step(pac);
     }
@@ -66,6 +118,10 @@ fn residency(info: &BootInfo, pac: bool) {
     if pac {
         use_pac();
     }
+    let uses = [("fp", USES_FP), ("sve", USES_SVE), ("debug", USES_DEBUG), ("pmu", USES_PMU)];
+    let mask = uses.iter().filter(|(name, _)| info.bootargs.split_whitespace().any(|w| w.strip_prefix("uses=") == Some(*name))).fold(0, |m, (_, b)| m | b);
+    USES.store(mask, Ordering::Release);
+    start_using();
     check_eq!(guest_rt::start_vcpu(1, secondary, 2), 0, "CPU_ON(1)");
     // Warm up: both running, translations cached.
     for _ in 0..YIELDS {

@@ -14,6 +14,8 @@ pub fn handle(vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun) -> Next {
     run.count(Counter::Hypercalls);
     let x = &run.regs.x;
     let call = Call::decode(x[0], x[1], x[2], x[3]);
+    // The calls answered with a constant stay here; the rest are out of line, so that the
+    // hot path (inlined into the fast exit path) saves no more registers than it needs.
     let (value, next): (i64, Next) = match call {
         Call::SmcccVersion => (abi::SMCCC_VERSION_1_1 as i64, Next::Resume),
         Call::SmcccArchFeatures { function } => (arch_features(function), Next::Resume),
@@ -22,34 +24,44 @@ pub fn handle(vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun) -> Next {
         // Only standby states (no context loss): the call waits like WFI.
         Call::PsciCpuSuspend => (ret::SUCCESS, Next::Wait),
         Call::PsciCpuOff => (ret::SUCCESS, Next::Off),
-        Call::PsciCpuOn { target, entry, context } => (cpu_on(vm, target, entry, context), Next::Resume),
-        Call::PsciAffinityInfo { target, lowest_level } => (affinity_info(vm, target, lowest_level), Next::Resume),
         Call::PsciMigrateInfoType => (abi::PSCI_TOS_NOT_PRESENT as i64, Next::Resume),
         Call::PsciSystemOff => (ret::SUCCESS, Next::Stop(StopReason::PoweredOff)),
         Call::PsciSystemReset => (ret::SUCCESS, Next::Stop(StopReason::Reset)),
         Call::HvVersion => (abi::HV_VERSION_VALUE as i64, Next::Resume),
-        Call::HvConsoleWrite { addr, len } => (console_write(vm, addr, len), Next::Resume),
+        Call::HvYield => (ret::SUCCESS, Next::Preempt),
+        other => (other_call(vm, vcpu, run, other), Next::Resume),
+    };
+    run.regs.x[0] = value as u64;
+    next
+}
+
+/// The calls that do more than answer: out of line.
+#[inline(never)]
+fn other_call(vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun, call: Call) -> i64 {
+    match call {
+        Call::PsciCpuOn { target, entry, context } => cpu_on(vm, target, entry, context),
+        Call::PsciAffinityInfo { target, lowest_level } => affinity_info(vm, target, lowest_level),
+        Call::HvConsoleWrite { addr, len } => console_write(vm, addr, len),
         Call::HvTestVerdict { code } => {
             vm.set_verdict(code);
-            (ret::SUCCESS, Next::Resume)
+            ret::SUCCESS
         }
         Call::HvCounter { counter } => match Counter::from_raw(counter) {
-            Some(c) => (vm.counter(run, c) as i64, Next::Resume),
-            None => (ret::INVALID_PARAMETERS, Next::Resume),
+            Some(c) => vm.counter(run, c) as i64,
+            None => ret::INVALID_PARAMETERS,
         },
-        Call::HvYield => (ret::SUCCESS, Next::Preempt),
-        Call::HvCounters { counters } => (counters_snapshot(vm, run, counters), Next::Resume),
+        Call::HvCounters { counters } => counters_snapshot(vm, run, counters),
         Call::HvMemUnmap { .. }
         | Call::HvMemProtect { .. }
         | Call::HvMemAge { .. }
         | Call::HvMemReclaim { .. }
         | Call::HvMemPeek { .. }
-        | Call::HvMemTrace => (memory_call(vm, vcpu, run, call), Next::Resume),
-        Call::HvDebugFault { fault } => (debug_fault(vcpu, fault), Next::Resume),
-        Call::Unknown { function } => (unknown(vcpu, function), Next::Resume),
-    };
-    run.regs.x[0] = value as u64;
-    next
+        | Call::HvMemTrace => memory_call(vm, vcpu, run, call),
+        Call::HvDebugFault { fault } => debug_fault(vcpu, fault),
+        Call::Unknown { function } => unknown(vcpu, function),
+        // Answered in `handle`.
+        _ => ret::NOT_SUPPORTED,
+    }
 }
 
 /// HV_COUNTERS: three counters at one instant, into x1..x3.
