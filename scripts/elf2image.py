@@ -1,7 +1,11 @@
 #!/usr/bin/env python3
 """Turns linked aarch64 ELF files into raw arm64 Images (what QEMU's -kernel and the
 hypervisor's loader take): the loadable segments laid out from the lowest one, which must
-start with the 64-byte Image header."""
+start with the 64-byte Image header.
+
+    elf2image.py SRC_DIR DST_DIR NAME...     SRC_DIR/NAME -> DST_DIR/NAME.bin
+    elf2image.py --exec ELF OUT              ELF without sections (symbols, debug info):
+                                             what a Linux loader needs, and no more"""
 import struct
 import sys
 from pathlib import Path
@@ -31,7 +35,29 @@ def elf_to_image(elf: bytes) -> bytes:
     return bytes(out)
 
 
+def strip_to_segments(elf: bytes) -> bytes:
+    """The ELF header, program headers and everything the segments map, up to the end of
+    the last one in the file; no section headers."""
+    phoff, = struct.unpack_from("<Q", elf, 0x20)
+    phentsize, phnum = struct.unpack_from("<HH", elf, 0x36)
+    end = phoff + phentsize * phnum
+    for i in range(phnum):
+        _t, _f, offset, _v, _p, filesz, _m, _a = struct.unpack_from("<IIQQQQQQ", elf, phoff + i * phentsize)
+        end = max(end, offset + filesz)
+    out = bytearray(elf[:end])
+    struct.pack_into("<Q", out, 0x28, 0)  # e_shoff
+    struct.pack_into("<HHH", out, 0x3a, 0, 0, 0)  # e_shentsize, e_shnum, e_shstrndx
+    return bytes(out)
+
+
 def main() -> int:
+    if sys.argv[1:2] == ["--exec"]:
+        src, dst = Path(sys.argv[2]), Path(sys.argv[3])
+        data = strip_to_segments(src.read_bytes())
+        if not dst.exists() or dst.read_bytes() != data:
+            dst.write_bytes(data)
+            dst.chmod(0o755)
+        return 0
     src, dst, names = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3:]
     for name in names:
         elf_path, img_path = src / name, dst / f"{name}.bin"

@@ -42,7 +42,10 @@ if [ ! -f "$out/Image" ] || [ ! -f "$out/debs/busybox.deb" ]; then
 fi
 
 # The initramfs is rebuilt whenever guest-linux/ changes.
-if [ ! -f "$out/initramfs.cpio" ] || [ -n "$(find guest-linux "$out/debs/busybox.deb" -newer "$out/initramfs.cpio" 2>/dev/null)" ]; then
+# perfcount (counting with perf_event_open, built by build.sh) goes in when it was built.
+extra=()
+[ -f target/images/perfcount.elf ] && extra+=("target/images/perfcount.elf=bin/perfcount")
+if [ ! -f "$out/initramfs.cpio" ] || [ -n "$(find guest-linux "$out/debs/busybox.deb" "${extra[@]%%=*}" -newer "$out/initramfs.cpio" 2>/dev/null)" ]; then
     rm -rf "$out/busybox-root" && dpkg-deb -x "$out/debs/busybox.deb" "$out/busybox-root"
     # Linux's own pstore/blk and virtio-blk, for the pstore cross-check (guest-linux/init).
     modules=()
@@ -51,5 +54,5 @@ if [ ! -f "$out/initramfs.cpio" ] || [ -n "$(find guest-linux "$out/debs/busybox
         [ -n "$ko" ] && modules+=("$ko=lib/modules/$(basename "$ko")")
     done
     python3 scripts/mkinitramfs.py "$out/initramfs.cpio" \
-        "$out/busybox-root/bin/busybox=bin/busybox" "guest-linux/init=init" "${modules[@]}"
+        "$out/busybox-root/bin/busybox=bin/busybox" "guest-linux/init=init" "${modules[@]}" "${extra[@]}"
 fi
