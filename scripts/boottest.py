@@ -346,6 +346,13 @@ def linux_tests() -> list[BootTest]:
                  dialog=[(r"vm1\| INITRAMFS READY", ""), (PROMPT, "echo first-$((6*7))\r", 0.3), (r"\nfirst-42", "\x1d7", 0.3),
                          (r"there is no VM 7", "\x1d1echo second-$((6*7))\r", 0.5), (r"\nsecond-42", "poweroff -f\r", 0.3),
                          (r"console input now goes to VM 0", "poweroff -f\r", 0.5)]),
+        # Too little memory for the kernel to boot: it panics (out of memory) and reboots
+        # (panic=-1), 3.6 s a boot: the third such boot in a row stops the VM.
+        BootTest("linux-too-little-memory", Machine([Guest(kernel=LINUX / "Image", initrd=LINUX / "initramfs.cpio", mem=48 * MIB,
+                                                           bootargs="console=ttyAMA0 panic=-1 quiet")]),
+                 [r"VM 0: guest kernel panic: .*System is deadlocked on memory", r"VM 0: rebooting \(boot 2\)",
+                  r"VM 0: its kernel panicked in 3 boots in a row, a crash-reboot loop", r"machine exit status 2"],
+                 reject=[r"VM 0: rebooting \(boot 3\)", r"HYPERVISOR PANIC"], status=2, linux=True),
         BootTest("linux-pauth-off", Machine([linux(1, "console=ttyAMA0 panic=-1 quiet hvtest.cpus=1 hvtest.nopauth")], cpus=2,
                                             hv_args="vm0.pauth=off"),
                  [rf"vm0\| {c}" for c in checks if "pauth" not in c] + [r"vm0\| CHECK no-pauth: ok", r"machine exit status 0"],

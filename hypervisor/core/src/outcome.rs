@@ -44,22 +44,51 @@ pub struct Reboots {
     /// Counter values of the last `REBOOT_LOOP` reboots, oldest first once full.
     at: [u64; REBOOT_LOOP],
     n: usize,
+    /// Boots in a row that ended in a kernel panic, each soon after the previous reboot.
+    panics_in_row: usize,
 }
 
 /// This many reboots within the window make a loop.
 pub const REBOOT_LOOP: usize = 5;
+/// This many boots in a row ending in a panic make a loop, however long each takes to
+/// panic (within the panic window): a kernel that cannot boot (too little memory, a bad
+/// root) and reboots on panic.
+pub const PANIC_LOOP: usize = 3;
+
+/// Why reboots are a loop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RebootLoop {
+    /// `REBOOT_LOOP` reboots within the window.
+    Quick,
+    /// `PANIC_LOOP` boots in a row ended in a kernel panic.
+    Panics,
+}
 
 impl Reboots {
-    /// A reboot at counter value `now`; whether the last `REBOOT_LOOP` reboots all came
-    /// within `window` counter ticks (a loop).
-    pub fn reboot(&mut self, now: u64, window: u64) -> bool {
+    /// A reboot at counter value `now`, after a boot that ended in a kernel panic if
+    /// `panicked`. A loop if the last `REBOOT_LOOP` reboots all came within `window`
+    /// counter ticks, or the last `PANIC_LOOP` boots panicked, each within `panic_window`
+    /// of the reboot before it.
+    pub fn reboot(&mut self, now: u64, window: u64, panicked: bool, panic_window: u64) -> Option<RebootLoop> {
+        let previous = self.n.checked_sub(1).map(|i| self.at[i]);
+        self.panics_in_row = match (panicked, previous) {
+            (false, _) => 0,
+            (true, Some(p)) if now.saturating_sub(p) <= panic_window => self.panics_in_row + 1,
+            (true, _) => 1,
+        };
         if self.n == REBOOT_LOOP {
             self.at.rotate_left(1);
             self.n -= 1;
         }
         self.at[self.n] = now;
         self.n += 1;
-        self.n == REBOOT_LOOP && now.saturating_sub(self.at[0]) <= window
+        if self.n == REBOOT_LOOP && now.saturating_sub(self.at[0]) <= window {
+            Some(RebootLoop::Quick)
+        } else if self.panics_in_row >= PANIC_LOOP {
+            Some(RebootLoop::Panics)
+        } else {
+            None
+        }
     }
 }
 
@@ -105,22 +134,42 @@ mod tests {
 
     #[test]
     fn reboot_loops_are_told_from_reboots_now_and_then() {
+        let quick = |r: &mut Reboots, t| r.reboot(t, 1000, false, 6000);
         let mut r = Reboots::default();
         // Four quick reboots are not yet a loop; the fifth within the window is.
         for t in 0..4 {
-            assert!(!r.reboot(t * 100, 1000));
+            assert_eq!(quick(&mut r, t * 100), None);
         }
-        assert!(r.reboot(400, 1000));
+        assert_eq!(quick(&mut r, 400), Some(RebootLoop::Quick));
         // Reboots spread out: never a loop.
         let mut r = Reboots::default();
-        assert!((0..50).all(|t| !r.reboot(t * 300, 1000)));
+        assert!((0..50).all(|t| quick(&mut r, t * 300).is_none()));
         // A slow start, then a fast loop: caught once the last five are close.
         let mut r = Reboots::default();
         for t in [0, 5000, 10_000] {
-            assert!(!r.reboot(t, 1000));
+            assert_eq!(quick(&mut r, t), None);
         }
-        assert!(!r.reboot(10_100, 1000) && !r.reboot(10_200, 1000) && !r.reboot(10_300, 1000));
-        assert!(r.reboot(10_400, 1000));
+        assert!(quick(&mut r, 10_100).is_none() && quick(&mut r, 10_200).is_none() && quick(&mut r, 10_300).is_none());
+        assert_eq!(quick(&mut r, 10_400), Some(RebootLoop::Quick));
+    }
+
+    #[test]
+    fn panics_in_a_row_are_a_loop_however_slow() {
+        // A kernel that panics 3.6 s into every boot (window 1 s for quick loops, 60 s for
+        // panics): the third panicked boot in a row is a loop.
+        let mut r = Reboots::default();
+        assert_eq!(r.reboot(3_600, 1_000, true, 60_000), None);
+        assert_eq!(r.reboot(7_200, 1_000, true, 60_000), None);
+        assert_eq!(r.reboot(10_800, 1_000, true, 60_000), Some(RebootLoop::Panics));
+        // A clean reboot in between starts the count again.
+        let mut r = Reboots::default();
+        for (t, panicked) in [(1, true), (2, true), (3, false), (4, true), (5, true)] {
+            assert_eq!(r.reboot(t * 10_000, 1_000, panicked, 60_000), None, "at {t}");
+        }
+        assert_eq!(r.reboot(60_000, 1_000, true, 60_000), Some(RebootLoop::Panics));
+        // Panics far apart (a long-running guest that crashes now and then): no loop.
+        let mut r = Reboots::default();
+        assert!((1..10).all(|t| r.reboot(t * 100_000, 1_000, true, 60_000).is_none()));
     }
 
     #[test]

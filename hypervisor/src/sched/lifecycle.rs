@@ -11,6 +11,9 @@ use hv_core::outcome::{self, status};
 
 /// `outcome::REBOOT_LOOP` reboots within this many seconds stop a VM.
 const REBOOT_LOOP_SECONDS: u64 = 10;
+/// Boots that end in a kernel panic within this long of the previous reboot count towards
+/// a panic loop.
+const PANIC_LOOP_SECONDS: u64 = 60;
 
 /// Makes a VM runnable: its vCPUs join their physical CPUs' run queues.
 pub fn start(vm: Arc<Vm>) {
@@ -46,8 +49,12 @@ fn retire(vm: Arc<Vm>) {
     vm.log_counters();
     let (freq, now) = crate::arch::cpu::counter();
     let (id, mut spec) = (vm.id, vm.spec.clone());
-    let reboot_loop = reason == StopReason::Reset && spec.reboots.reboot(now, REBOOT_LOOP_SECONDS * freq);
-    let rebooting = reason == StopReason::Reset && !reboot_loop;
+    let reboot_loop = if reason == StopReason::Reset {
+        spec.reboots.reboot(now, REBOOT_LOOP_SECONDS * freq, vm.panicked(), PANIC_LOOP_SECONDS * freq)
+    } else {
+        None
+    };
+    let rebooting = reason == StopReason::Reset && reboot_loop.is_none();
     let mut remaining = vm::unregister(&vm, rebooting);
     if !rebooting && crate::console::focus() == id {
         if let Some(next) = vm::first_running() {
@@ -56,11 +63,17 @@ fn retire(vm: Arc<Vm>) {
     }
     let pcpus: Vec<usize> = vm.vcpus.iter().map(|v| v.pcpu).collect();
     drop(vm); // last reference: RAM and tables are freed here
-    if reboot_loop {
-        log::error!(
-            "VM {id}: rebooted {} times within {REBOOT_LOOP_SECONDS} s, a crash-reboot loop (its console above says why): stopped",
-            outcome::REBOOT_LOOP
-        );
+    if let Some(kind) = reboot_loop {
+        match kind {
+            outcome::RebootLoop::Quick => log::error!(
+                "VM {id}: rebooted {} times within {REBOOT_LOOP_SECONDS} s, a crash-reboot loop (its console above says why): stopped",
+                outcome::REBOOT_LOOP
+            ),
+            outcome::RebootLoop::Panics => log::error!(
+                "VM {id}: its kernel panicked in {} boots in a row, a crash-reboot loop (the panic is above; too little memory?): stopped",
+                outcome::PANIC_LOOP
+            ),
+        }
         vm::raise_exit_status(status::VM_CRASHED);
     } else if rebooting {
         spec.boot_count += 1;

@@ -259,6 +259,11 @@ impl Vm {
         self.mem.is_ram(ipa, len)
     }
 
+    /// Its kernel panicked (seen on its console) in this boot.
+    pub fn panicked(&self) -> bool {
+        self.panic_pending.load(Ordering::Acquire)
+    }
+
     /// The guest has SVE: its VM asked for it (`sve=on` or a length) and the CPU has it.
     pub fn has_sve(&self) -> bool {
         self.spec.params.sve_bits > 0 && crate::arch::fp::sve_available()
