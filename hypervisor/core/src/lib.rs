@@ -57,3 +57,5 @@ mod pgtable_model;
 pub mod vgic;
 pub mod virtio;
 pub mod virtio_mmio;
+#[cfg(feature = "alloc")]
+pub mod virtqueue;
