@@ -227,6 +227,26 @@ macro_rules! check {
     };
 }
 
+/// Writes a system register of this guest's own (by name or encoding), then ISB.
+#[macro_export]
+macro_rules! msr {
+    ($reg:literal, $v:expr) => {
+        // SAFETY: the test guest's own EL1/EL0 register; what the write does is the test.
+        unsafe { core::arch::asm!(concat!("msr ", $reg, ", {}"), "isb", in(reg) $v as u64, options(nostack)) }
+    };
+}
+
+/// Reads a system register (by name or encoding), after an ISB.
+#[macro_export]
+macro_rules! mrs {
+    ($reg:literal) => {{
+        let v: u64;
+        // SAFETY: a register read; the ones the test guests read have no side effects.
+        unsafe { core::arch::asm!("isb", concat!("mrs {}, ", $reg), out(reg) v, options(nostack)) };
+        v
+    }};
+}
+
 /// Fails the test unless the two values are equal.
 #[macro_export]
 macro_rules! check_eq {

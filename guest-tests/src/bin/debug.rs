@@ -13,7 +13,7 @@
 use core::arch::{asm, global_asm};
 use core::sync::atomic::{AtomicU64, Ordering};
 use guest_rt::exceptions::{self, Frame};
-use guest_rt::{check, check_eq, counter, gic, println, BootInfo};
+use guest_rt::{check, check_eq, counter, gic, mrs, msr, println, BootInfo};
 
 global_asm!(
     ".section .text.debug_targets, \"ax\"",
@@ -67,20 +67,6 @@ struct Watched(core::cell::UnsafeCell<u64>);
 unsafe impl Sync for Watched {}
 static WATCHED: Watched = Watched(core::cell::UnsafeCell::new(0));
 
-macro_rules! msr {
-    ($reg:literal, $v:expr) => {
-        // SAFETY: this guest's own debug register; debug exceptions are the test.
-        unsafe { asm!(concat!("msr ", $reg, ", {}"), "isb", in(reg) $v as u64, options(nostack)) }
-    };
-}
-macro_rules! mrs {
-    ($reg:literal) => {{
-        let v: u64;
-        // SAFETY: reading a debug register has no side effects.
-        unsafe { asm!(concat!("mrs {}, ", $reg), out(reg) v, options(nostack)) };
-        v
-    }};
-}
 
 fn hook(frame: &mut Frame, _kind: u64) -> bool {
     let ec = frame.esr >> 26;

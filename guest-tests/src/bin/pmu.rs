@@ -13,22 +13,8 @@
 
 use core::arch::asm;
 use core::sync::atomic::{AtomicU32, Ordering};
-use guest_rt::{check_eq, counter, exceptions, gic, println, BootInfo};
+use guest_rt::{check_eq, counter, exceptions, gic, mrs, msr, println, BootInfo};
 
-macro_rules! msr {
-    ($reg:literal, $v:expr) => {
-        // SAFETY: this guest's own PMU register.
-        unsafe { asm!(concat!("msr ", $reg, ", {}"), "isb", in(reg) $v as u64, options(nostack)) }
-    };
-}
-macro_rules! mrs {
-    ($reg:literal) => {{
-        let v: u64;
-        // SAFETY: reading a PMU register has no side effects.
-        unsafe { asm!("isb", concat!("mrs {}, ", $reg), out(reg) v, options(nostack)) };
-        v
-    }};
-}
 
 const PMCR_E: u64 = 1 << 0;
 const PMCR_LC: u64 = 1 << 6;

@@ -6,6 +6,8 @@
 //! and its condition (counter >= compare value) is met. Turning the timer off or masking it
 //! lowers the line at once.
 
+use crate::sysreg::{self, SysReg};
+
 /// CNTx_CTL_EL0 bits.
 pub const CTL_ENABLE: u64 = 1 << 0;
 pub const CTL_IMASK: u64 = 1 << 1;
@@ -25,6 +27,16 @@ pub enum TimerReg {
     Cval,
     /// TimerValue: CVAL - counter as a signed 32-bit number.
     Tval,
+}
+
+/// Which EL1 physical-timer register a trapped encoding names.
+pub fn physical_timer_reg(r: SysReg) -> Option<TimerReg> {
+    match r {
+        sysreg::CNTP_CTL_EL0 => Some(TimerReg::Ctl),
+        sysreg::CNTP_CVAL_EL0 => Some(TimerReg::Cval),
+        sysreg::CNTP_TVAL_EL0 => Some(TimerReg::Tval),
+        _ => None,
+    }
 }
 
 /// An emulated timer's state: control bits the guest wrote and the compare value.
@@ -124,6 +136,12 @@ mod tests {
         assert_eq!(t.deadline(100), None, "already high");
         t.write(TimerReg::Ctl, CTL_ENABLE | CTL_IMASK, 0);
         assert_eq!(t.deadline(0), None, "masked");
+    }
+
+    #[test]
+    fn physical_timer_encodings() {
+        assert_eq!(physical_timer_reg(sysreg::CNTP_TVAL_EL0), Some(TimerReg::Tval));
+        assert_eq!(physical_timer_reg(SysReg::new(3, 3, 14, 3, 1)), None, "CNTV_CTL_EL0 is the guest's own");
     }
 
     #[test]

@@ -55,7 +55,7 @@ pub fn handle(vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun, esr: Esr) -> Next {
         skip_instruction();
         return Next::Resume;
     }
-    if vm.vgic.is_some() && vgic::trapping_group1() && is_cpu_interface(r) {
+    if is_cpu_interface(r) && vm.vgic.is_some() && vgic::trapping_group1() {
         // The guest may be about to acknowledge its virtual timer's or PMU's interrupt, held
         // in a list register while its interrupts were masked: drop it if the line fell,
         // then let the access run again untrapped.
@@ -71,7 +71,7 @@ pub fn handle(vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun, esr: Esr) -> Next {
     if sysreg::is_pmu(r) && vm.has_pmu() {
         return super::pmu::take(run);
     }
-    if let Some(reg) = super::timer::physical_timer_reg(r) {
+    if let Some(reg) = hv_core::timer::physical_timer_reg(r) {
         return super::timer::access(vcpu, run, reg, access.read, access.reg);
     }
     if sysreg::is_pac_key(r) {

@@ -12,18 +12,7 @@ use crate::percpu::{this_cpu, NO_DEADLINE};
 use aarch64_cpu::registers::{Readable, CNTV_CTL_EL0};
 use core::sync::atomic::Ordering;
 use hv_core::guest_dt::layout::PTIMER_INTID;
-use hv_core::sysreg::{self, SysReg};
 use hv_core::timer::{output_level, TimerReg};
-
-/// Which physical-timer register a trapped encoding names.
-pub fn physical_timer_reg(r: SysReg) -> Option<TimerReg> {
-    match r {
-        sysreg::CNTP_CTL_EL0 => Some(TimerReg::Ctl),
-        sysreg::CNTP_CVAL_EL0 => Some(TimerReg::Cval),
-        sysreg::CNTP_TVAL_EL0 => Some(TimerReg::Tval),
-        _ => None,
-    }
-}
 
 /// A trapped access to the EL1 physical timer: register `reg`, general register `rt`.
 pub fn access(vcpu: &Vcpu, run: &mut VcpuRun, reg: TimerReg, read: bool, rt: u8) -> Next {

@@ -130,6 +130,24 @@ pub fn init_el2(vtcr_value: u64) {
     aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
 }
 
+/// Sets (`on`) or clears the MDCR_EL2 trap bits `bits` on this CPU; writes only on a change.
+pub fn mdcr_traps(bits: u64, on: bool) {
+    // SAFETY: MDCR_EL2 only controls traps of lower-EL debug and PMU accesses.
+    unsafe {
+        let mdcr = read_mdcr_el2();
+        let want = if on { mdcr | bits } else { mdcr & !bits };
+        if want != mdcr {
+            write_mdcr_el2(want);
+        }
+    }
+}
+
+/// MDCR_EL2.HPMN: the PMU event counters EL1 and EL0 may use.
+pub fn guest_pmu_counters() -> u64 {
+    // SAFETY: reading MDCR_EL2 has no side effects.
+    unsafe { read_mdcr_el2() & 0x1f }
+}
+
 /// MPIDR_EL1 affinity fields of this CPU.
 pub fn mpidr() -> u64 {
     MPIDR_EL1.get() & 0xff_00ff_ffff

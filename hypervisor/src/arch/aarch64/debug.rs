@@ -28,8 +28,6 @@ const _: () = assert!(core::mem::offset_of!(DebugState, os_lock) == 512);
 extern "C" {
     fn debug_state_save(state: *mut DebugState, breakpoints: u64, watchpoints: u64);
     fn debug_state_restore(state: *const DebugState, breakpoints: u64, watchpoints: u64);
-    fn read_mdcr_el2() -> u64;
-    fn write_mdcr_el2(v: u64);
 }
 
 /// Breakpoint and watchpoint pairs this CPU implements.
@@ -57,12 +55,5 @@ const DEBUG_TRAPS: u64 = 1 << 9 | 1 << 10 | 1 << 11;
 
 /// Traps (or stops trapping) the guest's debug-register accesses on this CPU.
 pub fn trap_guest_access(trap: bool) {
-    // SAFETY: MDCR_EL2 only controls traps of lower-EL debug and PMU accesses.
-    unsafe {
-        let mdcr = read_mdcr_el2();
-        let want = if trap { mdcr | DEBUG_TRAPS } else { mdcr & !DEBUG_TRAPS };
-        if want != mdcr {
-            write_mdcr_el2(want);
-        }
-    }
+    super::cpu::mdcr_traps(DEBUG_TRAPS, trap);
 }

@@ -40,8 +40,6 @@ extern "C" {
     fn pmu_state_save(state: *mut PmuState, counters: u64);
     fn pmu_state_restore(state: *const PmuState, counters: u64);
     fn pmu_irq_line() -> u64;
-    fn read_mdcr_el2() -> u64;
-    fn write_mdcr_el2(v: u64);
 }
 
 /// The CPU has PMUv3 (PMUVer 1..=14; 15 is an IMPLEMENTATION DEFINED PMU).
@@ -51,8 +49,7 @@ pub fn available() -> bool {
 
 /// Event counters given to guests: MDCR_EL2.HPMN (its reset value is all of them).
 fn counters() -> u64 {
-    // SAFETY: reading MDCR_EL2 has no side effects.
-    unsafe { read_mdcr_el2() & 0x1f }
+    super::cpu::guest_pmu_counters()
 }
 
 pub fn save(state: &mut PmuState) {
@@ -78,12 +75,5 @@ const PMU_TRAPS: u64 = 1 << 5 | 1 << 6;
 
 /// Traps (or stops trapping) the guest's PMU accesses on this CPU.
 pub fn trap_guest_access(trap: bool) {
-    // SAFETY: MDCR_EL2 only controls traps of lower-EL debug and PMU accesses.
-    unsafe {
-        let mdcr = read_mdcr_el2();
-        let want = if trap { mdcr | PMU_TRAPS } else { mdcr & !PMU_TRAPS };
-        if want != mdcr {
-            write_mdcr_el2(want);
-        }
-    }
+    super::cpu::mdcr_traps(PMU_TRAPS, trap);
 }
