@@ -91,6 +91,9 @@ unsafe impl Sync for BootstrapHeap {}
 static BOOTSTRAP: BootstrapHeap = BootstrapHeap(core::cell::UnsafeCell::new([0; BOOTSTRAP_HEAP]));
 
 /// Gives the heap its bootstrap region. Call once, first thing on the boot CPU.
+// Not inlined: as hv_main's first call it makes gdb's `break hv_main` stop in hv_main, not
+// inside the heap lock's inlined atomic.
+#[inline(never)]
 pub fn init_bootstrap_heap() {
     // SAFETY: BOOTSTRAP is used by nothing but the heap, and this runs once before any
     // allocation.
