@@ -198,7 +198,9 @@ def boot_tests() -> list[BootTest]:
             r"vm0\| concurrent: 3000 rounds, \d+ unmaps of mapped pages, \d+ writer checks",
             r"VM 0: stage-2 trace, \d+ events so far", r"VM 0:   #\d+ end Unmap 0x", NO_LEAK, *verdict])
           for mode, args, hv in [("eager", "", "populate=eager"), ("eager-keep", "keep=1", "populate=eager refault=keep"),
-                                 ("lazy", "lazy=1", "populate=lazy"), ("lazy-keep", "lazy=1 keep=1", "populate=lazy refault=keep")]],
+                                 ("lazy", "lazy=1 blocks=1", "populate=lazy"),
+                                 ("lazy-keep", "lazy=1 blocks=1 keep=1", "populate=lazy refault=keep"),
+                                 ("lazy-pages", "lazy=1", "populate=lazy blocks=off")]],
         # A hostile guest: 20,000 random hypercalls (known calls with bad arguments, unknown
         # IDs, HVC and SMC) and every system-register encoding, next to a VM that must not
         # notice. A new seed each run (printed; rerun one with bootargs seed=N).
@@ -306,14 +308,17 @@ def linux_tests() -> list[BootTest]:
               r"CHECK pauth: ok", r"LINUX TESTS DONE: 0 failed"]
     return [
         # Adaptive (default) PAuth keys: Linux signs all the time, so one trap, then switches.
-        # Guest RAM on first touch (the default): thousands of stage-2 faults, every frame back.
+        # Guest RAM on first touch in 2 MiB blocks (the default): tens of stage-2 faults
+        # populate thousands of pages; every frame back.
         BootTest("linux-1cpu", Machine([linux(1)], cpus=2), [rf"vm0\| {c}" for c in checks] + [
-            r"VM 0 vCPU 0: .* pauth_traps=1 key_switch_exits=[1-9]\d* .*loads=1 keys_live=0 fp_loads=1\s", r"populated on first touch",
-            r"VM 0 memory: s2_faults=(\d{4,}) .*populated=\d{4,} ", NO_LEAK, r"machine exit status 0"], linux=True),
+            r"VM 0 vCPU 0: .* pauth_traps=1 key_switch_exits=[1-9]\d* .*loads=1 keys_live=0 fp_loads=1\s", r"populated on first touch, 2 MiB blocks",
+            r"VM 0 memory: s2_faults=(\d{1,3}) .*populated=\d{4,} ", NO_LEAK, r"machine exit status 0"], linux=True),
         # Lazy keys with two vCPUs time-sliced on one CPU: a trap at (nearly) every load.
-        BootTest("linux-pauth-lazy-shared-cpu", Machine([linux(2)], cpus=1, hv_args="overcommit=on pauth_keys=lazy"),
+        # Also RAM on first touch page by page: thousands of stage-2 faults, every frame back.
+        BootTest("linux-pauth-lazy-shared-cpu", Machine([linux(2)], cpus=1, hv_args="overcommit=on pauth_keys=lazy blocks=off"),
                  [rf"vm0\| {c}" for c in checks] + [
                   r"VM 0 vCPU 0: .* pauth_traps=(\d{2,}) key_switch_exits=[1-9]\d* plain_exits=\d+ loads=\d{2,}",
+                  r"populated on first touch, 4 KiB pages", r"VM 0 memory: s2_faults=(\d{4,}) .*populated=\d{4,} ", NO_LEAK,
                   r"machine exit status 0"], linux=True),
         # Also booted directly by QEMU: every check has the same outcome there.
         BootTest("linux-4cpu", Machine([linux(4)], cpus=4), [rf"vm0\| {c}" for c in checks] + [r"machine exit status 0"], linux=True,

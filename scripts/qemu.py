@@ -219,7 +219,7 @@ def command(m: Machine, validate: bool = True) -> list[str]:
     if m.pstore:
         argv += pstore_args(m.pstore, m.virtio_modern)
     if m.icount:
-        argv += ["-icount", "shift=0"]
+        argv += ["-icount", "shift=0,sleep=off"]
     if m.gdb:
         argv += ["-gdb", f"tcp::{GDB_PORT}", "-S"]
     return argv + m.extra

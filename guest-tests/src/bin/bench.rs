@@ -10,13 +10,17 @@
 //! one page. `uses=fp|sve|debug|pmu` (with `residency=1`) makes both vCPUs use that
 //! resource in every residency (one FP/SIMD or SVE instruction; a breakpoint armed with
 //! MDSCR_EL1.MDE; the cycle counter running and read), so that it moves at every switch.
+//! `latency=1` measures trapped MMIO reads (the UART's flag register, the vGIC
+//! distributor's GICD_TYPER) and the virtual timer's interrupt latency (from the counter
+//! reaching CVAL to the first instruction of the guest's handler), waiting in WFI and
+//! spinning.
 
 #![no_std]
 #![no_main]
 
 use core::arch::asm;
-use core::sync::atomic::{AtomicUsize, Ordering};
-use guest_rt::{check, check_eq, hvc, println, psci, BootInfo};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use guest_rt::{check, check_eq, exceptions, gic, hvc, println, psci, BootInfo};
 use hv_core::hypercall::SMCCC_VERSION_1_1;
 
 const CALLS: u64 = 20_000;
@@ -205,11 +209,126 @@ fn stage2(info: &BootInfo) {
     println!("BENCH unmap_one_page_minus_null_call {} instructions", per_unmap.saturating_sub(null_call));
 }
 
+/// Blocks each 2 MiB stage-2 measurement covers.
+const S2_BLOCKS: u64 = 16;
+
+/// A first touch of an untouched 2 MiB block (blocks=on): one fault maps all of it.
+fn stage2_blocks(info: &BootInfo) {
+    const BLOCK: u64 = 2 << 20;
+    let base = (info.ram_base + info.ram_size / 4 + BLOCK - 1) & !(BLOCK - 1);
+    check!(base + S2_BLOCKS * BLOCK <= info.ram_base + info.ram_size / 2, "s2=2 wants at least 128 MiB");
+    let faults = hvc::counter(hv_core::hypercall::Counter::Stage2Faults);
+    let touch = || {
+        let (t0, freq) = guest_rt::counter();
+        for i in 0..S2_BLOCKS {
+            // SAFETY: a store into this guest's own RAM, in a region nothing else uses.
+            unsafe { core::ptr::write_volatile((base + i * BLOCK) as *mut u64, 1) };
+        }
+        let (t1, _) = guest_rt::counter();
+        (t1 - t0) * 1_000_000_000 / freq
+    };
+    let fresh = touch();
+    let mapped = touch();
+    check_eq!(hvc::counter(hv_core::hypercall::Counter::Stage2Faults) - faults, S2_BLOCKS, "one fault per block");
+    println!("{} fresh blocks: {} ns, again: {} ns", S2_BLOCKS, fresh, mapped);
+    println!("BENCH stage2_fault_2m {} instructions", (fresh - mapped + S2_BLOCKS / 2) / S2_BLOCKS);
+}
+
+/// Virtual ns for `CALLS` 32-bit loads from `addr` (a trapped device register), or for
+/// the loop alone with None.
+fn mmio_loop(addr: Option<u64>) -> u64 {
+    let (t0, freq) = guest_rt::counter();
+    // SAFETY: reads of a device register in the guest's device mapping, a single `ldr`
+    // without writeback so that the trap's syndrome is complete.
+    unsafe {
+        match addr {
+            Some(a) => asm!("1:", "ldr {v:w}, [{a}]", "subs {n}, {n}, #1", "b.ne 1b",
+                            a = in(reg) a, v = out(reg) _, n = inout(reg) CALLS => _, options(nostack)),
+            None => asm!("1:", "subs {n}, {n}, #1", "b.ne 1b", n = inout(reg) CALLS => _, options(nostack)),
+        }
+    }
+    let (t1, _) = guest_rt::counter();
+    (t1 - t0) * 1_000_000_000 / freq
+}
+
+/// The counter value at the virtual timer handler's first instruction, 0 until it ran.
+static TIMER_TAKEN: AtomicU64 = AtomicU64::new(0);
+const VTIMER_INTID: u32 = hv_core::guest_dt::layout::VTIMER_INTID;
+const LATENCY_ROUNDS: usize = 15;
+
+fn timer_irq() {
+    let now: u64;
+    // SAFETY: reading the virtual counter has no side effects.
+    unsafe { asm!("mrs {}, cntvct_el0", out(reg) now, options(nomem, nostack)) };
+    let intid = gic::ack();
+    if intid == VTIMER_INTID {
+        TIMER_TAKEN.store(now, Ordering::Release);
+        // SAFETY: this vCPU's own virtual timer, switched off.
+        unsafe { asm!("msr cntv_ctl_el0, xzr", "isb", options(nostack)) };
+    }
+    if intid < 1020 {
+        gic::eoi(intid);
+    }
+}
+
+/// Median instructions from the counter reaching CVAL (`ms` ahead) to the handler.
+fn timer_latency(ms: u64, wfi: bool) -> u64 {
+    let freq = guest_rt::counter().1;
+    let mut samples = [0u64; LATENCY_ROUNDS];
+    for s in samples.iter_mut() {
+        TIMER_TAKEN.store(0, Ordering::Release);
+        let cval = guest_rt::counter().0 + freq / 1000 * ms;
+        // SAFETY: this vCPU's own virtual timer: deadline set, enabled, unmasked.
+        unsafe { asm!("msr cntv_cval_el0, {}", "mov {t}, #1", "msr cntv_ctl_el0, {t}", "isb", in(reg) cval, t = out(reg) _, options(nostack)) };
+        while TIMER_TAKEN.load(Ordering::Acquire) == 0 {
+            if wfi {
+                // SAFETY: waits for an interrupt; IRQs are unmasked, so the handler runs.
+                unsafe { asm!("wfi", options(nomem, nostack)) };
+            }
+        }
+        *s = (TIMER_TAKEN.load(Ordering::Acquire) - cval) * 1_000_000_000 / freq;
+    }
+    samples.sort_unstable();
+    samples[LATENCY_ROUNDS / 2]
+}
+
+fn latency() {
+    use hv_core::guest_dt::layout::{GICD_BASE, UART_BASE};
+    for _ in 0..2 {
+        mmio_loop(Some(UART_BASE + 0x18)); // warm QEMU's translation cache
+    }
+    let empty = mmio_loop(None);
+    let uart = mmio_loop(Some(UART_BASE + 0x18));
+    let gicd = mmio_loop(Some(GICD_BASE + 4));
+    println!("BENCH mmio_read_uart_fr {} instructions", (uart.saturating_sub(empty) + CALLS / 2) / CALLS);
+    println!("BENCH mmio_read_gicd_typer {} instructions", (gicd.saturating_sub(empty) + CALLS / 2) / CALLS);
+    exceptions::on_irq(timer_irq);
+    gic::init_distributor();
+    gic::init_cpu();
+    gic::enable(VTIMER_INTID);
+    gic::irqs_on();
+    timer_latency(1, true); // warm up
+    println!("BENCH vtimer_latency_wfi {} instructions", timer_latency(10, true));
+    println!("BENCH vtimer_latency_busy {} instructions", timer_latency(2, false));
+    gic::irqs_off();
+}
+
 fn main(info: &BootInfo) -> ! {
     let pac = info.arg("pac") == Some(1);
-    if info.arg("s2") == Some(1) {
-        stage2(info);
+    if info.arg("latency") == Some(1) {
+        latency();
         guest_rt::pass()
+    }
+    match info.arg("s2") {
+        Some(1) => {
+            stage2(info);
+            guest_rt::pass()
+        }
+        Some(2) => {
+            stage2_blocks(info);
+            guest_rt::pass()
+        }
+        _ => {}
     }
     if info.arg("residency") == Some(1) {
         residency(info, pac);

@@ -4,7 +4,8 @@
 //! every change, bad ranges refused, and two vCPUs faulting and invalidating the same pages
 //! at once.
 //!
-//! Bootargs: `lazy=1` when the VM populates on first touch, `keep=1` when unmapped pages
+//! Bootargs: `lazy=1` when the VM populates on first touch (`blocks=1`: in 2 MiB blocks),
+//! `keep=1` when unmapped pages
 //! keep their content, `rounds=N` for the concurrent part (default 3000).
 
 #![no_std]
@@ -47,6 +48,7 @@ macro_rules! check_delta {
 
 fn main(info: &BootInfo) -> ! {
     let lazy = info.arg("lazy") == Some(1);
+    let blocks = lazy && info.arg("blocks") == Some(1);
     let keep = info.arg("keep") == Some(1);
     let rounds = info.arg("rounds").unwrap_or(3000);
     check!(info.vcpus >= 2, "needs 2 vCPUs");
@@ -55,16 +57,19 @@ fn main(info: &BootInfo) -> ! {
     let region = top - 4 * MIB2; // first touch, unmap, protect, aging, cache
     let reclaim_region = top - 2 * MIB2;
     let shared = top - MIB2; // the concurrent part
-    println!("mem test: lazy={} keep={} regions at {:#x}", lazy, keep, region);
+    println!("mem test: lazy={} blocks={} keep={} regions at {:#x}", lazy, blocks, keep, region);
 
-    // 1. First touch: 64 fresh pages fault in (lazy) or are already there (eager).
+    // 1. First touch: 64 fresh pages fault in (lazy: one by one, or all with the first
+    // fault's 2 MiB block) or are already there (eager).
     KEEP.store(keep, Ordering::Release);
-    check_delta!(Counter::Stage2Faults, if lazy { 64 } else { 0 }, "touching 64 fresh pages", {
+    let populated = count(Counter::PagesPopulated);
+    check_delta!(Counter::Stage2Faults, if blocks { 1 } else if lazy { 64 } else { 0 }, "touching 64 fresh pages", {
         for i in 0..64 {
             check_eq!(read(region + i * PAGE), 0, "fresh page {} reads zero", i);
             write(region + i * PAGE, 0x1000 + i);
         }
     });
+    check_eq!(count(Counter::PagesPopulated) - populated, if blocks { 512 } else if lazy { 64 } else { 0 }, "pages populated by the first touch");
     for i in 0..64 {
         check_eq!(read(region + i * PAGE), 0x1000 + i, "page {} keeps what was written", i);
     }

@@ -12,8 +12,9 @@
 //! | `pmu=on\|off` | the PMU (PMUv3: cycle and event counters, overflow interrupt) for every VM's guest | `on` |
 //! | `overcommit=on\|off` | a VM may have more vCPUs than there are CPUs (they share CPUs by time slices) | `off` |
 //! | `populate=eager\|lazy` | guest RAM allocated and mapped at VM creation, or page by page on the guest's first touch (stage-2 faults; the memory is committed to the VM at creation all the same) | `lazy` |
+//! | `blocks=on\|off` | with `populate=lazy`, a first touch maps the whole 2 MiB block around it (one fault, one 2 MiB leaf, as KVM does with transparent huge pages) where the block is untouched, inside RAM and a free aligned 2 MiB run of frames exists; else a 4 KiB page | `on` |
 //! | `refault=zero\|keep` | what a page unmapped by the guest (HV_MEM_UNMAP) or by reclaim holds when it faults back in | `zero` |
-//! | `vmN.mem=SIZE`, `vmN.smp=N`, `vmN.pauth=`, `vmN.pauth_keys=`, `vmN.pmu=`, `vmN.sve=`, `vmN.overcommit=`, `vmN.populate=`, `vmN.refault=` | the same for VM number N only | |
+//! | `vmN.mem=SIZE`, `vmN.smp=N`, `vmN.pauth=`, `vmN.pauth_keys=`, `vmN.pmu=`, `vmN.sve=`, `vmN.overcommit=`, `vmN.populate=`, `vmN.blocks=`, `vmN.refault=` | the same for VM number N only | |
 //! | `pstore_serial=NAME` | the serial of the virtio-blk disk that holds the pstore zones | `hv-pstore` |
 //! | `pstore_kmsg=KIB`, `pstore_console=KIB`, `pstore_pmsg=KIB` | zone sizes (multiples of 4) | 64, 64, 64 |
 //! | `pstore_order=kmsg-first\|linux` | zone order on the disk (pstore.rs in hv-core) | `kmsg-first` |
@@ -52,6 +53,8 @@ pub struct VmParams {
     pub overcommit: bool,
     /// Guest RAM populated on first touch instead of at creation.
     pub lazy: bool,
+    /// First-touch faults of lazy RAM map 2 MiB blocks where they can.
+    pub blocks: bool,
     /// Unmapped pages keep their content for when they fault back (else they come back zeroed).
     pub keep_unmapped: bool,
 }
@@ -67,6 +70,7 @@ struct Overrides {
     sve_bits: Option<u16>,
     overcommit: Option<bool>,
     lazy: Option<bool>,
+    blocks: Option<bool>,
     keep_unmapped: Option<bool>,
 }
 
@@ -166,6 +170,7 @@ impl VmParams {
             sve_bits: SVE_MAX_BITS,
             overcommit: false,
             lazy: true,
+            blocks: true,
             keep_unmapped: false,
         };
 }
@@ -289,6 +294,10 @@ impl HvConfig {
                     }),
                     _ => Err("use eager or lazy"),
                 },
+                ("blocks", _) => on_off(value).map(|on| match vm {
+                    Some(v) => cfg.per_vm[v].blocks = Some(on),
+                    None => cfg.default.blocks = on,
+                }),
                 ("refault", _) => match value {
                     "zero" | "keep" => Ok(match vm {
                         Some(v) => cfg.per_vm[v].keep_unmapped = Some(value == "keep"),
@@ -324,6 +333,7 @@ impl HvConfig {
             sve_bits: o.sve_bits.unwrap_or(self.default.sve_bits),
             overcommit: o.overcommit.unwrap_or(self.default.overcommit),
             lazy: o.lazy.unwrap_or(self.default.lazy),
+            blocks: o.blocks.unwrap_or(self.default.blocks),
             keep_unmapped: o.keep_unmapped.unwrap_or(self.default.keep_unmapped),
         }
     }
@@ -381,18 +391,19 @@ mod tests {
         assert_eq!((p.serial(), p.kmsg_size, p.console_size, p.pmsg_size, p.order, p.erase), (&b"disk7"[..], 32 << 10, 0, 64 << 10, Order::Linux, true));
         assert_eq!(HvConfig::default().pstore.serial(), b"hv-pstore");
         assert!(HvConfig::default().vm(0).lazy, "lazy population is the default");
-        let m = HvConfig::parse("populate=lazy vm1.populate=eager vm1.refault=keep", |_| ());
-        assert!(m.vm(0).lazy && !m.vm(0).keep_unmapped);
+        let m = HvConfig::parse("populate=lazy vm1.populate=eager vm1.refault=keep vm2.blocks=off", |_| ());
+        assert!(m.vm(0).lazy && !m.vm(0).keep_unmapped && m.vm(0).blocks);
+        assert!(!m.vm(2).blocks);
         assert!(!m.vm(1).lazy && m.vm(1).keep_unmapped);
     }
 
     #[test]
     fn reports_bad_options_and_keeps_going() {
         let mut bad = Vec::new();
-        let c = HvConfig::parse("mem=3M smp=0 log=loud vm99.mem=2M frob=1 plain pauth=maybe smp=3 pauth_keys=often overcommit=1 populate=soon refault=maybe pstore_kmsg=0 pstore_console=3 pstore_serial=123456789012345678901 pstore_order=up", |b| bad.push(b.option));
+        let c = HvConfig::parse("mem=3M smp=0 log=loud vm99.mem=2M frob=1 plain pauth=maybe smp=3 pauth_keys=often overcommit=1 populate=soon blocks=2m refault=maybe pstore_kmsg=0 pstore_console=3 pstore_serial=123456789012345678901 pstore_order=up", |b| bad.push(b.option));
         assert_eq!(
             bad,
-            ["mem=3M", "smp=0", "log=loud", "vm99.mem=2M", "frob=1", "plain", "pauth=maybe", "pauth_keys=often", "overcommit=1", "populate=soon", "refault=maybe", "pstore_kmsg=0", "pstore_console=3", "pstore_serial=123456789012345678901", "pstore_order=up"]
+            ["mem=3M", "smp=0", "log=loud", "vm99.mem=2M", "frob=1", "plain", "pauth=maybe", "pauth_keys=often", "overcommit=1", "populate=soon", "blocks=2m", "refault=maybe", "pstore_kmsg=0", "pstore_console=3", "pstore_serial=123456789012345678901", "pstore_order=up"]
         );
         assert_eq!(c.vm(0).vcpus, 3);
     }

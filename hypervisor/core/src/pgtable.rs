@@ -698,6 +698,16 @@ impl PageTable {
         mem.free(child, 1);
         self.tables -= 1;
     }
+    /// Whether no leaf maps any part of `[va, va + size)`.
+    pub fn is_unmapped(&mut self, mem: &mut impl TableMemory, va: u64, size: u64) -> Result<bool, MapError> {
+        self.check_range(va, size)?;
+        match self.walk_range(mem, va, size, &mut AnyLeaf) {
+            Ok(()) => Ok(true),
+            Err(MapError::AlreadyMapped) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Looks `va` up as the hardware walker would: one address, one entry per level (no
     /// range to visit, so no visitor).
     pub fn translate(&self, mem: &impl TableMemory, va: u64) -> Option<Translation> {

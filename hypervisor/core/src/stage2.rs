@@ -94,6 +94,13 @@ impl<M: TableMemory> Stage2<M> {
         table.map(mem, ipa, pa, size, attrs)
     }
 
+    /// Whether nothing in the range is mapped.
+    pub fn is_unmapped(&self, ipa: u64, size: u64) -> Result<bool, MapError> {
+        let mut t = self.tables.lock();
+        let Tables { table, mem } = &mut *t;
+        table.is_unmapped(mem, ipa, size)
+    }
+
     pub fn translate(&self, ipa: u64) -> Option<Translation> {
         let t = self.tables.lock();
         t.table.translate(&t.mem, ipa)
@@ -157,13 +164,17 @@ impl<M: TableMemory> Stage2<M> {
         table.mark_young(mem, ipa)
     }
 
-    /// A translation fault at `ipa` (page aligned) with the retry protocol: `prepare`
-    /// runs without the lock (allocating, zeroing, copying a page) and gives the output
-    /// address and attributes; then, under the lock, the page is mapped unless an
-    /// invalidation ran meanwhile or someone mapped it first, in which case `undo` gets
-    /// the prepared page back. None from `prepare`: no memory (nothing to undo).
-    pub fn fault_in(&self, ipa: u64, prepare: impl FnOnce() -> Option<(u64, Attrs)>, undo: impl FnOnce(u64)) -> Result<FaultOutcome, MapError> {
-        self.range(ipa, PAGE_SIZE)?;
+    /// A translation fault at `ipa` with the retry protocol, mapping `size` bytes there (a
+    /// page, or a block with `ipa` aligned to it): `prepare` runs without the lock
+    /// (allocating, zeroing, copying memory) and gives the output address and attributes;
+    /// then, under the lock, the range is mapped unless an invalidation ran meanwhile or
+    /// something in it is mapped already, in which case `undo` gets the prepared memory
+    /// back. None from `prepare`: no memory (nothing to undo).
+    pub fn fault_in(&self, ipa: u64, size: u64, prepare: impl FnOnce() -> Option<(u64, Attrs)>, undo: impl FnOnce(u64)) -> Result<FaultOutcome, MapError> {
+        self.range(ipa, size)?;
+        if !size.is_power_of_two() || ipa % size != 0 {
+            return Err(MapError::Misaligned);
+        }
         let snapshot = self.notifiers.seq.snapshot();
         let (pa, attrs) = prepare().ok_or(MapError::NoMemory)?;
         let mut t = self.tables.lock();
@@ -174,7 +185,7 @@ impl<M: TableMemory> Stage2<M> {
             return Ok(FaultOutcome::Retry);
         }
         let Tables { table, mem } = &mut *t;
-        match table.map(mem, ipa, pa, PAGE_SIZE, attrs) {
+        match table.map(mem, ipa, pa, size, attrs) {
             Ok(()) => {
                 self.stats.faults_mapped.fetch_add(1, Ordering::Relaxed);
                 Ok(FaultOutcome::Mapped)
@@ -357,6 +368,7 @@ mod tests {
         // The invalidation lands between the fault's snapshot and its install.
         let outcome = s.fault_in(
             BASE,
+            PAGE_SIZE,
             || {
                 s.unmap(BASE, 0x1000, Reason::Unmap, &mut |_, _, _| {}).unwrap();
                 Some((0x9000_0000, Attrs::RAM_RWX))
@@ -366,13 +378,36 @@ mod tests {
         assert_eq!(outcome, Ok(FaultOutcome::Retry));
         assert_eq!(undone, Some(0x9000_0000));
         assert_eq!(s.translate(BASE), None);
-        assert_eq!(s.fault_in(BASE, || Some((0x9000_0000, Attrs::RAM_RWX)), |_| panic!()), Ok(FaultOutcome::Mapped));
+        assert_eq!(s.fault_in(BASE, PAGE_SIZE, || Some((0x9000_0000, Attrs::RAM_RWX)), |_| panic!()), Ok(FaultOutcome::Mapped));
         let mut second = None;
-        assert_eq!(s.fault_in(BASE, || Some((0x9100_0000, Attrs::RAM_RWX)), |pa| second = Some(pa)), Ok(FaultOutcome::AlreadyMapped));
+        assert_eq!(s.fault_in(BASE, PAGE_SIZE, || Some((0x9100_0000, Attrs::RAM_RWX)), |pa| second = Some(pa)), Ok(FaultOutcome::AlreadyMapped));
         assert_eq!(second, Some(0x9100_0000));
         assert_eq!(s.translate(BASE).map(|t| t.pa), Some(0x9000_0000));
-        assert_eq!(s.fault_in(BASE, || None, |_| panic!()), Err(MapError::NoMemory));
+        assert_eq!(s.fault_in(BASE, PAGE_SIZE, || None, |_| panic!()), Err(MapError::NoMemory));
         assert_eq!(s.stats.fault_retries.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_block_fault_maps_a_free_block_and_refuses_a_partly_mapped_one() {
+        const BLOCK: u64 = 2 << 20;
+        let (s, _log) = space();
+        assert_eq!(s.is_unmapped(BASE, BLOCK), Ok(true));
+        assert_eq!(s.fault_in(BASE, BLOCK, || Some((0x9000_0000, Attrs::RAM_RWX)), |_| panic!()), Ok(FaultOutcome::Mapped));
+        let t = s.translate(BASE + 0x1234).unwrap();
+        assert_eq!((t.pa, t.size), (0x9000_1234, BLOCK));
+        assert_eq!(s.is_unmapped(BASE, BLOCK), Ok(false));
+        // Unmapping one page splits the block; the rest stays mapped, as pages.
+        assert_eq!(s.unmap(BASE + 0x5000, PAGE_SIZE, Reason::Unmap, &mut |_, _, _| {}), Ok(PAGE_SIZE));
+        assert_eq!(s.translate(BASE + 0x6000).map(|t| (t.pa, t.size)), Some((0x9000_6000, PAGE_SIZE)));
+        // The next block holds one mapped page: a block fault there is refused whole.
+        assert_eq!(s.fault_in(BASE + BLOCK + 0x3000, PAGE_SIZE, || Some((0x9100_0000, Attrs::RAM_RWX)), |_| panic!()), Ok(FaultOutcome::Mapped));
+        assert_eq!(s.is_unmapped(BASE + BLOCK, BLOCK), Ok(false));
+        let mut undone = None;
+        assert_eq!(s.fault_in(BASE + BLOCK, BLOCK, || Some((0x9200_0000, Attrs::RAM_RWX)), |pa| undone = Some(pa)), Ok(FaultOutcome::AlreadyMapped));
+        assert_eq!(undone, Some(0x9200_0000));
+        assert_eq!(s.translate(BASE + BLOCK), None);
+        // A block fault must be aligned to its size.
+        assert_eq!(s.fault_in(BASE + PAGE_SIZE, BLOCK, || Some((0x9400_0000, Attrs::RAM_RWX)), |_| panic!()), Err(MapError::Misaligned));
     }
 
     /// Real threads: two fault paths map a page from what they looked up (the backing
@@ -394,6 +429,7 @@ mod tests {
                     while !stop.load(Ordering::Acquire) {
                         let r = s.fault_in(
                             BASE,
+                            PAGE_SIZE,
                             || {
                                 let g = generation.load(Ordering::Acquire);
                                 std::thread::yield_now(); // widen the window

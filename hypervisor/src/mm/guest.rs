@@ -37,6 +37,9 @@ enum Backing {
     Lazy,
 }
 
+/// The block a lazy VM's first touch maps where it can (`blocks=on`).
+const BLOCK: u64 = 2 << 20;
+
 /// The aging granule of a reclaim pass: the hypervisor's own young state is asked per
 /// granule, the stage-2 access flags per page.
 const AGING_GRANULE: u64 = 2 << 20;
@@ -79,6 +82,8 @@ pub struct GuestMemory {
     vttbr: u64,
     ram: Range,
     backing: Backing,
+    /// Lazy VMs: first touches map 2 MiB blocks where they can.
+    blocks: bool,
     keep_unmapped: bool,
     /// Lazy VMs keeping unmapped content: the frames, out of the guest's reach, by IPA.
     kept: Mutex<BTreeMap<u64, u64>>,
@@ -95,8 +100,9 @@ pub struct GuestMemory {
 
 impl GuestMemory {
     /// Builds `size` bytes of guest RAM at IPA `base` with an empty or fully mapped stage-2
-    /// (`lazy`), tagged with `vmid`.
-    pub fn new(vmid: u64, ipa_bits: u8, base: u64, size: u64, lazy: bool, keep_unmapped: bool) -> Result<GuestMemory, OutOfMemory> {
+    /// (`lazy`; with `blocks`, first touches map 2 MiB blocks where they can), tagged with
+    /// `vmid`.
+    pub fn new(vmid: u64, ipa_bits: u8, base: u64, size: u64, lazy: bool, blocks: bool, keep_unmapped: bool) -> Result<GuestMemory, OutOfMemory> {
         let space = Stage2::new(FrameTables { scope: TlbScope::Stage2 { vttbr: 0 } }, ipa_bits).map_err(|_| OutOfMemory)?;
         let vttbr = space.root() | vmid << 48;
         space.with_mem(|m| m.scope = TlbScope::Stage2 { vttbr });
@@ -128,6 +134,7 @@ impl GuestMemory {
             vttbr,
             ram,
             backing,
+            blocks,
             keep_unmapped,
             kept: Mutex::new(BTreeMap::new()),
             populate: Mutex::new(()),
@@ -196,36 +203,21 @@ impl GuestMemory {
     }
 
     /// Maps the RAM page holding `ipa` (a translation fault, or the hypervisor touching an
-    /// unpopulated page). Retry means an invalidation raced: the caller tries again.
+    /// unpopulated page): for a lazy VM, the whole 2 MiB block around it where it can.
+    /// Retry means an invalidation raced: the caller tries again.
     fn populate(&self, ipa: u64) -> Result<FaultOutcome, MapError> {
         let page = ipa & !(PAGE_SIZE - 1);
         let outcome = match &self.backing {
             Backing::Eager(chunks) => {
                 let pa = Self::chunk_frame(chunks, page).ok_or(MapError::OutOfRange)?;
-                self.space.fault_in(page, || Some((pa, Attrs::RAM_RWX)), |_| {})?
+                self.space.fault_in(page, PAGE_SIZE, || Some((pa, Attrs::RAM_RWX)), |_| {})?
             }
             Backing::Lazy => {
                 let _one_at_a_time = self.populate.lock();
-                let from_kept = core::cell::Cell::new(false);
-                let outcome = self.space.fault_in(
-                    page,
-                    || {
-                        let kept = self.kept.lock().remove(&page);
-                        from_kept.set(kept.is_some());
-                        kept.or_else(|| self.take_page()).map(|pa| (pa, Attrs::RAM_RWX))
-                    },
-                    |pa| {
-                        if from_kept.get() {
-                            self.kept.lock().insert(page, pa);
-                        } else {
-                            self.give_page(pa);
-                        }
-                    },
-                )?;
-                if outcome == FaultOutcome::Mapped {
-                    self.count(Counter::PagesPopulated, 1);
+                match self.populate_block(ipa & !(BLOCK - 1))? {
+                    Some(outcome) => outcome,
+                    None => self.populate_page(page)?,
                 }
-                outcome
             }
         };
         if outcome == FaultOutcome::Mapped {
@@ -234,19 +226,66 @@ impl GuestMemory {
         Ok(outcome)
     }
 
-    /// A zeroed frame for a lazy VM's page, out of what was committed to it.
-    fn take_page(&self) -> Option<u64> {
-        let pa = frames::alloc_zeroed(1)?;
-        let _ = self.committed.fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| Some(c.saturating_sub(PAGE_SIZE)));
-        frames::uncommit(PAGE_SIZE);
+    /// A lazy VM's first touch in the untouched 2 MiB block at `block`: maps all of it in
+    /// one leaf. None where a block does not fit: blocks are off, the block is not all
+    /// RAM, a page of it is mapped or kept, the VM's commitment or the host has no free
+    /// aligned 2 MiB run.
+    fn populate_block(&self, block: u64) -> Result<Option<FaultOutcome>, MapError> {
+        if !self.blocks
+            || !self.is_ram(block, BLOCK)
+            || self.committed.load(Ordering::Acquire) < BLOCK
+            || (self.keep_unmapped && self.kept.lock().range(block..block + BLOCK).next().is_some())
+            || !self.space.is_unmapped(block, BLOCK)?
+        {
+            return Ok(None);
+        }
+        let Some(pa) = self.take(BLOCK) else { return Ok(None) };
+        let outcome = self.space.fault_in(block, BLOCK, || Some((pa, Attrs::RAM_RWX)), |pa| self.give(pa, BLOCK))?;
+        if outcome == FaultOutcome::Mapped {
+            self.count(Counter::PagesPopulated, BLOCK / PAGE_SIZE);
+        }
+        Ok(Some(outcome))
+    }
+
+    /// A lazy VM's page: its kept frame (refault=keep), or a fresh zeroed one.
+    fn populate_page(&self, page: u64) -> Result<FaultOutcome, MapError> {
+        let from_kept = core::cell::Cell::new(false);
+        let outcome = self.space.fault_in(
+            page,
+            PAGE_SIZE,
+            || {
+                let kept = self.kept.lock().remove(&page);
+                from_kept.set(kept.is_some());
+                kept.or_else(|| self.take(PAGE_SIZE)).map(|pa| (pa, Attrs::RAM_RWX))
+            },
+            |pa| {
+                if from_kept.get() {
+                    self.kept.lock().insert(page, pa);
+                } else {
+                    self.give(pa, PAGE_SIZE);
+                }
+            },
+        )?;
+        if outcome == FaultOutcome::Mapped {
+            self.count(Counter::PagesPopulated, 1);
+        }
+        Ok(outcome)
+    }
+
+    /// Zeroed frames (`size` bytes, a page or a block, aligned to their size) for a lazy
+    /// VM, out of what was committed to it.
+    fn take(&self, size: u64) -> Option<u64> {
+        let pa = frames::alloc_zeroed((size / PAGE_SIZE) as usize)?;
+        let _ = self.committed.fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| Some(c.saturating_sub(size)));
+        frames::uncommit(size);
         Some(pa)
     }
 
-    /// A lazy VM's page frame goes back: still committed to the VM.
-    fn give_page(&self, pa: u64) {
-        frames::free(pa, 1);
-        self.committed.fetch_add(PAGE_SIZE, Ordering::AcqRel);
-        frames::recommit(PAGE_SIZE);
+    /// A lazy VM's frames from `take` (or a page of them) go back: still committed to the VM.
+    fn give(&self, pa: u64, size: u64) {
+        frames::free(pa, (size / PAGE_SIZE) as usize);
+        self.committed.fetch_add(size, Ordering::AcqRel);
+        frames::recommit(size);
     }
 
     /// A stage-2 fault on guest RAM, by fault status code (ESR ISS.xFSC).
@@ -357,13 +396,18 @@ impl GuestMemory {
                     unsafe { crate::arch::zero(pa, size) };
                 }
             }
+            Backing::Lazy if !self.keep_unmapped => {
+                // A leaf's frames are one aligned run (a page or a block): one free.
+                self.give(pa, size);
+                self.count(Counter::PagesReleased, size / PAGE_SIZE);
+            }
             Backing::Lazy => {
                 let mut released = 0;
                 for off in (0..size).step_by(PAGE_SIZE as usize) {
-                    if self.keep_unmapped && !page_is_zero(pa + off) {
+                    if !page_is_zero(pa + off) {
                         self.kept.lock().insert(ipa + off, pa + off);
                     } else {
-                        self.give_page(pa + off);
+                        self.give(pa + off, PAGE_SIZE);
                         released += 1;
                     }
                 }
@@ -443,9 +487,8 @@ impl GuestMemory {
         let mut freed = 0;
         let tables = self.space.teardown(&mut |_, pa, size| {
             if self.is_lazy() {
-                for off in (0..size).step_by(PAGE_SIZE as usize) {
-                    frames::free(pa + off, 1);
-                }
+                // A leaf's frames are one aligned run (a page or a block).
+                frames::free(pa, (size / PAGE_SIZE) as usize);
                 freed += size;
             }
         });

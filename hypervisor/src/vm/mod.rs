@@ -126,7 +126,7 @@ impl Vm {
         }
         let ram_size = spec.params.mem;
         let vmid = (id as u64 + 1) & 0xff;
-        let mem = GuestMemory::new(vmid, cpu::ipa_bits(), layout::RAM_BASE, ram_size, spec.params.lazy, spec.params.keep_unmapped)
+        let mem = GuestMemory::new(vmid, cpu::ipa_bits(), layout::RAM_BASE, ram_size, spec.params.lazy, spec.params.blocks, spec.params.keep_unmapped)
             .map_err(|_| LoadError::OutOfMemory)?;
 
         let pauth = spec.params.pauth && cpu::features().pauth;
@@ -167,11 +167,13 @@ impl Vm {
             "VM {id}: {} MiB RAM at IPA {:#x} ({}), {vcpus} vCPU(s) on CPU(s) {:?}, PAuth {}, kernel at {:#x}, device tree at {:#x}{}",
             ram_size >> 20,
             layout::RAM_BASE,
-            match (vm.mem.is_lazy(), vm.spec.params.keep_unmapped) {
-                (false, false) => "populated",
-                (false, true) => "populated, unmapped pages keep content",
-                (true, false) => "populated on first touch",
-                (true, true) => "populated on first touch, unmapped pages keep content",
+            match (vm.mem.is_lazy(), vm.spec.params.blocks, vm.spec.params.keep_unmapped) {
+                (false, _, false) => "populated",
+                (false, _, true) => "populated, unmapped pages keep content",
+                (true, true, false) => "populated on first touch, 2 MiB blocks",
+                (true, false, false) => "populated on first touch, 4 KiB pages",
+                (true, true, true) => "populated on first touch, 2 MiB blocks, unmapped pages keep content",
+                (true, false, true) => "populated on first touch, 4 KiB pages, unmapped pages keep content",
             },
             &pcpus[..vcpus],
             if pauth { vm.spec.params.pauth_keys.name() } else { "off" },
