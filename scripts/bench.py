@@ -91,6 +91,9 @@ BENCHES = [
                 "vtimer_latency_*: the virtual timer set 10 ms (wfi) or 2 ms (busy) ahead, from the counter "
                 "reaching CVAL to the guest handler's first instruction, median of 15, waiting in WFI or spinning. "
                 "Target <= 1000."),
+    Bench("bench", smp=2, cpus=2, bootargs="ipi=1",
+          notes="ipi_latency: from vCPU 0's ICC_SGI1R_EL1 write to the first instruction of vCPU 1's handler, "
+                "vCPU 1 waiting in WFI on its own CPU (median of 15). Target <= 1500."),
     Bench("bench", bootargs="s2=2", hv_args="populate=lazy",
           notes="stage2_fault_2m: a store to an untouched 2 MiB block of a populate=lazy VM (blocks=on, the "
                 "default), minus the same store again: the fault exit, 2 MiB of frames allocated and zeroed, one "

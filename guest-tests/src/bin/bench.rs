@@ -13,7 +13,8 @@
 //! `latency=1` measures trapped MMIO reads (the UART's flag register, the vGIC
 //! distributor's GICD_TYPER) and the virtual timer's interrupt latency (from the counter
 //! reaching CVAL to the first instruction of the guest's handler), waiting in WFI and
-//! spinning.
+//! spinning. `ipi=1` (2 vCPUs on 2 CPUs) measures an IPI: from vCPU 0's ICC_SGI1R_EL1
+//! write to the first instruction of vCPU 1's handler (vCPU 1 waiting in WFI).
 
 #![no_std]
 #![no_main]
@@ -292,6 +293,67 @@ fn timer_latency(ms: u64, wfi: bool) -> u64 {
     samples[LATENCY_ROUNDS / 2]
 }
 
+static IPI_TAKEN: AtomicU64 = AtomicU64::new(0);
+static IPI_READY: AtomicUsize = AtomicUsize::new(0);
+const IPI_SGI: u32 = 1;
+
+fn ipi_irq() {
+    let now: u64;
+    // SAFETY: reading the virtual counter has no side effects.
+    unsafe { asm!("mrs {}, cntvct_el0", out(reg) now, options(nomem, nostack)) };
+    let intid = gic::ack();
+    if intid == IPI_SGI {
+        IPI_TAKEN.store(now, Ordering::Release);
+    }
+    if intid < 1020 {
+        gic::eoi(intid);
+    }
+    // SAFETY: wakes vCPU 0 from its WFE.
+    unsafe { asm!("dsb ish", "sev", options(nostack)) };
+}
+
+/// vCPU 1: takes the IPIs, waiting in WFI.
+fn ipi_target(_index: usize, _n: u64) -> ! {
+    gic::init_cpu();
+    gic::enable(IPI_SGI);
+    gic::irqs_on();
+    IPI_READY.store(1, Ordering::Release);
+    loop {
+        // SAFETY: waits for the next IPI; IRQs are unmasked.
+        unsafe { asm!("wfi", options(nomem, nostack)) };
+    }
+}
+
+/// Median instructions from the SGI1R write on vCPU 0 to vCPU 1's handler.
+fn ipi(info: &BootInfo) {
+    check!(info.vcpus == 2, "ipi=1 needs 2 vCPUs (has {})", info.vcpus);
+    exceptions::on_irq(ipi_irq);
+    gic::init_distributor();
+    gic::init_cpu();
+    check_eq!(guest_rt::start_vcpu(1, ipi_target, 0), 0, "CPU_ON(1)");
+    let wait = |done: &dyn Fn() -> bool| {
+        while !done() {
+            // SAFETY: waits for an event (vCPU 1's SEV); other vCPUs may run meanwhile.
+            unsafe { asm!("wfe", options(nomem, nostack)) };
+        }
+    };
+    wait(&|| IPI_READY.load(Ordering::Acquire) != 0);
+    let freq = guest_rt::counter().1;
+    let mut samples = [0u64; LATENCY_ROUNDS + 1];
+    for s in samples.iter_mut() {
+        IPI_TAKEN.store(0, Ordering::Release);
+        let t0 = guest_rt::counter().0;
+        // SAFETY: SGI IPI_SGI to the vCPU with affinity 0.0.0.1 (target list bit 1).
+        unsafe { asm!("msr S3_0_C12_C11_5, {}", "isb", in(reg) (IPI_SGI as u64) << 24 | 1 << 1, options(nostack)) };
+        wait(&|| IPI_TAKEN.load(Ordering::Acquire) != 0);
+        *s = (IPI_TAKEN.load(Ordering::Acquire) - t0) * 1_000_000_000 / freq;
+    }
+    // The first round warms QEMU's translation cache.
+    let samples = &mut samples[1..];
+    samples.sort_unstable();
+    println!("BENCH ipi_latency {} instructions", samples[samples.len() / 2]);
+}
+
 fn latency() {
     use hv_core::guest_dt::layout::{GICD_BASE, UART_BASE};
     for _ in 0..2 {
@@ -317,6 +379,10 @@ fn main(info: &BootInfo) -> ! {
     let pac = info.arg("pac") == Some(1);
     if info.arg("latency") == Some(1) {
         latency();
+        guest_rt::pass()
+    }
+    if info.arg("ipi") == Some(1) {
+        ipi(info);
         guest_rt::pass()
     }
     match info.arg("s2") {

@@ -162,6 +162,12 @@ impl Pl011 {
     }
 
     /// A register read at `offset` (any offset; unknown ones read as zero).
+    /// Whether a read at `offset` changes anything (reading DR takes a byte of input); all
+    /// other reads only look.
+    pub const fn read_has_effects(offset: u64) -> bool {
+        offset == DR
+    }
+
     pub fn read(&mut self, offset: u64) -> u64 {
         match offset {
             DR => {

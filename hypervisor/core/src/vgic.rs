@@ -65,6 +65,11 @@ pub struct Irq {
 pub struct Redistributor {
     pub private: [Irq; 32],
     waker: u32,
+    /// A superset of the private interrupts that are pending (bit per INTID): set wherever
+    /// an interrupt is made pending, cleared when delivery finds it is not. Delivery scans
+    /// only these (it runs at every flush of a vCPU's list registers). Code that sets
+    /// `pending` directly must set the bit too (or all bits).
+    pub maybe_pending: u32,
 }
 
 impl Default for Redistributor {
@@ -74,7 +79,19 @@ impl Default for Redistributor {
         for irq in private.iter_mut().take(16) {
             irq.edge = true;
         }
-        Redistributor { private, waker: gicr::WAKER_PROCESSOR_SLEEP | gicr::WAKER_CHILDREN_ASLEEP }
+        Redistributor { private, waker: gicr::WAKER_PROCESSOR_SLEEP | gicr::WAKER_CHILDREN_ASLEEP, maybe_pending: 0 }
+    }
+}
+
+impl Redistributor {
+    /// Makes private interrupt `intid` (0..32) pending or not.
+    pub fn set_pending(&mut self, intid: u32, pending: bool) {
+        if let Some(q) = self.private.get_mut(intid as usize) {
+            q.pending = pending;
+            if pending {
+                self.maybe_pending |= 1 << intid;
+            }
+        }
     }
 }
 
@@ -85,11 +102,15 @@ pub struct Distributor {
     pub spis: [Irq; NR_SPIS],
     /// IROUTER: the affinity each SPI goes to.
     pub route: [u64; NR_SPIS],
+    /// As [`Redistributor::maybe_pending`], for the SPIs (bit i: INTID 32 + i).
+    pub maybe_pending: u64,
 }
+
+const _: () = assert!(NR_SPIS <= 64, "Distributor::maybe_pending holds a bit per SPI");
 
 impl Default for Distributor {
     fn default() -> Self {
-        Distributor { ctlr: gicd::CTLR_DS | gicd::CTLR_ARE, spis: [Irq::default(); NR_SPIS], route: [0; NR_SPIS] }
+        Distributor { ctlr: gicd::CTLR_DS | gicd::CTLR_ARE, spis: [Irq::default(); NR_SPIS], route: [0; NR_SPIS], maybe_pending: 0 }
     }
 }
 
@@ -178,6 +199,16 @@ impl Distributor {
         self.spis.get_mut((intid as usize).checked_sub(32)?)
     }
 
+    /// Makes SPI number `i` (INTID 32 + i) pending or not.
+    pub fn set_spi_pending(&mut self, i: usize, pending: bool) {
+        if let Some(q) = self.spis.get_mut(i) {
+            q.pending = pending;
+            if pending {
+                self.maybe_pending |= 1 << i;
+            }
+        }
+    }
+
     pub fn group1_enabled(&self) -> bool {
         self.ctlr & gicd::CTLR_ENABLE_GRP1 != 0
     }
@@ -226,6 +257,9 @@ impl Distributor {
                 if let Some(r) = (reg as usize).checked_sub(1) {
                     if let Some(irqs) = self.spis.get_mut(r * 32..(r + 1) * 32) {
                         write_bits(irqs, kind, value);
+                        if let BitArray::SetPending = kind {
+                            self.maybe_pending |= (value & 0xffff_ffff) << (r * 32);
+                        }
                     }
                 }
             }
@@ -310,6 +344,9 @@ impl Redistributor {
             o if bit_array(o).is_some_and(|(_, reg)| reg == 0) => {
                 let (kind, _) = bit_array(o).unwrap_or((BitArray::Group, 0));
                 write_bits(&mut self.private, kind, value);
+                if let BitArray::SetPending = kind {
+                    self.maybe_pending |= value as u32;
+                }
             }
             o if (IPRIORITYR..IPRIORITYR + 32).contains(&o) => write_priority(&mut self.private, (o - IPRIORITYR) as usize, size, value),
             // SGIs are edge-triggered whatever is written; PPIs' configuration is kept.
@@ -381,41 +418,102 @@ fn deliverable(dist: &Distributor, q: &Irq) -> bool {
     q.pending && q.enabled && !q.active && dist.ctlr & group_on != 0
 }
 
-/// Every interrupt of vCPU `index` (its own, then the SPIs routed to it), with its state.
-fn interrupts_of<'a>(dist: &'a Distributor, redist: &'a Redistributor, index: usize) -> impl Iterator<Item = (u32, &'a Irq)> + 'a {
-    let mine = vcpu_mpidr(index);
-    let private = redist.private.iter().enumerate().map(|(i, q)| (i as u32, q));
-    let spis = dist.spis.iter().enumerate().filter(move |(i, _)| dist.route[*i] == mine).map(|(i, q)| (i as u32 + 32, q));
-    private.chain(spis)
-}
-
-/// The pending, enabled interrupts of vCPU `index` (its own, and SPIs routed to it), most
-/// urgent first (lowest priority value, then lowest INTID), at most `out.len()`, leaving out
-/// those in `skip` (already in a list register: they stay pending here until it frees); the
-/// ones taken are marked no longer pending (they go to list registers). Returns how many.
-pub fn take_deliverable(dist: &mut Distributor, redist: &mut Redistributor, index: usize, skip: &[u32], out: &mut [Deliverable]) -> usize {
-    let mut found = [(0u8, 0u32); NR_INTIDS as usize];
-    let mut n = 0;
-    for (intid, q) in interrupts_of(dist, redist, index) {
-        if deliverable(dist, q) && !skip.contains(&intid) {
-            found[n] = (q.priority, intid);
-            n += 1;
+/// Calls `f` with each pending interrupt of vCPU `index` (its own, then the SPIs routed to
+/// it), in INTID order, until it returns true; returns whether one did. This runs at every
+/// flush of a vCPU's list registers: it visits only the interrupts the hints name, nearly
+/// always one or none of the 96.
+fn find_pending(dist: &Distributor, redist: &Redistributor, index: usize, mut f: impl FnMut(u32, &Irq) -> bool) -> bool {
+    let mut bits = redist.maybe_pending;
+    while bits != 0 {
+        let i = bits.trailing_zeros();
+        bits &= bits - 1;
+        let q = &redist.private[i as usize];
+        if q.pending && f(i, q) {
+            return true;
         }
     }
-    let found = &mut found[..n];
-    found.sort_unstable();
-    let taken = n.min(out.len());
-    for (slot, &(priority, intid)) in out.iter_mut().zip(found.iter()) {
+    let mine = vcpu_mpidr(index);
+    let mut bits = dist.maybe_pending;
+    while bits != 0 {
+        let i = bits.trailing_zeros() as usize;
+        bits &= bits - 1;
+        let q = &dist.spis[i];
+        if q.pending && dist.route[i] == mine && f(i as u32 + 32, q) {
+            return true;
+        }
+    }
+    false
+}
+
+/// Clears the hint bits of interrupts that are not pending (after a delivery).
+fn tidy_hints(dist: &mut Distributor, redist: &mut Redistributor) {
+    let mut bits = redist.maybe_pending;
+    while bits != 0 {
+        let i = bits.trailing_zeros();
+        bits &= bits - 1;
+        if !redist.private[i as usize].pending {
+            redist.maybe_pending &= !(1 << i);
+        }
+    }
+    let mut bits = dist.maybe_pending;
+    while bits != 0 {
+        let i = bits.trailing_zeros();
+        bits &= bits - 1;
+        if !dist.spis[i as usize].pending {
+            dist.maybe_pending &= !(1 << i);
+        }
+    }
+}
+
+/// Most interrupts `take_deliverable` hands out in one call (list registers: at most 16).
+pub const MAX_TAKEN: usize = 16;
+
+/// The pending, enabled interrupts of vCPU `index` (its own, and SPIs routed to it), most
+/// urgent first (lowest priority value, then lowest INTID), at most `out.len()` (and
+/// MAX_TAKEN), leaving out those in `skip` (already in a list register: they stay pending
+/// here until it frees); the ones taken are marked no longer pending (they go to list
+/// registers). Returns how many.
+pub fn take_deliverable(dist: &mut Distributor, redist: &mut Redistributor, index: usize, skip: &[u32], out: &mut [Deliverable]) -> usize {
+    let want = out.len().min(MAX_TAKEN);
+    if want == 0 {
+        return 0;
+    }
+    // The `want` most urgent, kept sorted by (priority, INTID) as they are found.
+    let mut best = [(0u8, 0u32); MAX_TAKEN];
+    let mut n = 0;
+    find_pending(dist, redist, index, |intid, q| {
+        if !deliverable(dist, q) || skip.contains(&intid) {
+            return false;
+        }
+        let key = (q.priority, intid);
+        if n == want && key >= best[n - 1] {
+            return false;
+        }
+        let mut i = if n < want {
+            n += 1;
+            n - 1
+        } else {
+            want - 1
+        };
+        while i > 0 && best[i - 1] > key {
+            best[i] = best[i - 1];
+            i -= 1;
+        }
+        best[i] = key;
+        false
+    });
+    for (slot, &(priority, intid)) in out.iter_mut().zip(best[..n].iter()) {
         let q = if intid < 32 { &mut redist.private[intid as usize] } else { &mut dist.spis[intid as usize - 32] };
         q.pending = false;
         *slot = Deliverable { intid, priority, group1: q.group1, edge: q.edge };
     }
-    taken
+    tidy_hints(dist, redist);
+    n
 }
 
 /// Whether anything not in `skip` is deliverable to vCPU `index` (without taking it).
 pub fn has_deliverable(dist: &Distributor, redist: &Redistributor, index: usize, skip: &[u32]) -> bool {
-    interrupts_of(dist, redist, index).any(|(intid, q)| deliverable(dist, q) && !skip.contains(&intid))
+    find_pending(dist, redist, index, |intid, q| deliverable(dist, q) && !skip.contains(&intid))
 }
 
 /// Interrupt `intid` as vCPU `index`'s redistributor or the distributor holds it.
@@ -515,6 +613,86 @@ mod tests {
         assert_eq!(r.read(0x20000, 4, 0, false), 0);
     }
 
+    /// The selection kept while scanning gives what sorting every deliverable interrupt
+    /// and taking the first ones gives, for random states, skips and output sizes.
+    #[test]
+    fn take_deliverable_picks_the_most_urgent_like_a_full_sort() {
+        let mut rng = crate::rng::Rng::new(0x5eed);
+        for round in 0..3000 {
+            let mut d = Distributor::default();
+            d.ctlr |= gicd::CTLR_ENABLE_GRP1 | if round % 3 == 0 { gicd::CTLR_ENABLE_GRP0 } else { 0 };
+            let mut r = Redistributor::default();
+            let mut random_irq = |rng: &mut crate::rng::Rng| Irq {
+                enabled: rng.below(4) != 0,
+                pending: rng.below(3) == 0,
+                active: rng.below(8) == 0,
+                group1: rng.below(5) != 0,
+                edge: rng.below(2) == 0,
+                priority: (rng.below(4) * 0x40) as u8,
+            };
+            for q in r.private.iter_mut() {
+                *q = random_irq(&mut rng);
+            }
+            for (i, q) in d.spis.iter_mut().enumerate() {
+                *q = random_irq(&mut rng);
+                d.route[i] = vcpu_mpidr(rng.below(2) as usize);
+            }
+            // Hints: exactly the pending ones, plus some that are not.
+            r.maybe_pending = (0..32).filter(|&i| r.private[i].pending).fold(0, |m, i| m | 1 << i) | rng.next() as u32;
+            d.maybe_pending = (0..NR_SPIS).filter(|&i| d.spis[i].pending).fold(0, |m, i| m | 1 << i) | rng.next() & rng.next();
+            let skip: std::vec::Vec<u32> = (0..rng.below(4)).map(|_| rng.below(NR_INTIDS as u64) as u32).collect();
+            let mut want: std::vec::Vec<(u8, u32)> = (0..NR_INTIDS)
+                .filter(|&i| {
+                    let q = if i < 32 { &r.private[i as usize] } else { &d.spis[i as usize - 32] };
+                    deliverable(&d, q) && !skip.contains(&i) && (i < 32 || d.route[i as usize - 32] == vcpu_mpidr(0))
+                })
+                .map(|i| (if i < 32 { r.private[i as usize].priority } else { d.spis[i as usize - 32].priority }, i))
+                .collect();
+            want.sort_unstable();
+            assert_eq!(has_deliverable(&d, &r, 0, &skip), !want.is_empty());
+            let mut out = [Deliverable { intid: 0, priority: 0, group1: false, edge: false }; MAX_TAKEN];
+            let room = rng.below(MAX_TAKEN as u64 + 1) as usize;
+            let n = take_deliverable(&mut d, &mut r, 0, &skip, &mut out[..room]);
+            want.truncate(room);
+            let got: std::vec::Vec<(u8, u32)> = out[..n].iter().map(|x| (x.priority, x.intid)).collect();
+            assert_eq!(got, want, "round {round}");
+            for &(_, i) in &want {
+                let q = if i < 32 { &r.private[i as usize] } else { &d.spis[i as usize - 32] };
+                assert!(!q.pending, "taken interrupts are no longer pending");
+            }
+            for i in 0..32 {
+                assert!(!r.private[i].pending || r.maybe_pending & 1 << i != 0, "hint lost for a pending private interrupt");
+            }
+            for i in 0..NR_SPIS {
+                assert!(!d.spis[i].pending || d.maybe_pending & 1 << i != 0, "hint lost for a pending SPI");
+            }
+        }
+    }
+
+    /// Pending states made through registers and the setters are found by delivery (they
+    /// set the hints the scan follows).
+    #[test]
+    fn pending_through_registers_and_setters_is_delivered() {
+        let mut d = Distributor::default();
+        let mut r = Redistributor::default();
+        d.write(gicd::CTLR, 4, 2);
+        r.write(SGI_FRAME + gicd::IGROUPR, 4, u32::MAX as u64);
+        r.write(SGI_FRAME + gicd::ISENABLER, 4, 1 << 3 | 1 << 27);
+        d.write(gicd::IGROUPR + 4, 4, u32::MAX as u64);
+        d.write(gicd::ISENABLER + 4, 4, 1 << 2 | 1 << 9);
+        d.route[2] = vcpu_mpidr(0);
+        d.route[9] = vcpu_mpidr(0);
+        let mut out = [Deliverable { intid: 0, priority: 0, group1: false, edge: false }; 8];
+        assert_eq!(take_deliverable(&mut d, &mut r, 0, &[], &mut out), 0);
+        r.write(SGI_FRAME + gicd::ISPENDR, 4, 1 << 3);
+        d.write(gicd::ISPENDR + 4, 4, 1 << 2);
+        r.set_pending(27, true);
+        d.set_spi_pending(9, true);
+        let n = take_deliverable(&mut d, &mut r, 0, &[], &mut out);
+        assert_eq!(out[..n].iter().map(|x| x.intid).collect::<std::vec::Vec<_>>(), [3, 27, 34, 41]);
+        assert_eq!((r.maybe_pending, d.maybe_pending), (0, 0), "hints tidied after delivery");
+    }
+
     #[test]
     fn delivery_respects_enable_group_priority_and_routing() {
         let mut d = Distributor::default();
@@ -524,6 +702,7 @@ mod tests {
         r.private[27] = Irq { enabled: true, pending: true, group1: true, priority: 0x20, ..Default::default() };
         r.private[5] = Irq { enabled: false, pending: true, group1: true, ..Default::default() };
         d.spis[1] = Irq { enabled: true, pending: true, group1: true, priority: 0x80, ..Default::default() };
+        (r.maybe_pending, d.maybe_pending) = (u32::MAX, u64::MAX);
         d.route[1] = vcpu_mpidr(1); // another vCPU's
         assert_eq!(take_deliverable(&mut d, &mut r, 0, &[], &mut out), 0, "distributor off");
         d.write(gicd::CTLR, 4, 2);

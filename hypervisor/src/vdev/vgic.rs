@@ -40,6 +40,8 @@ struct State {
 
 pub struct Vgic {
     state: Mutex<State>,
+    /// vCPUs (redistributors), fixed at creation.
+    vcpus: usize,
 }
 
 /// A vCPU's virtual CPU interface while it is not loaded.
@@ -72,13 +74,13 @@ fn lr_value(d: &Deliverable) -> u64 {
 
 impl Vgic {
     pub fn new(vcpus: usize) -> Vgic {
-        Vgic { state: Mutex::new(State { dist: Distributor::default(), redist: (0..vcpus).map(|_| Redistributor::default()).collect() }) }
+        Vgic { state: Mutex::new(State { dist: Distributor::default(), redist: (0..vcpus).map(|_| Redistributor::default()).collect() }), vcpus }
     }
 
     /// Makes SGI or PPI `intid` pending on vCPU `target`.
     fn set_private_pending(&self, target: usize, intid: u32) {
         if let Some(r) = self.state.lock().redist.get_mut(target) {
-            r.private[intid as usize % 32].pending = true;
+            r.set_pending(intid % 32, true);
         }
     }
 
@@ -183,9 +185,9 @@ impl Vgic {
             }
         }
         let mut st = self.state.lock();
-        let Some(q) = st.redist.get_mut(index).map(|r| &mut r.private[intid as usize % 32]) else { return false };
-        let rose = level && !q.pending;
-        q.pending = level;
+        let Some(r) = st.redist.get_mut(index) else { return false };
+        let rose = level && !r.private[intid as usize % 32].pending;
+        r.set_pending(intid % 32, level);
         rose
     }
 
@@ -215,7 +217,22 @@ impl Vgic {
     }
 
     fn vcpus(&self) -> usize {
-        self.state.lock().redist.len()
+        self.vcpus
+    }
+
+    /// Whether an access at `offset` reaches interrupts' group, enable, pending or active
+    /// bits (distributor or SGI frame), where the lines of the vCPU's own devices must be
+    /// current; ID, control, priority and routing registers need nothing synced.
+    pub fn reaches_interrupt_state(&self, offset: u64) -> bool {
+        let o = match region(offset, self.vcpus) {
+            Region::Dist(o) => o,
+            Region::Redist(_, o) => match o.checked_sub(hv_core::vgic::SGI_FRAME) {
+                Some(o) => o,
+                None => return false,
+            },
+            Region::None => return false,
+        };
+        (0x080..0x400).contains(&o)
     }
 
     /// An ICC_SGI1R_EL1 (or ASGI1R/SGI0R) write by vCPU `sender`: the vCPUs it made an SGI
@@ -252,7 +269,7 @@ impl Vgic {
     pub fn set_level(&self, intid: u32, level: bool) -> Option<usize> {
         let mut st = self.state.lock();
         let i = (intid as usize).checked_sub(32).filter(|&i| i < st.dist.spis.len())?;
-        st.dist.spis[i].pending = level;
+        st.dist.set_spi_pending(i, level);
         let target = hv_core::guest_dt::vcpu_index(st.dist.route[i], st.redist.len()).unwrap_or(0);
         level.then_some(target)
     }

@@ -69,8 +69,9 @@ pub fn handle_data_abort(vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun, esr: Esr) -> N
         return inject::data_abort(run, far, da.write);
     };
     run.count(Counter::MmioAccesses);
-    if which == Device::Gic {
-        // What the guest reads of its timers' interrupts must follow their lines now.
+    if which == Device::Gic && vm.vgic.as_ref().is_some_and(|g| g.reaches_interrupt_state(offset)) {
+        // What the guest reads or changes of its timers' interrupts must follow their
+        // lines now.
         vcpu.sync_lines(run);
     }
     // Register 31 is XZR here: reads as zero, writes are discarded.
@@ -98,8 +99,10 @@ pub fn handle_data_abort(vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun, esr: Esr) -> N
             run.regs.x[reg] = value;
         }
     }
-    if which == Device::Uart {
-        // Any access may change the UART's interrupt line (reading data drains the input).
+    if which == Device::Uart && (da.write || hv_core::pl011::Pl011::read_has_effects(offset)) {
+        // A write, or reading data (which drains the input), may change the UART's
+        // interrupt line; other reads change nothing (the flag register is read at every
+        // byte the guest prints).
         vm.after_uart_activity();
     }
     skip_instruction();
