@@ -531,20 +531,18 @@ pub fn sgi_targets(value: u64, sender: usize, vcpus: usize) -> (u32, u64) {
     let mut set = 0u64;
     if value & (1 << 40) != 0 {
         // IRM: every vCPU but the sender.
-        for i in 0..vcpus.min(64) {
-            if i != sender {
-                set |= 1 << i;
-            }
-        }
+        let all = if vcpus >= 64 { u64::MAX } else { (1u64 << vcpus) - 1 };
+        set = all & !(1u64.checked_shl(sender as u32).unwrap_or(0));
     } else {
         let aff1 = (value >> 16) & 0xff;
         let aff2 = (value >> 32) & 0xff;
         let aff3 = (value >> 48) & 0xff;
         let rs = (value >> 44) & 0xf;
-        for bit in 0..16 {
-            if value & (1 << bit) == 0 {
-                continue;
-            }
+        // Only the target list's set bits (an IPI names one or a few).
+        let mut list = value & 0xffff;
+        while list != 0 {
+            let bit = list.trailing_zeros() as u64;
+            list &= list - 1;
             let mpidr = aff3 << 32 | aff2 << 16 | aff1 << 8 | (rs * 16 + bit);
             if let Some(i) = crate::guest_dt::vcpu_index(mpidr, vcpus) {
                 set |= 1 << i;

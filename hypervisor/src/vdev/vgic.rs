@@ -90,7 +90,8 @@ impl Vgic {
     pub fn flush(&self, index: usize, irqs_masked: bool) {
         let nr = ich::list_registers().min(MAX_LRS);
         let mut in_lr = [u32::MAX; MAX_LRS];
-        let mut free = [0usize; MAX_LRS];
+        // Bytes, not usize: a 128-byte array would be zeroed by a memset call at every flush.
+        let mut free = [0u8; MAX_LRS];
         let mut nfree = 0;
         for n in 0..nr {
             let value = ich::lr(n);
@@ -101,7 +102,7 @@ impl Vgic {
                 if value != 0 {
                     ich::set_lr(n, 0);
                 }
-                free[nfree] = n;
+                free[nfree] = n as u8;
                 nfree += 1;
             } else {
                 in_lr[n] = value as u32;
@@ -131,7 +132,7 @@ impl Vgic {
             (taken, taken == nfree && has_deliverable(dist, r, index, &in_lr[..nr]))
         };
         for (d, &n) in out[..taken].iter().zip(&free[..nfree]) {
-            ich::set_lr(n, lr_value(d));
+            ich::set_lr(n as usize, lr_value(d));
         }
         let mut hcr = (ich::hcr() | ICH_HCR_EN) & !(ICH_HCR_UIE | ICH_HCR_TALL1);
         if more {
@@ -195,8 +196,9 @@ impl Vgic {
     /// pending and active states show in the pending and active bits of its own
     /// interrupts (the model does not hold them while they are in list registers).
     pub fn read_as(&self, index: usize, offset: u64, size: u8) -> u64 {
-        let value = self.read(offset, size);
-        let (first_intid, state) = match region(offset, self.vcpus()) {
+        let at = region(offset, self.vcpus);
+        let value = self.read_at(at, size);
+        let (first_intid, state) = match at {
             Region::Redist(i, o) if i == index && size == 4 => match o.checked_sub(hv_core::vgic::SGI_FRAME) {
                 Some(0x200 | 0x280) => (0, lr::STATE_PENDING),
                 Some(0x300 | 0x380) => (0, lr::STATE_ACTIVE),
@@ -239,8 +241,14 @@ impl Vgic {
     /// pending on, to be told.
     pub fn send_sgi(&self, sender: usize, value: u64) -> u64 {
         let (intid, targets) = sgi_targets(value, sender, self.vcpus());
-        for i in (0..64).filter(|i| targets & (1 << i) != 0) {
-            self.set_private_pending(i, intid);
+        let mut st = self.state.lock();
+        let mut left = targets;
+        while left != 0 {
+            let i = left.trailing_zeros() as usize;
+            left &= left - 1;
+            if let Some(r) = st.redist.get_mut(i) {
+                r.set_pending(intid % 32, true);
+            }
         }
         targets
     }
@@ -316,15 +324,21 @@ pub fn restore(c: &CpuInterface) {
     gicv3::set_guest_ppis_active(c.hw_active, true);
 }
 
+impl Vgic {
+    fn read_at(&self, at: Region, size: u8) -> u64 {
+        let st = self.state.lock();
+        match at {
+            Region::Dist(o) => st.dist.read(o, size),
+            Region::Redist(i, o) => st.redist.get(i).map_or(0, |r| r.read(o, size, i, i + 1 == self.vcpus)),
+            Region::None => 0,
+        }
+    }
+}
+
 impl MmioDevice for Vgic {
     /// `offset` is from the distributor's base; redistributors follow at their own base.
     fn read(&self, offset: u64, size: u8) -> u64 {
-        let st = self.state.lock();
-        match region(offset, st.redist.len()) {
-            Region::Dist(o) => st.dist.read(o, size),
-            Region::Redist(i, o) => st.redist[i].read(o, size, i, i + 1 == st.redist.len()),
-            Region::None => 0,
-        }
+        self.read_at(region(offset, self.vcpus), size)
     }
 
     fn write(&self, offset: u64, size: u8, value: u64) {
@@ -338,6 +352,7 @@ impl MmioDevice for Vgic {
     }
 }
 
+#[derive(Clone, Copy)]
 enum Region {
     Dist(u64),
     Redist(usize, u64),

@@ -38,8 +38,10 @@ pub enum Next {
 const SLOW: usize = 1;
 
 /// The fast path, with only x0..x18 and x30 saved: hypercalls, which read and write
-/// nothing else, are handled completely here. Everything else is left to
-/// `handle_exit_slow` once the whole frame is saved.
+/// nothing else, are handled completely here, and so are MMIO accesses whose transfer
+/// register is one of those saved (the UART's flag and data registers at every byte a
+/// guest prints). Everything else is left to `handle_exit_slow` once the whole frame is
+/// saved.
 #[no_mangle]
 extern "C" fn handle_exit(regs: *mut VcpuRegs, kind: u64) -> usize {
     // SAFETY: exception.S passes the frame SP pointed at, which the scheduler set to the
@@ -63,9 +65,24 @@ extern "C" fn handle_exit(regs: *mut VcpuRegs, kind: u64) -> usize {
                 return regs as usize;
             }
             run.pending = Pending::Handled(next);
+        } else if esr.ec() == ec::DABT_LOWER && transfer_register_saved(esr) {
+            let vm = vcpu.vm();
+            let next = mmio::handle_data_abort(vm, vcpu, run, esr);
+            // Interrupts to put in list registers (the UART's, say) need the slow path.
+            if matches!(next, Next::Resume) && !vm.is_stopping() && !vcpu.needs_flush.load(Ordering::Acquire) {
+                return regs as usize;
+            }
+            run.pending = Pending::Handled(next);
         }
     }
     regs as usize | SLOW
+}
+
+/// A data abort with a syndrome whose transfer register the fast path saved (x0..x18,
+/// x30, or XZR): the access can be emulated without the rest of the frame.
+fn transfer_register_saved(esr: Esr) -> bool {
+    let da = esr.data_abort();
+    da.isv && !da.s1ptw && (da.reg <= 18 || da.reg >= 30)
 }
 
 /// What the fast path left for the slow one.

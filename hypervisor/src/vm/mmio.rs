@@ -44,29 +44,36 @@ fn device_at(vm: &Vm, ipa: u64) -> Option<(Device, &dyn MmioDevice, u64)> {
     }
 }
 
+/// An access to no RAM or device, or one without a syndrome: an abort in the guest. Out
+/// of line, so that the emulation path keeps a small frame (this one formats a warning).
+#[cold]
+#[inline(never)]
+fn refuse(vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun, esr: Esr, ipa: u64, far: u64, is_device: bool) -> Next {
+    let da = esr.data_abort();
+    let why = if is_device { "an access the hypervisor cannot decode (no syndrome)" } else { "no RAM or device" };
+    vm.warn(format_args!(
+        "vCPU {}: {} at IPA {ipa:#x} (VA {far:#x}, PC {:#x}): {}, {why}: abort injected",
+        vcpu.index,
+        if da.write { "write" } else { "read" },
+        ELR_EL2.get(),
+        da.fault_kind()
+    ));
+    inject::data_abort(run, far, da.write)
+}
+
 #[inline(never)]
 pub fn handle_data_abort(vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun, esr: Esr) -> Next {
     let da = esr.data_abort();
     let far = FAR_EL2.get();
     let ipa = fault_ipa(far);
-    let access = if da.write { "write" } else { "read" };
-    if vm.is_ram(ipa, 1) {
+    // Devices first: they lie outside RAM, and their registers are the hot case.
+    let device = device_at(vm, ipa);
+    if device.is_none() && vm.is_ram(ipa, 1) {
+        let access = if da.write { "write" } else { "read" };
         return super::exit::ram_fault(vm, vcpu, run, ipa, far, da.fsc, access);
     }
-    let device = device_at(vm, ipa);
     let Some((which, dev, offset)) = device.filter(|_| da.isv && !da.s1ptw) else {
-        let why = if device.is_some() {
-            "an access the hypervisor cannot decode (no syndrome)"
-        } else {
-            "no RAM or device"
-        };
-        vm.warn(format_args!(
-            "vCPU {}: {access} at IPA {ipa:#x} (VA {far:#x}, PC {:#x}): {}, {why}: abort injected",
-            vcpu.index,
-            ELR_EL2.get(),
-            da.fault_kind()
-        ));
-        return inject::data_abort(run, far, da.write);
+        return refuse(vm, vcpu, run, esr, ipa, far, device.is_some());
     };
     run.count(Counter::MmioAccesses);
     if which == Device::Gic && vm.vgic.as_ref().is_some_and(|g| g.reaches_interrupt_state(offset)) {

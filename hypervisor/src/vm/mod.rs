@@ -206,12 +206,20 @@ impl Vm {
 
     /// Tells the vCPUs in `set` (bit i: vCPU i) that they have interrupts to take.
     pub fn notify(&self, set: u64) {
-        for v in self.vcpus.iter().filter(|v| v.index < 64 && set & (1 << v.index) != 0) {
-            v.notify();
+        let mut left = set;
+        while left != 0 {
+            let i = left.trailing_zeros() as usize;
+            left &= left - 1;
+            if let Some(v) = self.vcpus.get(i) {
+                v.notify();
+            }
         }
     }
 
-    /// After a guest write to its pvpanic device: a reported panic stops the VM.
+    /// After a guest write to its pvpanic device: a reported panic stops the VM. (Cold: it
+    /// logs, and it is off the MMIO emulation path's hot registers.)
+    #[cold]
+    #[inline(never)]
     pub fn after_pvpanic_write(&self) -> Option<exit::Next> {
         let events = self.pvpanic.take();
         if events & hv_core::guest_dt::pvpanic::CRASH_LOADED != 0 {
