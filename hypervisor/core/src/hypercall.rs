@@ -284,6 +284,20 @@ fn is_smc64(function: u32) -> bool {
 }
 
 impl Call {
+    /// The answer to a call that only asks for a constant (SMCCC_VERSION, PSCI_VERSION,
+    /// MIGRATE_INFO_TYPE, HV_VERSION), from x0 alone: the exit path answers these before
+    /// anything else (a guest's null call). None for every other call.
+    #[inline(always)]
+    pub fn constant_answer(x0: u64) -> Option<u64> {
+        match x0 as u32 {
+            id::SMCCC_VERSION => Some(SMCCC_VERSION_1_1),
+            id::PSCI_VERSION => Some(PSCI_VERSION_1_1),
+            id::PSCI_MIGRATE_INFO_TYPE => Some(PSCI_TOS_NOT_PRESENT),
+            id::HV_VERSION => Some(HV_VERSION_VALUE),
+            _ => None,
+        }
+    }
+
     /// Decodes x0..x3 as the guest left them. Inlined: it is on every hypercall's path,
     /// where a call and a returned-in-memory enum cost more than the decoding.
     #[inline(always)]
@@ -362,6 +376,25 @@ mod tests {
         assert_eq!(Call::decode(0x1_8000_0000, 0, 0, 0), Call::SmcccVersion, "only w0 is the function ID");
         assert!(Call::is_implemented(id::PSCI_CPU_ON_64));
         assert!(!Call::is_implemented(0x8400_0007));
+    }
+
+    #[test]
+    fn constant_answers_are_exactly_the_constant_calls() {
+        for entity in 0..64u64 {
+            for number in 0..0x200u64 {
+                for high in [0, 1 << 30, 0xffff_ffff_0000_0000] {
+                    let x0 = 0x8000_0000 | high | entity << 24 | number;
+                    let want = match Call::decode(x0, 1, 2, 3) {
+                        Call::SmcccVersion => Some(SMCCC_VERSION_1_1),
+                        Call::PsciVersion => Some(PSCI_VERSION_1_1),
+                        Call::PsciMigrateInfoType => Some(PSCI_TOS_NOT_PRESENT),
+                        Call::HvVersion => Some(HV_VERSION_VALUE),
+                        _ => None,
+                    };
+                    assert_eq!(Call::constant_answer(x0), want, "{x0:#x}");
+                }
+            }
+        }
     }
 
     #[test]

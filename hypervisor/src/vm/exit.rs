@@ -37,11 +37,12 @@ pub enum Next {
 /// call `handle_exit_slow` (frames are 16-byte aligned, so bit 0 is free).
 const SLOW: usize = 1;
 
-/// The fast path, with only x0..x18 and x30 saved: hypercalls, which read and write
-/// nothing else, are handled completely here, and so are MMIO accesses whose transfer
-/// register is one of those saved (the UART's flag and data registers at every byte a
-/// guest prints). Everything else is left to `handle_exit_slow` once the whole frame is
-/// saved.
+/// The fast path, with only x0..x18 and x30 saved. A hypercall that asks for a constant
+/// (a guest's null call: SMCCC_VERSION and the like) is answered first, by code that calls
+/// nothing and keeps no state; then `exit_fast` handles the other hypercalls, which read and
+/// write nothing else, and MMIO accesses whose transfer register is one of those saved (the
+/// UART's flag and data registers at every byte a guest prints). Everything else is left
+/// to `handle_exit_slow` once the whole frame is saved.
 #[no_mangle]
 extern "C" fn handle_exit(regs: *mut VcpuRegs, kind: u64) -> usize {
     // SAFETY: exception.S passes the frame SP pointed at, which the scheduler set to the
@@ -49,32 +50,56 @@ extern "C" fn handle_exit(regs: *mut VcpuRegs, kind: u64) -> usize {
     let vcpu = unsafe { Vcpu::from_regs(regs) };
     // SAFETY: the vCPU is loaded on this CPU, its assigned one; nothing else touches it.
     let run = unsafe { vcpu.run_mut() };
+    if kind != ExitKind::Sync as u64 {
+        run.count(Counter::Exits);
+        run.pending = Pending::Exit(ExitKind::from_raw(kind));
+        return regs as usize | SLOW;
+    }
+    let esr = Esr(ESR_EL2.get());
+    if esr.ec() == ec::HVC64 && esr.imm16() == 0 {
+        if let Some(answer) = hv_core::hypercall::Call::constant_answer(run.regs.x[0]) {
+            // No stop check: a stopping VM's CPUs are kicked, and the kick's interrupt
+            // exits through the slow path as soon as the guest runs. Counted as an exit
+            // and a hypercall (VcpuRun::counter).
+            run.constant_calls += 1;
+            run.regs.x[0] = answer;
+            return regs as usize;
+        }
+    }
     run.count(Counter::Exits);
-    run.pending = Pending::Exit(ExitKind::from_raw(kind));
-    if kind == ExitKind::Sync as u64 {
-        let esr = Esr(ESR_EL2.get());
-        let smc = esr.ec() == ec::SMC64;
-        if smc || (esr.ec() == ec::HVC64 && esr.imm16() == 0) {
-            if smc {
-                // A trapped SMC returns to the SMC itself: step over it.
-                skip_instruction();
-            }
-            let vm = vcpu.vm();
-            let next = hypercall::handle(vm, vcpu, run);
-            if matches!(next, Next::Resume) && !vm.is_stopping() {
-                return regs as usize;
-            }
-            run.pending = Pending::Handled(next);
-        } else if esr.ec() == ec::DABT_LOWER && transfer_register_saved(esr) {
-            let vm = vcpu.vm();
+    sync_exit_fast(vcpu, run, regs, esr)
+}
+
+/// The rest of the fast path for synchronous exits (see `handle_exit`).
+#[inline(never)]
+fn sync_exit_fast(vcpu: &Vcpu, run: &mut VcpuRun, regs: *mut VcpuRegs, esr: Esr) -> usize {
+    let vm = vcpu.vm();
+    let next = match esr.ec() {
+        ec::DABT_LOWER if transfer_register_saved(esr) => {
             let next = mmio::handle_data_abort(vm, vcpu, run, esr);
             // Interrupts to put in list registers (the UART's, say) need the slow path.
             if matches!(next, Next::Resume) && !vm.is_stopping() && !vcpu.needs_flush.load(Ordering::Acquire) {
                 return regs as usize;
             }
-            run.pending = Pending::Handled(next);
+            next
         }
-    }
+        ec::HVC64 | ec::SMC64 if esr.ec() == ec::SMC64 || esr.imm16() == 0 => {
+            if esr.ec() == ec::SMC64 {
+                // A trapped SMC returns to the SMC itself: step over it.
+                skip_instruction();
+            }
+            let next = hypercall::handle(vm, vcpu, run);
+            if matches!(next, Next::Resume) && !vm.is_stopping() {
+                return regs as usize;
+            }
+            next
+        }
+        _ => {
+            run.pending = Pending::Exit(ExitKind::Sync);
+            return regs as usize | SLOW;
+        }
+    };
+    run.pending = Pending::Handled(next);
     regs as usize | SLOW
 }
 
