@@ -209,7 +209,7 @@ fn start_vms(dt: &HostDt, config: &HvConfig, cpus: usize) {
         let result = if vcpus > cpus && !spec.params.overcommit {
             Err(LoadError::TooManyVcpus { asked: vcpus, cpus })
         } else {
-            Vm::create(id, spec, &pcpus)
+            Vm::create(id, spec, &pcpus, None)
         };
         match result {
             Ok(vm) => {

@@ -55,16 +55,30 @@ fn module_bytes(r: Range) -> &'static [u8] {
 /// stack. Why the bounce: guest blocks and modules are both 2 MiB aligned, so source and
 /// destination sit at the same offset from a 2 MiB boundary, and QEMU's direct-mapped TLB
 /// then evicts one with every access to the other; the direct copy of a 33 MB kernel took
-/// 300 ms, through the buffer 90 ms.
-fn copy_module(mem: &GuestMemory, ipa: u64, bytes: &[u8]) -> Result<(), LoadError> {
+/// 300 ms, through the buffer 90 ms. After a warm reset (`warm`) pages that still hold
+/// the module's bytes are left alone: a store to a page QEMU translated code from throws
+/// those translations away (about 200 us per kernel page), and the translations of an
+/// unchanged page stay valid for the next boot (Debian's kernel: 44% of its pages).
+fn copy_module(mem: &GuestMemory, ipa: u64, bytes: &[u8], warm: bool) -> Result<(), LoadError> {
     let mut buf = [0u8; PAGE_SIZE as usize];
     for (i, piece) in bytes.chunks(buf.len()).enumerate() {
         let at = ipa + i as u64 * PAGE_SIZE;
         let buf = &mut buf[..piece.len()];
+        if warm && mem.read(at, buf).is_ok() && same_bytes(buf, piece) {
+            continue;
+        }
         buf.copy_from_slice(piece);
         mem.write(at, buf).map_err(|_| LoadError::OutOfMemory)?;
     }
     Ok(())
+}
+
+/// Whether two byte strings are equal, compared 8 bytes at a time (the `memcmp` this
+/// target links compares byte by byte: 4 KiB took 20 us under QEMU).
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    let word = |c: &[u8]| c.iter().rev().fold(0u64, |w, &byte| w << 8 | byte as u64);
+    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
+    a.len() == b.len() && a8.remainder() == b8.remainder() && a8.zip(b8).all(|(x, y)| word(x) == word(y))
 }
 
 /// What is loaded into a VM, and what its device tree tells it.
@@ -79,6 +93,8 @@ pub struct Guest<'a> {
     pub boot_count: u32,
     /// The device tree lists a PMU.
     pub pmu: bool,
+    /// The RAM is the previous boot's (a warm reset): unchanged pages need no copy.
+    pub warm: bool,
 }
 
 pub fn load(guest: &Guest, mem: &GuestMemory) -> Result<BootInfo, LoadError> {
@@ -91,7 +107,7 @@ pub fn load(guest: &Guest, mem: &GuestMemory) -> Result<BootInfo, LoadError> {
     if kernel_end > dtb {
         return Err(LoadError::TooBig { what: "kernel", need: header.text_offset + header.image_size + DTB_SLOT, ram });
     }
-    copy_module(mem, entry, kernel)?;
+    copy_module(mem, entry, kernel, guest.warm)?;
 
     let initrd = match guest.initrd {
         Some(r) => {
@@ -99,7 +115,7 @@ pub fn load(guest: &Guest, mem: &GuestMemory) -> Result<BootInfo, LoadError> {
             if r.size() > dtb - kernel_end || start < kernel_end {
                 return Err(LoadError::TooBig { what: "initrd", need: header.text_offset + header.image_size + r.size() + DTB_SLOT, ram });
             }
-            copy_module(mem, start, module_bytes(r))?;
+            copy_module(mem, start, module_bytes(r), guest.warm)?;
             Some((start, start + r.size()))
         }
         None => None,

@@ -96,6 +96,8 @@ pub struct GuestMemory {
     counters: [AtomicU64; OWN_COUNTERS],
     /// Lazy VMs: the part of the VM's committed memory not allocated yet.
     committed: AtomicU64,
+    /// Everything was given back (`teardown` ran).
+    torn_down: core::sync::atomic::AtomicBool,
 }
 
 impl GuestMemory {
@@ -143,6 +145,7 @@ impl GuestMemory {
             trace: Arc::new(TraceRing::new()),
             counters: Default::default(),
             committed: AtomicU64::new(if lazy { size } else { 0 }),
+            torn_down: core::sync::atomic::AtomicBool::new(false),
         };
         mem.space.notifiers.register(mem.cache.clone());
         mem.space.notifiers.register(mem.tracker.clone());
@@ -428,6 +431,12 @@ impl GuestMemory {
         self.space.protect(ipa, size, attrs)
     }
 
+    /// A warm reset of the VM: its RAM keeps its content (as QEMU's and KVM's do), but
+    /// whatever the guest write- or execute-protected is RAM again.
+    pub fn warm_reset(&self) {
+        let _ = self.space.protect(self.ram.start, self.ram.size(), Attrs::RAM_RWX);
+    }
+
     /// HV_MEM_AGE: (young pages, bitmap of the first 64 pages, whether the hypervisor's
     /// own accesses made the range young).
     pub fn age(&self, ipa: u64, size: u64, test_only: bool) -> Result<(u64, u64, bool), MapError> {
@@ -484,6 +493,9 @@ impl GuestMemory {
 
     /// Tears everything down; returns (RAM bytes, table frames) freed.
     pub fn teardown(&self) -> (u64, usize) {
+        if self.torn_down.swap(true, Ordering::AcqRel) {
+            return (0, 0);
+        }
         let mut freed = 0;
         let tables = self.space.teardown(&mut |_, pa, size| {
             if self.is_lazy() {
@@ -502,6 +514,13 @@ impl GuestMemory {
         }
         frames::uncommit(self.committed.swap(0, Ordering::AcqRel));
         (freed, tables)
+    }
+}
+
+impl Drop for GuestMemory {
+    /// Whoever drops the last reference without tearing down (an error path) frees it all.
+    fn drop(&mut self) {
+        self.teardown();
     }
 }
 

@@ -62,7 +62,10 @@ fn retire(vm: Arc<Vm>) {
         }
     }
     let pcpus: Vec<usize> = vm.vcpus.iter().map(|v| v.pcpu).collect();
-    drop(vm); // last reference: RAM and tables are freed here
+    // A reboot keeps the VM's RAM (a warm reset, as on QEMU and KVM: what the guest left in
+    // memory is there on its next boot, and nothing is zeroed or mapped again).
+    let ram = rebooting.then(|| vm.mem.clone());
+    drop(vm); // last reference: RAM and tables are freed here, unless kept
     if let Some(kind) = reboot_loop {
         match kind {
             outcome::RebootLoop::Quick => log::error!(
@@ -78,7 +81,7 @@ fn retire(vm: Arc<Vm>) {
     } else if rebooting {
         spec.boot_count += 1;
         log::info!("VM {id}: rebooting (boot {})", spec.boot_count);
-        match Vm::create(id, spec, &pcpus) {
+        match Vm::create(id, spec, &pcpus, ram) {
             Ok(vm) => {
                 start(vm);
                 // The rebuilt VM may have stopped already (and not shut the machine down,

@@ -91,7 +91,8 @@ pub struct Vm {
     pub id: usize,
     pub spec: VmSpec,
     /// Guest RAM, its stage-2 tables and their notifiers.
-    pub mem: GuestMemory,
+    /// Shared only while a reset hands it to the VM's next boot (lifecycle.rs).
+    pub mem: Arc<GuestMemory>,
     pub vcpus: Vec<Box<Vcpu>>,
     pub uart: VUart,
     pub pvpanic: PvPanic,
@@ -118,16 +119,26 @@ const GUEST_WARNINGS_PER_SECOND: u32 = 32;
 
 impl Vm {
     /// Builds a VM: RAM, stage-2, images, device tree; vCPU 0 ready to start.
-    /// `pcpus` lists the physical CPUs its vCPUs go to, in vCPU order.
-    pub fn create(id: usize, spec: VmSpec, pcpus: &[usize]) -> Result<Arc<Vm>, LoadError> {
+    /// `pcpus` lists the physical CPUs its vCPUs go to, in vCPU order. `ram`: the RAM of
+    /// the VM's previous boot, after a reset (kept as it is; the images are loaded again).
+    pub fn create(id: usize, spec: VmSpec, pcpus: &[usize], ram: Option<Arc<GuestMemory>>) -> Result<Arc<Vm>, LoadError> {
         let vcpus = spec.params.vcpus;
         if vcpus > pcpus.len() {
             return Err(LoadError::TooManyVcpus { asked: vcpus, cpus: pcpus.len() });
         }
         let ram_size = spec.params.mem;
         let vmid = (id as u64 + 1) & 0xff;
-        let mem = GuestMemory::new(vmid, cpu::ipa_bits(), layout::RAM_BASE, ram_size, spec.params.lazy, spec.params.blocks, spec.params.keep_unmapped)
-            .map_err(|_| LoadError::OutOfMemory)?;
+        let warm = ram.is_some();
+        let mem = match ram {
+            Some(mem) => {
+                mem.warm_reset();
+                mem
+            }
+            None => Arc::new(
+                GuestMemory::new(vmid, cpu::ipa_bits(), layout::RAM_BASE, ram_size, spec.params.lazy, spec.params.blocks, spec.params.keep_unmapped)
+                    .map_err(|_| LoadError::OutOfMemory)?,
+            ),
+        };
 
         let pauth = spec.params.pauth && cpu::features().pauth;
         let vm = Arc::new_cyclic(|weak| {
@@ -158,6 +169,7 @@ impl Vm {
             bootargs: vm.spec.bootargs,
             boot_count: vm.spec.boot_count,
             pmu: vm.has_pmu(),
+            warm,
         };
         let boot = loader::load(&guest, &vm.mem)?;
         // Table and image writes must be visible to the guest's walks and fetches.
@@ -376,6 +388,9 @@ impl Vm {
 
 impl Drop for Vm {
     fn drop(&mut self) {
+        if Arc::strong_count(&self.mem) > 1 {
+            return; // kept for the VM's next boot
+        }
         let (ram, table_pages) = self.mem.teardown();
         log::info!(
             "VM {}: freed {} KiB of RAM and {} stage-2 table pages ({} KiB free)",
