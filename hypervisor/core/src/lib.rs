@@ -56,6 +56,8 @@ mod fuzz_tests;
 mod pgtable_model;
 pub mod vgic;
 pub mod virtio;
+#[cfg(feature = "alloc")]
+pub mod virtio_blk_device;
 pub mod virtio_mmio;
 #[cfg(feature = "alloc")]
 pub mod virtqueue;

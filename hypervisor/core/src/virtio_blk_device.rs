@@ -1,0 +1,458 @@
+//! The virtio-blk device a guest sees (virtio 1.2 section 5.2): its features and config
+//! space, and its requests served against a backend (a host disk). Everything in a request
+//! is guest-controlled: a request the device cannot carry out (a short header, a data
+//! length that is not whole sectors, sectors past the end, a write to a read-only disk,
+//! a buffer outside the VM's RAM, a failing backend) is answered with VIRTIO_BLK_S_IOERR in
+//! its status byte, an unknown type with S_UNSUPP; a chain without a device-writable status
+//! byte gets nothing written (used length 0). Nothing here panics or allocates per byte.
+
+use crate::virtio::blk::{ID_BYTES, S_OK, T_FLUSH, T_GET_ID, T_IN, T_OUT};
+use crate::virtio_mmio::VirtioDevice;
+use crate::virtqueue::{Buffer, Chain, GuestRam};
+
+pub const S_IOERR: u8 = 1;
+pub const S_UNSUPP: u8 = 2;
+pub const SECTOR: u64 = 512;
+/// virtio-blk's device ID.
+pub const DEVICE_ID: u32 = 2;
+/// Feature bits offered.
+pub const F_SEG_MAX: u64 = 1 << 2;
+pub const F_RO: u64 = 1 << 5;
+pub const F_BLK_SIZE: u64 = 1 << 6;
+pub const F_FLUSH: u64 = 1 << 9;
+/// Entries of the one request queue.
+pub const QUEUE_SIZE: u16 = 128;
+/// Data buffers per request at most (seg_max): the queue less the header and the status.
+pub const SEG_MAX: u32 = QUEUE_SIZE as u32 - 2;
+/// Bytes moved per backend call (the size of the device's bounce buffer).
+pub const CHUNK: usize = 4096;
+const HEADER: u64 = 16;
+
+/// What failed in the backend (the guest sees S_IOERR).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IoError;
+
+/// The disk behind the device. Reads and writes are whole sectors, at most CHUNK bytes.
+pub trait Backend {
+    /// Capacity in 512-byte sectors.
+    fn sectors(&self) -> u64;
+    fn read_only(&self) -> bool;
+    fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), IoError>;
+    fn write(&mut self, sector: u64, data: &[u8]) -> Result<(), IoError>;
+    fn flush(&mut self) -> Result<(), IoError>;
+    /// The serial GET_ID answers (at most 20 bytes are used).
+    fn serial(&self) -> &[u8];
+}
+
+pub struct BlockDevice<B: Backend> {
+    pub backend: B,
+}
+
+impl<B: Backend> VirtioDevice for BlockDevice<B> {
+    fn device_id(&self) -> u32 {
+        DEVICE_ID
+    }
+
+    fn features(&self) -> u64 {
+        F_SEG_MAX | F_BLK_SIZE | F_FLUSH | if self.backend.read_only() { F_RO } else { 0 }
+    }
+
+    fn queue_max(&self, q: usize) -> u16 {
+        if q == 0 {
+            QUEUE_SIZE
+        } else {
+            0
+        }
+    }
+
+    /// capacity (le64) at 0, size_max at 8 (not offered: 0), seg_max at 12, geometry at
+    /// 16 (not offered: 0), blk_size at 20.
+    fn read_config(&self, offset: u64, size: u8) -> u64 {
+        let mut space = [0u8; 24];
+        space[0..8].copy_from_slice(&self.backend.sectors().to_le_bytes());
+        space[12..16].copy_from_slice(&SEG_MAX.to_le_bytes());
+        space[20..24].copy_from_slice(&(SECTOR as u32).to_le_bytes());
+        let start = offset as usize;
+        (0..size as usize).filter_map(|i| space.get(start.checked_add(i)?)).enumerate().fold(0, |v, (i, &b)| v | (b as u64) << (8 * i))
+    }
+
+    /// Nothing in its config space is writable (writeback control is not offered).
+    fn write_config(&mut self, _offset: u64, _size: u8, _value: u64) {}
+
+    /// Requests are served to completion when notified: nothing is in flight.
+    fn reset(&mut self) {}
+}
+
+/// A run of bytes spread over a chain's buffers: `len` bytes starting `skip` bytes into
+/// `buffers`.
+struct Region<'a> {
+    buffers: &'a [Buffer],
+    skip: u64,
+    len: u64,
+}
+
+impl Region<'_> {
+    /// Calls `f(gpa, offset, n)` for each piece, `offset` counting from the region's start.
+    fn for_each(&self, mut f: impl FnMut(u64, u64, usize) -> Result<(), IoError>) -> Result<(), IoError> {
+        let (mut skip, mut done) = (self.skip, 0u64);
+        for b in self.buffers {
+            if done == self.len {
+                break;
+            }
+            let blen = b.len as u64;
+            if skip >= blen {
+                skip -= blen;
+                continue;
+            }
+            let n = (blen - skip).min(self.len - done);
+            f(b.addr + skip, done, n as usize)?;
+            done += n;
+            skip = 0;
+        }
+        Ok(())
+    }
+
+    /// Copies `data` into the region at `offset` (guest memory writes).
+    fn write(&self, mem: &impl GuestRam, offset: u64, data: &[u8]) -> Result<(), IoError> {
+        let end = offset + data.len() as u64;
+        self.for_each(|gpa, at, n| {
+            let (s, e) = (at.max(offset), (at + n as u64).min(end));
+            if s < e {
+                let part = &data[(s - offset) as usize..(e - offset) as usize];
+                mem.write(gpa + (s - at), part).map_err(|_| IoError)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Fills `buf` from the region at `offset` (guest memory reads).
+    fn read(&self, mem: &impl GuestRam, offset: u64, buf: &mut [u8]) -> Result<(), IoError> {
+        let end = offset + buf.len() as u64;
+        self.for_each(|gpa, at, n| {
+            let (s, e) = (at.max(offset), (at + n as u64).min(end));
+            if s < e {
+                mem.read(gpa + (s - at), &mut buf[(s - offset) as usize..(e - offset) as usize]).map_err(|_| IoError)?;
+            }
+            Ok(())
+        })
+    }
+}
+
+impl<B: Backend> BlockDevice<B> {
+    /// Serves one request; returns the bytes written into its buffers (the used length).
+    pub fn serve(&mut self, chain: &Chain, mem: &impl GuestRam) -> u32 {
+        let split = chain.buffers.iter().position(|b| b.device_writes).unwrap_or(chain.buffers.len());
+        let (readable, writable) = chain.buffers.split_at(split);
+        let readable_len: u64 = readable.iter().map(|b| b.len as u64).sum();
+        let writable_len: u64 = writable.iter().map(|b| b.len as u64).sum();
+        // The status byte: the last byte the device may write.
+        let Some(status_at) = writable_len.checked_sub(1) else { return 0 };
+        let out = Region { buffers: writable, skip: 0, len: status_at };
+        let (status, data_written) = self.request(readable, readable_len, &out, mem);
+        let status_region = Region { buffers: writable, skip: status_at, len: 1 };
+        if status_region.write(mem, 0, &[status]).is_err() {
+            return 0;
+        }
+        (data_written + 1) as u32
+    }
+
+    /// Carries out the request; (status, bytes written into `out`).
+    fn request(&mut self, readable: &[Buffer], readable_len: u64, out: &Region<'_>, mem: &impl GuestRam) -> (u8, u64) {
+        let mut header = [0u8; HEADER as usize];
+        let whole = Region { buffers: readable, skip: 0, len: readable_len };
+        if readable_len < HEADER || whole.read(mem, 0, &mut header).is_err() {
+            return (S_IOERR, 0);
+        }
+        let kind = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+        let mut sector_bytes = [0u8; 8];
+        sector_bytes.copy_from_slice(&header[8..16]);
+        let sector = u64::from_le_bytes(sector_bytes);
+        let data_in = Region { buffers: readable, skip: HEADER, len: readable_len - HEADER };
+        match kind {
+            T_IN => match self.transfer(sector, out.len, |dev, s, chunk, off| {
+                dev.backend.read(s, chunk)?;
+                out.write(mem, off, chunk)
+            }) {
+                Ok(()) => (S_OK, out.len),
+                Err(IoError) => (S_IOERR, 0),
+            },
+            T_OUT if self.backend.read_only() => (S_IOERR, 0),
+            T_OUT => match self.transfer(sector, data_in.len, |dev, s, chunk, off| {
+                data_in.read(mem, off, chunk)?;
+                dev.backend.write(s, chunk)
+            }) {
+                Ok(()) => (S_OK, 0),
+                Err(IoError) => (S_IOERR, 0),
+            },
+            T_FLUSH => match self.backend.flush() {
+                Ok(()) => (S_OK, 0),
+                Err(IoError) => (S_IOERR, 0),
+            },
+            T_GET_ID => {
+                let mut id = [0u8; ID_BYTES];
+                let serial = self.backend.serial();
+                let n = serial.len().min(ID_BYTES);
+                id[..n].copy_from_slice(&serial[..n]);
+                let len = out.len.min(ID_BYTES as u64) as usize;
+                match out.write(mem, 0, &id[..len]) {
+                    Ok(()) => (S_OK, len as u64),
+                    Err(IoError) => (S_IOERR, 0),
+                }
+            }
+            _ => (S_UNSUPP, 0),
+        }
+    }
+
+    /// Moves `len` bytes (whole sectors, inside the disk) from `sector` on, CHUNK bytes at a
+    /// time through a bounce buffer: `step(device, sector, chunk, offset)`.
+    fn transfer(&mut self, sector: u64, len: u64, mut step: impl FnMut(&mut Self, u64, &mut [u8], u64) -> Result<(), IoError>) -> Result<(), IoError> {
+        let sectors = len / SECTOR;
+        if len % SECTOR != 0 || sector.checked_add(sectors).is_none_or(|end| end > self.backend.sectors()) {
+            return Err(IoError);
+        }
+        let mut bounce = [0u8; CHUNK];
+        let mut done = 0u64;
+        while done < len {
+            let n = (len - done).min(CHUNK as u64) as usize;
+            step(self, sector + done / SECTOR, &mut bounce[..n], done)?;
+            done += n as u64;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::virtqueue::OutOfRam;
+    use std::cell::RefCell;
+    use std::vec;
+    use std::vec::Vec;
+
+    /// Guest RAM: 1 MiB at 0x4000_0000.
+    struct Ram(RefCell<Vec<u8>>);
+    const BASE: u64 = 0x4000_0000;
+
+    impl Ram {
+        fn new() -> Ram {
+            Ram(RefCell::new(vec![0; 1 << 20]))
+        }
+        fn range(&self, gpa: u64, len: usize) -> Result<core::ops::Range<usize>, OutOfRam> {
+            let start = gpa.checked_sub(BASE).ok_or(OutOfRam)? as usize;
+            let end = start.checked_add(len).ok_or(OutOfRam)?;
+            if end > self.0.borrow().len() {
+                return Err(OutOfRam);
+            }
+            Ok(start..end)
+        }
+        fn put(&self, gpa: u64, data: &[u8]) {
+            self.write(gpa, data).unwrap();
+        }
+        fn get(&self, gpa: u64, len: usize) -> Vec<u8> {
+            let mut v = vec![0; len];
+            self.read(gpa, &mut v).unwrap();
+            v
+        }
+    }
+
+    impl GuestRam for Ram {
+        fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), OutOfRam> {
+            let r = self.range(gpa, buf.len())?;
+            buf.copy_from_slice(&self.0.borrow()[r]);
+            Ok(())
+        }
+        fn write(&self, gpa: u64, data: &[u8]) -> Result<(), OutOfRam> {
+            let r = self.range(gpa, data.len())?;
+            self.0.borrow_mut()[r].copy_from_slice(data);
+            Ok(())
+        }
+    }
+
+    struct Disk {
+        data: Vec<u8>,
+        read_only: bool,
+        fail: bool,
+        flushes: usize,
+    }
+
+    impl Backend for Disk {
+        fn sectors(&self) -> u64 {
+            self.data.len() as u64 / SECTOR
+        }
+        fn read_only(&self) -> bool {
+            self.read_only
+        }
+        fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), IoError> {
+            assert!(buf.len() % 512 == 0 && buf.len() <= CHUNK);
+            if self.fail {
+                return Err(IoError);
+            }
+            let s = (sector * SECTOR) as usize;
+            buf.copy_from_slice(&self.data[s..s + buf.len()]);
+            Ok(())
+        }
+        fn write(&mut self, sector: u64, data: &[u8]) -> Result<(), IoError> {
+            assert!(data.len() % 512 == 0 && data.len() <= CHUNK);
+            if self.fail {
+                return Err(IoError);
+            }
+            let s = (sector * SECTOR) as usize;
+            self.data[s..s + data.len()].copy_from_slice(data);
+            Ok(())
+        }
+        fn flush(&mut self) -> Result<(), IoError> {
+            self.flushes += 1;
+            if self.fail {
+                Err(IoError)
+            } else {
+                Ok(())
+            }
+        }
+        fn serial(&self) -> &[u8] {
+            b"vm0-disk0"
+        }
+    }
+
+    fn device(sectors: usize) -> BlockDevice<Disk> {
+        let data = (0..sectors * 512).map(|i| (i / 512) as u8 ^ (i % 251) as u8).collect();
+        BlockDevice { backend: Disk { data, read_only: false, fail: false, flushes: 0 } }
+    }
+
+    fn buf(addr: u64, len: u32, device_writes: bool) -> Buffer {
+        Buffer { addr: BASE + addr, len, device_writes }
+    }
+
+    fn header(ram: &Ram, at: u64, kind: u32, sector: u64) -> Buffer {
+        ram.put(BASE + at, &crate::virtio::blk::header(kind, sector));
+        buf(at, 16, false)
+    }
+
+    fn chain(buffers: Vec<Buffer>) -> Chain {
+        Chain { head: 0, buffers }
+    }
+
+    #[test]
+    fn config_space_and_features() {
+        let mut d = device(64);
+        assert_eq!(d.read_config(0, 8), 64);
+        assert_eq!(d.read_config(12, 4), SEG_MAX as u64);
+        assert_eq!(d.read_config(20, 4), 512);
+        assert_eq!(d.read_config(22, 4), 0, "reads past the space are 0");
+        assert_eq!(d.read_config(u64::MAX, 8), 0);
+        assert_eq!(d.features() & F_RO, 0);
+        d.backend.read_only = true;
+        assert_eq!(d.features() & (F_RO | F_FLUSH | F_SEG_MAX | F_BLK_SIZE), F_RO | F_FLUSH | F_SEG_MAX | F_BLK_SIZE);
+        assert_eq!((d.device_id(), d.queue_max(0), d.queue_max(1)), (2, QUEUE_SIZE, 0));
+    }
+
+    #[test]
+    fn reads_and_writes_across_split_buffers() {
+        let ram = Ram::new();
+        let mut d = device(64);
+        // Write 3 sectors at sector 5 from three buffers of odd sizes (1000 + 36 + 500).
+        let data: Vec<u8> = (0..1536).map(|i| (i * 7 % 256) as u8).collect();
+        ram.put(BASE + 0x1000, &data[..1000]);
+        ram.put(BASE + 0x3000, &data[1000..1036]);
+        ram.put(BASE + 0x5000, &data[1036..]);
+        let h = header(&ram, 0, T_OUT, 5);
+        let c = chain(vec![h, buf(0x1000, 1000, false), buf(0x3000, 36, false), buf(0x5000, 500, false), buf(0x9000, 1, true)]);
+        assert_eq!(d.serve(&c, &ram), 1);
+        assert_eq!(ram.get(BASE + 0x9000, 1), [S_OK]);
+        assert_eq!(&d.backend.data[5 * 512..8 * 512], &data[..]);
+        // Read them back into two writable buffers, the status byte in the second.
+        let h = header(&ram, 0x100, T_IN, 5);
+        let c = chain(vec![h, buf(0x20000, 700, true), buf(0x30000, 837, true)]);
+        assert_eq!(d.serve(&c, &ram), 1537);
+        let mut back = ram.get(BASE + 0x20000, 700);
+        back.extend(ram.get(BASE + 0x30000, 836));
+        assert_eq!(back, data);
+        assert_eq!(ram.get(BASE + 0x30000 + 836, 1), [S_OK]);
+        // More than one bounce chunk: 20 sectors.
+        let h = header(&ram, 0x200, T_IN, 40);
+        let c = chain(vec![h, buf(0x40000, 20 * 512 + 1, true)]);
+        assert_eq!(d.serve(&c, &ram), 20 * 512 + 1);
+        assert_eq!(ram.get(BASE + 0x40000, 20 * 512), &d.backend.data[40 * 512..60 * 512]);
+    }
+
+    #[test]
+    fn flush_get_id_and_unknown_types() {
+        let ram = Ram::new();
+        let mut d = device(8);
+        let c = chain(vec![header(&ram, 0, T_FLUSH, 0), buf(0x100, 1, true)]);
+        assert_eq!(d.serve(&c, &ram), 1);
+        assert_eq!((ram.get(BASE + 0x100, 1)[0], d.backend.flushes), (S_OK, 1));
+        let c = chain(vec![header(&ram, 0, T_GET_ID, 0), buf(0x200, 21, true)]);
+        assert_eq!(d.serve(&c, &ram), 21);
+        assert_eq!(&ram.get(BASE + 0x200, 20)[..10], b"vm0-disk0\0");
+        assert_eq!(ram.get(BASE + 0x214, 1), [S_OK]);
+        let c = chain(vec![header(&ram, 0, 77, 0), buf(0x300, 1, true)]);
+        assert_eq!(d.serve(&c, &ram), 1);
+        assert_eq!(ram.get(BASE + 0x300, 1), [S_UNSUPP]);
+    }
+
+    #[test]
+    fn bad_requests_get_an_error_status_never_more() {
+        let ram = Ram::new();
+        let mut d = device(8);
+        let status = |ram: &Ram| ram.get(BASE + 0x900, 1)[0];
+        let st = || buf(0x900, 1, true);
+        // Past the end of the disk, and overflowing the sector number.
+        for sector in [7, 8, u64::MAX] {
+            let c = chain(vec![header(&ram, 0, T_IN, sector), buf(0x1000, 1024, true), st()]);
+            assert_eq!(d.serve(&c, &ram), 1, "sector {sector}");
+            assert_eq!(status(&ram), S_IOERR);
+        }
+        // Not whole sectors.
+        let c = chain(vec![header(&ram, 0, T_IN, 0), buf(0x1000, 100, true), st()]);
+        assert_eq!((d.serve(&c, &ram), status(&ram)), (1, S_IOERR));
+        // A short header.
+        let c = chain(vec![buf(0, 8, false), st()]);
+        assert_eq!((d.serve(&c, &ram), status(&ram)), (1, S_IOERR));
+        // A data buffer outside RAM.
+        let c = chain(vec![header(&ram, 0, T_OUT, 0), Buffer { addr: 0x1000, len: 512, device_writes: false }, st()]);
+        assert_eq!((d.serve(&c, &ram), status(&ram)), (1, S_IOERR));
+        // No status byte at all, or one outside RAM: nothing can be said.
+        let c = chain(vec![header(&ram, 0, T_FLUSH, 0)]);
+        assert_eq!(d.serve(&c, &ram), 0);
+        let c = chain(vec![header(&ram, 0, T_FLUSH, 0), Buffer { addr: 0x10, len: 1, device_writes: true }]);
+        assert_eq!(d.serve(&c, &ram), 0);
+        // A read-only disk refuses writes, and a failing backend fails requests.
+        d.backend.read_only = true;
+        let before = d.backend.data.clone();
+        let c = chain(vec![header(&ram, 0, T_OUT, 0), buf(0x1000, 512, false), st()]);
+        assert_eq!((d.serve(&c, &ram), status(&ram)), (1, S_IOERR));
+        assert_eq!(d.backend.data, before);
+        d.backend.fail = true;
+        let c = chain(vec![header(&ram, 0, T_IN, 0), buf(0x1000, 512, true), st()]);
+        assert_eq!((d.serve(&c, &ram), status(&ram)), (1, S_IOERR));
+        let c = chain(vec![header(&ram, 0, T_FLUSH, 0), st()]);
+        assert_eq!((d.serve(&c, &ram), status(&ram)), (1, S_IOERR));
+    }
+
+    /// Random chains (headers, buffer counts, lengths, addresses in and out of RAM) never
+    /// panic, never report more than the writable bytes, and never touch the disk past its
+    /// end.
+    #[test]
+    fn garbage_requests_are_answered_safely() {
+        let mut rng = crate::rng::Rng::new(0xb10c);
+        let ram = Ram::new();
+        let mut d = device(16);
+        for _ in 0..20_000 {
+            let kind = [T_IN, T_OUT, T_FLUSH, T_GET_ID, 3, rng.next() as u32][rng.below(6) as usize];
+            let sector = if rng.below(4) == 0 { rng.next() } else { rng.below(20) };
+            ram.put(BASE, &crate::virtio::blk::header(kind, sector));
+            let n = rng.below(6) as usize;
+            let mut buffers = vec![Buffer { addr: BASE + rng.below(32), len: rng.below(40) as u32, device_writes: false }];
+            let mut writes = false;
+            for _ in 0..n {
+                writes |= rng.below(2) == 0;
+                let addr = if rng.below(8) == 0 { rng.next() >> rng.below(64) } else { BASE + 0x1000 + rng.below(0xf0000) };
+                buffers.push(Buffer { addr, len: rng.below(5000) as u32, device_writes: writes });
+            }
+            let writable: u64 = buffers.iter().filter(|b| b.device_writes).map(|b| b.len as u64).sum();
+            let used = d.serve(&chain(buffers), &ram) as u64;
+            assert!(used <= writable, "used {used} of {writable}");
+            assert_eq!(d.backend.data.len(), 16 * 512);
+        }
+    }
+}
