@@ -60,6 +60,9 @@ class BootTest:
     # A differential test: the (single) guest also boots directly on QEMU, and the lines it
     # prints as `observe ...` must be the same in both runs.
     compare_bare: bool = False
+    # Run before the boot (files it needs), and after it (problems found outside the log).
+    before: object = None
+    after: object = None
 
 
 @dataclass
@@ -306,6 +309,25 @@ def linux(cpus: int, bootargs: str = "") -> Guest:
                  bootargs=bootargs or f"console=ttyAMA0 panic=-1 quiet hvtest.cpus={cpus}")
 
 
+DISK = qemu.ROOT / "target" / "test-disk.img"
+
+
+def fresh_disk() -> None:
+    """A 4 MiB disk image with a pattern in its first sector."""
+    DISK.parent.mkdir(parents=True, exist_ok=True)
+    with open(DISK, "wb") as f:
+        f.truncate(4 * MIB)
+        f.write(b"HVDISK-TEST-PATTERN")
+
+
+def disk_written() -> list[str]:
+    """What the guest wrote to sector 8 reached the image file."""
+    with open(DISK, "rb") as f:
+        f.seek(8 * 512)
+        got = f.read(20)
+    return [] if got == b"WRITTEN-BY-THE-GUEST" else [f"sector 8 of the image holds {got!r}"]
+
+
 def linux_tests() -> list[BootTest]:
     checks = [r"CHECK cpus: ok", r"CHECK timer: ok", r"CHECK ipi: ok", r"CHECK debug: ok \(hw-breakpoint: 6 4\)", r"CHECK pmu: ok \(hw perfevents: armv8_pmuv3 7\)", r"CHECK perf: ok \(PERFCOUNT cycles=\d+ instructions=-2\)", r"CHECK sve: ok",
               r"CHECK pauth: ok", r"LINUX TESTS DONE: 0 failed"]
@@ -323,6 +345,15 @@ def linux_tests() -> list[BootTest]:
                   r"VM 0 vCPU 0: .* pauth_traps=(\d{2,}) key_switch_exits=[1-9]\d* plain_exits=\d+ loads=\d{2,}",
                   r"populated on first touch, 4 KiB pages", r"VM 0 memory: s2_faults=(\d{4,}) .*populated=\d{4,} ", NO_LEAK,
                   r"machine exit status 0"], linux=True),
+        # A guest disk: the host disk vm0-disk0 as a virtio-blk device in slot 31; the guest
+        # reads the pattern the test wrote, writes a sector that lands in the image file.
+        BootTest("linux-disk", Machine([Guest(kernel=LINUX / "Image", initrd=LINUX / "initramfs.cpio", mem=256 * MIB,
+                                              bootargs="console=ttyAMA0 panic=-1 quiet hvtest.disk", disks=[DISK])]), [
+            r"virtio-blk at 0x[0-9a-f]+ \(serial \"vm0-disk0\", 4096 KiB\): disk 0 of VM 0",
+            r"VM 0: disk \"vm0-disk0\" \(4096 KiB\) in virtio-mmio slot 31 \(SPI 47\)",
+            r"vm0\| DISK vda: 8192 sectors, serial vm0-disk0, ro 0", r"vm0\| DISK first sector: HVDISK-TEST-PATTERN",
+            r"vm0\| DISK sector 8 read back: WRITTEN-BY-THE-GUEST", r"machine exit status 0"], linux=True,
+                 before=fresh_disk, after=disk_written),
         # Also booted directly by QEMU: every check has the same outcome there.
         BootTest("linux-4cpu", Machine([linux(4)], cpus=4), [rf"vm0\| {c}" for c in checks] + [r"machine exit status 0"], linux=True,
                  compare_bare=True),
@@ -384,6 +415,8 @@ def input_tests() -> list[InputTest]:
     with big.open("wb") as f:
         f.truncate(8 * MIB)
     elf = qemu.HYPERVISOR_ELF.parent / "hello"
+    tiny = LOGS / "disk-100-bytes"
+    tiny.write_bytes(b"x" * 100)
     return [
         InputTest("missing-kernel", ["KERNEL=/nonexistent/Image"], r"kernel '/nonexistent/Image' does not exist"),
         InputTest("kernel-not-an-image", [f"KERNEL={qemu.ROOT / 'Cargo.toml'}"], r"is not an arm64 Image"),
@@ -406,6 +439,12 @@ def input_tests() -> list[InputTest]:
                   r"bootargs=x=`id` \$HOME 'q' dyndbg=\"file foo\.c \+p\"", status=0),
         InputTest("qemu-extra", [hello, "QEMU_EXTRA=-rtc base=2020-01-01 -name 'a b'"], r" -rtc base=2020-01-01 -name a b$",
                   status=0),
+        # Disks: each becomes VM 0's vmN-diskM; bad ones are refused.
+        InputTest("disks", [hello, f"DISK={big} {big}"], rf"file={big} -device virtio-blk-device,drive=vm0d0,serial=vm0-disk0 "
+                  rf"-drive if=none,id=vm0d1,format=raw,file={big} -device virtio-blk-device,drive=vm0d1,serial=vm0-disk1", status=0),
+        InputTest("missing-disk", [hello, "DISK=/nonexistent/disk.img"], r"disk '/nonexistent/disk.img' does not exist"),
+        InputTest("disk-is-a-directory", [hello, f"DISK={LOGS}"], rf"disk '{LOGS}' is a directory"),
+        InputTest("disk-smaller-than-a-sector", [hello, f"DISK={tiny}"], rf"disk '{tiny}' is smaller than a sector"),
     ]
 
 
@@ -413,6 +452,8 @@ def run_boot(t: BootTest, timeout: float) -> tuple[bool, str]:
     if t.linux and (why := qemu.fetch_linux()):
         return False, f"no Linux guest: {why}"
     log = LOGS / f"{t.name}.log"
+    if t.before:
+        t.before()
     t.machine.console_prefix = not t.raw
     r = qemu.run(qemu.command(t.machine, validate=t.validate), timeout, log=log, dialog=t.dialog)
     problems = []
@@ -426,6 +467,8 @@ def run_boot(t: BootTest, timeout: float) -> tuple[bool, str]:
     problems += [f"unexpected /{x}/" for x in t.reject if re.search(x, r.out)]
     if t.compare_bare:
         problems += compare_with_bare(t, r.out, timeout)
+    if t.after and not r.hung:
+        problems += t.after()
     return not problems, "; ".join(problems) + (f" (log: {log})" if problems else "")
 
 

@@ -90,7 +90,7 @@ def guest_panic(name: str, modern: bool = False) -> list[str]:
     code, out = boot(m, LOGS / f"{name}.log")
     problems = [] if code == 2 else [f"exit status {code}, expected 2"]
     problems += expect(out, [r"VM 0: stopping: crashed \(PanicReported\)", r"pstore: VM 0 crash recorded in dmesg-pstore_blk-0 \(Panic #1",
-                             r"virtio-blk at 0x[0-9a-f]+ \(serial \"guest-disk\"\) is not the pstore disk: left alone",
+                             r"virtio-blk at 0x[0-9a-f]+ \(serial \"guest-disk\"\) is not the pstore disk or a VM's disk \(vmN-diskM\): left alone",
                              rf"pstore: disk \"hv-pstore\" at virtio-mmio 0x[0-9a-f]+ \(v{2 if modern else 1}\)"])
     if hashlib.sha256(other.read_bytes()).hexdigest() != before:
         problems.append("the disk that is not the pstore disk was written")

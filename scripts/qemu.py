@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import codecs
+import dataclasses
 import os
 import re
 import shlex
@@ -123,6 +124,8 @@ class Guest:
     bootargs: str = ""
     mem: int = 128 * MIB
     smp: int = 1
+    # Disk images the VM's guest sees as virtio-blk disks (serial vm<N>-disk<M>).
+    disks: list[Path] = field(default_factory=list)
 
 
 @dataclass
@@ -194,6 +197,13 @@ def command(m: Machine, validate: bool = True) -> list[str]:
             addr = align_up(addr + initrd_size, 2 * MIB)
         hv_args += [f"vm{i}.mem={g.mem // MIB}M", f"vm{i}.smp={g.smp}"]
         guest_total += g.mem
+        for n, d in enumerate(g.disks):
+            if not d.is_file():
+                raise UserError(f"disk '{d}' {'is a directory' if d.is_dir() else 'does not exist'}")
+            if readable(d, "disk") < 512:
+                raise UserError(f"disk '{d}' is smaller than a sector (512 bytes)")
+            devices += ["-drive", f"if=none,id=vm{i}d{n},format=raw,file={opt(d)}",
+                        "-device", f"virtio-blk-device,drive=vm{i}d{n},serial=vm{i}-disk{n}"]
     # Host RAM: the modules, every guest's RAM, and room for the hypervisor.
     host_mem = m.host_mem or align_up(addr - RAM_BASE + guest_total + 256 * MIB, 256 * MIB)
     if m.console_prefix:
@@ -344,7 +354,7 @@ def run(argv: list[str], timeout: float, log: Path | None = None, dialog: list[t
 # The options `make run` and `make debug` take (KERNEL=, APPEND=, ...): the Makefile hands
 # them over in the environment as HVRUN_<NAME>, exactly as given, so that no shell ever
 # reads them (quotes, spaces, $ and backticks in APPEND reach the guest as written).
-OPTIONS = ["kernel", "initrd", "append", "smp", "mem", "cpus", "vms", "hv-args", "pauth", "pstore", "qemu-extra"]
+OPTIONS = ["kernel", "initrd", "append", "smp", "mem", "cpus", "vms", "hv-args", "pauth", "pstore", "disk", "qemu-extra"]
 MAKE_NAMES = {"hv-args": "HVARGS", "qemu-extra": "QEMU_EXTRA"}
 
 
@@ -402,7 +412,9 @@ def machine_from_args(argv: list[str]) -> Machine:
         raise UserError(f"PAUTH={given['pauth']}: use impdef or qarma5")
     g = Guest(kernel=kernel, initrd=Path(initrd) if initrd else None, bootargs=bootargs, mem=mem, smp=smp)
     pstore = None if given["pstore"] == "none" else Path(given["pstore"]) if given["pstore"] else DEFAULT_PSTORE
-    m = Machine(guests=[g] * vms, cpus=cpus, hv_args=given["hv-args"], pauth=given["pauth"] or "impdef", gdb=a.mode == "debug",
+    # DISK="a.img b.img": VM 0's disks, in order (vda, vdb, ... in a Linux guest).
+    disks = [Path(d) for d in given["disk"].split()]
+    m = Machine(guests=[dataclasses.replace(g, disks=disks)] + [g] * (vms - 1), cpus=cpus, hv_args=given["hv-args"], pauth=given["pauth"] or "impdef", gdb=a.mode == "debug",
                 pstore=pstore, extra=shlex.split(given["qemu-extra"]))
     m.mode = a.mode  # type: ignore[attr-defined]
     if cpus is None and smp > 8 and not re.search(r"(^|\s)(vm\d\.)?overcommit=on(\s|$)", m.hv_args):

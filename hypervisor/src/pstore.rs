@@ -89,22 +89,7 @@ pub fn init(dt: &HostDt, cfg: &PstoreConfig) {
         RTC.store(r.start, Ordering::Relaxed);
     }
     let serial = core::str::from_utf8(cfg.serial()).unwrap_or("?");
-    let mut found = None;
-    for t in dt.virtio_mmio() {
-        let Ok(mut disk) = VirtioBlk::probe(t.start) else { continue };
-        let mut id = [0u8; 20];
-        match disk.serial(&mut id) {
-            Ok(n) if &id[..n] == cfg.serial() && found.is_none() => found = Some(disk),
-            Ok(n) => {
-                log::info!("virtio-blk at {:#x} (serial \"{}\") is not the pstore disk: left alone", t.start, core::str::from_utf8(&id[..n]).unwrap_or("?"));
-                disk.release();
-            }
-            Err(e) => {
-                log::warn!("virtio-blk at {:#x}: no serial ({e:?}): left alone", t.start);
-                disk.release();
-            }
-        }
-    }
+    let found = crate::drivers::disks::probe(&dt.virtio_mmio(), cfg.serial());
     let Some(disk) = found else {
         log::info!("pstore: no virtio-blk disk with serial \"{serial}\": panics are not recorded on disk");
         return;

@@ -16,6 +16,7 @@ pub const SECTOR: u64 = 512;
 /// virtio-blk's device ID.
 pub const DEVICE_ID: u32 = 2;
 /// Feature bits offered.
+pub const F_SIZE_MAX: u64 = 1 << 1;
 pub const F_SEG_MAX: u64 = 1 << 2;
 pub const F_RO: u64 = 1 << 5;
 pub const F_BLK_SIZE: u64 = 1 << 6;
@@ -24,9 +25,24 @@ pub const F_FLUSH: u64 = 1 << 9;
 pub const QUEUE_SIZE: u16 = 128;
 /// Data buffers per request at most (seg_max): the queue less the header and the status.
 pub const SEG_MAX: u32 = QUEUE_SIZE as u32 - 2;
+/// Bytes per data buffer at most (size_max).
+pub const SIZE_MAX: u32 = 32 * 1024;
+/// Data bytes per request at most: what SEG_MAX buffers of SIZE_MAX hold. Longer requests
+/// are refused (S_IOERR), so that one request keeps its vCPU in the hypervisor for a bounded
+/// time however the guest builds it.
+pub const MAX_REQUEST: u64 = SEG_MAX as u64 * SIZE_MAX as u64;
 /// Bytes moved per backend call (the size of the device's bounce buffer).
 pub const CHUNK: usize = 4096;
 const HEADER: u64 = 16;
+
+/// The VM and disk number a host disk's serial names: `vm<N>-disk<M>` (QEMU's
+/// `-device virtio-blk-device,serial=vm0-disk0`).
+pub fn vm_disk(serial: &[u8]) -> Option<(usize, usize)> {
+    let s = core::str::from_utf8(serial).ok()?;
+    let (vm, disk) = s.strip_prefix("vm")?.split_once("-disk")?;
+    let number = |t: &str| (!t.is_empty() && t.len() <= 3 && t.bytes().all(|b| b.is_ascii_digit())).then(|| t.parse().ok()).flatten();
+    Some((number(vm)?, number(disk)?))
+}
 
 /// What failed in the backend (the guest sees S_IOERR).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,7 +70,7 @@ impl<B: Backend> VirtioDevice for BlockDevice<B> {
     }
 
     fn features(&self) -> u64 {
-        F_SEG_MAX | F_BLK_SIZE | F_FLUSH | if self.backend.read_only() { F_RO } else { 0 }
+        F_SIZE_MAX | F_SEG_MAX | F_BLK_SIZE | F_FLUSH | if self.backend.read_only() { F_RO } else { 0 }
     }
 
     fn queue_max(&self, q: usize) -> u16 {
@@ -65,11 +81,12 @@ impl<B: Backend> VirtioDevice for BlockDevice<B> {
         }
     }
 
-    /// capacity (le64) at 0, size_max at 8 (not offered: 0), seg_max at 12, geometry at
-    /// 16 (not offered: 0), blk_size at 20.
+    /// capacity (le64) at 0, size_max at 8, seg_max at 12, geometry at 16 (not offered:
+    /// 0), blk_size at 20.
     fn read_config(&self, offset: u64, size: u8) -> u64 {
         let mut space = [0u8; 24];
         space[0..8].copy_from_slice(&self.backend.sectors().to_le_bytes());
+        space[8..12].copy_from_slice(&SIZE_MAX.to_le_bytes());
         space[12..16].copy_from_slice(&SEG_MAX.to_le_bytes());
         space[20..24].copy_from_slice(&(SECTOR as u32).to_le_bytes());
         let start = offset as usize;
@@ -207,7 +224,7 @@ impl<B: Backend> BlockDevice<B> {
     /// time through a bounce buffer: `step(device, sector, chunk, offset)`.
     fn transfer(&mut self, sector: u64, len: u64, mut step: impl FnMut(&mut Self, u64, &mut [u8], u64) -> Result<(), IoError>) -> Result<(), IoError> {
         let sectors = len / SECTOR;
-        if len % SECTOR != 0 || sector.checked_add(sectors).is_none_or(|end| end > self.backend.sectors()) {
+        if len % SECTOR != 0 || len > MAX_REQUEST || sector.checked_add(sectors).is_none_or(|end| end > self.backend.sectors()) {
             return Err(IoError);
         }
         let mut bounce = [0u8; CHUNK];
@@ -332,9 +349,19 @@ mod tests {
     }
 
     #[test]
+    fn disk_serials_name_a_vm_and_a_number() {
+        assert_eq!(vm_disk(b"vm0-disk0"), Some((0, 0)));
+        assert_eq!(vm_disk(b"vm12-disk3"), Some((12, 3)));
+        for bad in [&b"hv-pstore"[..], b"vm-disk0", b"vm0-disk", b"vm0disk0", b"vmx-disk0", b"vm0-disk+1", b"vm1234-disk0", b"\xff"] {
+            assert_eq!(vm_disk(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
     fn config_space_and_features() {
         let mut d = device(64);
         assert_eq!(d.read_config(0, 8), 64);
+        assert_eq!(d.read_config(8, 4), SIZE_MAX as u64);
         assert_eq!(d.read_config(12, 4), SEG_MAX as u64);
         assert_eq!(d.read_config(20, 4), 512);
         assert_eq!(d.read_config(22, 4), 0, "reads past the space are 0");
@@ -402,6 +429,11 @@ mod tests {
             assert_eq!(d.serve(&c, &ram), 1, "sector {sector}");
             assert_eq!(status(&ram), S_IOERR);
         }
+        // Longer than a request may be (on a disk large enough).
+        let mut big = device(((MAX_REQUEST + 4096) / SECTOR) as usize);
+        let c = chain(vec![header(&ram, 0, T_IN, 0), Buffer { addr: BASE + 0x1000, len: (MAX_REQUEST + 512) as u32, device_writes: true }, st()]);
+        assert_eq!(big.serve(&c, &ram), 1);
+        assert_eq!(status(&ram), S_IOERR);
         // Not whole sectors.
         let c = chain(vec![header(&ram, 0, T_IN, 0), buf(0x1000, 100, true), st()]);
         assert_eq!((d.serve(&c, &ram), status(&ram)), (1, S_IOERR));

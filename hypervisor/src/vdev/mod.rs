@@ -4,5 +4,6 @@
 
 pub mod pvpanic;
 pub mod vgic;
+pub mod virtio_blk;
 pub mod virtio_mmio;
 pub mod vuart;

@@ -6,7 +6,8 @@ use super::vcpu::{Vcpu, VcpuRun};
 use super::{inject, Vm};
 use crate::vdev::{vgic, virtio_mmio};
 use aarch64_cpu::registers::*;
-use hv_core::esr::Esr;
+use crate::vdev::virtio_blk::GuestDisk;
+use hv_core::esr::{DataAbort, Esr};
 use hv_core::guest_dt::layout;
 use hv_core::hypercall::Counter;
 use hv_core::mmio::MmioDevice;
@@ -18,7 +19,10 @@ enum Device {
     Uart,
     PvPanic,
     Gic,
+    /// An empty virtio-mmio slot.
     Virtio,
+    /// The VM's disk number n (`Vm::disks`), in its slot.
+    Disk(usize),
 }
 
 /// The faulting IPA: page from HPFAR_EL2.FIPA, offset from FAR_EL2.
@@ -36,11 +40,31 @@ fn device_at(vm: &Vm, ipa: u64) -> Option<(Device, &dyn MmioDevice, u64)> {
         return Some((Device::PvPanic, &vm.pvpanic, ipa - layout::PVPANIC_BASE));
     }
     if Range::new(layout::VIRTIO_BASE, virtio_mmio::WINDOW).contains(ipa) {
+        let (slot, offset) = ((ipa - layout::VIRTIO_BASE) / layout::VIRTIO_SLOT_SIZE, (ipa - layout::VIRTIO_BASE) % layout::VIRTIO_SLOT_SIZE);
+        if let Some(n) = vm.disks.iter().position(|d| d.slot == slot) {
+            return Some((Device::Disk(n), &virtio_mmio::VirtioSlots, offset));
+        }
         return Some((Device::Virtio, &virtio_mmio::VirtioSlots, ipa - layout::VIRTIO_BASE));
     }
     match &vm.vgic {
         Some(g) if vgic::contains(ipa, vm.vcpus.len()) => Some((Device::Gic, g, ipa - layout::GICD_BASE)),
         _ => None,
+    }
+}
+
+/// A register access to one of the VM's disks; a write may serve requests and move the
+/// slot's interrupt line.
+fn disk_access(vm: &Vm, run: &mut VcpuRun, disk: &GuestDisk, offset: u64, da: DataAbort) {
+    let reg = da.reg as usize;
+    if da.write {
+        let value = if reg == 31 { 0 } else { run.regs.x[reg] };
+        let line = disk.write(&vm.mem, offset, da.access_size, da.store_value(value));
+        let intid = 32 + layout::VIRTIO_FIRST_SPI + disk.slot as u32;
+        if let Some(target) = vm.vgic.as_ref().and_then(|g| g.set_level(intid, line)) {
+            vm.notify(1 << target);
+        }
+    } else if reg != 31 {
+        run.regs.x[reg] = da.load_result(disk.read(offset, da.access_size));
     }
 }
 
@@ -85,6 +109,11 @@ pub fn handle_data_abort(vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun, esr: Esr) -> N
     }
     // Register 31 is XZR here: reads as zero, writes are discarded.
     let reg = da.reg as usize;
+    if let Device::Disk(n) = which {
+        disk_access(vm, run, &vm.disks[n], offset, da);
+        skip_instruction();
+        return Next::Resume;
+    }
     if da.write {
         let value = if reg == 31 { 0 } else { run.regs.x[reg] };
         dev.write(offset, da.access_size, da.store_value(value));

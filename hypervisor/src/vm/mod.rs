@@ -20,6 +20,7 @@ use crate::boot::loader::{self, LoadError};
 use crate::mm::guest::GuestMemory;
 use crate::vdev::pvpanic::PvPanic;
 use crate::vdev::vgic::{self, Vgic};
+use crate::vdev::virtio_blk::GuestDisk;
 use crate::vdev::vuart::VUart;
 use alloc::boxed::Box;
 use alloc::sync::Arc;
@@ -100,6 +101,9 @@ pub struct Vm {
     panic_pending: AtomicBool,
     /// The virtual GIC, when the machine can virtualize one.
     pub vgic: Option<Vgic>,
+    /// Its disks (host disks with serial `vm<id>-disk<M>`), disk M in virtio-mmio slot
+    /// 31 - M as QEMU fills its slots.
+    pub disks: Vec<GuestDisk>,
     stopping: AtomicBool,
     stop_reason: Mutex<Option<StopReason>>,
     verdict: Mutex<Verdict>,
@@ -151,6 +155,10 @@ impl Vm {
                 pvpanic: PvPanic::new(),
                 panic_pending: AtomicBool::new(false),
                 vgic: vgic::available().then(|| Vgic::new(vcpus)),
+                disks: crate::drivers::disks::of_vm(id)
+                    .filter(|d| d.number < layout::VIRTIO_SLOTS as usize)
+                    .map(|d| GuestDisk::new(layout::VIRTIO_SLOTS - 1 - d.number as u64, d))
+                    .collect(),
                 stopping: AtomicBool::new(false),
                 stop_reason: Mutex::new(None),
                 verdict: Mutex::new(Verdict::NONE),
@@ -175,6 +183,16 @@ impl Vm {
         // Table and image writes must be visible to the guest's walks and fetches.
         aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::ISH);
         *vm.vcpus[0].power.lock() = Power::OnPending { entry: boot.entry, context: boot.dtb };
+        for d in &vm.disks {
+            log::info!(
+                "VM {id}: disk \"{}\" ({} KiB{}) in virtio-mmio slot {} (SPI {})",
+                d.host.serial,
+                d.host.sectors / 2,
+                if d.host.read_only { ", read-only" } else { "" },
+                d.slot,
+                layout::VIRTIO_FIRST_SPI as u64 + d.slot
+            );
+        }
         log::info!(
             "VM {id}: {} MiB RAM at IPA {:#x} ({}), {vcpus} vCPU(s) on CPU(s) {:?}, PAuth {}, kernel at {:#x}, device tree at {:#x}{}",
             ram_size >> 20,
