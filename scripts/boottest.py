@@ -310,14 +310,19 @@ def linux(cpus: int, bootargs: str = "") -> Guest:
 
 
 DISK = qemu.ROOT / "target" / "test-disk.img"
+DISK_RO = qemu.ROOT / "target" / "test-disk-ro.img"
+DISK_VM1 = qemu.ROOT / "target" / "test-disk-vm1.img"
 
 
 def fresh_disk() -> None:
-    """A 4 MiB disk image with a pattern in its first sector."""
+    """A 4 MiB disk image with a pattern in its first sector, and a 1 MiB one to attach
+    read-only."""
     DISK.parent.mkdir(parents=True, exist_ok=True)
-    with open(DISK, "wb") as f:
-        f.truncate(4 * MIB)
-        f.write(b"HVDISK-TEST-PATTERN")
+    for path, size, pattern in [(DISK, 4 * MIB, b"HVDISK-TEST-PATTERN"), (DISK_RO, MIB, b"READ-ONLY-PATTERN"),
+                                (DISK_VM1, 2 * MIB, b"HVDISK-VM1-PATTERN!")]:
+        with open(path, "wb") as f:
+            f.truncate(size)
+            f.write(pattern)
 
 
 def disk_written() -> list[str]:
@@ -325,7 +330,23 @@ def disk_written() -> list[str]:
     with open(DISK, "rb") as f:
         f.seek(8 * 512)
         got = f.read(20)
-    return [] if got == b"WRITTEN-BY-THE-GUEST" else [f"sector 8 of the image holds {got!r}"]
+    problems = [] if got == b"WRITTEN-BY-THE-GUEST" else [f"sector 8 of the image holds {got!r}"]
+    with open(DISK_RO, "rb") as f:
+        ro = f.read(MIB)
+    if ro[:17] != b"READ-ONLY-PATTERN" or ro[17:].strip(b"\0"):
+        problems.append("the read-only disk changed")
+    return problems
+
+
+def disks_of_two_vms_written() -> list[str]:
+    """Each VM's write landed in its own image."""
+    problems = []
+    for path in (DISK, DISK_VM1):
+        with open(path, "rb") as f:
+            f.seek(8 * 512)
+            if (got := f.read(20)) != b"WRITTEN-BY-THE-GUEST":
+                problems.append(f"sector 8 of {path.name} holds {got!r}")
+    return problems
 
 
 def linux_tests() -> list[BootTest]:
@@ -348,12 +369,27 @@ def linux_tests() -> list[BootTest]:
         # A guest disk: the host disk vm0-disk0 as a virtio-blk device in slot 31; the guest
         # reads the pattern the test wrote, writes a sector that lands in the image file.
         BootTest("linux-disk", Machine([Guest(kernel=LINUX / "Image", initrd=LINUX / "initramfs.cpio", mem=256 * MIB,
-                                              bootargs="console=ttyAMA0 panic=-1 quiet hvtest.disk", disks=[DISK])]), [
+                                              bootargs="console=ttyAMA0 panic=-1 quiet hvtest.disk", disks=[qemu.Disk(DISK), qemu.Disk(DISK_RO, True)])]), [
             r"virtio-blk at 0x[0-9a-f]+ \(serial \"vm0-disk0\", 4096 KiB\): disk 0 of VM 0",
             r"VM 0: disk \"vm0-disk0\" \(4096 KiB\) in virtio-mmio slot 31 \(SPI 47\)",
             r"vm0\| DISK vda: 8192 sectors, serial vm0-disk0, ro 0", r"vm0\| DISK first sector: HVDISK-TEST-PATTERN",
-            r"vm0\| DISK sector 8 read back: WRITTEN-BY-THE-GUEST", r"machine exit status 0"], linux=True,
+            r"vm0\| DISK sector 8 read back: WRITTEN-BY-THE-GUEST",
+            r"VM 0: disk \"vm0-disk1\" \(1024 KiB, read-only\) in virtio-mmio slot 30 \(SPI 46\)",
+            r"vm0\| DISK vdb: 2048 sectors, serial vm0-disk1, ro 1", r"vm0\| DISK vdb first sector: READ-ONLY-PATTERN",
+            r"vm0\| DISK vdb write refused", r"machine exit status 0"], linux=True,
                  before=fresh_disk, after=disk_written),
+        # Two VMs, each with its own disk: each finds only its own (serial, size, pattern),
+        # and each write lands in its own image.
+        BootTest("linux-two-vms-disks", Machine([
+            Guest(kernel=LINUX / "Image", initrd=LINUX / "initramfs.cpio", mem=256 * MIB,
+                  bootargs="console=ttyAMA0 panic=-1 quiet hvtest.disk", disks=[qemu.Disk(DISK)]),
+            Guest(kernel=LINUX / "Image", initrd=LINUX / "initramfs.cpio", mem=256 * MIB,
+                  bootargs="console=ttyAMA0 panic=-1 quiet hvtest.disk", disks=[qemu.Disk(DISK_VM1)])], cpus=2), [
+            r"vm0\| DISK vda: 8192 sectors, serial vm0-disk0, ro 0", r"vm0\| DISK first sector: HVDISK-TEST-PATTERN",
+            r"vm1\| DISK vda: 4096 sectors, serial vm1-disk0, ro 0", r"vm1\| DISK first sector: HVDISK-VM1-PATTERN!",
+            r"vm0\| DISK sector 8 read back: WRITTEN-BY-THE-GUEST", r"vm1\| DISK sector 8 read back: WRITTEN-BY-THE-GUEST",
+            r"machine exit status 0"], reject=[r"vm\d\| DISK vdb", r"HYPERVISOR PANIC"], linux=True,
+                 before=fresh_disk, after=disks_of_two_vms_written),
         # Also booted directly by QEMU: every check has the same outcome there.
         BootTest("linux-4cpu", Machine([linux(4)], cpus=4), [rf"vm0\| {c}" for c in checks] + [r"machine exit status 0"], linux=True,
                  compare_bare=True),
@@ -440,8 +476,9 @@ def input_tests() -> list[InputTest]:
         InputTest("qemu-extra", [hello, "QEMU_EXTRA=-rtc base=2020-01-01 -name 'a b'"], r" -rtc base=2020-01-01 -name a b$",
                   status=0),
         # Disks: each becomes VM 0's vmN-diskM; bad ones are refused.
-        InputTest("disks", [hello, f"DISK={big} {big}"], rf"file={big} -device virtio-blk-device,drive=vm0d0,serial=vm0-disk0 "
-                  rf"-drive if=none,id=vm0d1,format=raw,file={big} -device virtio-blk-device,drive=vm0d1,serial=vm0-disk1", status=0),
+        InputTest("disks", [hello, f"DISK={big} {big}:ro"], rf"file={big} -device virtio-blk-device,drive=vm0d0,serial=vm0-disk0 "
+                  rf"-drive if=none,id=vm0d1,format=raw,file={big},readonly=on -device virtio-blk-device,drive=vm0d1,serial=vm0-disk1",
+                  status=0),
         InputTest("missing-disk", [hello, "DISK=/nonexistent/disk.img"], r"disk '/nonexistent/disk.img' does not exist"),
         InputTest("disk-is-a-directory", [hello, f"DISK={LOGS}"], rf"disk '{LOGS}' is a directory"),
         InputTest("disk-smaller-than-a-sector", [hello, f"DISK={tiny}"], rf"disk '{tiny}' is smaller than a sector"),

@@ -118,6 +118,12 @@ def readable(path: Path, what: str) -> int:
 
 
 @dataclass
+class Disk:
+    path: Path
+    read_only: bool = False
+
+
+@dataclass
 class Guest:
     kernel: Path
     initrd: Path | None = None
@@ -125,7 +131,7 @@ class Guest:
     mem: int = 128 * MIB
     smp: int = 1
     # Disk images the VM's guest sees as virtio-blk disks (serial vm<N>-disk<M>).
-    disks: list[Path] = field(default_factory=list)
+    disks: list[Disk] = field(default_factory=list)
 
 
 @dataclass
@@ -198,11 +204,11 @@ def command(m: Machine, validate: bool = True) -> list[str]:
         hv_args += [f"vm{i}.mem={g.mem // MIB}M", f"vm{i}.smp={g.smp}"]
         guest_total += g.mem
         for n, d in enumerate(g.disks):
-            if not d.is_file():
-                raise UserError(f"disk '{d}' {'is a directory' if d.is_dir() else 'does not exist'}")
-            if readable(d, "disk") < 512:
-                raise UserError(f"disk '{d}' is smaller than a sector (512 bytes)")
-            devices += ["-drive", f"if=none,id=vm{i}d{n},format=raw,file={opt(d)}",
+            if not d.path.is_file():
+                raise UserError(f"disk '{d.path}' {'is a directory' if d.path.is_dir() else 'does not exist'}")
+            if readable(d.path, "disk") < 512:
+                raise UserError(f"disk '{d.path}' is smaller than a sector (512 bytes)")
+            devices += ["-drive", f"if=none,id=vm{i}d{n},format=raw,file={opt(d.path)}{',readonly=on' if d.read_only else ''}",
                         "-device", f"virtio-blk-device,drive=vm{i}d{n},serial=vm{i}-disk{n}"]
     # Host RAM: the modules, every guest's RAM, and room for the hypervisor.
     host_mem = m.host_mem or align_up(addr - RAM_BASE + guest_total + 256 * MIB, 256 * MIB)
@@ -412,8 +418,9 @@ def machine_from_args(argv: list[str]) -> Machine:
         raise UserError(f"PAUTH={given['pauth']}: use impdef or qarma5")
     g = Guest(kernel=kernel, initrd=Path(initrd) if initrd else None, bootargs=bootargs, mem=mem, smp=smp)
     pstore = None if given["pstore"] == "none" else Path(given["pstore"]) if given["pstore"] else DEFAULT_PSTORE
-    # DISK="a.img b.img": VM 0's disks, in order (vda, vdb, ... in a Linux guest).
-    disks = [Path(d) for d in given["disk"].split()]
+    # DISK="a.img b.img:ro": VM 0's disks, in order (vda, vdb, ... in a Linux guest); `:ro`
+    # attaches one read-only.
+    disks = [Disk(Path(d[:-3]), True) if d.endswith(":ro") else Disk(Path(d)) for d in given["disk"].split()]
     m = Machine(guests=[dataclasses.replace(g, disks=disks)] + [g] * (vms - 1), cpus=cpus, hv_args=given["hv-args"], pauth=given["pauth"] or "impdef", gdb=a.mode == "debug",
                 pstore=pstore, extra=shlex.split(given["qemu-extra"]))
     m.mode = a.mode  # type: ignore[attr-defined]
