@@ -3,7 +3,8 @@
 #
 #   make run   [KERNEL=Image] [INITRD=file] [APPEND="..."] [SMP=n] [MEM=128M] [CPUS=n] [VMS=n]
 #              [HVARGS="log=debug"] [PAUTH=impdef|qarma5] [PSTORE=target/pstore.img|none] [QEMU_EXTRA="..."]
-#              [DISK="a.img b.img"] (VM 0's virtio-blk disks)
+#              [DISK="a.img b.img"] (VM 0's virtio-blk disks) [ROOT=/dev/vda] (root filesystem on one)
+#   make rootfs  target/rootfs.img: an ext4 disk with busybox (make run DISK=target/rootfs.img ROOT=/dev/vda)
 #   make debug (same options; QEMU halted with a gdb stub on :1234)
 #   make print (same options; the QEMU command line, nothing run)
 #   make test  host unit tests, then every boot test
@@ -14,10 +15,10 @@
 # The options reach scripts/qemu.py in the environment (HVRUN_<NAME>), exactly as given:
 # $(value ...) keeps make from expanding a $ in them, and no shell command line carries them,
 # so quotes, spaces, $ and backticks in APPEND reach the guest as written.
-OPTIONS := KERNEL INITRD APPEND SMP MEM CPUS VMS HVARGS PAUTH PSTORE DISK QEMU_EXTRA
+OPTIONS := KERNEL INITRD APPEND SMP MEM CPUS VMS HVARGS PAUTH PSTORE DISK ROOT QEMU_EXTRA
 $(foreach o,$(OPTIONS),$(eval export HVRUN_$(o) := $$(value $(o))))
 
-.PHONY: all help setup build run debug print test unit-test boot-test bench fuzz clean
+.PHONY: all help setup build run debug print test unit-test boot-test bench fuzz clean rootfs
 
 all: build
 	@echo "built target/images/hypervisor.bin and the test guests (target/images/*.bin); make help lists the targets"
@@ -37,6 +38,9 @@ run: build
 debug: build
 	@scripts/setup.sh --debug
 	@python3 scripts/qemu.py debug --from-env
+
+rootfs: setup
+	@scripts/mkrootfs.sh target/rootfs.img
 
 print: setup
 	@python3 scripts/qemu.py print --from-env

@@ -16,6 +16,7 @@ import random
 import re
 import select
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -204,6 +205,18 @@ def boot_tests() -> list[BootTest]:
                                  ("lazy", "lazy=1 blocks=1", "populate=lazy"),
                                  ("lazy-keep", "lazy=1 blocks=1 keep=1", "populate=lazy refault=keep"),
                                  ("lazy-pages", "lazy=1", "populate=lazy blocks=off")]],
+        # A guest's own virtio-blk driver against the device model (every request type, bad
+        # requests, broken rings and the reset after them, a second disk), and the same guest
+        # on bare QEMU's virtio-blk with the same images: the same observations.
+        BootTest("virtio-blk", Machine([guest("vblk", disks=[qemu.Disk(VBLK_DISK), qemu.Disk(VBLK_DISK2)])]), [
+            r"vm0\| observe slot 31: version 2 device 2", r"vm0\| observe capacity 2048 sectors, blk_size 512",
+            r"vm0\| observe GET_ID status 0 serial \"vm0-disk0\"", r"vm0\| observe read sector 0: status 0 starts \"VBLK-TEST-SECTOR",
+            r"vm0\| observe write 0 flush 0 read 0 used 1025 same true",
+            r"vm0\| observe past the end Some\(1\) not whole sectors Some\(1\) unknown type Some\(2\)",
+            r"vm0\| observe index past the queue: answered false needs reset true config interrupt true",
+            r"vm0\| observe loop: answered false needs reset true config interrupt true",
+            r"vm0\| observe slot 30: capacity 256 GET_ID status 0 serial \"vm0-disk1\"", *verdict],
+            compare_bare=True, before=fresh_vblk_disks),
         # A hostile guest: 20,000 random hypercalls (known calls with bad arguments, unknown
         # IDs, HVC and SMC) and every system-register encoding, next to a VM that must not
         # notice. A new seed each run (printed; rerun one with bootargs seed=N).
@@ -309,6 +322,18 @@ def linux(cpus: int, bootargs: str = "") -> Guest:
                  bootargs=bootargs or f"console=ttyAMA0 panic=-1 quiet hvtest.cpus={cpus}")
 
 
+VBLK_DISK = qemu.ROOT / "target" / "test-vblk0.img"
+VBLK_DISK2 = qemu.ROOT / "target" / "test-vblk1.img"
+
+
+def fresh_vblk_disks() -> None:
+    VBLK_DISK.parent.mkdir(parents=True, exist_ok=True)
+    for path, size in [(VBLK_DISK, MIB), (VBLK_DISK2, 128 * 1024)]:
+        with open(path, "wb") as f:
+            f.truncate(size)
+            f.write(b"VBLK-TEST-SECTOR-0")
+
+
 DISK = qemu.ROOT / "target" / "test-disk.img"
 DISK_RO = qemu.ROOT / "target" / "test-disk-ro.img"
 DISK_VM1 = qemu.ROOT / "target" / "test-disk-vm1.img"
@@ -349,6 +374,26 @@ def disks_of_two_vms_written() -> list[str]:
     return problems
 
 
+ROOTFS = qemu.ROOT / "target" / "test-rootfs.img"
+E2FSCK = shutil.which("e2fsck") or "/usr/sbin/e2fsck"
+DEBUGFS = shutil.which("debugfs") or "/usr/sbin/debugfs"
+
+
+def fresh_rootfs() -> None:
+    subprocess.run(["bash", str(qemu.ROOT / "scripts" / "mkrootfs.sh"), str(ROOTFS), "32M"], check=True,
+                   stdin=subprocess.DEVNULL, capture_output=True, timeout=600)
+
+
+def rootfs_clean_and_counted() -> list[str]:
+    """The guest's filesystem is clean (e2fsck -fn) and says it booted twice."""
+    fsck = subprocess.run([E2FSCK, "-fn", str(ROOTFS)], capture_output=True, text=True, timeout=120)
+    problems = [] if fsck.returncode == 0 else [f"e2fsck -fn: status {fsck.returncode}: {fsck.stdout[-300:]}"]
+    boots = subprocess.run([DEBUGFS, "-R", "cat /var/boots", str(ROOTFS)], capture_output=True, text=True, timeout=60)
+    if boots.stdout.strip() != "2":
+        problems.append(f"/var/boots holds {boots.stdout.strip()!r}, not 2")
+    return problems
+
+
 def linux_tests() -> list[BootTest]:
     checks = [r"CHECK cpus: ok", r"CHECK timer: ok", r"CHECK ipi: ok", r"CHECK debug: ok \(hw-breakpoint: 6 4\)", r"CHECK pmu: ok \(hw perfevents: armv8_pmuv3 7\)", r"CHECK perf: ok \(PERFCOUNT cycles=\d+ instructions=-2\)", r"CHECK sve: ok",
               r"CHECK pauth: ok", r"LINUX TESTS DONE: 0 failed"]
@@ -378,6 +423,15 @@ def linux_tests() -> list[BootTest]:
             r"vm0\| DISK vdb: 2048 sectors, serial vm0-disk1, ro 1", r"vm0\| DISK vdb first sector: READ-ONLY-PATTERN",
             r"vm0\| DISK vdb write refused", r"machine exit status 0"], linux=True,
                  before=fresh_disk, after=disk_written),
+        # Root on a disk: the initramfs loads virtio and ext4 and switches to the ext4 image
+        # `make rootfs` builds; its init counts boots in a file, reboots once (a warm reset),
+        # finds the count, powers off; the image is clean for e2fsck afterwards.
+        BootTest("linux-rootfs", Machine([Guest(kernel=LINUX / "Image", initrd=LINUX / "initramfs.cpio", mem=256 * MIB,
+                                                bootargs="console=ttyAMA0 panic=-1 quiet hvroot=/dev/vda hvtest.rootfs",
+                                                disks=[qemu.Disk(ROOTFS)])]), [
+            r"vm0\| ROOTFS READY: busybox on /dev/vda \(/dev/vda ext4\)", r"vm0\| ROOTFS boot 1: 1 line",
+            r"VM 0: rebooting \(boot 1\)", r"vm0\| ROOTFS boot 2: 2 line", r"machine exit status 0"], linux=True,
+                 before=fresh_rootfs, after=rootfs_clean_and_counted),
         # Two VMs, each with its own disk: each finds only its own (serial, size, pattern),
         # and each write lands in its own image.
         BootTest("linux-two-vms-disks", Machine([
@@ -480,6 +534,10 @@ def input_tests() -> list[InputTest]:
                   rf"-drive if=none,id=vm0d1,format=raw,file={big},readonly=on -device virtio-blk-device,drive=vm0d1,serial=vm0-disk1",
                   status=0),
         InputTest("missing-disk", [hello, "DISK=/nonexistent/disk.img"], r"disk '/nonexistent/disk.img' does not exist"),
+        InputTest("root-with-own-kernel", [hello, f"DISK={big}", "ROOT=/dev/vda"], r"ROOT=/dev/vda is for the default kernel's initramfs"),
+        InputTest("root-not-a-disk", [f"DISK={big}", "ROOT=/dev/sda"], r"ROOT=/dev/sda: use /dev/vda for the first DISK"),
+        InputTest("root-beyond-the-disks", [f"DISK={big}", "ROOT=/dev/vdb"], r"ROOT=/dev/vdb but DISK gives 1 disk"),
+        InputTest("root", [f"DISK={big}", "ROOT=/dev/vda"], r"bootargs=console=ttyAMA0 panic=-1 hvroot=/dev/vda", status=0),
         InputTest("disk-is-a-directory", [hello, f"DISK={LOGS}"], rf"disk '{LOGS}' is a directory"),
         InputTest("disk-smaller-than-a-sector", [hello, f"DISK={tiny}"], rf"disk '{tiny}' is smaller than a sector"),
     ]

@@ -265,6 +265,13 @@ def direct_command(g: Guest, cpus: int, pauth: str = "impdef") -> list[str]:
             "-nographic", "-nic", "none", "-kernel", str(g.kernel), "-append", g.bootargs]
     if g.initrd:
         argv += ["-initrd", str(g.initrd)]
+    # The same disks with the same serials, on QEMU's own virtio-blk (modern transport, as
+    # the hypervisor's guests see it).
+    for n, d in enumerate(g.disks):
+        argv += ["-drive", f"if=none,id=d{n},format=raw,file={opt(d.path)}{',readonly=on' if d.read_only else ''}",
+                 "-device", f"virtio-blk-device,drive=d{n},serial=vm0-disk{n}"]
+    if g.disks:
+        argv += ["-global", "virtio-mmio.force-legacy=false"]
     return argv
 
 
@@ -360,7 +367,7 @@ def run(argv: list[str], timeout: float, log: Path | None = None, dialog: list[t
 # The options `make run` and `make debug` take (KERNEL=, APPEND=, ...): the Makefile hands
 # them over in the environment as HVRUN_<NAME>, exactly as given, so that no shell ever
 # reads them (quotes, spaces, $ and backticks in APPEND reach the guest as written).
-OPTIONS = ["kernel", "initrd", "append", "smp", "mem", "cpus", "vms", "hv-args", "pauth", "pstore", "disk", "qemu-extra"]
+OPTIONS = ["kernel", "initrd", "append", "smp", "mem", "cpus", "vms", "hv-args", "pauth", "pstore", "disk", "root", "qemu-extra"]
 MAKE_NAMES = {"hv-args": "HVARGS", "qemu-extra": "QEMU_EXTRA"}
 
 
@@ -421,6 +428,15 @@ def machine_from_args(argv: list[str]) -> Machine:
     # DISK="a.img b.img:ro": VM 0's disks, in order (vda, vdb, ... in a Linux guest); `:ro`
     # attaches one read-only.
     disks = [Disk(Path(d[:-3]), True) if d.endswith(":ro") else Disk(Path(d)) for d in given["disk"].split()]
+    # ROOT=/dev/vdX: the default initramfs mounts that disk (ext4) and switches to it.
+    if root := given["root"].strip():
+        if given["kernel"]:
+            raise UserError(f"ROOT={root} is for the default kernel's initramfs; with KERNEL=, put root=... in APPEND")
+        if not re.fullmatch(r"/dev/vd[a-z]", root):
+            raise UserError(f"ROOT={root}: use /dev/vda for the first DISK, /dev/vdb for the second, ...")
+        if ord(root[-1]) - ord("a") >= len(disks):
+            raise UserError(f"ROOT={root} but DISK gives {len(disks)} disk(s)")
+        g.bootargs = f"{g.bootargs} hvroot={root}"
     m = Machine(guests=[dataclasses.replace(g, disks=disks)] + [g] * (vms - 1), cpus=cpus, hv_args=given["hv-args"], pauth=given["pauth"] or "impdef", gdb=a.mode == "debug",
                 pstore=pstore, extra=shlex.split(given["qemu-extra"]))
     m.mode = a.mode  # type: ignore[attr-defined]

@@ -5,8 +5,9 @@
 //! (`make fuzz` runs them long). The property is always the same: an answer, never a panic,
 //! and the answer within the documented bounds.
 //!
-//! (Pstore zone recovery and the virtqueue's used ring have their own garbage tests in
-//! pstore.rs and virtio.rs.) cargo-fuzz needs a nightly toolchain this machine cannot
+//! (Pstore zone recovery, the host driver's used ring, the guests' virtio-mmio transport,
+//! virtqueues and virtio-blk requests have their own garbage tests in pstore.rs, virtio.rs,
+//! virtio_mmio.rs, virtqueue.rs and virtio_blk_device.rs, scaled the same way.) cargo-fuzz needs a nightly toolchain this machine cannot
 //! download, hence property tests on the stable one.
 
 use crate::cmdline::HvConfig;
@@ -41,8 +42,8 @@ impl Rng {
     }
 }
 
-/// Iterations for a loop whose default is `n` (also used by the garbage tests of pstore.rs
-/// and virtio.rs).
+/// Iterations for a loop whose default is `n` (also used by the other modules' garbage
+/// tests).
 pub(crate) fn iters(n: u64) -> u64 {
     let scale = std::env::var("FUZZ_ITERS").ok().and_then(|s| s.parse::<u64>().ok()).unwrap_or(1);
     n * scale.max(1)

@@ -469,7 +469,7 @@ mod tests {
         let mut rng = crate::rng::Rng::new(0xb10c);
         let ram = Ram::new();
         let mut d = device(16);
-        for _ in 0..20_000 {
+        for _ in 0..crate::fuzz_tests::iters(20_000) {
             let kind = [T_IN, T_OUT, T_FLUSH, T_GET_ID, 3, rng.next() as u32][rng.below(6) as usize];
             let sector = if rng.below(4) == 0 { rng.next() } else { rng.below(20) };
             ram.put(BASE, &crate::virtio::blk::header(kind, sector));

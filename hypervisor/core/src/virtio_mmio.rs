@@ -457,7 +457,7 @@ mod tests {
     fn garbage_writes_never_panic() {
         let mut rng = crate::rng::Rng::new(7);
         let (mut t, mut d) = (Transport::default(), Dev::default());
-        for _ in 0..100_000 {
+        for _ in 0..crate::fuzz_tests::iters(100_000) {
             let offset = rng.next() % 0x140;
             let size = [1u8, 2, 4, 8][(rng.next() % 4) as usize];
             if rng.next() % 2 == 0 {

@@ -361,7 +361,7 @@ mod tests {
     #[test]
     fn garbage_rings_never_panic_and_always_end() {
         let mut rng = crate::rng::Rng::new(11);
-        for round in 0..300 {
+        for round in 0..crate::fuzz_tests::iters(300) {
             let ram = Ram::new();
             {
                 let mut m = ram.0.borrow_mut();
