@@ -7,7 +7,7 @@
 //! byte gets nothing written (used length 0). Nothing here panics or allocates per byte.
 
 use crate::virtio::blk::{ID_BYTES, S_OK, T_FLUSH, T_GET_ID, T_IN, T_OUT};
-use crate::virtio_mmio::VirtioDevice;
+use crate::virtio_mmio::{VirtioDevice, F_RING_EVENT_IDX, F_RING_INDIRECT_DESC};
 use crate::virtqueue::{Buffer, Chain, GuestRam};
 
 pub const S_IOERR: u8 = 1;
@@ -70,7 +70,8 @@ impl<B: Backend> VirtioDevice for BlockDevice<B> {
     }
 
     fn features(&self) -> u64 {
-        F_SIZE_MAX | F_SEG_MAX | F_BLK_SIZE | F_FLUSH | if self.backend.read_only() { F_RO } else { 0 }
+        // The ring features are the queue's (hv_core::virtqueue handles both).
+        F_RING_INDIRECT_DESC | F_RING_EVENT_IDX | F_SIZE_MAX | F_SEG_MAX | F_BLK_SIZE | F_FLUSH | if self.backend.read_only() { F_RO } else { 0 }
     }
 
     fn queue_max(&self, q: usize) -> u16 {
@@ -368,7 +369,8 @@ mod tests {
         assert_eq!(d.read_config(u64::MAX, 8), 0);
         assert_eq!(d.features() & F_RO, 0);
         d.backend.read_only = true;
-        assert_eq!(d.features() & (F_RO | F_FLUSH | F_SEG_MAX | F_BLK_SIZE), F_RO | F_FLUSH | F_SEG_MAX | F_BLK_SIZE);
+        let all = F_RO | F_FLUSH | F_SEG_MAX | F_SIZE_MAX | F_BLK_SIZE | F_RING_INDIRECT_DESC | F_RING_EVENT_IDX;
+        assert_eq!(d.features() & all, all);
         assert_eq!((d.device_id(), d.queue_max(0), d.queue_max(1)), (2, QUEUE_SIZE, 0));
     }
 
