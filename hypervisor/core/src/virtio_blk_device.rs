@@ -31,8 +31,9 @@ pub const SIZE_MAX: u32 = 32 * 1024;
 /// are refused (S_IOERR), so that one request keeps its vCPU in the hypervisor for a bounded
 /// time however the guest builds it.
 pub const MAX_REQUEST: u64 = SEG_MAX as u64 * SIZE_MAX as u64;
-/// Bytes moved per backend call (the size of the device's bounce buffer).
-pub const CHUNK: usize = 4096;
+/// Bytes moved per backend call (the size of the device's bounce buffer): a 64 MiB
+/// sequential write took 1.4 s through a 4 KiB buffer (a host request per page).
+pub const CHUNK: usize = 64 * 1024;
 const HEADER: u64 = 16;
 
 /// The VM and disk number a host disk's serial names: `vm<N>-disk<M>` (QEMU's
@@ -62,6 +63,14 @@ pub trait Backend {
 
 pub struct BlockDevice<B: Backend> {
     pub backend: B,
+    /// Data on its way between the guest's buffers and the backend.
+    bounce: alloc::vec::Vec<u8>,
+}
+
+impl<B: Backend> BlockDevice<B> {
+    pub fn new(backend: B) -> BlockDevice<B> {
+        BlockDevice { backend, bounce: alloc::vec![0; CHUNK] }
+    }
 }
 
 impl<B: Backend> VirtioDevice for BlockDevice<B> {
@@ -228,14 +237,19 @@ impl<B: Backend> BlockDevice<B> {
         if len % SECTOR != 0 || len > MAX_REQUEST || sector.checked_add(sectors).is_none_or(|end| end > self.backend.sectors()) {
             return Err(IoError);
         }
-        let mut bounce = [0u8; CHUNK];
+        let mut bounce = core::mem::take(&mut self.bounce);
+        if bounce.is_empty() {
+            return Err(IoError); // never: it is put back below
+        }
         let mut done = 0u64;
-        while done < len {
-            let n = (len - done).min(CHUNK as u64) as usize;
-            step(self, sector + done / SECTOR, &mut bounce[..n], done)?;
+        let mut result = Ok(());
+        while done < len && result.is_ok() {
+            let n = (len - done).min(bounce.len() as u64) as usize;
+            result = step(self, sector + done / SECTOR, &mut bounce[..n], done);
             done += n as u64;
         }
-        Ok(())
+        self.bounce = bounce;
+        result
     }
 }
 
@@ -333,7 +347,7 @@ mod tests {
 
     fn device(sectors: usize) -> BlockDevice<Disk> {
         let data = (0..sectors * 512).map(|i| (i / 512) as u8 ^ (i % 251) as u8).collect();
-        BlockDevice { backend: Disk { data, read_only: false, fail: false, flushes: 0 } }
+        BlockDevice::new(Disk { data, read_only: false, fail: false, flushes: 0 })
     }
 
     fn buf(addr: u64, len: u32, device_writes: bool) -> Buffer {

@@ -1,8 +1,8 @@
 //! A disk of the VM in one of its virtio-mmio slots: hv_core's virtio-mmio transport
 //! (modern, version 2) and virtio-blk device, backed by a host disk kept for the VM
 //! (drivers::disks). Requests are served when the guest notifies, on the notifying vCPU,
-//! through the host driver (which polls for completion); the used-buffer interrupt is the
-//! slot's SPI.
+//! through the host driver (which polls for completion) in requests of up to 64 KiB; the
+//! used-buffer interrupt is the slot's SPI.
 
 use crate::drivers::disks::HostDisk;
 use crate::mm::guest::GuestMemory;
@@ -74,7 +74,7 @@ const REQUESTS_PER_NOTIFY: usize = QUEUE_SIZE as usize;
 
 impl GuestDisk {
     pub fn new(slot: u64, host: &'static HostDisk) -> GuestDisk {
-        let state = State { transport: Transport::default(), device: BlockDevice { backend: HostBackend(host) }, queue: None };
+        let state = State { transport: Transport::default(), device: BlockDevice::new(HostBackend(host)), queue: None };
         GuestDisk { slot, host, state: Mutex::new(state) }
     }
 
