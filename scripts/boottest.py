@@ -425,6 +425,12 @@ def linux_tests() -> list[BootTest]:
             r"vm0\| DISK vdb: 2048 sectors, serial vm0-disk1, ro 1", r"vm0\| DISK vdb first sector: READ-ONLY-PATTERN",
             r"vm0\| DISK vdb write refused", r"machine exit status 0"], linux=True,
                  before=fresh_disk, after=disk_written),
+        # The guest's own pstore: Linux's ramoops in the region the device tree reserves keeps
+        # the crashed kernel's record across the reboot (a warm reset keeps the VM's RAM).
+        BootTest("linux-ramoops", Machine([linux(1, "console=ttyAMA0 panic=-1 quiet hvtest.ramoops")]), [
+            r"vm0\| RAMOOPS empty: crashing on purpose", r"VM 0: rebooting \(boot 1\)",
+            r"vm0\| RAMOOPS records: dmesg-ramoops-0", r"vm0\| RAMOOPS panic message: sysrq triggered crash",
+            r"machine exit status 0"], linux=True),
         # Root on a disk: the initramfs loads virtio and ext4 and switches to the ext4 image
         # `make rootfs` builds; its init counts boots in a file, reboots once (a warm reset),
         # finds the count, powers off; the image is clean for e2fsck afterwards.

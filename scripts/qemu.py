@@ -60,6 +60,7 @@ RAM_BASE = 0x4000_0000
 # Guest modules go above where QEMU puts its device tree (RAM base + 128 MiB).
 MODULE_BASE = RAM_BASE + (256 << 20)
 DTB_SLOT = 2 << 20  # the hypervisor puts each guest's device tree in its last 2 MiB
+RAMOOPS = 1 << 20  # and the ramoops region below it (ramoops=on, the default)
 MIB = 1 << 20
 GDB_PORT = 1234
 DEFAULT_PSTORE = ROOT / "target" / "pstore.img"
@@ -190,7 +191,7 @@ def command(m: Machine, validate: bool = True) -> list[str]:
         if g.mem % (2 * MIB) or g.mem < 4 * MIB:
             size = f"{g.mem // MIB} MiB" if g.mem % MIB == 0 else f"{g.mem} bytes"
             raise UserError(f"MEM={size}: guest memory must be a multiple of 2M and at least 4M")
-        need = footprint + DTB_SLOT
+        need = footprint + DTB_SLOT + RAMOOPS
         initrd_size = readable(g.initrd, "initrd") if g.initrd else 0
         if need + initrd_size > g.mem:
             what = "kernel and initrd" if g.initrd else "kernel"

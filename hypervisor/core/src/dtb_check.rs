@@ -152,7 +152,7 @@ mod tests {
 
     #[test]
     fn accepts_what_the_writer_makes_and_refuses_damage() {
-        let blob = build(&GuestDtConfig { vm_id: 0, ram_size: 64 << 20, vcpus: 1, bootargs: "x", initrd: None, boot_count: 0, pmu: false }).unwrap();
+        let blob = build(&GuestDtConfig { vm_id: 0, ram_size: 64 << 20, vcpus: 1, bootargs: "x", initrd: None, boot_count: 0, pmu: false, ramoops: None }).unwrap();
         assert_eq!(check(&blob), Ok(()));
         assert_eq!(check(&blob[..20]), Err(DtbError::BadHeader));
         let mut bad = blob.clone();

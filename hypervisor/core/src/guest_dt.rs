@@ -54,7 +54,17 @@ pub struct GuestDtConfig<'a> {
     pub boot_count: u32,
     /// A PMUv3 node (its overflow interrupt PPI 7).
     pub pmu: bool,
+    /// Guest-physical [start, end) of a RAM region for Linux's ramoops (a reserved-memory
+    /// node compatible "ramoops"), if any.
+    pub ramoops: Option<(u64, u64)>,
 }
+
+/// Sizes of the ramoops region's parts: each panic/oops record, the console and the pmsg
+/// buffers (the rest of the region holds more records), as the reserved-memory node says.
+pub const RAMOOPS_SIZE: u64 = 1 << 20;
+pub const RAMOOPS_RECORD: u32 = 64 << 10;
+pub const RAMOOPS_CONSOLE: u32 = 64 << 10;
+pub const RAMOOPS_PMSG: u32 = 64 << 10;
 
 /// /chosen property carrying [`GuestDtConfig::boot_count`].
 pub const BOOT_COUNT_PROPERTY: &str = "hypervisor,boot-count";
@@ -115,6 +125,23 @@ pub fn build(cfg: &GuestDtConfig<'_>) -> Result<Vec<u8>, FdtError> {
     w.prop_str("device_type", "memory")?;
     w.prop_reg64("reg", &[(RAM_BASE, cfg.ram_size)])?;
     w.end_node()?;
+
+    if let Some((start, end)) = cfg.ramoops {
+        // Linux's ramoops keeps its records here; RAM the hypervisor keeps across a reset.
+        w.begin_node("reserved-memory")?;
+        w.prop_u32("#address-cells", 2)?;
+        w.prop_u32("#size-cells", 2)?;
+        w.prop_empty("ranges")?;
+        w.begin_node(&format!("ramoops@{start:x}"))?;
+        w.prop_strs("compatible", &["ramoops"])?;
+        w.prop_reg64("reg", &[(start, end - start)])?;
+        w.prop_u32("record-size", RAMOOPS_RECORD)?;
+        w.prop_u32("console-size", RAMOOPS_CONSOLE)?;
+        w.prop_u32("pmsg-size", RAMOOPS_PMSG)?;
+        w.prop_u32("ftrace-size", 0)?;
+        w.end_node()?;
+        w.end_node()?;
+    }
 
     w.begin_node("timer")?;
     w.prop_strs("compatible", &["arm,armv8-timer"])?;
@@ -205,6 +232,7 @@ mod tests {
             initrd: Some((0x4800_0000, 0x4810_0000)),
             boot_count: 2,
             pmu: true,
+            ramoops: Some((0x4fd0_0000, 0x4fe0_0000)),
         })
         .unwrap();
         let fdt = fdt::Fdt::new(&blob).unwrap();
@@ -241,6 +269,11 @@ mod tests {
         assert_eq!(pmu.property("interrupts").unwrap().value[4..8], [0, 0, 0, 7]);
         assert_eq!(virtio[0], (0x0a00_0000, 16));
         assert_eq!(virtio[31], (0x0a00_0000 + 31 * 0x200, 47));
+        let ramoops = fdt.find_compatible(&["ramoops"]).unwrap();
+        let r = ramoops.reg().unwrap().next().unwrap();
+        assert_eq!((r.starting_address as u64, r.size), (0x4fd0_0000, Some(1 << 20)));
+        assert_eq!(ramoops.property("record-size").unwrap().as_usize(), Some(64 << 10));
+        assert!(fdt.find_node("/reserved-memory").unwrap().property("ranges").is_some());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use crate::mm::guest::GuestMemory;
 use core::fmt;
-use hv_core::guest_dt::{self, layout, GuestDtConfig};
+use hv_core::guest_dt::{self, layout, GuestDtConfig, RAMOOPS_SIZE};
 use hv_core::image::{ImageError, ImageHeader, HEADER_SIZE};
 use hv_core::pgtable::PAGE_SIZE;
 use hv_core::ranges::Range;
@@ -95,6 +95,8 @@ pub struct Guest<'a> {
     pub pmu: bool,
     /// The RAM is the previous boot's (a warm reset): unchanged pages need no copy.
     pub warm: bool,
+    /// A ramoops region below the device tree (guest_dt::RAMOOPS_SIZE).
+    pub ramoops: bool,
 }
 
 pub fn load(guest: &Guest, mem: &GuestMemory) -> Result<BootInfo, LoadError> {
@@ -102,18 +104,22 @@ pub fn load(guest: &Guest, mem: &GuestMemory) -> Result<BootInfo, LoadError> {
     let header = ImageHeader::parse(&kernel[..kernel.len().min(HEADER_SIZE)], kernel.len() as u64).map_err(LoadError::NotAnImage)?;
     let ram = mem.size();
     let dtb = layout::RAM_BASE + ram - DTB_SLOT;
+    // Below the device tree: the ramoops region (if any), then the initrd.
+    let ramoops = guest.ramoops.then_some((dtb - RAMOOPS_SIZE, dtb));
+    let top = ramoops.map_or(dtb, |(start, _)| start);
+    let reserved = DTB_SLOT + (dtb - top);
     let entry = layout::RAM_BASE + header.text_offset;
     let kernel_end = entry + header.image_size;
-    if kernel_end > dtb {
-        return Err(LoadError::TooBig { what: "kernel", need: header.text_offset + header.image_size + DTB_SLOT, ram });
+    if kernel_end > top {
+        return Err(LoadError::TooBig { what: "kernel", need: header.text_offset + header.image_size + reserved, ram });
     }
     copy_module(mem, entry, kernel, guest.warm)?;
 
     let initrd = match guest.initrd {
         Some(r) => {
-            let start = (dtb - r.size()) & !(PAGE_SIZE - 1);
-            if r.size() > dtb - kernel_end || start < kernel_end {
-                return Err(LoadError::TooBig { what: "initrd", need: header.text_offset + header.image_size + r.size() + DTB_SLOT, ram });
+            let start = (top - r.size()) & !(PAGE_SIZE - 1);
+            if r.size() > top - kernel_end || start < kernel_end {
+                return Err(LoadError::TooBig { what: "initrd", need: header.text_offset + header.image_size + r.size() + reserved, ram });
             }
             copy_module(mem, start, module_bytes(r), guest.warm)?;
             Some((start, start + r.size()))
@@ -129,6 +135,7 @@ pub fn load(guest: &Guest, mem: &GuestMemory) -> Result<BootInfo, LoadError> {
         initrd,
         boot_count: guest.boot_count,
         pmu: guest.pmu,
+        ramoops,
     })
     .map_err(|_| LoadError::DeviceTree)?;
     if blob.len() as u64 > DTB_SLOT {

@@ -178,6 +178,7 @@ impl Vm {
             boot_count: vm.spec.boot_count,
             pmu: vm.has_pmu(),
             warm,
+            ramoops: vm.spec.params.ramoops,
         };
         let boot = loader::load(&guest, &vm.mem)?;
         // Table and image writes must be visible to the guest's walks and fetches.
