@@ -350,6 +350,18 @@ def fresh_disk() -> None:
             f.write(pattern)
 
 
+BAD_DISK = qemu.ROOT / "target" / "test-disk-failing.img"
+BLKDEBUG = qemu.ROOT / "target" / "test-disk-failing.cfg"
+
+
+def failing_disk() -> None:
+    """A disk whose every read fails on the host (QEMU's blkdebug: EIO on read_aio)."""
+    BAD_DISK.parent.mkdir(parents=True, exist_ok=True)
+    with open(BAD_DISK, "wb") as f:
+        f.truncate(MIB)
+    BLKDEBUG.write_text('[inject-error]\nevent = "read_aio"\nerrno = "5"\n')
+
+
 def disk_written() -> list[str]:
     """What the guest wrote to sector 8 reached the image file."""
     with open(DISK, "rb") as f:
@@ -440,6 +452,14 @@ def linux_tests() -> list[BootTest]:
             r"vm0\| ROOTFS READY: busybox on /dev/vda \(/dev/vda ext4\)", r"vm0\| ROOTFS boot 1: 1 line",
             r"VM 0: rebooting \(boot 1\)", r"vm0\| ROOTFS boot 2: 2 line", r"machine exit status 0"], linux=True,
                  before=fresh_rootfs, after=rootfs_clean_and_counted),
+        # A host disk whose reads fail: the guest gets I/O errors in its log, not a hang.
+        BootTest("linux-disk-failing", Machine([Guest(kernel=LINUX / "Image", initrd=LINUX / "initramfs.cpio", mem=256 * MIB,
+                                                      bootargs="console=ttyAMA0 panic=-1 hvtest.disk")],
+                                               extra=["-drive", f"if=none,id=bad,format=raw,file=blkdebug:{BLKDEBUG}:{BAD_DISK}",
+                                                      "-device", "virtio-blk-device,drive=bad,serial=vm0-disk0"]), [
+            r"virtio-blk at 0x[0-9a-f]+ \(serial \"vm0-disk0\", 1024 KiB\): disk 0 of VM 0",
+            r"vm0\| \[ *[\d.]+\] I/O error, dev vda, sector 0 op 0x0:\(READ\)", r"vm0\| DISK vda: 2048 sectors",
+            r"(?m)vm0\| DISK first sector: \r?$", r"machine exit status 0"], linux=True, before=failing_disk),
         # Two VMs, each with its own disk: each finds only its own (serial, size, pattern),
         # and each write lands in its own image.
         BootTest("linux-two-vms-disks", Machine([
