@@ -4,7 +4,8 @@
 # each ELF into a raw arm64 Image:
 #   target/images/hypervisor.bin   the EL2 image (QEMU -kernel)
 #   target/images/<guest>.bin      one per test guest (guest-tests/src/bin/<guest>.rs)
-#   target/images/perfcount.elf    a static Linux program for the Linux guest's initramfs
+#   target/images/perfcount.elf    static Linux programs for the Linux guest's initramfs
+#   target/images/diskbench.elf
 # ELFs with symbols stay in target/cross/<target>/release/ (for gdb).
 #
 # What cargo's configuration cannot say lives here: which cargo and rustc (setup.sh's
@@ -33,7 +34,10 @@ fi
 
 out=target/cross/$TARGET/release
 mkdir -p target/images
-# perfcount is a Linux program for the Linux guest's initramfs (fetch-linux.sh), not an Image.
-bins=(hypervisor $(ls guest-tests/src/bin | sed -n 's/\.rs$//p' | grep -vx perfcount))
+# perfcount and diskbench are Linux programs for the Linux guest's initramfs
+# (fetch-linux.sh), not Images.
+bins=(hypervisor $(ls guest-tests/src/bin | sed -n 's/\.rs$//p' | grep -vx 'perfcount\|diskbench'))
 python3 scripts/elf2image.py "$out" target/images "${bins[@]}"
-python3 scripts/elf2image.py --exec "$out/perfcount" target/images/perfcount.elf
+for p in perfcount diskbench; do
+    python3 scripts/elf2image.py --exec "$out/$p" target/images/$p.elf
+done

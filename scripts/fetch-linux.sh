@@ -42,9 +42,12 @@ if [ ! -f "$out/Image" ] || [ ! -f "$out/debs/busybox.deb" ]; then
 fi
 
 # The initramfs is rebuilt whenever guest-linux/ changes.
-# perfcount (counting with perf_event_open, built by build.sh) goes in when it was built.
+# perfcount (counting with perf_event_open) and diskbench (random reads), built by build.sh,
+# go in when they were built.
 extra=()
-[ -f target/images/perfcount.elf ] && extra+=("target/images/perfcount.elf=bin/perfcount")
+for p in perfcount diskbench; do
+    [ -f target/images/$p.elf ] && extra+=("target/images/$p.elf=bin/$p")
+done
 if [ ! -f "$out/initramfs.cpio" ] || [ -n "$(find guest-linux "$out/debs/busybox.deb" "${extra[@]%%=*}" -newer "$out/initramfs.cpio" 2>/dev/null)" ]; then
     rm -rf "$out/busybox-root" && dpkg-deb -x "$out/debs/busybox.deb" "$out/busybox-root"
     # Linux's own pstore/blk and virtio-blk, for the pstore cross-check and guest disks,
