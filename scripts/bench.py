@@ -282,7 +282,7 @@ def main() -> int:
           "per-round ratios. The exit counts are per hypervised boot, by class.")
     print(f"\ndisk_seq_*: 64 MiB written, then read, by busybox dd with O_DIRECT in 1 MiB blocks inside Debian's "
           f"Linux (1 vCPU, 256 MiB), timed by the guest; under the hypervisor (requests served on the notifying vCPU "
-          f"through a 64 KiB bounce buffer and the polled host driver) and with the same image on QEMU's own virtio-blk "
+          f"through a 256 KiB bounce buffer and the polled host driver) and with the same image on QEMU's own virtio-blk "
           f"of a directly booted Linux; medians of {DISK_ROUNDS} rounds in alternating order. disk_randread_4k: 4 KiB "
           f"O_DIRECT reads at random offsets for a second (/bin/diskbench). Target: ratio >= 0.9.")
     OUT.write_text(json.dumps({"qemu": "-icount shift=0,sleep=off", "rows": rows}, indent=2) + "\n")

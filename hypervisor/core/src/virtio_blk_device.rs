@@ -32,8 +32,9 @@ pub const SIZE_MAX: u32 = 32 * 1024;
 /// time however the guest builds it.
 pub const MAX_REQUEST: u64 = SEG_MAX as u64 * SIZE_MAX as u64;
 /// Bytes moved per backend call (the size of the device's bounce buffer): a 64 MiB
-/// sequential write took 1.4 s through a 4 KiB buffer (a host request per page).
-pub const CHUNK: usize = 64 * 1024;
+/// sequential write took 1.4 s through a 4 KiB buffer (a host request per page), about
+/// 0.45 s through 64 KiB; 256 KiB read 64 MiB 1.4x faster again.
+pub const CHUNK: usize = 256 * 1024;
 const HEADER: u64 = 16;
 
 /// The VM and disk number a host disk's serial names: `vm<N>-disk<M>` (QEMU's

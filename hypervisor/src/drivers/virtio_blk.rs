@@ -62,8 +62,9 @@ const DRIVER: u32 = 2;
 const DRIVER_OK: u32 = 4;
 const FEATURES_OK: u32 = 8;
 const QUEUE_SIZE: u16 = 4;
-/// Largest data buffer of one request (QEMU takes more; this bounds each request's time).
-const MAX_REQUEST: usize = 64 << 10;
+/// Largest data buffer of one request (QEMU takes more; this bounds each request's time;
+/// guest disks move 256 KiB at a time).
+const MAX_REQUEST: usize = 256 << 10;
 /// How long a request may take before the device is declared stuck.
 const REQUEST_TIMEOUT_MS: u64 = 2000;
 

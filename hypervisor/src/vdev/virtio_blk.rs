@@ -1,7 +1,7 @@
 //! A disk of the VM in one of its virtio-mmio slots: hv_core's virtio-mmio transport
 //! (modern, version 2) and virtio-blk device, backed by a host disk kept for the VM
 //! (drivers::disks). Requests are served when the guest notifies, on the notifying vCPU,
-//! through the host driver (which polls for completion) in requests of up to 64 KiB; the
+//! through the host driver (which polls for completion) in requests of up to 256 KiB; the
 //! used-buffer interrupt is the slot's SPI.
 
 use crate::drivers::disks::HostDisk;
