@@ -31,6 +31,9 @@ pub fn fault_ipa(far: u64) -> u64 {
     ((hpfar >> 4) << 12) & 0x000f_ffff_ffff_f000 | (far & 0xfff)
 }
 
+/// The device at `ipa`, its register interface and the offset into it. A disk's registers
+/// are reached through `Vm::disks` instead (its writes need the VM's memory): its entry
+/// carries the empty slots' interface only to fill the tuple.
 fn device_at(vm: &Vm, ipa: u64) -> Option<(Device, &dyn MmioDevice, u64)> {
     let uart = Range::new(layout::UART_BASE, layout::UART_SIZE);
     if uart.contains(ipa) {
