@@ -215,6 +215,8 @@ def boot_tests() -> list[BootTest]:
             r"vm0\| observe past the end Some\(1\) not whole sectors Some\(1\) unknown type Some\(2\)",
             r"vm0\| observe index past the queue: answered false needs reset true config interrupt true",
             r"vm0\| observe loop: answered false needs reset true config interrupt true",
+            r"vm0\| observe readable after writable: answered false needs reset true config interrupt true",
+            r"vm0\| observe indirect table of 24 bytes: answered false needs reset true config interrupt true",
             r"vm0\| observe slot 30: capacity 256 GET_ID status 0 serial \"vm0-disk1\"", *verdict],
             compare_bare=True, before=fresh_vblk_disks),
         # A hostile guest: 20,000 random hypercalls (known calls with bad arguments, unknown

@@ -111,7 +111,8 @@ impl Dev {
             return Err("no VERSION_1");
         }
         self.w(reg::DRIVER_FEATURES_SEL, 0);
-        self.w(reg::DRIVER_FEATURES, 1 << 9);
+        // FLUSH and indirect descriptors.
+        self.w(reg::DRIVER_FEATURES, 1 << 9 | 1 << 28);
         self.w(reg::DRIVER_FEATURES_SEL, 1);
         self.w(reg::DRIVER_FEATURES, 1);
         self.w(reg::STATUS, ACKNOWLEDGE | DRIVER | FEATURES_OK);
@@ -265,10 +266,21 @@ fn main(info: &BootInfo) -> ! {
         check!(false, "bring-up after the outside-RAM request");
     }
 
-    // Broken rings: a descriptor naming an index past the queue, then a loop. The device
-    // must give up on the queue (DEVICE_NEEDS_RESET, config interrupt); a reset revives it.
-    for (what, next) in [("index past the queue", QSIZE + 3), ("loop", 0)] {
-        dev.desc(0, data_addr(), 16, 1, next);
+    // Broken rings: a descriptor naming an index past the queue, a loop, a device-readable
+    // buffer after a writable one, an indirect table of a length that is not whole
+    // descriptors. The device must give up on the queue (DEVICE_NEEDS_RESET, config
+    // interrupt); a reset revives it.
+    let broken: [(&str, &dyn Fn(&Dev)); 4] = [
+        ("index past the queue", &|d: &Dev| d.desc(0, data_addr(), 16, 1, QSIZE + 3)),
+        ("loop", &|d: &Dev| d.desc(0, data_addr(), 16, 1, 0)),
+        ("readable after writable", &|d: &Dev| {
+            d.desc(0, data_addr(), 512, 1 | 2, 1);
+            d.desc(1, data_addr() + 512, 16, 0, 0);
+        }),
+        ("indirect table of 24 bytes", &|d: &Dev| d.desc(0, data_addr(), 24, 4, 0)),
+    ];
+    for (what, set_up) in broken {
+        set_up(&dev);
         let answer = dev.submit(0);
         let status = dev.r(reg::STATUS);
         let irq = dev.ack_interrupts();
