@@ -1,6 +1,7 @@
 //! The VM's 32 virtio-mmio transport slots (hv_core::guest_dt::layout::VIRTIO_BASE), as on
-//! QEMU's virt machine. Every slot is empty for now: it answers as QEMU's empty transports
-//! do (hv_core::virtio_mmio), so drivers probing the slots find no device and no abort.
+//! QEMU's virt machine. A slot without a device (all but the VM's disks, vdev/virtio_blk.rs)
+//! answers as QEMU's empty transports do (hv_core::virtio_mmio), so drivers probing the
+//! slots find no device and no abort.
 
 use hv_core::guest_dt::layout::{VIRTIO_SLOTS, VIRTIO_SLOT_SIZE};
 use hv_core::mmio::MmioDevice;
