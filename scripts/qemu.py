@@ -133,6 +133,8 @@ class Guest:
     smp: int = 1
     # Disk images the VM's guest sees as virtio-blk disks (serial vm<N>-disk<M>).
     disks: list[Disk] = field(default_factory=list)
+    # Its virtio devices with the legacy virtio-mmio interface (version 1, QEMU's default).
+    virtio_legacy: bool = False
 
 
 @dataclass
@@ -202,7 +204,7 @@ def command(m: Machine, validate: bool = True) -> list[str]:
         if g.initrd:
             devices += ["-device", f"guest-loader,addr={addr:#x},initrd={opt(g.initrd)}"]
             addr = align_up(addr + initrd_size, 2 * MIB)
-        hv_args += [f"vm{i}.mem={g.mem // MIB}M", f"vm{i}.smp={g.smp}"]
+        hv_args += [f"vm{i}.mem={g.mem // MIB}M", f"vm{i}.smp={g.smp}"] + ([f"vm{i}.virtio=legacy"] if g.virtio_legacy else [])
         guest_total += g.mem
         for n, d in enumerate(g.disks):
             if not d.path.is_file():
@@ -266,12 +268,12 @@ def direct_command(g: Guest, cpus: int, pauth: str = "impdef") -> list[str]:
             "-nographic", "-nic", "none", "-kernel", str(g.kernel), "-append", g.bootargs]
     if g.initrd:
         argv += ["-initrd", str(g.initrd)]
-    # The same disks with the same serials, on QEMU's own virtio-blk (modern transport, as
-    # the hypervisor's guests see it).
+    # The same disks with the same serials, on QEMU's own virtio-blk, with the interface
+    # the hypervisor's guest gets.
     for n, d in enumerate(g.disks):
         argv += ["-drive", f"if=none,id=d{n},format=raw,file={opt(d.path)}{',readonly=on' if d.read_only else ''}",
                  "-device", f"virtio-blk-device,drive=d{n},serial=vm0-disk{n}"]
-    if g.disks:
+    if g.disks and not g.virtio_legacy:
         argv += ["-global", "virtio-mmio.force-legacy=false"]
     return argv
 

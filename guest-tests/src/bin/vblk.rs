@@ -32,6 +32,9 @@ mod reg {
     pub const QUEUE_SEL: u64 = 0x030;
     pub const QUEUE_NUM_MAX: u64 = 0x034;
     pub const QUEUE_NUM: u64 = 0x038;
+    pub const GUEST_PAGE_SIZE: u64 = 0x028;
+    pub const QUEUE_ALIGN: u64 = 0x03c;
+    pub const QUEUE_PFN: u64 = 0x040;
     pub const QUEUE_READY: u64 = 0x044;
     pub const QUEUE_NOTIFY: u64 = 0x050;
     pub const INTERRUPT_STATUS: u64 = 0x060;
@@ -101,8 +104,13 @@ impl Dev {
         self.w(off + 4, (v >> 32) as u32);
     }
 
-    /// Reset, feature negotiation (VERSION_1 and FLUSH), queue 0 with QSIZE entries, live.
+    /// Reset, feature negotiation (VERSION_1 on the modern interface, FLUSH, indirect
+    /// descriptors), queue 0 with QSIZE entries, live. The legacy interface (version 1)
+    /// has no FEATURES_OK and places the queue by page frame number.
     fn bring_up(&mut self) -> Result<(), &'static str> {
+        if self.r(reg::VERSION) == 1 {
+            return self.bring_up_legacy();
+        }
         self.w(reg::STATUS, 0);
         self.w(reg::STATUS, ACKNOWLEDGE | DRIVER);
         self.w(reg::DEVICE_FEATURES_SEL, 1);
@@ -132,6 +140,28 @@ impl Dev {
         self.w64(reg::QUEUE_DEVICE, a + core::mem::offset_of!(Area, used) as u64);
         self.w(reg::QUEUE_READY, 1);
         self.w(reg::STATUS, ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK);
+        (self.next_avail, self.used_seen) = (0, 0);
+        Ok(())
+    }
+
+    fn bring_up_legacy(&mut self) -> Result<(), &'static str> {
+        self.w(reg::STATUS, 0);
+        self.w(reg::STATUS, ACKNOWLEDGE | DRIVER);
+        self.w(reg::DRIVER_FEATURES_SEL, 0);
+        self.w(reg::DRIVER_FEATURES, 1 << 9 | 1 << 28);
+        self.w(reg::GUEST_PAGE_SIZE, 4096);
+        self.w(reg::QUEUE_SEL, 0);
+        if self.r(reg::QUEUE_NUM_MAX) < QSIZE as u32 {
+            return Err("queue too small");
+        }
+        // SAFETY: the driver's own memory; the device does not use it before QueuePFN.
+        unsafe { core::ptr::write_bytes(area(), 0, 1) };
+        self.w(reg::QUEUE_NUM, QSIZE as u32);
+        self.w(reg::QUEUE_ALIGN, 4096);
+        // The legacy layout from that page: descriptors, the available ring right after
+        // them, the used ring at the next 4 KiB boundary: what Area is.
+        self.w(reg::QUEUE_PFN, (area() as u64 / 4096) as u32);
+        self.w(reg::STATUS, ACKNOWLEDGE | DRIVER | DRIVER_OK);
         (self.next_avail, self.used_seen) = (0, 0);
         Ok(())
     }

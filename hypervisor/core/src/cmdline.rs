@@ -13,9 +13,10 @@
 //! | `overcommit=on\|off` | a VM may have more vCPUs than there are CPUs (they share CPUs by time slices) | `off` |
 //! | `populate=eager\|lazy` | guest RAM allocated and mapped at VM creation, or page by page on the guest's first touch (stage-2 faults; the memory is committed to the VM at creation all the same) | `lazy` |
 //! | `blocks=on\|off` | with `populate=lazy`, a first touch maps the whole 2 MiB block around it (one fault, one 2 MiB leaf, as KVM does with transparent huge pages) where the block is untouched, inside RAM and a free aligned 2 MiB run of frames exists; else a 4 KiB page | `on` |
+//! | `virtio=modern\|legacy` | the virtio-mmio interface of the VM's devices (its disks): version 2, or version 1 as QEMU shows by default | `modern` |
 //! | `ramoops=on\|off` | a 1 MiB RAM region below the guest's device tree for Linux's ramoops (a reserved-memory node compatible "ramoops": 64 KiB records, console and pmsg); it survives the VM's reboots | `on` |
 //! | `refault=zero\|keep` | what a page unmapped by the guest (HV_MEM_UNMAP) or by reclaim holds when it faults back in | `zero` |
-//! | `vmN.mem=SIZE`, `vmN.smp=N`, `vmN.pauth=`, `vmN.pauth_keys=`, `vmN.pmu=`, `vmN.sve=`, `vmN.overcommit=`, `vmN.populate=`, `vmN.blocks=`, `vmN.refault=`, `vmN.ramoops=` | the same for VM number N only | |
+//! | `vmN.mem=SIZE`, `vmN.smp=N`, `vmN.pauth=`, `vmN.pauth_keys=`, `vmN.pmu=`, `vmN.sve=`, `vmN.overcommit=`, `vmN.populate=`, `vmN.blocks=`, `vmN.refault=`, `vmN.ramoops=`, `vmN.virtio=` | the same for VM number N only | |
 //! | `pstore_serial=NAME` | the serial of the virtio-blk disk that holds the pstore zones | `hv-pstore` |
 //! | `pstore_kmsg=KIB`, `pstore_console=KIB`, `pstore_pmsg=KIB` | zone sizes (multiples of 4) | 64, 64, 64 |
 //! | `pstore_order=kmsg-first\|linux` | zone order on the disk (pstore.rs in hv-core) | `kmsg-first` |
@@ -58,6 +59,8 @@ pub struct VmParams {
     pub blocks: bool,
     /// A ramoops region in the guest's RAM and device tree.
     pub ramoops: bool,
+    /// Its virtio devices use the legacy virtio-mmio interface (version 1).
+    pub virtio_legacy: bool,
     /// Unmapped pages keep their content for when they fault back (else they come back zeroed).
     pub keep_unmapped: bool,
 }
@@ -75,6 +78,7 @@ struct Overrides {
     lazy: Option<bool>,
     blocks: Option<bool>,
     ramoops: Option<bool>,
+    virtio_legacy: Option<bool>,
     keep_unmapped: Option<bool>,
 }
 
@@ -176,6 +180,7 @@ impl VmParams {
             lazy: true,
             blocks: true,
             ramoops: true,
+            virtio_legacy: false,
             keep_unmapped: false,
         };
 }
@@ -299,6 +304,13 @@ impl HvConfig {
                     }),
                     _ => Err("use eager or lazy"),
                 },
+                ("virtio", _) => match value {
+                    "modern" | "legacy" => Ok(match vm {
+                        Some(v) => cfg.per_vm[v].virtio_legacy = Some(value == "legacy"),
+                        None => cfg.default.virtio_legacy = value == "legacy",
+                    }),
+                    _ => Err("use modern or legacy"),
+                },
                 ("ramoops", _) => on_off(value).map(|on| match vm {
                     Some(v) => cfg.per_vm[v].ramoops = Some(on),
                     None => cfg.default.ramoops = on,
@@ -344,6 +356,7 @@ impl HvConfig {
             lazy: o.lazy.unwrap_or(self.default.lazy),
             blocks: o.blocks.unwrap_or(self.default.blocks),
             ramoops: o.ramoops.unwrap_or(self.default.ramoops),
+            virtio_legacy: o.virtio_legacy.unwrap_or(self.default.virtio_legacy),
             keep_unmapped: o.keep_unmapped.unwrap_or(self.default.keep_unmapped),
         }
     }
@@ -401,9 +414,10 @@ mod tests {
         assert_eq!((p.serial(), p.kmsg_size, p.console_size, p.pmsg_size, p.order, p.erase), (&b"disk7"[..], 32 << 10, 0, 64 << 10, Order::Linux, true));
         assert_eq!(HvConfig::default().pstore.serial(), b"hv-pstore");
         assert!(HvConfig::default().vm(0).lazy, "lazy population is the default");
-        let m = HvConfig::parse("populate=lazy vm1.populate=eager vm1.refault=keep vm2.blocks=off vm2.ramoops=off", |_| ());
+        let m = HvConfig::parse("populate=lazy vm1.populate=eager vm1.refault=keep vm2.blocks=off vm2.ramoops=off vm2.virtio=legacy", |_| ());
         assert!(m.vm(0).lazy && !m.vm(0).keep_unmapped && m.vm(0).blocks);
         assert!(!m.vm(2).blocks && !m.vm(2).ramoops && m.vm(0).ramoops);
+        assert!(m.vm(2).virtio_legacy && !m.vm(0).virtio_legacy);
         assert!(!m.vm(1).lazy && m.vm(1).keep_unmapped);
     }
 

@@ -25,6 +25,11 @@ pub mod reg {
     pub const QUEUE_SEL: u64 = 0x030;
     pub const QUEUE_NUM_MAX: u64 = 0x034;
     pub const QUEUE_NUM: u64 = 0x038;
+    /// Legacy (version 1) only: the guest's page size, the used ring's alignment, and the
+    /// queue's page frame number (the rings laid out from there).
+    pub const GUEST_PAGE_SIZE: u64 = 0x028;
+    pub const QUEUE_ALIGN: u64 = 0x03c;
+    pub const QUEUE_PFN: u64 = 0x040;
     pub const QUEUE_READY: u64 = 0x044;
     pub const QUEUE_NOTIFY: u64 = 0x050;
     pub const INTERRUPT_STATUS: u64 = 0x060;
@@ -110,6 +115,14 @@ pub enum Effect {
 /// The register file of a slot with a device behind it.
 #[derive(Clone, Debug, Default)]
 pub struct Transport {
+    /// The legacy interface (version 1, QEMU's default) instead of the modern one.
+    legacy: bool,
+    /// The device gave up on its queues (a broken ring) until the driver resets it.
+    broken: bool,
+    /// Legacy: GuestPageSize, and per queue QueueAlign and QueuePFN.
+    page_size: u32,
+    align: [u32; MAX_QUEUES],
+    pfn: [u32; MAX_QUEUES],
     status: u32,
     device_features_sel: u32,
     driver_features_sel: u32,
@@ -121,6 +134,17 @@ pub struct Transport {
 }
 
 impl Transport {
+    /// A transport with the modern interface (version 2).
+    pub fn modern() -> Transport {
+        Transport::default()
+    }
+
+    /// A transport with the legacy interface (version 1): 32 feature bits and no
+    /// FEATURES_OK, queues placed by page frame number.
+    pub fn legacy() -> Transport {
+        Transport { legacy: true, ..Transport::default() }
+    }
+
     pub fn status(&self) -> u32 {
         self.status
     }
@@ -148,17 +172,24 @@ impl Transport {
         }
     }
 
-    /// The device cannot go on (a driver broke the rules): DEVICE_NEEDS_RESET and a config
-    /// interrupt, as the specification says.
+    /// The device cannot go on (a driver broke the rules): it serves no more notifications
+    /// until reset; the modern interface also says DEVICE_NEEDS_RESET with a config
+    /// interrupt, as the specification says (the legacy one has no such status: QEMU's
+    /// legacy devices just stop).
     pub fn needs_reset(&mut self) {
-        if self.status & status::DRIVER_OK != 0 {
+        self.broken = true;
+        if !self.legacy && self.status & status::DRIVER_OK != 0 {
             self.status |= status::DEVICE_NEEDS_RESET;
             self.raise(INT_CONFIG_CHANGE);
         }
     }
 
-    fn offered(dev: &dyn VirtioDevice) -> u64 {
-        dev.features() | F_VERSION_1
+    fn offered(&self, dev: &dyn VirtioDevice) -> u64 {
+        if self.legacy {
+            dev.features() & 0xffff_ffff
+        } else {
+            dev.features() | F_VERSION_1
+        }
     }
 
     fn selected(&self) -> Option<usize> {
@@ -177,16 +208,18 @@ impl Transport {
         let q = self.selected().map(|q| (q, self.queues[q]));
         let v: u32 = match offset {
             reg::MAGIC => MAGIC,
-            reg::VERSION => VERSION_MODERN,
+            reg::VERSION => if self.legacy { VERSION_LEGACY } else { VERSION_MODERN },
             reg::DEVICE_ID => dev.device_id(),
             reg::VENDOR_ID => VENDOR_QEMU,
             reg::DEVICE_FEATURES => match self.device_features_sel {
-                0 => Self::offered(dev) as u32,
-                1 => (Self::offered(dev) >> 32) as u32,
+                0 => self.offered(dev) as u32,
+                1 => (self.offered(dev) >> 32) as u32,
                 _ => 0,
             },
             reg::QUEUE_NUM_MAX => q.map_or(0, |(n, _)| dev.queue_max(n) as u32),
-            reg::QUEUE_READY => q.is_some_and(|(_, c)| c.ready) as u32,
+            reg::QUEUE_PFN if self.legacy => q.map_or(0, |(n, _)| self.pfn[n]),
+            reg::QUEUE_READY if !self.legacy => q.is_some_and(|(_, c)| c.ready) as u32,
+            reg::CONFIG_GENERATION if self.legacy => 0,
             reg::INTERRUPT_STATUS => self.interrupt_status,
             reg::STATUS => self.status,
             reg::CONFIG_GENERATION => self.config_generation,
@@ -214,9 +247,10 @@ impl Transport {
                 _ => {}
             },
             reg::QUEUE_SEL => self.queue_sel = v,
+            reg::GUEST_PAGE_SIZE if self.legacy => self.page_size = v,
             reg::QUEUE_NOTIFY => {
                 return match self.queues.get(v as usize) {
-                    Some(c) if c.ready && self.status & status::DRIVER_OK != 0 => Effect::Notify(v as u16),
+                    Some(c) if c.ready && !self.broken && self.status & status::DRIVER_OK != 0 => Effect::Notify(v as u16),
                     _ => Effect::None,
                 }
             }
@@ -232,15 +266,19 @@ impl Transport {
 
     fn write_status(&mut self, dev: &mut dyn VirtioDevice, v: u32) -> Effect {
         if v == 0 {
-            *self = Transport { config_generation: self.config_generation, ..Transport::default() };
+            *self = Transport { legacy: self.legacy, config_generation: self.config_generation, ..Transport::default() };
             dev.reset();
             return Effect::Reset;
         }
         let mut new = v & !status::DEVICE_NEEDS_RESET | self.status & status::DEVICE_NEEDS_RESET;
-        if new & status::FEATURES_OK != 0 && self.status & status::FEATURES_OK == 0 {
-            // Kept only for a subset of what was offered, with VERSION_1 (this transport
-            // has no legacy interface).
-            let offered = Self::offered(dev);
+        if self.legacy {
+            // No FEATURES_OK in the legacy interface: what the driver wrote is what it
+            // accepted, within what was offered.
+            new &= !status::FEATURES_OK;
+            self.driver_features &= self.offered(dev);
+        } else if new & status::FEATURES_OK != 0 && self.status & status::FEATURES_OK == 0 {
+            // Kept only for a subset of what was offered, with VERSION_1.
+            let offered = self.offered(dev);
             if self.driver_features & !offered != 0 || self.driver_features & F_VERSION_1 == 0 {
                 new &= !status::FEATURES_OK;
             }
@@ -258,6 +296,10 @@ impl Transport {
     fn write_queue(&mut self, dev: &dyn VirtioDevice, offset: u64, v: u32) {
         let Some(n) = self.selected() else { return };
         let max = dev.queue_max(n);
+        if self.legacy {
+            self.write_legacy_queue(n, max, offset, v);
+            return;
+        }
         let c = &mut self.queues[n];
         if max == 0 || (c.ready && offset != reg::QUEUE_READY) {
             return;
@@ -273,6 +315,38 @@ impl Transport {
             reg::QUEUE_DRIVER_HIGH => set_high(&mut c.driver),
             reg::QUEUE_DEVICE_LOW => set_low(&mut c.device),
             reg::QUEUE_DEVICE_HIGH => set_high(&mut c.device),
+            _ => {}
+        }
+    }
+}
+
+impl Transport {
+    /// Legacy queue registers: QueueNum, QueueAlign, QueuePFN (non-zero: the queue is live,
+    /// its rings laid out from that page as the legacy interface says; zero: stopped).
+    fn write_legacy_queue(&mut self, n: usize, max: u16, offset: u64, v: u32) {
+        let c = &mut self.queues[n];
+        if max == 0 || (c.ready && offset != reg::QUEUE_PFN) {
+            return;
+        }
+        match offset {
+            reg::QUEUE_NUM if v.is_power_of_two() && v <= max as u32 => c.size = v as u16,
+            reg::QUEUE_ALIGN if v.is_power_of_two() => self.align[n] = v,
+            reg::QUEUE_PFN => {
+                self.pfn[n] = v;
+                let page = if self.page_size.is_power_of_two() { self.page_size as u64 } else { 4096 };
+                let align = if self.align[n].is_power_of_two() { self.align[n] as u64 } else { 4096 };
+                let size = c.size as u64;
+                if v == 0 || size == 0 {
+                    *c = QueueConfig::default();
+                    return;
+                }
+                c.desc = v as u64 * page;
+                c.driver = c.desc + 16 * size;
+                // The used ring after the available one (flags, idx, ring, used_event),
+                // aligned up.
+                c.device = (c.driver + 6 + 2 * size + align - 1) & !(align - 1);
+                c.ready = true;
+            }
             _ => {}
         }
     }
@@ -407,6 +481,40 @@ mod tests {
         assert_eq!(t.driver_features(), F_VERSION_1);
     }
 
+    /// The legacy interface as Linux's virtio_mmio drives it (version 1): 32 feature bits,
+    /// no FEATURES_OK, GuestPageSize, QueueAlign and QueuePFN placing the rings.
+    #[test]
+    fn the_legacy_interface_places_queues_by_page_frame() {
+        let (mut t, mut d) = (Transport::legacy(), Dev::default());
+        assert_eq!(t.read(&d, reg::VERSION, 4), VERSION_LEGACY as u64);
+        w(&mut t, &mut d, reg::DEVICE_FEATURES_SEL, 1);
+        assert_eq!(t.read(&d, reg::DEVICE_FEATURES, 4), 0, "no VERSION_1");
+        w(&mut t, &mut d, reg::STATUS, (status::ACKNOWLEDGE | status::DRIVER) as u64);
+        w(&mut t, &mut d, reg::DRIVER_FEATURES_SEL, 0);
+        w(&mut t, &mut d, reg::DRIVER_FEATURES, 1 << 9 | 1 << 3);
+        w(&mut t, &mut d, reg::GUEST_PAGE_SIZE, 4096);
+        w(&mut t, &mut d, reg::QUEUE_SEL, 0);
+        w(&mut t, &mut d, reg::QUEUE_NUM, 8);
+        w(&mut t, &mut d, reg::QUEUE_ALIGN, 4096);
+        assert_eq!(w(&mut t, &mut d, reg::QUEUE_NOTIFY, 0), Effect::None, "no queue yet");
+        w(&mut t, &mut d, reg::QUEUE_PFN, 0x4_0001);
+        assert_eq!(t.read(&d, reg::QUEUE_PFN, 4), 0x4_0001);
+        let q = *t.queue(0).unwrap();
+        assert_eq!((q.size, q.ready, q.desc, q.driver, q.device), (8, true, 0x4000_1000, 0x4000_1080, 0x4000_2000));
+        assert_eq!(w(&mut t, &mut d, reg::STATUS, (status::ACKNOWLEDGE | status::DRIVER | status::DRIVER_OK | status::FEATURES_OK) as u64), Effect::DriverOk);
+        assert_eq!(t.status() & status::FEATURES_OK, 0, "no FEATURES_OK in the legacy interface");
+        assert_eq!(t.driver_features(), 1 << 9, "what was not offered is dropped");
+        assert_eq!(w(&mut t, &mut d, reg::QUEUE_NOTIFY, 0), Effect::Notify(0));
+        // A live queue does not move; PFN 0 stops it; a reset keeps the interface.
+        w(&mut t, &mut d, reg::QUEUE_NUM, 4);
+        assert_eq!(t.queue(0).unwrap().size, 8);
+        w(&mut t, &mut d, reg::QUEUE_PFN, 0);
+        assert!(!t.queue(0).unwrap().ready);
+        assert_eq!(w(&mut t, &mut d, reg::STATUS, 0), Effect::Reset);
+        assert_eq!(t.read(&d, reg::VERSION, 4), VERSION_LEGACY as u64);
+        assert_eq!(t.read(&d, reg::QUEUE_READY, 4), 0, "no QueueReady register");
+    }
+
     #[test]
     fn bad_queue_configuration_is_ignored() {
         let (mut t, mut d) = (Transport::default(), Dev::default());
@@ -446,18 +554,26 @@ mod tests {
         assert_ne!(t.status() & status::DEVICE_NEEDS_RESET, 0);
         assert_eq!(t.read(&d, reg::INTERRUPT_STATUS, 4), INT_CONFIG_CHANGE as u64);
         assert_eq!(t.read(&d, reg::CONFIG_GENERATION, 4), 1);
-        // The driver cannot clear it by writing status, only by resetting.
+        // The driver cannot clear it by writing status, only by resetting; till then the
+        // device serves no notification.
         w(&mut t, &mut d, reg::STATUS, 0xf);
         assert_ne!(t.status() & status::DEVICE_NEEDS_RESET, 0);
+        assert_eq!(w(&mut t, &mut d, reg::QUEUE_NOTIFY, 0), Effect::None);
         w(&mut t, &mut d, reg::STATUS, 0);
         assert_eq!(t.status(), 0);
+        bring_up(&mut t, &mut d, F_VERSION_1);
+        w(&mut t, &mut d, reg::STATUS, 0xf);
+        assert_eq!(w(&mut t, &mut d, reg::QUEUE_NOTIFY, 0), Effect::Notify(0));
     }
 
     #[test]
     fn garbage_writes_never_panic() {
         let mut rng = crate::rng::Rng::new(7);
         let (mut t, mut d) = (Transport::default(), Dev::default());
-        for _ in 0..crate::fuzz_tests::iters(100_000) {
+        for i in 0..crate::fuzz_tests::iters(100_000) {
+            if i == 50_000 {
+                t = Transport::legacy();
+            }
             let offset = rng.next() % 0x140;
             let size = [1u8, 2, 4, 8][(rng.next() % 4) as usize];
             if rng.next() % 2 == 0 {

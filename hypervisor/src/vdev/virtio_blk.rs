@@ -1,5 +1,5 @@
 //! A disk of the VM in one of its virtio-mmio slots: hv_core's virtio-mmio transport
-//! (modern, version 2) and virtio-blk device, backed by a host disk kept for the VM
+//! (modern, version 2, or legacy, version 1) and virtio-blk device, backed by a host disk kept for the VM
 //! (drivers::disks). Requests are served when the guest notifies, on the notifying vCPU,
 //! through the host driver (which polls for completion) in requests of up to 256 KiB; the
 //! used-buffer interrupt is the slot's SPI.
@@ -73,8 +73,10 @@ pub struct GuestDisk {
 const REQUESTS_PER_NOTIFY: usize = QUEUE_SIZE as usize;
 
 impl GuestDisk {
-    pub fn new(slot: u64, host: &'static HostDisk) -> GuestDisk {
-        let state = State { transport: Transport::default(), device: BlockDevice::new(HostBackend(host)), queue: None };
+    /// `legacy`: the legacy virtio-mmio interface (version 1) instead of the modern one.
+    pub fn new(slot: u64, host: &'static HostDisk, legacy: bool) -> GuestDisk {
+        let transport = if legacy { Transport::legacy() } else { Transport::modern() };
+        let state = State { transport, device: BlockDevice::new(HostBackend(host)), queue: None };
         GuestDisk { slot, host, state: Mutex::new(state) }
     }
 

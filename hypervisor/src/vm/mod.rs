@@ -157,7 +157,7 @@ impl Vm {
                 vgic: vgic::available().then(|| Vgic::new(vcpus)),
                 disks: crate::drivers::disks::of_vm(id)
                     .filter(|d| d.number < layout::VIRTIO_SLOTS as usize)
-                    .map(|d| GuestDisk::new(layout::VIRTIO_SLOTS - 1 - d.number as u64, d))
+                    .map(|d| GuestDisk::new(layout::VIRTIO_SLOTS - 1 - d.number as u64, d, spec.params.virtio_legacy))
                     .collect(),
                 stopping: AtomicBool::new(false),
                 stop_reason: Mutex::new(None),
