@@ -4,8 +4,9 @@
 //! that a driver probing the slots finds "no device" (DeviceID 0).
 //!
 //! `Transport` is the register file of a slot with a device behind it (the modern
-//! transport, version 2): feature negotiation, device status and reset, queue
-//! configuration, interrupt status and acknowledge, and config space through the device.
+//! interface, version 2, or the legacy one, version 1): feature negotiation, device status
+//! and reset, queue configuration, interrupt status and acknowledge, and config space
+//! through the device.
 //! It is the part every device type shares; a device is its `VirtioDevice` (config space,
 //! features, queues) and its queue handlers, which the transport's `Effect`s start. Nothing
 //! a guest writes can make it panic: bad values are refused as the specification allows
