@@ -38,6 +38,8 @@ if [ -z "$rust_path" ]; then
 fi
 need_cmd qemu-system-aarch64 qemu-system-arm
 need_cmd python3 python3
+# make rootfs and the root-filesystem test build and check ext4 images (mke2fs -d, e2fsck).
+command -v mke2fs >/dev/null 2>&1 || [ -x /usr/sbin/mke2fs ] || missing+=(e2fsprogs)
 [ $want_debug = 1 ] && need_cmd gdb-multiarch gdb-multiarch
 
 # --- install what is missing ----------------------------------------------------------
