@@ -16,41 +16,12 @@
 use core::ptr::{read_volatile, write_volatile};
 use guest_rt::{check, check_eq, println, BootInfo};
 use hv_core::virtio::blk::{T_FLUSH, T_GET_ID, T_IN, T_OUT};
+use hv_core::virtio_mmio::reg;
+use hv_core::virtio_mmio::status::{ACKNOWLEDGE, DEVICE_NEEDS_RESET as NEEDS_RESET, DRIVER, DRIVER_OK, FEATURES_OK};
 
 const SLOTS: u64 = 0x0a00_0000;
 const SLOT: u64 = 0x200;
 const QSIZE: u16 = 8;
-
-mod reg {
-    pub const MAGIC: u64 = 0x000;
-    pub const VERSION: u64 = 0x004;
-    pub const DEVICE_ID: u64 = 0x008;
-    pub const DEVICE_FEATURES: u64 = 0x010;
-    pub const DEVICE_FEATURES_SEL: u64 = 0x014;
-    pub const DRIVER_FEATURES: u64 = 0x020;
-    pub const DRIVER_FEATURES_SEL: u64 = 0x024;
-    pub const QUEUE_SEL: u64 = 0x030;
-    pub const QUEUE_NUM_MAX: u64 = 0x034;
-    pub const QUEUE_NUM: u64 = 0x038;
-    pub const GUEST_PAGE_SIZE: u64 = 0x028;
-    pub const QUEUE_ALIGN: u64 = 0x03c;
-    pub const QUEUE_PFN: u64 = 0x040;
-    pub const QUEUE_READY: u64 = 0x044;
-    pub const QUEUE_NOTIFY: u64 = 0x050;
-    pub const INTERRUPT_STATUS: u64 = 0x060;
-    pub const INTERRUPT_ACK: u64 = 0x064;
-    pub const STATUS: u64 = 0x070;
-    pub const QUEUE_DESC: u64 = 0x080;
-    pub const QUEUE_DRIVER: u64 = 0x090;
-    pub const QUEUE_DEVICE: u64 = 0x0a0;
-    pub const CONFIG: u64 = 0x100;
-}
-
-const ACKNOWLEDGE: u32 = 1;
-const DRIVER: u32 = 2;
-const DRIVER_OK: u32 = 4;
-const FEATURES_OK: u32 = 8;
-const NEEDS_RESET: u32 = 0x40;
 
 /// The queue and the buffers, in the guest's RAM (identity-mapped: address = IPA).
 #[repr(C, align(4096))]
@@ -135,9 +106,9 @@ impl Dev {
         unsafe { core::ptr::write_bytes(area(), 0, 1) };
         let a = area() as u64;
         self.w(reg::QUEUE_NUM, QSIZE as u32);
-        self.w64(reg::QUEUE_DESC, a);
-        self.w64(reg::QUEUE_DRIVER, a + core::mem::offset_of!(Area, avail) as u64);
-        self.w64(reg::QUEUE_DEVICE, a + core::mem::offset_of!(Area, used) as u64);
+        self.w64(reg::QUEUE_DESC_LOW, a);
+        self.w64(reg::QUEUE_DRIVER_LOW, a + core::mem::offset_of!(Area, avail) as u64);
+        self.w64(reg::QUEUE_DEVICE_LOW, a + core::mem::offset_of!(Area, used) as u64);
         self.w(reg::QUEUE_READY, 1);
         self.w(reg::STATUS, ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK);
         (self.next_avail, self.used_seen) = (0, 0);

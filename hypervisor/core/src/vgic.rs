@@ -620,7 +620,7 @@ mod tests {
             let mut d = Distributor::default();
             d.ctlr |= gicd::CTLR_ENABLE_GRP1 | if round % 3 == 0 { gicd::CTLR_ENABLE_GRP0 } else { 0 };
             let mut r = Redistributor::default();
-            let mut random_irq = |rng: &mut crate::rng::Rng| Irq {
+            let random_irq = |rng: &mut crate::rng::Rng| Irq {
                 enabled: rng.below(4) != 0,
                 pending: rng.below(3) == 0,
                 active: rng.below(8) == 0,

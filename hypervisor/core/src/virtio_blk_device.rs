@@ -257,49 +257,9 @@ impl<B: Backend> BlockDevice<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::virtqueue::OutOfRam;
-    use std::cell::RefCell;
+    use crate::virtqueue::test_ram::{Ram, BASE};
     use std::vec;
     use std::vec::Vec;
-
-    /// Guest RAM: 1 MiB at 0x4000_0000.
-    struct Ram(RefCell<Vec<u8>>);
-    const BASE: u64 = 0x4000_0000;
-
-    impl Ram {
-        fn new() -> Ram {
-            Ram(RefCell::new(vec![0; 1 << 20]))
-        }
-        fn range(&self, gpa: u64, len: usize) -> Result<core::ops::Range<usize>, OutOfRam> {
-            let start = gpa.checked_sub(BASE).ok_or(OutOfRam)? as usize;
-            let end = start.checked_add(len).ok_or(OutOfRam)?;
-            if end > self.0.borrow().len() {
-                return Err(OutOfRam);
-            }
-            Ok(start..end)
-        }
-        fn put(&self, gpa: u64, data: &[u8]) {
-            self.write(gpa, data).unwrap();
-        }
-        fn get(&self, gpa: u64, len: usize) -> Vec<u8> {
-            let mut v = vec![0; len];
-            self.read(gpa, &mut v).unwrap();
-            v
-        }
-    }
-
-    impl GuestRam for Ram {
-        fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), OutOfRam> {
-            let r = self.range(gpa, buf.len())?;
-            buf.copy_from_slice(&self.0.borrow()[r]);
-            Ok(())
-        }
-        fn write(&self, gpa: u64, data: &[u8]) -> Result<(), OutOfRam> {
-            let r = self.range(gpa, data.len())?;
-            self.0.borrow_mut()[r].copy_from_slice(data);
-            Ok(())
-        }
-    }
 
     struct Disk {
         data: Vec<u8>,
@@ -391,7 +351,7 @@ mod tests {
 
     #[test]
     fn reads_and_writes_across_split_buffers() {
-        let ram = Ram::new();
+        let ram = Ram::sized(1 << 20);
         let mut d = device(64);
         // Write 3 sectors at sector 5 from three buffers of odd sizes (1000 + 36 + 500).
         let data: Vec<u8> = (0..1536).map(|i| (i * 7 % 256) as u8).collect();
@@ -420,7 +380,7 @@ mod tests {
 
     #[test]
     fn flush_get_id_and_unknown_types() {
-        let ram = Ram::new();
+        let ram = Ram::sized(1 << 20);
         let mut d = device(8);
         let c = chain(vec![header(&ram, 0, T_FLUSH, 0), buf(0x100, 1, true)]);
         assert_eq!(d.serve(&c, &ram), 1);
@@ -436,7 +396,7 @@ mod tests {
 
     #[test]
     fn bad_requests_get_an_error_status_never_more() {
-        let ram = Ram::new();
+        let ram = Ram::sized(1 << 20);
         let mut d = device(8);
         let status = |ram: &Ram| ram.get(BASE + 0x900, 1)[0];
         let st = || buf(0x900, 1, true);
@@ -484,7 +444,7 @@ mod tests {
     #[test]
     fn garbage_requests_are_answered_safely() {
         let mut rng = crate::rng::Rng::new(0xb10c);
-        let ram = Ram::new();
+        let ram = Ram::sized(1 << 20);
         let mut d = device(16);
         for _ in 0..crate::fuzz_tests::iters(20_000) {
             let kind = [T_IN, T_OUT, T_FLUSH, T_GET_ID, 3, rng.next() as u32][rng.below(6) as usize];

@@ -195,20 +195,25 @@ impl DeviceQueue {
     }
 }
 
+/// Guest RAM on the host for the tests of the virtqueue and of devices.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod test_ram {
+    use super::{GuestRam, OutOfRam};
     use core::cell::RefCell;
     use std::vec;
+    use std::vec::Vec;
 
-    const BASE: u64 = 0x4000_0000;
+    pub const BASE: u64 = 0x4000_0000;
 
-    /// 64 KiB of guest RAM at BASE.
-    struct Ram(RefCell<Vec<u8>>);
+    /// RAM at BASE: 64 KiB, or `sized`.
+    pub struct Ram(pub RefCell<Vec<u8>>);
 
     impl Ram {
-        fn new() -> Ram {
-            Ram(RefCell::new(vec![0; 0x1_0000]))
+        pub fn new() -> Ram {
+            Ram::sized(0x1_0000)
+        }
+        pub fn sized(bytes: usize) -> Ram {
+            Ram(RefCell::new(vec![0; bytes]))
         }
         fn range(&self, gpa: u64, len: usize) -> Result<core::ops::Range<usize>, OutOfRam> {
             let start = gpa.checked_sub(BASE).ok_or(OutOfRam)? as usize;
@@ -218,16 +223,24 @@ mod tests {
             }
             Ok(start..end)
         }
-        fn put16(&self, gpa: u64, v: u16) {
-            self.write(gpa, &v.to_le_bytes()).unwrap();
+        pub fn put(&self, gpa: u64, data: &[u8]) {
+            self.write(gpa, data).unwrap();
         }
-        fn desc(&self, table: u64, i: u16, addr: u64, len: u32, flags: u16, next: u16) {
+        pub fn get(&self, gpa: u64, len: usize) -> Vec<u8> {
+            let mut v = vec![0; len];
+            self.read(gpa, &mut v).unwrap();
+            v
+        }
+        pub fn put16(&self, gpa: u64, v: u16) {
+            self.put(gpa, &v.to_le_bytes());
+        }
+        pub fn desc(&self, table: u64, i: u16, addr: u64, len: u32, flags: u16, next: u16) {
             let mut d = [0u8; 16];
             d[..8].copy_from_slice(&addr.to_le_bytes());
             d[8..12].copy_from_slice(&len.to_le_bytes());
             d[12..14].copy_from_slice(&flags.to_le_bytes());
             d[14..].copy_from_slice(&next.to_le_bytes());
-            self.write(table + 16 * i as u64, &d).unwrap();
+            self.put(table + 16 * i as u64, &d);
         }
     }
 
@@ -243,6 +256,12 @@ mod tests {
             Ok(())
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_ram::{Ram, BASE};
+    use super::*;
 
     const DESC: u64 = BASE + 0x1000;
     const AVAIL: u64 = BASE + 0x2000;
