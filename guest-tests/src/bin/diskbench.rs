@@ -8,33 +8,13 @@
 #![no_std]
 #![no_main]
 
-use core::arch::{asm, global_asm};
-
-global_asm!(
-    ".section .text.head, \"ax\"",
-    ".global _start",
-    "_start:",
-    "mov x29, #0",
-    "mov x0, sp", // argc, argv... as the kernel left them
-    "bl diskbench_main",
-    "mov x8, #93", // exit
-    "svc #0",
-);
-
-fn syscall(nr: u64, a: [u64; 5]) -> i64 {
-    let r: i64;
-    // SAFETY: a Linux system call; the kernel preserves every register but x0.
-    unsafe {
-        asm!("svc #0", in("x8") nr, inlateout("x0") a[0] as i64 => r, in("x1") a[1], in("x2") a[2], in("x3") a[3],
-             in("x4") a[4], options(nostack));
-    }
-    r
-}
+#[path = "../linux_program.rs"]
+mod linux_program;
+use linux_program::{print_line, syscall};
 
 const OPENAT: u64 = 56;
 const LSEEK: u64 = 62;
 const PREAD64: u64 = 67;
-const WRITE: u64 = 64;
 const CLOCK_GETTIME: u64 = 113;
 const AT_FDCWD: u64 = -100i64 as u64;
 const O_DIRECT: u64 = 0o200000;
@@ -53,30 +33,14 @@ fn now_ns() -> u64 {
     ts[0] * 1_000_000_000 + ts[1]
 }
 
-struct Out {
-    buf: [u8; 96],
-    len: usize,
-}
-
-impl core::fmt::Write for Out {
-    fn write_str(&mut self, s: &str) -> core::fmt::Result {
-        let n = s.len().min(self.buf.len() - self.len);
-        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
-        self.len += n;
-        Ok(())
-    }
-}
-
 fn report(iops: i64, reads: i64) -> u64 {
-    let mut out = Out { buf: [0; 96], len: 0 };
-    let _ = core::fmt::Write::write_fmt(&mut out, format_args!("DISKBENCH iops={} reads={}\n", iops, reads));
-    syscall(WRITE, [1, out.buf.as_ptr() as u64, out.len as u64, 0, 0]);
+    print_line(format_args!("DISKBENCH iops={} reads={}", iops, reads));
     (iops <= 0) as u64
 }
 
 /// `sp` as the kernel set it up: argc, then the argv pointers.
 #[no_mangle]
-extern "C" fn diskbench_main(sp: *const u64) -> u64 {
+extern "C" fn program_main(sp: *const u64) -> u64 {
     // SAFETY: the initial stack holds argc and argc pointers to NUL-terminated strings.
     let (argc, path) = unsafe { (*sp, *sp.add(2)) };
     if argc < 2 {
@@ -105,11 +69,4 @@ extern "C" fn diskbench_main(sp: *const u64) -> u64 {
     }
     let ns = now_ns() - start;
     report((reads as u64 * 1_000_000_000 / ns) as i64, reads)
-}
-
-#[panic_handler]
-fn panic(_: &core::panic::PanicInfo) -> ! {
-    loop {
-        syscall(93, [2, 0, 0, 0, 0]);
-    }
 }

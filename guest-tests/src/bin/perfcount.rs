@@ -7,32 +7,13 @@
 #![no_std]
 #![no_main]
 
-use core::arch::{asm, global_asm};
-
-global_asm!(
-    ".section .text.head, \"ax\"",
-    ".global _start",
-    "_start:",
-    "mov x29, #0",
-    "bl perfcount_main",
-    "mov x8, #93", // exit
-    "svc #0",
-);
-
-fn syscall(nr: u64, a: [u64; 5]) -> i64 {
-    let r: i64;
-    // SAFETY: a Linux system call; the kernel preserves every register but x0.
-    unsafe {
-        asm!("svc #0", in("x8") nr, inlateout("x0") a[0] as i64 => r, in("x1") a[1], in("x2") a[2], in("x3") a[3],
-             in("x4") a[4], options(nostack));
-    }
-    r
-}
+#[path = "../linux_program.rs"]
+mod linux_program;
+use linux_program::{print_line, syscall};
 
 const PERF_EVENT_OPEN: u64 = 241;
 const IOCTL: u64 = 29;
 const READ: u64 = 63;
-const WRITE: u64 = 64;
 const IOC_ENABLE: u64 = 0x2400;
 const IOC_DISABLE: u64 = 0x2401;
 const IOC_RESET: u64 = 0x2403;
@@ -68,33 +49,10 @@ fn count(config: u64, n: u64) -> i64 {
     value as i64
 }
 
-struct Out {
-    buf: [u8; 96],
-    len: usize,
-}
-
-impl core::fmt::Write for Out {
-    fn write_str(&mut self, s: &str) -> core::fmt::Result {
-        let n = s.len().min(self.buf.len() - self.len);
-        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
-        self.len += n;
-        Ok(())
-    }
-}
-
 #[no_mangle]
-extern "C" fn perfcount_main() -> u64 {
+extern "C" fn program_main(_sp: *const u64) -> u64 {
     let cycles = count(0, 1_000_000);
     let instructions = count(1, 1_000_000);
-    let mut out = Out { buf: [0; 96], len: 0 };
-    let _ = core::fmt::Write::write_fmt(&mut out, format_args!("PERFCOUNT cycles={} instructions={}\n", cycles, instructions));
-    syscall(WRITE, [1, out.buf.as_ptr() as u64, out.len as u64, 0, 0]);
+    print_line(format_args!("PERFCOUNT cycles={} instructions={}", cycles, instructions));
     (cycles <= 0) as u64
-}
-
-#[panic_handler]
-fn panic(_: &core::panic::PanicInfo) -> ! {
-    loop {
-        syscall(93, [2, 0, 0, 0, 0]);
-    }
 }

@@ -1,0 +1,60 @@
+//! What the static Linux programs of the test initramfs (bin/perfcount.rs, bin/diskbench.rs)
+//! share, included by each with `#[path]` (they are not bare-metal guests and do not link
+//! the guest runtime): the entry point, which hands the initial stack (argc, argv) to
+//! `program_main` and exits with its result, raw system calls, printing one line to
+//! standard output, and a panic handler that exits.
+
+use core::arch::{asm, global_asm};
+
+global_asm!(
+    ".section .text.head, \"ax\"",
+    ".global _start",
+    "_start:",
+    "mov x29, #0",
+    "mov x0, sp", // argc, then the argv pointers, as the kernel left them
+    "bl program_main",
+    "mov x8, #93", // exit
+    "svc #0",
+);
+
+pub const WRITE: u64 = 64;
+const EXIT: u64 = 93;
+
+pub fn syscall(nr: u64, a: [u64; 5]) -> i64 {
+    let r: i64;
+    // SAFETY: a Linux system call; the kernel preserves every register but x0.
+    unsafe {
+        asm!("svc #0", in("x8") nr, inlateout("x0") a[0] as i64 => r, in("x1") a[1], in("x2") a[2], in("x3") a[3],
+             in("x4") a[4], options(nostack));
+    }
+    r
+}
+
+/// A line of at most 96 bytes, formatted on the stack.
+struct Line {
+    buf: [u8; 96],
+    len: usize,
+}
+
+impl core::fmt::Write for Line {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let n = s.len().min(self.buf.len() - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        Ok(())
+    }
+}
+
+/// Writes `args` and a newline to standard output.
+pub fn print_line(args: core::fmt::Arguments<'_>) {
+    let mut line = Line { buf: [0; 96], len: 0 };
+    let _ = core::fmt::Write::write_fmt(&mut line, format_args!("{}\n", args));
+    syscall(WRITE, [1, line.buf.as_ptr() as u64, line.len as u64, 0, 0]);
+}
+
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo) -> ! {
+    loop {
+        syscall(EXIT, [2, 0, 0, 0, 0]);
+    }
+}
