@@ -222,6 +222,16 @@ def boot_tests() -> list[BootTest]:
             compare_bare=True, before=fresh_vblk_disks)
           # The legacy interface has no DEVICE_NEEDS_RESET: a broken queue just stops (QEMU too).
           for suffix, legacy, broken in [("", False, "true"), ("-legacy", True, "false")]],
+        # A disk's DMA against the guest taking the pages away (the stage-2 notifier waits for
+        # the host device): VM 0 unmaps, reclaims or write-protects the buffer of each read
+        # while it is in flight; VM 1, on 4 KiB pages, keeps taking freed frames and checks
+        # that nothing writes them underneath it.
+        BootTest("virtio-blk-dma-vs-unmap", Machine([guest("vblkdma", disks=[qemu.Disk(DMA_DISK)]), guest("vblkdma", bootargs="role=1")],
+                                                    cpus=2, hv_args="blocks=off"), [
+            r"vm0\| dma: 3000 reads, 750 with their buffer unmapped, [1-9]\d* reclaimed, 750 write-protected in flight",
+            r"vm1\| watcher: 400 cycles of 4096 KiB, 0 words changed underneath",
+            r"VM 0 disk \"vm0-disk0\": requests zero_copy=3000 bounced=0 unmap_waits=[1-9]",
+            r"VM 0: test verdict PASS", r"VM 1: test verdict PASS", r"machine exit status 0"], before=fresh_dma_disk),
         # A hostile guest: 20,000 random hypercalls (known calls with bad arguments, unknown
         # IDs, HVC and SMC) and every system-register encoding, next to a VM that must not
         # notice. A new seed each run (printed; rerun one with bootargs seed=N).
@@ -337,6 +347,19 @@ def fresh_vblk_disks() -> None:
         with open(path, "wb") as f:
             f.truncate(size)
             f.write(b"VBLK-TEST-SECTOR-0")
+
+
+DMA_DISK = qemu.ROOT / "target" / "test-dma.img"
+
+
+def fresh_dma_disk() -> None:
+    """8 MiB, each sector starting with its number plus one (little-endian u64)."""
+    DMA_DISK.parent.mkdir(parents=True, exist_ok=True)
+    sector = bytearray(512)
+    with open(DMA_DISK, "wb") as f:
+        for n in range(8 * MIB // 512):
+            sector[0:8] = (n + 1).to_bytes(8, "little")
+            f.write(sector)
 
 
 DISK = qemu.ROOT / "target" / "test-disk.img"

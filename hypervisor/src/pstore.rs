@@ -78,7 +78,7 @@ fn rtc_seconds() -> i64 {
 
 /// Devices this module drives, for the EL2 tables: the virtio transports and the RTC.
 pub fn devices(dt: &HostDt) -> alloc::vec::Vec<hv_core::ranges::Range> {
-    let mut v = dt.virtio_mmio();
+    let mut v: alloc::vec::Vec<_> = dt.virtio_mmio().into_iter().map(|(r, _)| r).collect();
     v.extend(dt.rtc());
     v
 }

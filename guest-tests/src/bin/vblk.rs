@@ -7,177 +7,47 @@
 //! with its own serial and size. Prints `observe ...` lines for the differential run on
 //! bare QEMU (its own virtio-blk, modern transport, same images and serials).
 //!
-//! Requests complete by the time the notifying write returns under the hypervisor; on bare
-//! QEMU they complete shortly after, so the driver polls the used index (bounded).
+//! Requests complete shortly after the notifying write, under the hypervisor (when the
+//! host disk's interrupt comes) as on bare QEMU, so the driver polls the used index
+//! (bounded).
 
 #![no_std]
 #![no_main]
 
 use core::ptr::{read_volatile, write_volatile};
+use guest_rt::vblk_driver::{Dev, Queue, QSIZE};
 use guest_rt::{check, check_eq, println, BootInfo};
 use hv_core::virtio::blk::{T_FLUSH, T_GET_ID, T_IN, T_OUT};
 use hv_core::virtio_mmio::reg;
-use hv_core::virtio_mmio::status::{ACKNOWLEDGE, DEVICE_NEEDS_RESET as NEEDS_RESET, DRIVER, DRIVER_OK, FEATURES_OK};
+use hv_core::virtio_mmio::status::DEVICE_NEEDS_RESET as NEEDS_RESET;
 
-const SLOTS: u64 = 0x0a00_0000;
-const SLOT: u64 = 0x200;
-const QSIZE: u16 = 8;
+/// The queues of the two disks, and the request's buffers, in the guest's RAM
+/// (identity-mapped: address = IPA).
+static mut QUEUES: [Queue; 2] = [Queue::new(), Queue::new()];
 
-/// The queue and the buffers, in the guest's RAM (identity-mapped: address = IPA).
-#[repr(C, align(4096))]
+#[repr(C)]
 struct Area {
-    desc: [[u8; 16]; QSIZE as usize],
-    avail: [u16; 3 + QSIZE as usize],
-    _pad: [u8; 4096 - 16 * QSIZE as usize - 2 * (3 + QSIZE as usize)],
-    used: [u8; 4096],
     header: [u8; 16],
     status: [u8; 16],
     data: [u8; 8192],
 }
 
-static mut AREA: Area = Area {
-    desc: [[0; 16]; QSIZE as usize],
-    avail: [0; 3 + QSIZE as usize],
-    _pad: [0; 4096 - 16 * QSIZE as usize - 2 * (3 + QSIZE as usize)],
-    used: [0; 4096],
-    header: [0; 16],
-    status: [0; 16],
-    data: [0; 8192],
-};
+static mut AREA: Area = Area { header: [0; 16], status: [0; 16], data: [0; 8192] };
 
 fn area() -> *mut Area {
     &raw mut AREA
 }
 
-struct Dev {
-    base: u64,
-    next_avail: u16,
-    used_seen: u16,
+fn queue(i: usize) -> *mut Queue {
+    // SAFETY: only the address is taken.
+    unsafe { &raw mut QUEUES[i] }
 }
 
-impl Dev {
-    // Single loads and stores without writeback, so that a trapped access has its syndrome
-    // (as Linux's accessors do).
-    fn r(&self, off: u64) -> u32 {
-        let v: u32;
-        // SAFETY: a register of the transport in the guest's device mapping.
-        unsafe { core::arch::asm!("ldr {:w}, [{}]", out(reg) v, in(reg) self.base + off, options(nostack)) };
-        v
-    }
+trait Requests {
+    fn request(&mut self, kind: u32, sector: u64, data: Option<(u64, u32)>) -> Option<(u32, u8)>;
+}
 
-    fn w(&self, off: u64, v: u32) {
-        // SAFETY: as above.
-        unsafe { core::arch::asm!("str {:w}, [{}]", in(reg) v, in(reg) self.base + off, options(nostack)) };
-    }
-
-    fn w64(&self, off: u64, v: u64) {
-        self.w(off, v as u32);
-        self.w(off + 4, (v >> 32) as u32);
-    }
-
-    /// Reset, feature negotiation (VERSION_1 on the modern interface, FLUSH, indirect
-    /// descriptors), queue 0 with QSIZE entries, live. The legacy interface (version 1)
-    /// has no FEATURES_OK and places the queue by page frame number.
-    fn bring_up(&mut self) -> Result<(), &'static str> {
-        if self.r(reg::VERSION) == 1 {
-            return self.bring_up_legacy();
-        }
-        self.w(reg::STATUS, 0);
-        self.w(reg::STATUS, ACKNOWLEDGE | DRIVER);
-        self.w(reg::DEVICE_FEATURES_SEL, 1);
-        let high = self.r(reg::DEVICE_FEATURES);
-        if high & 1 == 0 {
-            return Err("no VERSION_1");
-        }
-        self.w(reg::DRIVER_FEATURES_SEL, 0);
-        // FLUSH and indirect descriptors.
-        self.w(reg::DRIVER_FEATURES, 1 << 9 | 1 << 28);
-        self.w(reg::DRIVER_FEATURES_SEL, 1);
-        self.w(reg::DRIVER_FEATURES, 1);
-        self.w(reg::STATUS, ACKNOWLEDGE | DRIVER | FEATURES_OK);
-        if self.r(reg::STATUS) & FEATURES_OK == 0 {
-            return Err("FEATURES_OK refused");
-        }
-        self.w(reg::QUEUE_SEL, 0);
-        if self.r(reg::QUEUE_NUM_MAX) < QSIZE as u32 {
-            return Err("queue too small");
-        }
-        // SAFETY: the driver's own memory; the device does not use it before QueueReady.
-        unsafe { core::ptr::write_bytes(area(), 0, 1) };
-        let a = area() as u64;
-        self.w(reg::QUEUE_NUM, QSIZE as u32);
-        self.w64(reg::QUEUE_DESC_LOW, a);
-        self.w64(reg::QUEUE_DRIVER_LOW, a + core::mem::offset_of!(Area, avail) as u64);
-        self.w64(reg::QUEUE_DEVICE_LOW, a + core::mem::offset_of!(Area, used) as u64);
-        self.w(reg::QUEUE_READY, 1);
-        self.w(reg::STATUS, ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK);
-        (self.next_avail, self.used_seen) = (0, 0);
-        Ok(())
-    }
-
-    fn bring_up_legacy(&mut self) -> Result<(), &'static str> {
-        self.w(reg::STATUS, 0);
-        self.w(reg::STATUS, ACKNOWLEDGE | DRIVER);
-        self.w(reg::DRIVER_FEATURES_SEL, 0);
-        self.w(reg::DRIVER_FEATURES, 1 << 9 | 1 << 28);
-        self.w(reg::GUEST_PAGE_SIZE, 4096);
-        self.w(reg::QUEUE_SEL, 0);
-        if self.r(reg::QUEUE_NUM_MAX) < QSIZE as u32 {
-            return Err("queue too small");
-        }
-        // SAFETY: the driver's own memory; the device does not use it before QueuePFN.
-        unsafe { core::ptr::write_bytes(area(), 0, 1) };
-        self.w(reg::QUEUE_NUM, QSIZE as u32);
-        self.w(reg::QUEUE_ALIGN, 4096);
-        // The legacy layout from that page: descriptors, the available ring right after
-        // them, the used ring at the next 4 KiB boundary: what Area is.
-        self.w(reg::QUEUE_PFN, (area() as u64 / 4096) as u32);
-        self.w(reg::STATUS, ACKNOWLEDGE | DRIVER | DRIVER_OK);
-        (self.next_avail, self.used_seen) = (0, 0);
-        Ok(())
-    }
-
-    fn desc(&self, i: u16, addr: u64, len: u32, flags: u16, next: u16) {
-        let mut d = [0u8; 16];
-        d[0..8].copy_from_slice(&addr.to_le_bytes());
-        d[8..12].copy_from_slice(&len.to_le_bytes());
-        d[12..14].copy_from_slice(&flags.to_le_bytes());
-        d[14..16].copy_from_slice(&next.to_le_bytes());
-        // SAFETY: the driver's descriptor table, not in the device's hands until published.
-        unsafe { write_volatile(&raw mut (*area()).desc[i as usize], d) };
-    }
-
-    /// Publishes descriptor `head`, notifies, and waits (bounded) for the used element.
-    /// Returns the used length, or None if the device did not answer.
-    fn submit(&mut self, head: u16) -> Option<u32> {
-        // SAFETY: the available ring belongs to the driver.
-        unsafe {
-            let avail = &raw mut (*area()).avail;
-            write_volatile(&raw mut (*avail)[2 + (self.next_avail % QSIZE) as usize], head);
-            core::arch::asm!("dmb ishst");
-            self.next_avail = self.next_avail.wrapping_add(1);
-            write_volatile(&raw mut (*avail)[1], self.next_avail);
-            core::arch::asm!("dsb ish");
-        }
-        self.w(reg::QUEUE_NOTIFY, 0);
-        let used = area() as u64 + core::mem::offset_of!(Area, used) as u64;
-        for _ in 0..1_000_000 {
-            // SAFETY: the used ring, read only.
-            let idx = unsafe { read_volatile((used + 2) as *const u16) };
-            if idx != self.used_seen {
-                let slot = (self.used_seen % QSIZE) as u64;
-                self.used_seen = self.used_seen.wrapping_add(1);
-                // SAFETY: as above.
-                return Some(unsafe { read_volatile((used + 4 + 8 * slot + 4) as *const u32) });
-            }
-            if self.r(reg::STATUS) & NEEDS_RESET != 0 {
-                return None;
-            }
-            core::hint::spin_loop();
-        }
-        None
-    }
-
+impl Requests for Dev {
     /// A request: header (type, sector), one data buffer of `len` bytes at `data` (device
     /// writes it for reads and GET_ID), the status byte. (used length, status byte).
     fn request(&mut self, kind: u32, sector: u64, data: Option<(u64, u32)>) -> Option<(u32, u8)> {
@@ -204,11 +74,6 @@ impl Dev {
         Some((used, unsafe { read_volatile(&raw const (*a).status[0]) }))
     }
 
-    fn ack_interrupts(&self) -> u32 {
-        let s = self.r(reg::INTERRUPT_STATUS);
-        self.w(reg::INTERRUPT_ACK, s);
-        s
-    }
 }
 
 fn data_addr() -> u64 {
@@ -222,7 +87,7 @@ fn data() -> &'static mut [u8; 8192] {
 }
 
 fn main(info: &BootInfo) -> ! {
-    let mut dev = Dev { base: SLOTS + 31 * SLOT, next_avail: 0, used_seen: 0 };
+    let mut dev = Dev::new(31, queue(0));
     check_eq!(dev.r(reg::MAGIC), 0x7472_6976, "magic in slot 31");
     println!("observe slot 31: version {} device {}", dev.r(reg::VERSION), dev.r(reg::DEVICE_ID));
     check_eq!(dev.r(reg::DEVICE_ID), 2, "a block device in slot 31");
@@ -294,7 +159,7 @@ fn main(info: &BootInfo) -> ! {
     }
 
     // The second disk, in slot 30.
-    let mut second = Dev { base: SLOTS + 30 * SLOT, next_avail: 0, used_seen: 0 };
+    let mut second = Dev::new(30, queue(1));
     if second.r(reg::DEVICE_ID) == 2 && second.bring_up().is_ok() {
         let cap = second.r(reg::CONFIG) as u64;
         let (_, s) = second.request(T_GET_ID, 0, Some((data_addr(), 20))).unwrap_or((0, 0xee));

@@ -1,11 +1,14 @@
-//! Split-virtqueue bookkeeping and virtio-blk requests for a polling driver with one
-//! request in flight: where the rings live, how a request's descriptor chain is written,
-//! and what the device's used ring may be trusted for. The memory is reached through
+//! Split-virtqueue bookkeeping and virtio-blk requests for the hypervisor's own drivers:
+//! where the rings live, how descriptor chains are written and freed, and what the
+//! device's used ring may be trusted for. The memory is reached through
 //! [`QueueMemory`] (volatile accesses to a DMA area in the hypervisor, a vector in tests).
 //!
 //! The device is not trusted: a used element naming a descriptor that was not submitted,
 //! a used index that jumps, or a length beyond what was offered is an error, never a panic
 //! or an out-of-bounds access.
+
+#[cfg(feature = "alloc")]
+use alloc::vec::Vec;
 
 /// Little-endian accesses to the queue's memory at byte offsets.
 pub trait QueueMemory {
@@ -60,90 +63,175 @@ pub struct Segment {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UsedError {
-    /// The used index moved by more than the requests in flight.
+    /// The used index moved by more than the chains in flight.
     IndexJump { expected: u16, found: u16 },
-    /// The element names a chain that was not submitted.
+    /// The element names a chain that is not in flight.
     UnknownId(u32),
     /// More bytes reported written than the device-writable buffers hold.
     BadLength(u32),
 }
 
-/// A split virtqueue with at most one chain in flight, always starting at descriptor 0.
+/// One completed chain: its head descriptor (the token `submit` returned) and the bytes the
+/// device says it wrote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Used {
+    pub head: u16,
+    pub len: u32,
+}
+
+/// A split virtqueue, driver side, with any number of chains in flight (as many as its
+/// descriptors hold). Which descriptors belong to which chain is kept here, never read
+/// back from the table the device can write. Everything is allocated by `new`: submitting,
+/// polling and `reset` do not allocate (the panic path uses them).
+#[cfg(feature = "alloc")]
 pub struct SplitQueue {
     layout: QueueLayout,
     avail_idx: u16,
     used_idx: u16,
-    /// Bytes the device may write in the chain in flight, if one is.
-    in_flight: Option<u32>,
+    /// Free descriptors, a stack.
+    free: Vec<u16>,
+    /// Our own copy of each descriptor's link within its chain.
+    next: Vec<u16>,
+    /// Per head descriptor of a chain in flight: its length in descriptors (0: not in
+    /// flight) and the bytes the device may write.
+    chain_len: Vec<u16>,
+    writable: Vec<u32>,
+    in_flight: u16,
 }
 
+#[cfg(feature = "alloc")]
 impl SplitQueue {
     pub fn new(layout: QueueLayout) -> SplitQueue {
-        SplitQueue { layout, avail_idx: 0, used_idx: 0, in_flight: None }
+        let n = layout.size as usize;
+        let mut q = SplitQueue {
+            layout,
+            avail_idx: 0,
+            used_idx: 0,
+            free: Vec::with_capacity(n),
+            next: alloc::vec![0; n],
+            chain_len: alloc::vec![0; n],
+            writable: alloc::vec![0; n],
+            in_flight: 0,
+        };
+        q.reset();
+        q
+    }
+
+    /// Forgets every chain (after the device was reset, or with the ring memory zeroed).
+    pub fn reset(&mut self) {
+        self.avail_idx = 0;
+        self.used_idx = 0;
+        self.free.clear();
+        self.free.extend((0..self.layout.size).rev());
+        self.chain_len.fill(0);
+        self.in_flight = 0;
     }
 
     pub fn layout(&self) -> QueueLayout {
         self.layout
     }
 
-    pub fn in_flight(&self) -> bool {
-        self.in_flight.is_some()
+    /// Chains submitted and not completed.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight as usize
     }
 
-    /// Writes the chain into descriptors 0.. and makes it available. False if a chain is
-    /// already in flight or it does not fit.
-    pub fn submit(&mut self, mem: &mut impl QueueMemory, chain: &[Segment]) -> bool {
-        if self.in_flight.is_some() || chain.is_empty() || chain.len() > self.layout.size as usize {
-            return false;
+    /// Descriptors free for new chains.
+    pub fn free_descriptors(&self) -> usize {
+        self.free.len()
+    }
+
+    /// Calls `f(head)` for each chain in flight (to fail them when the device is reset).
+    pub fn for_each_in_flight(&self, mut f: impl FnMut(u16)) {
+        self.chain_len.iter().enumerate().filter(|(_, n)| **n != 0).for_each(|(h, _)| f(h as u16));
+    }
+
+    /// The head the next chain will get (its first descriptor), if any is free.
+    pub fn next_head(&self) -> Option<u16> {
+        self.free.last().copied()
+    }
+
+    /// Writes the chain into free descriptors and makes it available; returns its head
+    /// (the token its completion carries). None if it is empty or does not fit now.
+    pub fn submit(&mut self, mem: &mut impl QueueMemory, chain: &[Segment]) -> Option<u16> {
+        self.submit_n(mem, chain.len(), chain.iter().copied())
+    }
+
+    /// `submit` of the `n` segments `chain` yields (without collecting them first).
+    pub fn submit_n(&mut self, mem: &mut impl QueueMemory, n: usize, chain: impl Iterator<Item = Segment>) -> Option<u16> {
+        if n == 0 || n > self.free.len() {
+            return None;
         }
+        let descs = &self.free[self.free.len() - n..];
+        let head = descs[n - 1];
         let mut writable = 0u32;
-        for (i, s) in chain.iter().enumerate() {
-            let d = self.layout.desc + i * DESC_SIZE;
-            let last = i + 1 == chain.len();
+        let mut count = 0;
+        for (i, s) in chain.take(n).enumerate() {
+            let d = descs[n - 1 - i];
+            let last = i + 1 == n;
+            let next = if last { 0 } else { descs[n - 2 - i] };
+            let at = self.layout.desc + d as usize * DESC_SIZE;
             let flags = if last { 0 } else { DESC_NEXT } | if s.device_writes { DESC_WRITE } else { 0 };
-            mem.write64(d, s.addr);
-            mem.write32(d + 8, s.len);
-            mem.write16(d + 12, flags);
-            mem.write16(d + 14, if last { 0 } else { i as u16 + 1 });
+            mem.write64(at, s.addr);
+            mem.write32(at + 8, s.len);
+            mem.write16(at + 12, flags);
+            mem.write16(at + 14, next);
+            self.next[d as usize] = next;
             if s.device_writes {
                 writable = writable.saturating_add(s.len);
             }
+            count += 1;
         }
+        if count != n {
+            return None; // fewer segments than said: nothing was made available
+        }
+        self.free.truncate(self.free.len() - n);
+        self.chain_len[head as usize] = n as u16;
+        self.writable[head as usize] = writable;
+        self.in_flight += 1;
         let slot = self.layout.avail + 4 + 2 * (self.avail_idx % self.layout.size) as usize;
-        mem.write16(slot, 0);
+        mem.write16(slot, head);
         mem.publish_barrier();
         self.avail_idx = self.avail_idx.wrapping_add(1);
         mem.write16(self.layout.avail + 2, self.avail_idx);
         mem.publish_barrier();
-        self.in_flight = Some(writable);
-        true
+        Some(head)
     }
 
-    /// The device's answer to the chain in flight, if it has come: bytes it wrote.
-    pub fn poll(&mut self, mem: &impl QueueMemory) -> Option<Result<u32, UsedError>> {
-        let writable = self.in_flight?;
+    /// The next completion the device published, if any. After an error the device must
+    /// be reset (and the queue with it): its ring can no longer be trusted.
+    pub fn poll(&mut self, mem: &impl QueueMemory) -> Option<Result<Used, UsedError>> {
+        if self.in_flight == 0 {
+            return None;
+        }
         let idx = mem.read16(self.layout.used + 2);
         if idx == self.used_idx {
             return None;
         }
-        // Whatever happens now, this request is over: a confused device does not wedge
-        // the queue's bookkeeping (the caller resets the device on an error).
-        self.in_flight = None;
-        let expected = self.used_idx.wrapping_add(1);
-        if idx != expected {
-            self.used_idx = idx;
+        if idx.wrapping_sub(self.used_idx) > self.in_flight {
+            let expected = self.used_idx.wrapping_add(1);
             return Some(Err(UsedError::IndexJump { expected, found: idx }));
         }
         let elem = self.layout.used + 4 + 8 * (self.used_idx % self.layout.size) as usize;
-        self.used_idx = idx;
+        self.used_idx = self.used_idx.wrapping_add(1);
         let (id, len) = (mem.read32(elem), mem.read32(elem + 4));
-        if id != 0 {
-            return Some(Err(UsedError::UnknownId(id)));
+        let n = match self.chain_len.get(id as usize) {
+            Some(&n) if n != 0 => n,
+            _ => return Some(Err(UsedError::UnknownId(id))),
+        };
+        let head = id as u16;
+        // The chain is over whatever it reports: its descriptors are free again.
+        let mut d = head;
+        for _ in 0..n {
+            self.free.push(d);
+            d = self.next[d as usize];
         }
-        if len > writable {
+        self.chain_len[head as usize] = 0;
+        self.in_flight -= 1;
+        if len > self.writable[head as usize] {
             return Some(Err(UsedError::BadLength(len)));
         }
-        Some(Ok(len))
+        Some(Ok(Used { head, len }))
     }
 }
 
@@ -153,11 +241,16 @@ pub mod blk {
     pub const T_OUT: u32 = 1;
     pub const T_FLUSH: u32 = 4;
     pub const T_GET_ID: u32 = 8;
+    pub const T_DISCARD: u32 = 11;
+    pub const T_WRITE_ZEROES: u32 = 13;
     pub const S_OK: u8 = 0;
     pub const ID_BYTES: usize = 20;
     /// Feature bits.
+    pub const F_SEG_MAX: u32 = 2;
     pub const F_RO: u32 = 5;
     pub const F_FLUSH: u32 = 9;
+    pub const F_DISCARD: u32 = 13;
+    pub const F_WRITE_ZEROES: u32 = 14;
     pub const F_VERSION_1: u32 = 32;
 
     /// The 16-byte request header.
@@ -275,11 +368,13 @@ mod tests {
             Segment { addr: STATUS, len: 1, device_writes: true },
         ];
         let chain = if kind == blk::T_FLUSH { &[chain[0], chain[2]][..] } else { &chain[..] };
-        assert!(q.submit(m, chain));
-        assert!(!q.submit(m, chain), "one request at a time");
+        let head = q.submit(m, chain).expect("room for the chain");
         assert_eq!(q.poll(m), None, "not answered yet");
         dev.run(m);
-        q.poll(m).unwrap()
+        let used = q.poll(m).unwrap()?;
+        assert_eq!(used.head, head);
+        assert_eq!(q.in_flight(), 0);
+        Ok(used.len)
     }
 
     #[test]
@@ -314,6 +409,62 @@ mod tests {
     }
 
     #[test]
+    fn many_chains_in_flight_complete_in_any_order_and_free_their_descriptors() {
+        let layout = QueueLayout::new(8, 4).unwrap();
+        let mut m = Mem(vec![0; 4096]);
+        let mut q = SplitQueue::new(layout);
+        let mut r = crate::rng::Rng::new(42);
+        // Chains of 1..4 descriptors; the "device" completes a random one of those in flight.
+        let mut flying: Vec<(u16, usize)> = Vec::new();
+        let mut used = 0u16;
+        for round in 0..20_000u32 {
+            let n = 1 + (r.next() % 3) as usize;
+            let seg = Segment { addr: 0x800 + round as u64, len: 8, device_writes: round % 2 == 0 };
+            let chain = vec![seg; n];
+            match q.submit(&mut m, &chain) {
+                Some(head) => {
+                    assert!(flying.iter().all(|(h, _)| *h != head), "head {head} reused while in flight");
+                    // The descriptors it was given chain through their next fields.
+                    let mut d = head as usize;
+                    for i in 0..n {
+                        let flags = m.read16(layout.desc + d * 16 + 12);
+                        assert_eq!(flags & DESC_NEXT != 0, i + 1 < n);
+                        d = m.read16(layout.desc + d * 16 + 14) as usize;
+                    }
+                    flying.push((head, n));
+                }
+                None => assert!(q.free_descriptors() < n),
+            }
+            assert_eq!(q.in_flight(), flying.len());
+            assert_eq!(q.free_descriptors() + flying.iter().map(|(_, n)| n).sum::<usize>(), 8);
+            if !flying.is_empty() && r.next() % 2 == 0 {
+                let (head, n) = flying.swap_remove((r.next() % flying.len() as u64) as usize);
+                let elem = layout.used + 4 + 8 * (used % 8) as usize;
+                m.write32(elem, head as u32);
+                m.write32(elem + 4, 0);
+                used = used.wrapping_add(1);
+                m.write16(layout.used + 2, used);
+                assert_eq!(q.poll(&m), Some(Ok(Used { head, len: 0 })), "chain of {n}");
+                assert_eq!(q.poll(&m), None);
+            }
+        }
+        // Completing a chain twice is an error, not a double free.
+        q.reset();
+        m.write16(layout.used + 2, 0);
+        used = 0;
+        let head = q.submit(&mut m, &[Segment { addr: 0, len: 1, device_writes: true }]).unwrap();
+        let _other = q.submit(&mut m, &[Segment { addr: 0, len: 1, device_writes: true }]).unwrap();
+        for _ in 0..2 {
+            m.write32(layout.used + 4 + 8 * (used % 8) as usize, head as u32);
+            used += 1;
+            m.write16(layout.used + 2, used);
+        }
+        assert_eq!(q.poll(&m), Some(Ok(Used { head, len: 0 })));
+        assert_eq!(q.poll(&m), Some(Err(UsedError::UnknownId(head as u32))));
+        assert_eq!(q.free_descriptors(), 7);
+    }
+
+    #[test]
     fn a_device_answering_garbage_gets_errors_not_panics() {
         let layout = QueueLayout::new(8, 4).unwrap();
         let mut m = Mem(vec![0; 4096]);
@@ -323,27 +474,32 @@ mod tests {
         let mut r = crate::rng::Rng::new(0x1234_5678);
         let (mut errors, mut oks) = (0, 0);
         for _ in 0..crate::fuzz_tests::iters(10_000) {
-            assert!(q.submit(&mut m, &seg));
+            let Some(head) = q.submit(&mut m, &seg) else {
+                // Full: what a driver does after an error, a reset (of the device and the queue).
+                q.reset();
+                m.write16(layout.used + 2, 0);
+                continue;
+            };
             let x = r.next();
             // The device writes a random used element and index.
             let idx = if x % 3 == 0 { q.used_idx.wrapping_add(1) } else { x as u16 };
             let elem = layout.used + 4 + 8 * (q.used_idx % 8) as usize;
-            m.write32(elem, if x % 5 == 0 { 0 } else { (x >> 16) as u32 });
+            m.write32(elem, if x % 5 == 0 { head as u32 } else { (x >> 16) as u32 });
             m.write32(elem + 4, (x >> 40) as u32 % 3);
             m.write16(layout.used + 2, idx);
             match q.poll(&m) {
-                Some(Ok(len)) => {
-                    assert!(len <= 1);
+                Some(Ok(u)) => {
+                    assert!(u.len <= 1 && u.head == head);
                     oks += 1
                 }
-                Some(Err(_)) => errors += 1,
-                None => {
-                    // Index unchanged: still in flight; the driver's timeout resets the device.
-                    q = SplitQueue::new(layout);
+                Some(Err(_)) => {
+                    errors += 1;
+                    q.reset();
                     m.write16(layout.used + 2, 0);
-                    m.write16(layout.avail + 2, 0);
                 }
+                None => {}
             }
+            assert!(q.free_descriptors() <= 8);
         }
         assert!(oks > 100 && errors > 1000, "{oks} ok, {errors} errors");
     }

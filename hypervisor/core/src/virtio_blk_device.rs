@@ -1,12 +1,16 @@
 //! The virtio-blk device a guest sees (virtio 1.2 section 5.2): its features and config
-//! space, and its requests served against a backend (a host disk). Everything in a request
-//! is guest-controlled: a request the device cannot carry out (a short header, a data
-//! length that is not whole sectors, sectors past the end, a write to a read-only disk,
-//! a buffer outside the VM's RAM, a failing backend) is answered with VIRTIO_BLK_S_IOERR in
-//! its status byte, an unknown type with S_UNSUPP; a chain without a device-writable status
-//! byte gets nothing written (used length 0). Nothing here panics or allocates per byte.
+//! space, and its requests, checked against the disk (`parse`) and then carried out either
+//! here against a backend through a bounce buffer (`serve`) or by the caller with the
+//! guest's own pages (the hypervisor's zero-copy path), and answered (`finish`).
+//!
+//! Everything in a request is guest-controlled: a request the device cannot carry out (a
+//! short header, a data length that is not whole sectors, sectors past the end, a write to
+//! a read-only disk, a buffer outside the VM's RAM, a failing backend, a discard range
+//! past the end or too long) is answered with VIRTIO_BLK_S_IOERR in its status byte, an
+//! unknown type or flag with S_UNSUPP; a chain without a device-writable status byte gets
+//! nothing written (used length 0). Nothing here panics or allocates per byte.
 
-use crate::virtio::blk::{ID_BYTES, S_OK, T_FLUSH, T_GET_ID, T_IN, T_OUT};
+use crate::virtio::blk::{ID_BYTES, S_OK, T_DISCARD, T_FLUSH, T_GET_ID, T_IN, T_OUT, T_WRITE_ZEROES};
 use crate::virtio_mmio::{VirtioDevice, F_RING_EVENT_IDX, F_RING_INDIRECT_DESC};
 use crate::virtqueue::{Buffer, Chain, GuestRam};
 
@@ -21,12 +25,18 @@ pub const F_SEG_MAX: u64 = 1 << 2;
 pub const F_RO: u64 = 1 << 5;
 pub const F_BLK_SIZE: u64 = 1 << 6;
 pub const F_FLUSH: u64 = 1 << 9;
+pub const F_DISCARD: u64 = 1 << 13;
+pub const F_WRITE_ZEROES: u64 = 1 << 14;
+/// Write-zeroes flag: the device may deallocate the range.
+pub const WRITE_ZEROES_UNMAP: u32 = 1;
 /// Entries of the one request queue.
 pub const QUEUE_SIZE: u16 = 128;
 /// Data buffers per request at most (seg_max): the queue less the header and the status.
 pub const SEG_MAX: u32 = QUEUE_SIZE as u32 - 2;
-/// Bytes per data buffer at most (size_max).
-pub const SIZE_MAX: u32 = 32 * 1024;
+/// Bytes per data buffer at most (size_max): a page, so that a request's buffers cover at
+/// most 2 * SEG_MAX guest pages, which one request to the host disk can carry (QEMU's
+/// seg_max is its queue size less two, 254).
+pub const SIZE_MAX: u32 = 4096;
 /// Data bytes per request at most: what SEG_MAX buffers of SIZE_MAX hold. Longer requests
 /// are refused (S_IOERR), so that one request keeps its vCPU in the hypervisor for a bounded
 /// time however the guest builds it.
@@ -50,6 +60,16 @@ pub fn vm_disk(serial: &[u8]) -> Option<(usize, usize)> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IoError;
 
+/// Discard or write-zeroes as a disk offers it: sectors one range may cover at most, and
+/// (discard) the alignment it wants, in sectors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RangeLimits {
+    pub max_sectors: u32,
+    pub alignment: u32,
+    /// Write-zeroes may deallocate.
+    pub may_unmap: bool,
+}
+
 /// The disk behind the device. Reads and writes are whole sectors, at most CHUNK bytes.
 pub trait Backend {
     /// Capacity in 512-byte sectors.
@@ -60,6 +80,50 @@ pub trait Backend {
     fn flush(&mut self) -> Result<(), IoError>;
     /// The serial GET_ID answers (at most 20 bytes are used).
     fn serial(&self) -> &[u8];
+    /// Discard and write-zeroes, where the disk has them.
+    fn discard_limits(&self) -> Option<RangeLimits> {
+        None
+    }
+    fn write_zeroes_limits(&self) -> Option<RangeLimits> {
+        None
+    }
+    fn discard(&mut self, _sector: u64, _sectors: u32) -> Result<(), IoError> {
+        Err(IoError)
+    }
+    fn write_zeroes(&mut self, _sector: u64, _sectors: u32, _unmap: bool) -> Result<(), IoError> {
+        Err(IoError)
+    }
+}
+
+/// What a request asks of the disk, checked against it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// `len` bytes (whole sectors) from `sector` into the data buffers.
+    Read { sector: u64, len: u64 },
+    Write { sector: u64, len: u64 },
+    Flush,
+    Discard { sector: u64, sectors: u32 },
+    WriteZeroes { sector: u64, sectors: u32, unmap: bool },
+}
+
+/// A request to carry out: what, the guest buffers holding its data (exactly the data,
+/// in order), and where its answer goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    pub op: Op,
+    pub data: alloc::vec::Vec<Buffer>,
+    /// The guest-physical address of the status byte.
+    status_at: u64,
+    /// The used length when it succeeds.
+    ok_len: u32,
+}
+
+/// What `parse` made of a chain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Parsed {
+    /// Answered already (a refused request, GET_ID, an unknown type): the used length.
+    Answered(u32),
+    Io(Request),
 }
 
 pub struct BlockDevice<B: Backend> {
@@ -81,7 +145,10 @@ impl<B: Backend> VirtioDevice for BlockDevice<B> {
 
     fn features(&self) -> u64 {
         // The ring features are the queue's (hv_core::virtqueue handles both).
-        F_RING_INDIRECT_DESC | F_RING_EVENT_IDX | F_SIZE_MAX | F_SEG_MAX | F_BLK_SIZE | F_FLUSH | if self.backend.read_only() { F_RO } else { 0 }
+        let ro = if self.backend.read_only() { F_RO } else { 0 };
+        let discard = if self.backend.discard_limits().is_some() && ro == 0 { F_DISCARD } else { 0 };
+        let zeroes = if self.backend.write_zeroes_limits().is_some() && ro == 0 { F_WRITE_ZEROES } else { 0 };
+        F_RING_INDIRECT_DESC | F_RING_EVENT_IDX | F_SIZE_MAX | F_SEG_MAX | F_BLK_SIZE | F_FLUSH | ro | discard | zeroes
     }
 
     fn queue_max(&self, q: usize) -> u16 {
@@ -93,13 +160,25 @@ impl<B: Backend> VirtioDevice for BlockDevice<B> {
     }
 
     /// capacity (le64) at 0, size_max at 8, seg_max at 12, geometry at 16 (not offered:
-    /// 0), blk_size at 20.
+    /// 0), blk_size at 20, topology 24..32 and writeback, num_queues 32..36 (not offered),
+    /// then discard's limits at 36 (max sectors, max ranges: 1, alignment) and
+    /// write-zeroes' at 48 (max sectors, max ranges: 1, may-unmap at 56).
     fn read_config(&self, offset: u64, size: u8) -> u64 {
-        let mut space = [0u8; 24];
+        let mut space = [0u8; 60];
         space[0..8].copy_from_slice(&self.backend.sectors().to_le_bytes());
         space[8..12].copy_from_slice(&SIZE_MAX.to_le_bytes());
         space[12..16].copy_from_slice(&SEG_MAX.to_le_bytes());
         space[20..24].copy_from_slice(&(SECTOR as u32).to_le_bytes());
+        if let Some(l) = self.backend.discard_limits() {
+            space[36..40].copy_from_slice(&l.max_sectors.to_le_bytes());
+            space[40..44].copy_from_slice(&1u32.to_le_bytes());
+            space[44..48].copy_from_slice(&l.alignment.to_le_bytes());
+        }
+        if let Some(l) = self.backend.write_zeroes_limits() {
+            space[48..52].copy_from_slice(&l.max_sectors.to_le_bytes());
+            space[52..56].copy_from_slice(&1u32.to_le_bytes());
+            space[56] = l.may_unmap as u8;
+        }
         let start = offset as usize;
         (0..size as usize).filter_map(|i| space.get(start.checked_add(i)?)).enumerate().fold(0, |v, (i, &b)| v | (b as u64) << (8 * i))
     }
@@ -119,7 +198,36 @@ struct Region<'a> {
     len: u64,
 }
 
+/// Answers a request: writes its status byte; the used length (0 when the status byte
+/// cannot be written).
+pub fn finish(req: &Request, status: u8, mem: &impl GuestRam) -> u32 {
+    if mem.write(req.status_at, &[status]).is_err() {
+        return 0;
+    }
+    if status == S_OK {
+        req.ok_len
+    } else {
+        1
+    }
+}
+
 impl Region<'_> {
+    /// Calls `f(gpa, n)` for each piece (no errors to pass on).
+    fn pieces(&self, mut f: impl FnMut(u64, usize)) {
+        let _ = self.for_each(|gpa, _, n| {
+            f(gpa, n);
+            Ok(())
+        });
+    }
+
+    /// The region as buffers of its own.
+    fn to_buffers(&self) -> alloc::vec::Vec<Buffer> {
+        let device_writes = self.buffers.first().is_some_and(|b| b.device_writes);
+        let mut v = alloc::vec::Vec::new();
+        self.pieces(|addr, n| v.push(Buffer { addr, len: n as u32, device_writes }));
+        v
+    }
+
     /// Calls `f(gpa, offset, n)` for each piece, `offset` counting from the region's start.
     fn for_each(&self, mut f: impl FnMut(u64, u64, usize) -> Result<(), IoError>) -> Result<(), IoError> {
         let (mut skip, mut done) = (self.skip, 0u64);
@@ -167,55 +275,53 @@ impl Region<'_> {
 }
 
 impl<B: Backend> BlockDevice<B> {
-    /// Serves one request; returns the bytes written into its buffers (the used length).
+    /// Serves one request here, through the bounce buffer; returns the bytes written into
+    /// its buffers (the used length).
     pub fn serve(&mut self, chain: &Chain, mem: &impl GuestRam) -> u32 {
+        match self.parse(chain, mem) {
+            Parsed::Answered(len) => len,
+            Parsed::Io(req) => {
+                let status = self.execute(&req, mem);
+                finish(&req, status, mem)
+            }
+        }
+    }
+
+    /// Checks a request against the disk: a request to carry out, or the answer already
+    /// given to one that cannot be (or needs no disk access).
+    pub fn parse(&mut self, chain: &Chain, mem: &impl GuestRam) -> Parsed {
         let split = chain.buffers.iter().position(|b| b.device_writes).unwrap_or(chain.buffers.len());
         let (readable, writable) = chain.buffers.split_at(split);
         let readable_len: u64 = readable.iter().map(|b| b.len as u64).sum();
         let writable_len: u64 = writable.iter().map(|b| b.len as u64).sum();
         // The status byte: the last byte the device may write.
-        let Some(status_at) = writable_len.checked_sub(1) else { return 0 };
-        let out = Region { buffers: writable, skip: 0, len: status_at };
-        let (status, data_written) = self.request(readable, readable_len, &out, mem);
-        let status_region = Region { buffers: writable, skip: status_at, len: 1 };
-        if status_region.write(mem, 0, &[status]).is_err() {
-            return 0;
-        }
-        (data_written + 1) as u32
-    }
-
-    /// Carries out the request; (status, bytes written into `out`).
-    fn request(&mut self, readable: &[Buffer], readable_len: u64, out: &Region<'_>, mem: &impl GuestRam) -> (u8, u64) {
+        let Some(status_len) = writable_len.checked_sub(1) else { return Parsed::Answered(0) };
+        let mut status_at = 0;
+        Region { buffers: writable, skip: status_len, len: 1 }.pieces(|gpa, _| status_at = gpa);
+        let out = Region { buffers: writable, skip: 0, len: status_len };
+        let data_in = Region { buffers: readable, skip: HEADER.min(readable_len), len: readable_len.saturating_sub(HEADER) };
+        let answer = |status: u8, written: u64| {
+            let ok_len = written as u32 + 1;
+            Parsed::Answered(finish(&Request { op: Op::Flush, data: alloc::vec::Vec::new(), status_at, ok_len }, status, mem))
+        };
         let mut header = [0u8; HEADER as usize];
         let whole = Region { buffers: readable, skip: 0, len: readable_len };
         if readable_len < HEADER || whole.read(mem, 0, &mut header).is_err() {
-            return (S_IOERR, 0);
+            return answer(S_IOERR, 0);
         }
         let kind = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
         let mut sector_bytes = [0u8; 8];
         sector_bytes.copy_from_slice(&header[8..16]);
         let sector = u64::from_le_bytes(sector_bytes);
-        let data_in = Region { buffers: readable, skip: HEADER, len: readable_len - HEADER };
+        let inside = |sector: u64, sectors: u64| sector.checked_add(sectors).is_some_and(|end| end <= self.backend.sectors());
+        let transfer_ok = |len: u64| len % SECTOR == 0 && len <= MAX_REQUEST && inside(sector, len / SECTOR);
+        let io = |op: Op, data: &Region, ok_len: u64| Parsed::Io(Request { op, data: data.to_buffers(), status_at, ok_len: ok_len as u32 + 1 });
         match kind {
-            T_IN => match self.transfer(sector, out.len, |dev, s, chunk, off| {
-                dev.backend.read(s, chunk)?;
-                out.write(mem, off, chunk)
-            }) {
-                Ok(()) => (S_OK, out.len),
-                Err(IoError) => (S_IOERR, 0),
-            },
-            T_OUT if self.backend.read_only() => (S_IOERR, 0),
-            T_OUT => match self.transfer(sector, data_in.len, |dev, s, chunk, off| {
-                data_in.read(mem, off, chunk)?;
-                dev.backend.write(s, chunk)
-            }) {
-                Ok(()) => (S_OK, 0),
-                Err(IoError) => (S_IOERR, 0),
-            },
-            T_FLUSH => match self.backend.flush() {
-                Ok(()) => (S_OK, 0),
-                Err(IoError) => (S_IOERR, 0),
-            },
+            T_IN if transfer_ok(out.len) => io(Op::Read { sector, len: out.len }, &out, out.len),
+            T_OUT if self.backend.read_only() => answer(S_IOERR, 0),
+            T_OUT if transfer_ok(data_in.len) => io(Op::Write { sector, len: data_in.len }, &data_in, 0),
+            T_IN | T_OUT => answer(S_IOERR, 0),
+            T_FLUSH => io(Op::Flush, &Region { buffers: &[], skip: 0, len: 0 }, 0),
             T_GET_ID => {
                 let mut id = [0u8; ID_BYTES];
                 let serial = self.backend.serial();
@@ -223,11 +329,61 @@ impl<B: Backend> BlockDevice<B> {
                 id[..n].copy_from_slice(&serial[..n]);
                 let len = out.len.min(ID_BYTES as u64) as usize;
                 match out.write(mem, 0, &id[..len]) {
-                    Ok(()) => (S_OK, len as u64),
-                    Err(IoError) => (S_IOERR, 0),
+                    Ok(()) => answer(S_OK, len as u64),
+                    Err(IoError) => answer(S_IOERR, 0),
                 }
             }
-            _ => (S_UNSUPP, 0),
+            T_DISCARD | T_WRITE_ZEROES => {
+                let zeroes = kind == T_WRITE_ZEROES;
+                let limits = if zeroes { self.backend.write_zeroes_limits() } else { self.backend.discard_limits() };
+                let Some(limits) = limits.filter(|_| !self.backend.read_only()) else { return answer(S_UNSUPP, 0) };
+                // One range (max_discard_seg and max_write_zeroes_seg are 1): sector,
+                // sectors, flags.
+                let mut range = [0u8; 16];
+                if data_in.len != 16 || data_in.read(mem, 0, &mut range).is_err() {
+                    return answer(S_IOERR, 0);
+                }
+                let start = u64::from_le_bytes(range[0..8].try_into().unwrap_or([0; 8]));
+                let sectors = u32::from_le_bytes(range[8..12].try_into().unwrap_or([0; 4]));
+                let flags = u32::from_le_bytes(range[12..16].try_into().unwrap_or([0; 4]));
+                let allowed_flags = if zeroes { WRITE_ZEROES_UNMAP } else { 0 };
+                if flags & !allowed_flags != 0 {
+                    return answer(S_UNSUPP, 0);
+                }
+                if sectors == 0 || sectors > limits.max_sectors || !inside(start, sectors as u64) {
+                    return answer(S_IOERR, 0);
+                }
+                let op = if zeroes {
+                    Op::WriteZeroes { sector: start, sectors, unmap: flags & WRITE_ZEROES_UNMAP != 0 && limits.may_unmap }
+                } else {
+                    Op::Discard { sector: start, sectors }
+                };
+                Parsed::Io(Request { op, data: alloc::vec::Vec::new(), status_at, ok_len: 1 })
+            }
+            _ => answer(S_UNSUPP, 0),
+        }
+    }
+
+    /// Carries out a parsed request on the backend, through the bounce buffer: its status.
+    pub fn execute(&mut self, req: &Request, mem: &impl GuestRam) -> u8 {
+        let data = Region { buffers: &req.data, skip: 0, len: req.data.iter().map(|b| b.len as u64).sum() };
+        let result = match req.op {
+            Op::Read { sector, len } => self.transfer(sector, len, |dev, s, chunk, off| {
+                dev.backend.read(s, chunk)?;
+                data.write(mem, off, chunk)
+            }),
+            Op::Write { sector, len } => self.transfer(sector, len, |dev, s, chunk, off| {
+                data.read(mem, off, chunk)?;
+                dev.backend.write(s, chunk)
+            }),
+            Op::Flush => self.backend.flush(),
+            Op::Discard { sector, sectors } => self.backend.discard(sector, sectors),
+            Op::WriteZeroes { sector, sectors, unmap } => self.backend.write_zeroes(sector, sectors, unmap),
+        };
+        if result.is_ok() {
+            S_OK
+        } else {
+            S_IOERR
         }
     }
 
@@ -304,6 +460,23 @@ mod tests {
         fn serial(&self) -> &[u8] {
             b"vm0-disk0"
         }
+        fn discard_limits(&self) -> Option<RangeLimits> {
+            Some(RangeLimits { max_sectors: 8, alignment: 1, may_unmap: true })
+        }
+        fn write_zeroes_limits(&self) -> Option<RangeLimits> {
+            Some(RangeLimits { max_sectors: 4, alignment: 1, may_unmap: false })
+        }
+        fn discard(&mut self, sector: u64, sectors: u32) -> Result<(), IoError> {
+            let s = (sector * SECTOR) as usize;
+            self.data[s..s + sectors as usize * 512].fill(0xdd);
+            Ok(())
+        }
+        fn write_zeroes(&mut self, sector: u64, sectors: u32, unmap: bool) -> Result<(), IoError> {
+            assert!(!unmap, "may_unmap is off");
+            let s = (sector * SECTOR) as usize;
+            self.data[s..s + sectors as usize * 512].fill(0);
+            Ok(())
+        }
     }
 
     fn device(sectors: usize) -> BlockDevice<Disk> {
@@ -379,6 +552,75 @@ mod tests {
     }
 
     #[test]
+    fn discard_and_write_zeroes_take_one_checked_range() {
+        let ram = Ram::sized(1 << 20);
+        let mut d = device(16);
+        assert_eq!(d.features() & (F_DISCARD | F_WRITE_ZEROES), F_DISCARD | F_WRITE_ZEROES);
+        assert_eq!((d.read_config(36, 4), d.read_config(40, 4), d.read_config(48, 4), d.read_config(56, 1)), (8, 1, 4, 0));
+        let range = |ram: &Ram, sector: u64, sectors: u32, flags: u32| {
+            let mut r = Vec::new();
+            r.extend(sector.to_le_bytes());
+            r.extend(sectors.to_le_bytes());
+            r.extend(flags.to_le_bytes());
+            ram.put(BASE + 0x100, &r);
+            buf(0x100, 16, false)
+        };
+        let run = |d: &mut BlockDevice<Disk>, ram: &Ram, kind: u32, r: Buffer| {
+            let c = chain(vec![header(ram, 0, kind, 0), r, buf(0x900, 1, true)]);
+            (d.serve(&c, ram), ram.get(BASE + 0x900, 1)[0])
+        };
+        let r = range(&ram, 2, 3, 0);
+        assert_eq!(run(&mut d, &ram, T_DISCARD, r), (1, S_OK));
+        assert!(d.backend.data[2 * 512..5 * 512].iter().all(|b| *b == 0xdd));
+        assert_ne!(d.backend.data[5 * 512], 0xdd);
+        let r = range(&ram, 10, 4, WRITE_ZEROES_UNMAP);
+        assert_eq!(run(&mut d, &ram, T_WRITE_ZEROES, r), (1, S_OK), "unmap asked, not allowed: zeroes written");
+        assert!(d.backend.data[10 * 512..14 * 512].iter().all(|b| *b == 0));
+        // Too long, past the end, empty, unknown flags, two ranges.
+        for (kind, sector, sectors, flags, status) in [
+            (T_DISCARD, 0, 9, 0, S_IOERR),
+            (T_WRITE_ZEROES, 0, 5, 0, S_IOERR),
+            (T_DISCARD, 14, 4, 0, S_IOERR),
+            (T_DISCARD, u64::MAX, 1, 0, S_IOERR),
+            (T_DISCARD, 0, 0, 0, S_IOERR),
+            (T_DISCARD, 0, 1, WRITE_ZEROES_UNMAP, S_UNSUPP),
+            (T_WRITE_ZEROES, 0, 1, 2, S_UNSUPP),
+        ] {
+            let before = d.backend.data.clone();
+            let r = range(&ram, sector, sectors, flags);
+            assert_eq!(run(&mut d, &ram, kind, r), (1, status), "{kind} {sector} {sectors} {flags}");
+            assert_eq!(d.backend.data, before);
+        }
+        let r = buf(0x100, 32, false);
+        assert_eq!(run(&mut d, &ram, T_DISCARD, r), (1, S_IOERR), "two ranges");
+        // A read-only disk offers neither.
+        d.backend.read_only = true;
+        assert_eq!(d.features() & (F_DISCARD | F_WRITE_ZEROES), 0);
+        let r = range(&ram, 0, 1, 0);
+        assert_eq!(run(&mut d, &ram, T_DISCARD, r), (1, S_UNSUPP));
+    }
+
+    #[test]
+    fn parsed_requests_name_exactly_their_data() {
+        let ram = Ram::sized(1 << 20);
+        let mut d = device(64);
+        // A read of 2 sectors into 3 buffers, the status byte sharing the last one.
+        let c = chain(vec![header(&ram, 0, T_IN, 3), buf(0x1000, 600, true), buf(0x2000, 400, true), buf(0x3000, 25, true)]);
+        let Parsed::Io(req) = d.parse(&c, &ram) else { panic!("not I/O") };
+        assert_eq!(req.op, Op::Read { sector: 3, len: 1024 });
+        assert_eq!(req.data, vec![buf(0x1000, 600, true), buf(0x2000, 400, true), buf(0x3000, 24, true)]);
+        assert_eq!(finish(&req, S_OK, &ram), 1025);
+        assert_eq!(ram.get(BASE + 0x3000 + 24, 1), [S_OK]);
+        assert_eq!(finish(&req, S_IOERR, &ram), 1);
+        // A write whose header shares its first buffer with data.
+        ram.put(BASE, &crate::virtio::blk::header(T_OUT, 1));
+        let c = chain(vec![buf(0, 16 + 512, false), buf(0x5000, 512, false), buf(0x900, 1, true)]);
+        let Parsed::Io(req) = d.parse(&c, &ram) else { panic!("not I/O") };
+        assert_eq!(req.op, Op::Write { sector: 1, len: 1024 });
+        assert_eq!(req.data, vec![buf(16, 512, false), buf(0x5000, 512, false)]);
+    }
+
+    #[test]
     fn flush_get_id_and_unknown_types() {
         let ram = Ram::sized(1 << 20);
         let mut d = device(8);
@@ -447,7 +689,7 @@ mod tests {
         let ram = Ram::sized(1 << 20);
         let mut d = device(16);
         for _ in 0..crate::fuzz_tests::iters(20_000) {
-            let kind = [T_IN, T_OUT, T_FLUSH, T_GET_ID, 3, rng.next() as u32][rng.below(6) as usize];
+            let kind = [T_IN, T_OUT, T_FLUSH, T_GET_ID, T_DISCARD, T_WRITE_ZEROES, 3, rng.next() as u32][rng.below(8) as usize];
             let sector = if rng.below(4) == 0 { rng.next() } else { rng.below(20) };
             ram.put(BASE, &crate::virtio::blk::header(kind, sector));
             let n = rng.below(6) as usize;

@@ -134,10 +134,7 @@ impl HostDt {
 
     /// The console UART's interrupt as a GIC INTID (an SPI: 32 + its number).
     pub fn uart_intid(&self) -> Option<u32> {
-        let raw = self.uart_node()?.property("interrupts")?.value;
-        let cell = |i: usize| raw.get(i * 4..i * 4 + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
-        // <type number flags>, type 0 = SPI.
-        (cell(0)? == 0).then_some(32 + cell(1)?)
+        spi_intid(self.uart_node()?)
     }
 
     /// GICv3 distributor and redistributor regions.
@@ -145,13 +142,14 @@ impl HostDt {
         Some((self.first_reg(&["arm,gic-v3"], 0)?, self.first_reg(&["arm,gic-v3"], 1)?))
     }
 
-    /// virtio-mmio transports (QEMU's virt has 32, most of them empty).
-    pub fn virtio_mmio(&self) -> Vec<Range> {
+    /// virtio-mmio transports (QEMU's virt has 32, most of them empty): registers and
+    /// interrupt (an SPI's INTID).
+    pub fn virtio_mmio(&self) -> Vec<(Range, Option<u32>)> {
         self.fdt
             .all_nodes()
             .filter(|n| n.compatible().is_some_and(|c| c.all().any(|s| s == "virtio,mmio")))
-            .filter_map(|n| n.reg()?.next())
-            .filter_map(|r| Some(Range::new(r.starting_address as u64, r.size? as u64)))
+            .filter_map(|n| Some((n.reg()?.next()?, spi_intid(n))))
+            .filter_map(|(r, intid)| Some((Range::new(r.starting_address as u64, r.size? as u64), intid)))
             .collect()
     }
 
@@ -208,4 +206,12 @@ impl HostDt {
         v.sort_by_key(|m| m.range.start);
         v
     }
+}
+
+/// A node's first interrupt as a GIC INTID, if it is an SPI (`<type number flags>`, type
+/// 0; INTID 32 + number).
+fn spi_intid(node: fdt::node::FdtNode) -> Option<u32> {
+    let raw = node.property("interrupts")?.value;
+    let cell = |i: usize| raw.get(i * 4..i * 4 + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+    (cell(0)? == 0).then_some(32 + cell(1)?)
 }

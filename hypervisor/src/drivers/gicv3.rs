@@ -88,6 +88,8 @@ static GICR_BASE: AtomicU64 = AtomicU64::new(0);
 /// The console UART's SPI, once routed here (0: none).
 static UART_INTID: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
 static GICR_END: AtomicU64 = AtomicU64::new(0);
+/// SPIs of devices routed here by `route_device_here`, a bit per INTID.
+static DEVICE_SPIS: [core::sync::atomic::AtomicU32; 32] = [const { core::sync::atomic::AtomicU32::new(0) }; 32];
 /// Each CPU's SGI frame (0 until its redistributor is set up).
 static SGI_FRAMES: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 
@@ -115,9 +117,37 @@ pub fn init(gicd: u64, gicr: u64, gicr_size: u64) {
 
 /// Routes the console UART's SPI to this CPU (Group 1, enabled).
 pub fn route_uart_here(intid: u32) {
+    if route_spi_here(intid) {
+        UART_INTID.store(intid, Ordering::Release);
+    }
+}
+
+/// Routes the SPI of a host device the hypervisor drives to this CPU: each one taken is
+/// reported in `Arrived::device` and stays active until `device_done`.
+pub fn route_device_here(intid: u32) -> bool {
+    if !route_spi_here(intid) {
+        return false;
+    }
+    DEVICE_SPIS[(intid / 32) as usize].fetch_or(1 << (intid % 32), Ordering::AcqRel);
+    true
+}
+
+fn is_device_spi(intid: u32) -> bool {
+    DEVICE_SPIS.get((intid / 32) as usize).is_some_and(|w| w.load(Ordering::Relaxed) & 1 << (intid % 32) != 0)
+}
+
+/// The caller acknowledged the device behind `intid` (its line is low again, or will rise
+/// anew for what comes next): the interrupt may come again.
+pub fn device_done(intid: u32) {
+    gic_cpuif::deactivate(intid);
+}
+
+/// Level-sensitive, Group 1, priority 0x80, enabled, routed to this CPU. False without a
+/// GIC or for an INTID that is no SPI.
+fn route_spi_here(intid: u32) -> bool {
     let base = GICD_BASE.load(Ordering::Acquire);
     if base == 0 || !(32..1020).contains(&intid) {
-        return;
+        return false;
     }
     // SAFETY: as in `init`.
     let d = unsafe { &*(base as *const Distributor) };
@@ -126,7 +156,7 @@ pub fn route_uart_here(intid: u32) {
     d.igroupr[word].set(d.igroupr[word].get() | bit);
     d.ipriorityr[intid as usize].set(0x80);
     d.isenabler[word].set(bit);
-    UART_INTID.store(intid, Ordering::Release);
+    true
 }
 
 /// Whether `init` ran (the machine has a GICv3 the hypervisor drives).
@@ -203,6 +233,8 @@ pub struct Arrived {
     pub maintenance: bool,
     /// Console input arrived.
     pub uart: bool,
+    /// A host device's interrupt (its INTID; 0: none), active until `device_done`.
+    pub device: u32,
     /// The hypervisor's timer fired (it is stopped now): a time slice may be over, an
     /// emulated timer due.
     pub hyp_timer: bool,
@@ -240,6 +272,11 @@ pub fn handle_pending() -> Arrived {
                 arrived.maintenance = true;
                 // Level-triggered: it stays asserted until the caller refills the list
                 // registers, so it must not be acknowledged again first.
+                return arrived;
+            }
+            other if is_device_spi(other) => {
+                // Level-triggered: completed by the caller once it acknowledged the device.
+                arrived.device = other;
                 return arrived;
             }
             other if other == UART_INTID.load(Ordering::Relaxed) => {

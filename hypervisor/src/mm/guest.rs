@@ -319,7 +319,8 @@ impl GuestMemory {
     /// Runs `f(host address)` on the guest bytes `[ipa, ipa + len)`, all in one page, the
     /// way the hypervisor touches guest memory: through its translation cache, populating
     /// the page if needed, never writing a page the guest cannot write.
-    fn access(&self, ipa: u64, len: u64, write: bool, f: &mut dyn FnMut(u64)) -> Result<(), AccessError> {
+    /// `wait`: wait out invalidations in progress (else fail with `Contended` at once).
+    fn access(&self, ipa: u64, len: u64, write: bool, wait: bool, f: &mut dyn FnMut(u64)) -> Result<(), AccessError> {
         if !self.is_ram(ipa, len) {
             return Err(AccessError::NotRam);
         }
@@ -347,6 +348,7 @@ impl GuestMemory {
                     Err(_) => return Err(AccessError::NotRam),
                     Ok(_) => {}
                 },
+                None if !wait => return Err(AccessError::Contended),
                 None => {
                     while self.space.notifiers.seq.in_progress() != 0 {
                         core::hint::spin_loop();
@@ -360,14 +362,36 @@ impl GuestMemory {
     /// Calls `copy(host, offset, n)` for each page-sized piece of `[ipa, ipa + len)` in
     /// turn, `offset` counting from the start of the range.
     fn for_each_piece(&self, ipa: u64, len: usize, write: bool, copy: &mut dyn FnMut(u64, usize, usize)) -> Result<(), AccessError> {
+        self.pieces(ipa, len, write, true, copy)
+    }
+
+    fn pieces(&self, ipa: u64, len: usize, write: bool, wait: bool, copy: &mut dyn FnMut(u64, usize, usize)) -> Result<(), AccessError> {
         let mut done = 0;
         while done < len {
             let at = ipa + done as u64;
             let n = (len - done).min((PAGE_SIZE - at % PAGE_SIZE) as usize);
-            self.access(at, n as u64, write, &mut |host| copy(host, done, n))?;
+            self.access(at, n as u64, write, wait, &mut |host| copy(host, done, n))?;
             done += n;
         }
         Ok(())
+    }
+
+    /// For a device's DMA: calls `f(host, offset, n)` for each page-sized piece of `[ipa,
+    /// ipa + len)` (populating pages as needed; `write`: pages the guest may write), each
+    /// while no invalidation of its page can get past its notifiers' start: what `f`
+    /// records there (a pin) is seen by every later invalidation. An invalidation already
+    /// in progress fails the walk with `Contended` instead of being waited for, so that a
+    /// caller holding pins from earlier pieces never waits on an invalidation that waits on
+    /// them: it drops its pins and tries again.
+    pub fn pin_pieces(&self, ipa: u64, len: usize, write: bool, f: &mut dyn FnMut(u64, usize, usize)) -> Result<(), AccessError> {
+        self.pieces(ipa, len, write, false, f)
+    }
+
+    /// Waits until no invalidation of this VM's stage-2 is in progress.
+    pub fn wait_invalidations(&self) {
+        while self.space.notifiers.seq.in_progress() != 0 {
+            core::hint::spin_loop();
+        }
     }
 
     /// Copies guest RAM at `ipa` into `buf`.

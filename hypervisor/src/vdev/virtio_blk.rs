@@ -1,17 +1,41 @@
 //! A disk of the VM in one of its virtio-mmio slots: hv_core's virtio-mmio transport
-//! (modern, version 2, or legacy, version 1) and virtio-blk device, backed by a host disk kept for the VM
-//! (drivers::disks). Requests are served when the guest notifies, on the notifying vCPU,
-//! through the host driver (which polls for completion) in requests of up to 256 KiB; the
-//! used-buffer interrupt is the slot's SPI.
+//! (modern, version 2, or legacy, version 1) and virtio-blk device, backed by a host disk kept
+//! for the VM (drivers::disks).
+//!
+//! Requests go to the host disk with the guest's own pages (zero-copy): when the guest
+//! notifies, each request is checked (hv_core::virtio_blk_device::parse), its buffers are
+//! translated to host frames and pinned, and it is made available to the host device; the
+//! vCPU goes back to its guest at once. The host device's interrupt completes it: the status
+//! byte and the used ring are written and the slot's SPI raised. A request whose buffers
+//! the host device cannot take in one request goes through the device's bounce buffer
+//! instead, synchronously.
+//!
+//! Pinned pages and the stage-2 notifiers (the MMU-notifier contract): the disk is a
+//! notifier subscriber of its VM's memory, and `invalidate_range_start` on a page with a
+//! request in flight waits until the host device is done with it (bounded: a host device
+//! that does not finish in time is reset, which stops its DMA). So a page the guest
+//! unmaps, that reclaim takes, or that is torn down with the VM, is never written or read by
+//! the device after its frame left the VM.
 
 use crate::drivers::disks::HostDisk;
-use crate::mm::guest::GuestMemory;
-use hv_core::virtio_blk_device::{Backend, BlockDevice, IoError, QUEUE_SIZE};
+use crate::drivers::virtio_blk::Reaped;
+use crate::mm::guest::{AccessError, GuestMemory};
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
+use hv_core::notifier::{IpaRange, Notifier, NotifierId, Reason};
+use hv_core::pgtable::PAGE_SIZE;
+use hv_core::virtio::{blk, Segment};
+use hv_core::virtio_blk_device::{finish, Backend, BlockDevice, IoError, Op, Parsed, RangeLimits, Request, QUEUE_SIZE, S_IOERR, S_UNSUPP};
 use hv_core::virtio_mmio::{Effect, Transport, INT_USED_BUFFER};
-use hv_core::virtqueue::{DeviceQueue, GuestRam, OutOfRam};
+use hv_core::virtqueue::{Chain, DeviceQueue, GuestRam, OutOfRam};
 use spin::Mutex;
 
-/// The host disk as the device model's backend.
+/// How long a notifier waits for the host device to finish with a page before resetting it.
+const DMA_WAIT_MS: u64 = 2000;
+
+/// The host disk as the device model's backend (the bounce-buffer path).
 struct HostBackend(&'static HostDisk);
 
 impl Backend for HostBackend {
@@ -38,6 +62,14 @@ impl Backend for HostBackend {
     fn serial(&self) -> &[u8] {
         self.0.serial.as_bytes()
     }
+
+    fn discard_limits(&self) -> Option<RangeLimits> {
+        self.0.discard
+    }
+
+    fn write_zeroes_limits(&self) -> Option<RangeLimits> {
+        self.0.write_zeroes
+    }
 }
 
 /// The VM's RAM as the queue and the device reach it (only RAM, only what the guest may
@@ -54,73 +86,371 @@ impl GuestRam for Ram<'_> {
     }
 }
 
-struct State {
+/// What the guest drives: the transport, the device and its request queue.
+struct GuestSide {
     transport: Transport,
     device: BlockDevice<HostBackend>,
     /// The request queue, once the driver made the device live.
     queue: Option<DeviceQueue>,
+    /// Requests taken from the queue that the host queue had no room for yet.
+    stalled: VecDeque<Chain>,
+    /// Counts the device's resets: completions of requests made before one are dropped.
+    generation: u64,
+}
+
+/// A request the host device is carrying out.
+struct Flying {
+    head: u16,
+    req: Request,
+    generation: u64,
+    /// The guest pages pinned for it, by IPA.
+    pages: Vec<u64>,
+}
+
+/// The host side: the requests in flight, by host token, and those finished but not yet
+/// answered to the guest.
+struct IoState {
+    flying: Vec<Option<Flying>>,
+    in_flight: usize,
+    done: Vec<(Flying, u8)>,
+}
+
+/// The part of a disk the stage-2 notifiers reach: requests in flight and pinned pages.
+struct DiskIo {
+    host: &'static HostDisk,
+    state: Mutex<IoState>,
+    /// Pages the host device may be reading or writing, with how many requests use each.
+    /// Taken inside the stage-2 table lock (pinning), never held while taking another lock.
+    pins: Mutex<BTreeMap<u64, u32>>,
+    /// Invalidations that found pinned pages and waited for the device.
+    waits: AtomicU64,
+}
+
+impl DiskIo {
+    fn pinned(&self, range: IpaRange) -> bool {
+        self.pins.lock().range(range.start & !(PAGE_SIZE - 1)..range.end).next().is_some()
+    }
+
+    fn unpin(&self, pages: &[u64]) {
+        let mut pins = self.pins.lock();
+        for p in pages {
+            if let Some(n) = pins.get_mut(p) {
+                *n -= 1;
+                if *n == 0 {
+                    pins.remove(p);
+                }
+            }
+        }
+    }
+
+    /// Takes what the host device finished (without touching guest memory: this runs
+    /// inside invalidations); unpins its pages.
+    fn reap(&self) {
+        let mut st = self.state.lock();
+        let mut blk = self.host.blk.lock();
+        while let Some(r) = blk.reap() {
+            match r {
+                Reaped::Done(c) => {
+                    if let Some(f) = st.flying.get_mut(c.token as usize).and_then(Option::take) {
+                        st.in_flight -= 1;
+                        self.unpin(&f.pages);
+                        let status = match c.status {
+                            blk::S_OK => blk::S_OK,
+                            S_UNSUPP => S_UNSUPP,
+                            _ => S_IOERR,
+                        };
+                        st.done.push((f, status));
+                    }
+                }
+                Reaped::Reset => self.fail_all(&mut st),
+            }
+        }
+    }
+
+    /// The host device was reset: nothing in flight will complete.
+    fn fail_all(&self, st: &mut IoState) {
+        for f in st.flying.iter_mut().filter_map(Option::take) {
+            self.unpin(&f.pages);
+            st.done.push((f, S_IOERR));
+        }
+        st.in_flight = 0;
+    }
+
+    /// Waits until no request in flight uses `range` (None: any), reaping; a host device
+    /// that takes longer than DMA_WAIT_MS is reset.
+    fn wait_idle(&self, range: Option<IpaRange>) {
+        let (freq, start) = crate::arch::cpu::counter();
+        loop {
+            let busy = match range {
+                Some(r) => self.pinned(r),
+                None => self.state.lock().in_flight != 0,
+            };
+            if !busy {
+                return;
+            }
+            self.reap();
+            if crate::arch::cpu::counter().1 - start > freq / 1000 * DMA_WAIT_MS {
+                log::warn!("disk \"{}\": the host device did not finish in {DMA_WAIT_MS} ms: reset", self.host.serial);
+                let mut st = self.state.lock();
+                self.host.blk.lock().reset();
+                self.fail_all(&mut st);
+                return;
+            }
+            core::hint::spin_loop();
+        }
+    }
+}
+
+impl Notifier for DiskIo {
+    fn invalidate_range_start(&self, range: IpaRange, _reason: Reason) {
+        // Unmap, teardown and write-protect alike: the device must be done with the pages
+        // before the guest loses them (or, for a read in flight, loses write access).
+        if self.pinned(range) {
+            self.waits.fetch_add(1, Ordering::Relaxed);
+            self.wait_idle(Some(range));
+        }
+    }
+
+    fn invalidate_range_end(&self, _range: IpaRange, _reason: Reason) {}
+
+    fn release(&self) {
+        self.wait_idle(None);
+    }
 }
 
 pub struct GuestDisk {
     /// Its virtio-mmio slot (0..32).
     pub slot: u64,
     pub host: &'static HostDisk,
-    state: Mutex<State>,
+    guest: Mutex<GuestSide>,
+    io: Arc<DiskIo>,
+    notifier: NotifierId,
+    /// Requests served with the guest's pages, and through the bounce buffer.
+    zero_copy: AtomicU64,
+    bounced: AtomicU64,
 }
 
-/// Requests served per notification at most: a driver that keeps adding requests while
-/// they are served cannot hold its vCPU in the hypervisor for ever (it notifies again).
-const REQUESTS_PER_NOTIFY: usize = QUEUE_SIZE as usize;
+/// Requests taken from the queue per notification or completion at most: a driver that
+/// keeps adding requests cannot hold its vCPU in the hypervisor for ever.
+const REQUESTS_PER_PUMP: usize = QUEUE_SIZE as usize;
+
+/// What starting a request came to.
+enum Started {
+    /// On its way (or already answered).
+    Yes,
+    /// The host queue has no room now: retry after completions.
+    NoRoom,
+}
 
 impl GuestDisk {
     /// `legacy`: the legacy virtio-mmio interface (version 1) instead of the modern one.
-    pub fn new(slot: u64, host: &'static HostDisk, legacy: bool) -> GuestDisk {
+    /// Subscribes to `mem`'s stage-2 notifiers.
+    pub fn new(slot: u64, host: &'static HostDisk, legacy: bool, mem: &GuestMemory) -> GuestDisk {
         let transport = if legacy { Transport::legacy() } else { Transport::modern() };
-        let state = State { transport, device: BlockDevice::new(HostBackend(host)), queue: None };
-        GuestDisk { slot, host, state: Mutex::new(state) }
+        let guest = GuestSide { transport, device: BlockDevice::new(HostBackend(host)), queue: None, stalled: VecDeque::new(), generation: 0 };
+        {
+            // A previous owner's requests (a VM rebooting) are over: start clean.
+            let mut blk = host.blk.lock();
+            if blk.in_flight() != 0 {
+                blk.reset();
+            }
+            while blk.reap().is_some() {}
+        }
+        let state = IoState { flying: (0..crate::drivers::virtio_blk::MAX_QUEUE_SIZE).map(|_| None).collect(), in_flight: 0, done: Vec::new() };
+        let io = Arc::new(DiskIo { host, state: Mutex::new(state), pins: Mutex::new(BTreeMap::new()), waits: AtomicU64::new(0) });
+        let notifier = mem.space.notifiers.register(io.clone());
+        GuestDisk { slot, host, guest: Mutex::new(guest), io, notifier, zero_copy: AtomicU64::new(0), bounced: AtomicU64::new(0) }
     }
 
     pub fn read(&self, offset: u64, size: u8) -> u64 {
-        let st = self.state.lock();
-        st.transport.read(&st.device, offset, size)
+        let g = self.guest.lock();
+        g.transport.read(&g.device, offset, size)
     }
 
-    /// A register write (requests are served on a queue notification). Returns the level
-    /// of the slot's interrupt line afterwards.
+    /// A register write (a queue notification starts requests). Returns the level of the
+    /// slot's interrupt line afterwards.
     pub fn write(&self, mem: &GuestMemory, offset: u64, size: u8, value: u64) -> bool {
-        let mut st = self.state.lock();
-        let State { transport, device, queue } = &mut *st;
+        let mut g = self.guest.lock();
+        let GuestSide { transport, device, queue, .. } = &mut *g;
         match transport.write(device, offset, size, value) {
             Effect::DriverOk => {
                 *queue = transport.queue(0).filter(|q| q.ready).map(|q| DeviceQueue::new(q, transport.driver_features()));
             }
-            Effect::Reset => *queue = None,
-            Effect::Notify(0) => {
-                if let Some(q) = queue {
-                    let ram = Ram(mem);
-                    for _ in 0..REQUESTS_PER_NOTIFY {
-                        let chain = match q.pop(&ram) {
-                            Ok(Some(chain)) => chain,
-                            Ok(None) => break,
-                            Err(_) => {
-                                transport.needs_reset();
-                                break;
-                            }
-                        };
-                        let written = device.serve(&chain, &ram);
-                        match q.push(&ram, chain.head, written) {
-                            Ok(true) => transport.raise(INT_USED_BUFFER),
-                            Ok(false) => {}
-                            Err(_) => {
-                                transport.needs_reset();
-                                break;
-                            }
+            Effect::Reset => {
+                // Nothing the old driver asked for may complete into the new one's rings.
+                g.generation += 1;
+                g.queue = None;
+                g.stalled.clear();
+                self.io.wait_idle(None);
+                self.io.state.lock().done.clear();
+            }
+            Effect::Notify(0) => self.pump(&mut g, mem),
+            _ => {}
+        }
+        g.transport.interrupt_line()
+    }
+
+    /// After the host device's interrupt: answers what it finished and starts what waited
+    /// for room. Returns the slot's interrupt line if anything changed.
+    pub fn complete(&self, mem: &GuestMemory) -> Option<bool> {
+        self.io.reap();
+        let done = core::mem::take(&mut self.io.state.lock().done);
+        let mut g = self.guest.lock();
+        if done.is_empty() && g.stalled.is_empty() {
+            return None;
+        }
+        let ram = Ram(mem);
+        for (f, status) in done {
+            if f.generation == g.generation {
+                let len = finish(&f.req, status, &ram);
+                self.answer(&mut g, &ram, f.head, len);
+            }
+        }
+        self.pump(&mut g, mem);
+        Some(g.transport.interrupt_line())
+    }
+
+    /// Waits until the host device has nothing of this disk's in flight (the VM stops).
+    fn quiesce(&self) {
+        self.io.wait_idle(None);
+    }
+
+    /// Puts a finished request in the used ring (and raises the interrupt if the driver
+    /// wants one).
+    fn answer(&self, g: &mut GuestSide, ram: &Ram, head: u16, len: u32) {
+        let GuestSide { transport, queue, .. } = g;
+        let Some(q) = queue else { return };
+        match q.push(ram, head, len) {
+            Ok(true) => transport.raise(INT_USED_BUFFER),
+            Ok(false) => {}
+            Err(_) => transport.needs_reset(),
+        }
+    }
+
+    /// Starts requests: those that waited for room first, then new ones from the queue.
+    fn pump(&self, g: &mut GuestSide, mem: &GuestMemory) {
+        let ram = Ram(mem);
+        for _ in 0..REQUESTS_PER_PUMP {
+            let chain = match g.stalled.pop_front() {
+                Some(c) => c,
+                None => {
+                    let Some(q) = &mut g.queue else { return };
+                    match q.pop(&ram) {
+                        Ok(Some(c)) => c,
+                        Ok(None) => return,
+                        Err(_) => {
+                            g.transport.needs_reset();
+                            return;
                         }
                     }
                 }
+            };
+            if let Started::NoRoom = self.start(g, mem, &chain) {
+                g.stalled.push_front(chain);
+                return;
             }
-            _ => {}
         }
-        transport.interrupt_line()
+    }
+
+    fn start(&self, g: &mut GuestSide, mem: &GuestMemory, chain: &Chain) -> Started {
+        let ram = Ram(mem);
+        let req = match g.device.parse(chain, &ram) {
+            Parsed::Answered(len) => {
+                self.answer(g, &ram, chain.head, len);
+                return Started::Yes;
+            }
+            Parsed::Io(req) => req,
+        };
+        let (kind, sector, range) = match req.op {
+            Op::Read { sector, .. } => (blk::T_IN, sector, None),
+            Op::Write { sector, .. } => (blk::T_OUT, sector, None),
+            Op::Flush if !self.host.has_flush => {
+                // No volatile cache: nothing to make durable.
+                let len = finish(&req, blk::S_OK, &ram);
+                self.answer(g, &ram, chain.head, len);
+                return Started::Yes;
+            }
+            Op::Flush => (blk::T_FLUSH, 0, None),
+            Op::Discard { sector, sectors } => (blk::T_DISCARD, 0, Some((sector, sectors, 0))),
+            Op::WriteZeroes { sector, sectors, unmap } => (blk::T_WRITE_ZEROES, 0, Some((sector, sectors, unmap as u32))),
+        };
+        let mut segments = Vec::new();
+        let mut pages = Vec::new();
+        let pinned = self.pin(mem, &req, &mut segments, &mut pages);
+        if pinned.is_err() {
+            self.io.unpin(&pages);
+            let len = finish(&req, S_IOERR, &ram);
+            self.answer(g, &ram, chain.head, len);
+            return Started::Yes;
+        }
+        if segments.len() > self.host.seg_max as usize {
+            // More pieces than one host request holds: through the bounce buffer.
+            self.io.unpin(&pages);
+            self.bounced.fetch_add(1, Ordering::Relaxed);
+            let status = g.device.execute(&req, &ram);
+            let len = finish(&req, status, &ram);
+            self.answer(g, &ram, chain.head, len);
+            return Started::Yes;
+        }
+        let mut st = self.io.state.lock();
+        let token = self.host.blk.lock().submit(kind, sector, &segments, range);
+        let Some(token) = token else {
+            drop(st);
+            self.io.unpin(&pages);
+            return Started::NoRoom;
+        };
+        if let Some(slot) = st.flying.get_mut(token as usize) {
+            *slot = Some(Flying { head: chain.head, req, generation: g.generation, pages });
+            st.in_flight += 1;
+        }
+        self.zero_copy.fetch_add(1, Ordering::Relaxed);
+        Started::Yes
+    }
+
+    /// Translates the request's buffers to host frames, pinning each page (contiguous
+    /// frames merge into one segment). Fails for buffers outside what the guest may
+    /// access (a read needs pages the guest can write). An invalidation racing the walk
+    /// makes it drop its pins, wait for the invalidation and start over.
+    fn pin(&self, mem: &GuestMemory, req: &Request, segments: &mut Vec<Segment>, pages: &mut Vec<u64>) -> Result<(), AccessError> {
+        let device_writes = matches!(req.op, Op::Read { .. });
+        let mut result = Err(AccessError::Contended);
+        for _ in 0..PIN_ATTEMPTS {
+            result = req.data.iter().try_for_each(|b| {
+                mem.pin_pieces(b.addr, b.len as usize, device_writes, &mut |host, off, n| {
+                    let page = (b.addr + off as u64) & !(PAGE_SIZE - 1);
+                    *self.io.pins.lock().entry(page).or_insert(0) += 1;
+                    pages.push(page);
+                    match segments.last_mut() {
+                        Some(s) if s.addr + s.len as u64 == host => s.len += n as u32,
+                        _ => segments.push(Segment { addr: host, len: n as u32, device_writes }),
+                    }
+                })
+            });
+            if result != Err(AccessError::Contended) {
+                break;
+            }
+            self.io.unpin(pages);
+            pages.clear();
+            segments.clear();
+            mem.wait_invalidations();
+        }
+        result
+    }
+}
+
+/// Rounds of pinning a request's pages that invalidations may spoil before it fails.
+const PIN_ATTEMPTS: usize = 100;
+
+impl GuestDisk {
+    /// Requests served with the guest's pages, through the bounce buffer, and
+    /// invalidations that waited for the device.
+    pub fn counts(&self) -> (u64, u64, u64) {
+        (self.zero_copy.load(Ordering::Relaxed), self.bounced.load(Ordering::Relaxed), self.io.waits.load(Ordering::Relaxed))
+    }
+
+    /// The VM stops: waits for its requests in flight and leaves the notifiers of `mem`.
+    pub fn detach(&self, mem: &GuestMemory) {
+        self.quiesce();
+        mem.space.notifiers.unregister(self.notifier);
     }
 }

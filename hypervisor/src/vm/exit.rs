@@ -145,6 +145,9 @@ pub fn take_interrupts(vm: &Vm, vcpu: &Vcpu, run: &VcpuRun) -> Arrived {
         crate::console::input();
         super::deliver_console_input();
     }
+    if arrived.device != 0 {
+        super::host_disk_interrupt(arrived.device);
+    }
     if let Some(g) = &vm.vgic {
         if arrived.guest_ppis != 0 {
             for intid in gicv3::GUEST_PPIS.into_iter().filter(|i| arrived.guest_ppis & 1 << i != 0) {

@@ -62,10 +62,7 @@ fn disk_access(vm: &Vm, run: &mut VcpuRun, disk: &GuestDisk, offset: u64, da: Da
     if da.write {
         let value = if reg == 31 { 0 } else { run.regs.x[reg] };
         let line = disk.write(&vm.mem, offset, da.access_size, da.store_value(value));
-        let intid = 32 + layout::VIRTIO_FIRST_SPI + disk.slot as u32;
-        if let Some(target) = vm.vgic.as_ref().and_then(|g| g.set_level(intid, line)) {
-            vm.notify(1 << target);
-        }
+        vm.set_disk_line(disk, line);
     } else if reg != 31 {
         run.regs.x[reg] = da.load_result(disk.read(offset, da.access_size));
     }

@@ -144,6 +144,10 @@ impl Vm {
             ),
         };
 
+        let disks = crate::drivers::disks::of_vm(id)
+            .filter(|d| d.number < layout::VIRTIO_SLOTS as usize)
+            .map(|d| GuestDisk::new(layout::VIRTIO_SLOTS - 1 - d.number as u64, d, spec.params.virtio_legacy, &mem))
+            .collect();
         let pauth = spec.params.pauth && cpu::features().pauth;
         let vm = Arc::new_cyclic(|weak| {
             let me = weak.as_ptr();
@@ -155,10 +159,7 @@ impl Vm {
                 pvpanic: PvPanic::new(),
                 panic_pending: AtomicBool::new(false),
                 vgic: vgic::available().then(|| Vgic::new(vcpus)),
-                disks: crate::drivers::disks::of_vm(id)
-                    .filter(|d| d.number < layout::VIRTIO_SLOTS as usize)
-                    .map(|d| GuestDisk::new(layout::VIRTIO_SLOTS - 1 - d.number as u64, d, spec.params.virtio_legacy))
-                    .collect(),
+                disks,
                 stopping: AtomicBool::new(false),
                 stop_reason: Mutex::new(None),
                 verdict: Mutex::new(Verdict::NONE),
@@ -232,6 +233,23 @@ impl Vm {
         }
         if self.uart.take_panic_end() {
             self.request_stop(StopReason::Crashed(Crash::GuestPanic));
+        }
+    }
+
+    /// The VM stopped: waits for its disks' requests in flight and unsubscribes them from
+    /// its memory, before its RAM goes (or is kept for the next boot, with new disks on the
+    /// same host disks). Again from Drop: then a no-op.
+    pub fn detach_disks(&self) {
+        for d in &self.disks {
+            d.detach(&self.mem);
+        }
+    }
+
+    /// Sets the level of disk `disk`'s interrupt line (its slot's SPI).
+    pub fn set_disk_line(&self, disk: &GuestDisk, line: bool) {
+        let intid = 32 + layout::VIRTIO_FIRST_SPI + disk.slot as u32;
+        if let Some(target) = self.vgic.as_ref().and_then(|g| g.set_level(intid, line)) {
+            self.notify(1 << target);
         }
     }
 
@@ -397,6 +415,10 @@ impl Vm {
             }
         }
         log::info!("VM {} memory:{line} stage2_tables={}", self.id, self.mem.space.table_pages());
+        for d in &self.disks {
+            let (zero_copy, bounced, waits) = d.counts();
+            log::info!("VM {} disk \"{}\": requests zero_copy={zero_copy} bounced={bounced} unmap_waits={waits}", self.id, d.host.serial);
+        }
     }
 
     /// A counter by number as HV_COUNTER reads it: VM-wide ones from guest memory.
@@ -407,6 +429,7 @@ impl Vm {
 
 impl Drop for Vm {
     fn drop(&mut self) {
+        self.detach_disks();
         if Arc::strong_count(&self.mem) > 1 {
             return; // kept for the VM's next boot
         }
@@ -504,6 +527,21 @@ pub fn deliver_console_input() {
             }
         }
     });
+}
+
+/// A host disk's interrupt (`intid`, active until this returns): the VM whose disk it is
+/// answers what the host device finished.
+pub fn host_disk_interrupt(intid: u32) {
+    if let Some(host) = crate::drivers::disks::acknowledge(intid) {
+        if let Some(vm) = find(host.vm) {
+            for d in vm.disks.iter().filter(|d| core::ptr::eq(d.host, host)) {
+                if let Some(line) = d.complete(&vm.mem) {
+                    vm.set_disk_line(d, line);
+                }
+            }
+        }
+    }
+    crate::drivers::gicv3::device_done(intid);
 }
 
 /// Makes the machine's exit status at least `code` (hv_core::outcome::status).
