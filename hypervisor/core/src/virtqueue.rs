@@ -134,8 +134,12 @@ impl DeviceQueue {
     /// The buffers of the chain starting at descriptor `head`.
     fn walk(&self, mem: &impl GuestRam, head: u16) -> Result<Vec<Buffer>, QueueError> {
         let mut buffers = Vec::new();
-        let (mut table, mut entries) = (self.desc, self.size as u32);
+        let (table, mut entries) = (self.desc, self.size as u32);
         let (mut index, mut visited, mut in_indirect, mut writes) = (head as u32, 0u32, false, false);
+        // An indirect table is read whole, once: one guest-memory access instead of one
+        // per descriptor, and a driver changing it meanwhile cannot make the walk see two
+        // versions of it.
+        let mut indirect: Vec<u8> = Vec::new();
         loop {
             if index >= entries {
                 return Err(QueueError::BadIndex);
@@ -145,7 +149,12 @@ impl DeviceQueue {
                 return Err(QueueError::Loop);
             }
             let mut d = [0u8; 16];
-            mem.read(at(table, 16 * index as u64)?, &mut d)?;
+            if in_indirect {
+                let i = 16 * index as usize;
+                d.copy_from_slice(indirect.get(i..i + 16).ok_or(QueueError::BadIndex)?);
+            } else {
+                mem.read(at(table, 16 * index as u64)?, &mut d)?;
+            }
             let addr = u64::from_le_bytes(d[0..8].try_into().unwrap_or_default());
             let len = u32::from_le_bytes(d[8..12].try_into().unwrap_or_default());
             let flags = u16::from_le_bytes([d[12], d[13]]);
@@ -154,7 +163,9 @@ impl DeviceQueue {
                 if !self.indirect || in_indirect || flags & NEXT != 0 || len == 0 || len % 16 != 0 || len / 16 > MAX_INDIRECT {
                     return Err(QueueError::BadIndirect);
                 }
-                (table, entries, index, visited, in_indirect) = (addr, len / 16, 0, 0, true);
+                indirect.resize(len as usize, 0);
+                mem.read(addr, &mut indirect)?;
+                (entries, index, visited, in_indirect) = (len / 16, 0, 0, true);
                 continue;
             }
             if addr.checked_add(len as u64).is_none() {

@@ -377,13 +377,13 @@ impl GuestMemory {
     }
 
     /// For a device's DMA: calls `f(host, offset, n)` for each page-sized piece of `[ipa,
-    /// ipa + len)` (populating pages as needed; `write`: pages the guest may write), each
-    /// while no invalidation of its page can get past its notifiers' start: what `f`
-    /// records there (a pin) is seen by every later invalidation. An invalidation already
-    /// in progress fails the walk with `Contended` instead of being waited for, so that a
-    /// caller holding pins from earlier pieces never waits on an invalidation that waits on
-    /// them: it drops its pins and tries again.
-    pub fn pin_pieces(&self, ipa: u64, len: usize, write: bool, f: &mut dyn FnMut(u64, usize, usize)) -> Result<(), AccessError> {
+    /// ipa + len)` (populating pages as needed; `write`: pages the guest may write). An
+    /// invalidation in progress fails the walk with `Contended` instead of being waited
+    /// for: a caller that registered the range with its notifier before the walk (a pin)
+    /// knows that every translation it got is either seen by later invalidations (they
+    /// find the pin) or was not given (the walk failed), and must not wait on an
+    /// invalidation that may wait on its pin: it drops the pin and tries again.
+    pub fn translate_pieces(&self, ipa: u64, len: usize, write: bool, f: &mut dyn FnMut(u64, usize, usize)) -> Result<(), AccessError> {
         self.pieces(ipa, len, write, false, f)
     }
 

@@ -20,7 +20,7 @@
 use crate::drivers::disks::HostDisk;
 use crate::drivers::virtio_blk::Reaped;
 use crate::mm::guest::{AccessError, GuestMemory};
-use alloc::collections::{BTreeMap, VecDeque};
+use alloc::collections::VecDeque;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -103,8 +103,8 @@ struct Flying {
     head: u16,
     req: Request,
     generation: u64,
-    /// The guest pages pinned for it, by IPA.
-    pages: Vec<u64>,
+    /// Its pinned guest ranges (`DiskIo::pin`).
+    pin: u64,
 }
 
 /// The host side: the requests in flight, by host token, and those finished but not yet
@@ -119,27 +119,32 @@ struct IoState {
 struct DiskIo {
     host: &'static HostDisk,
     state: Mutex<IoState>,
-    /// Pages the host device may be reading or writing, with how many requests use each.
-    /// Taken inside the stage-2 table lock (pinning), never held while taking another lock.
-    pins: Mutex<BTreeMap<u64, u32>>,
+    /// The guest ranges the host device may be reading or writing, per request being
+    /// started or in flight (by pin number), and the next pin number. Never held while
+    /// taking another lock.
+    pins: Mutex<(Vec<(u64, Vec<IpaRange>)>, u64)>,
     /// Invalidations that found pinned pages and waited for the device.
     waits: AtomicU64,
 }
 
 impl DiskIo {
     fn pinned(&self, range: IpaRange) -> bool {
-        self.pins.lock().range(range.start & !(PAGE_SIZE - 1)..range.end).next().is_some()
+        self.pins.lock().0.iter().any(|(_, ranges)| ranges.iter().any(|r| r.overlaps(&range)))
     }
 
-    fn unpin(&self, pages: &[u64]) {
+    /// Registers `ranges` as used by the device from now on; their pin number.
+    fn pin(&self, ranges: Vec<IpaRange>) -> u64 {
         let mut pins = self.pins.lock();
-        for p in pages {
-            if let Some(n) = pins.get_mut(p) {
-                *n -= 1;
-                if *n == 0 {
-                    pins.remove(p);
-                }
-            }
+        let n = pins.1;
+        pins.1 += 1;
+        pins.0.push((n, ranges));
+        n
+    }
+
+    fn unpin(&self, pin: u64) {
+        let mut pins = self.pins.lock();
+        if let Some(i) = pins.0.iter().position(|(n, _)| *n == pin) {
+            pins.0.swap_remove(i);
         }
     }
 
@@ -153,7 +158,7 @@ impl DiskIo {
                 Reaped::Done(c) => {
                     if let Some(f) = st.flying.get_mut(c.token as usize).and_then(Option::take) {
                         st.in_flight -= 1;
-                        self.unpin(&f.pages);
+                        self.unpin(f.pin);
                         let status = match c.status {
                             blk::S_OK => blk::S_OK,
                             S_UNSUPP => S_UNSUPP,
@@ -170,7 +175,7 @@ impl DiskIo {
     /// The host device was reset: nothing in flight will complete.
     fn fail_all(&self, st: &mut IoState) {
         for f in st.flying.iter_mut().filter_map(Option::take) {
-            self.unpin(&f.pages);
+            self.unpin(f.pin);
             st.done.push((f, S_IOERR));
         }
         st.in_flight = 0;
@@ -228,6 +233,8 @@ pub struct GuestDisk {
     /// Requests served with the guest's pages, and through the bounce buffer.
     zero_copy: AtomicU64,
     bounced: AtomicU64,
+    /// Register accesses (each one an exit of the guest).
+    accesses: AtomicU64,
 }
 
 /// Requests taken from the queue per notification or completion at most: a driver that
@@ -257,12 +264,13 @@ impl GuestDisk {
             while blk.reap().is_some() {}
         }
         let state = IoState { flying: (0..crate::drivers::virtio_blk::MAX_QUEUE_SIZE).map(|_| None).collect(), in_flight: 0, done: Vec::new() };
-        let io = Arc::new(DiskIo { host, state: Mutex::new(state), pins: Mutex::new(BTreeMap::new()), waits: AtomicU64::new(0) });
+        let io = Arc::new(DiskIo { host, state: Mutex::new(state), pins: Mutex::new((Vec::new(), 0)), waits: AtomicU64::new(0) });
         let notifier = mem.space.notifiers.register(io.clone());
-        GuestDisk { slot, host, guest: Mutex::new(guest), io, notifier, zero_copy: AtomicU64::new(0), bounced: AtomicU64::new(0) }
+        GuestDisk { slot, host, guest: Mutex::new(guest), io, notifier, zero_copy: AtomicU64::new(0), bounced: AtomicU64::new(0), accesses: AtomicU64::new(0) }
     }
 
     pub fn read(&self, offset: u64, size: u8) -> u64 {
+        self.accesses.fetch_add(1, Ordering::Relaxed);
         let g = self.guest.lock();
         g.transport.read(&g.device, offset, size)
     }
@@ -270,6 +278,7 @@ impl GuestDisk {
     /// A register write (a queue notification starts requests). Returns the level of the
     /// slot's interrupt line afterwards.
     pub fn write(&self, mem: &GuestMemory, offset: u64, size: u8, value: u64) -> bool {
+        self.accesses.fetch_add(1, Ordering::Relaxed);
         let mut g = self.guest.lock();
         let GuestSide { transport, device, queue, .. } = &mut *g;
         match transport.write(device, offset, size, value) {
@@ -375,17 +384,17 @@ impl GuestDisk {
             Op::WriteZeroes { sector, sectors, unmap } => (blk::T_WRITE_ZEROES, 0, Some((sector, sectors, unmap as u32))),
         };
         let mut segments = Vec::new();
-        let mut pages = Vec::new();
-        let pinned = self.pin(mem, &req, &mut segments, &mut pages);
-        if pinned.is_err() {
-            self.io.unpin(&pages);
-            let len = finish(&req, S_IOERR, &ram);
-            self.answer(g, &ram, chain.head, len);
-            return Started::Yes;
-        }
+        let pin = match self.pin(mem, &req, &mut segments) {
+            Ok(pin) => pin,
+            Err(_) => {
+                let len = finish(&req, S_IOERR, &ram);
+                self.answer(g, &ram, chain.head, len);
+                return Started::Yes;
+            }
+        };
         if segments.len() > self.host.seg_max as usize {
             // More pieces than one host request holds: through the bounce buffer.
-            self.io.unpin(&pages);
+            self.io.unpin(pin);
             self.bounced.fetch_add(1, Ordering::Relaxed);
             let status = g.device.execute(&req, &ram);
             let len = finish(&req, status, &ram);
@@ -396,45 +405,54 @@ impl GuestDisk {
         let token = self.host.blk.lock().submit(kind, sector, &segments, range);
         let Some(token) = token else {
             drop(st);
-            self.io.unpin(&pages);
+            self.io.unpin(pin);
             return Started::NoRoom;
         };
         if let Some(slot) = st.flying.get_mut(token as usize) {
-            *slot = Some(Flying { head: chain.head, req, generation: g.generation, pages });
+            *slot = Some(Flying { head: chain.head, req, generation: g.generation, pin });
             st.in_flight += 1;
         }
         self.zero_copy.fetch_add(1, Ordering::Relaxed);
         Started::Yes
     }
 
-    /// Translates the request's buffers to host frames, pinning each page (contiguous
-    /// frames merge into one segment). Fails for buffers outside what the guest may
-    /// access (a read needs pages the guest can write). An invalidation racing the walk
-    /// makes it drop its pins, wait for the invalidation and start over.
-    fn pin(&self, mem: &GuestMemory, req: &Request, segments: &mut Vec<Segment>, pages: &mut Vec<u64>) -> Result<(), AccessError> {
+    /// Pins the request's buffers (`DiskIo::pin`) and translates them to host frames
+    /// (contiguous frames merge into one segment). The pin comes first: an invalidation
+    /// that starts later sees it and waits for the device; one already in progress makes
+    /// the walk fail (`Contended`), and then the pin is dropped while it finishes and the
+    /// walk starts over. Fails for buffers outside what the guest may access (a read needs
+    /// pages the guest can write). Returns the pin number.
+    fn pin(&self, mem: &GuestMemory, req: &Request, segments: &mut Vec<Segment>) -> Result<u64, AccessError> {
         let device_writes = matches!(req.op, Op::Read { .. });
-        let mut result = Err(AccessError::Contended);
+        let mut ranges: Vec<IpaRange> = Vec::with_capacity(req.data.len());
+        for b in req.data.iter().filter(|b| b.len != 0) {
+            let (start, end) = (b.addr & !(PAGE_SIZE - 1), (b.addr.saturating_add(b.len as u64)).next_multiple_of(PAGE_SIZE));
+            match ranges.last_mut() {
+                Some(r) if r.end == start => r.end = end,
+                _ => ranges.push(IpaRange { start, end }),
+            }
+        }
         for _ in 0..PIN_ATTEMPTS {
-            result = req.data.iter().try_for_each(|b| {
-                mem.pin_pieces(b.addr, b.len as usize, device_writes, &mut |host, off, n| {
-                    let page = (b.addr + off as u64) & !(PAGE_SIZE - 1);
-                    *self.io.pins.lock().entry(page).or_insert(0) += 1;
-                    pages.push(page);
-                    match segments.last_mut() {
-                        Some(s) if s.addr + s.len as u64 == host => s.len += n as u32,
-                        _ => segments.push(Segment { addr: host, len: n as u32, device_writes }),
-                    }
+            let pin = self.io.pin(ranges.clone());
+            let walked = req.data.iter().try_for_each(|b| {
+                mem.translate_pieces(b.addr, b.len as usize, device_writes, &mut |host, _, n| match segments.last_mut() {
+                    Some(s) if s.addr + s.len as u64 == host => s.len += n as u32,
+                    _ => segments.push(Segment { addr: host, len: n as u32, device_writes }),
                 })
             });
-            if result != Err(AccessError::Contended) {
-                break;
+            match walked {
+                Ok(()) => return Ok(pin),
+                Err(e) => {
+                    self.io.unpin(pin);
+                    segments.clear();
+                    if e != AccessError::Contended {
+                        return Err(e);
+                    }
+                    mem.wait_invalidations();
+                }
             }
-            self.io.unpin(pages);
-            pages.clear();
-            segments.clear();
-            mem.wait_invalidations();
         }
-        result
+        Err(AccessError::Contended)
     }
 }
 
@@ -442,10 +460,10 @@ impl GuestDisk {
 const PIN_ATTEMPTS: usize = 100;
 
 impl GuestDisk {
-    /// Requests served with the guest's pages, through the bounce buffer, and
-    /// invalidations that waited for the device.
-    pub fn counts(&self) -> (u64, u64, u64) {
-        (self.zero_copy.load(Ordering::Relaxed), self.bounced.load(Ordering::Relaxed), self.io.waits.load(Ordering::Relaxed))
+    /// Requests served with the guest's pages, through the bounce buffer, invalidations
+    /// that waited for the device, and register accesses.
+    pub fn counts(&self) -> [u64; 4] {
+        [&self.zero_copy, &self.bounced, &self.io.waits, &self.accesses].map(|c| c.load(Ordering::Relaxed))
     }
 
     /// The VM stops: waits for its requests in flight and leaves the notifiers of `mem`.
