@@ -214,6 +214,10 @@ def boot_tests() -> list[BootTest]:
             r"vm0\| observe GET_ID status 0 serial \"vm0-disk0\"", r"vm0\| observe read sector 0: status 0 starts \"VBLK-TEST-SECTOR",
             r"vm0\| observe write 0 flush 0 read 0 used 1025 same true",
             r"vm0\| observe past the end Some\(1\) not whole sectors Some\(1\) unknown type Some\(2\)",
+            r"vm0\| observe discard true write-zeroes true", r"vm0\| observe write-zeroes Some\(0\) then read 0 zeroed true",
+            r"vm0\| observe discard Some\(0\) with unmap flag Some\(2\) write-zeroes bad flags Some\(2\) past the end Some\(1\) "
+            r"both Some\(1\) empty Some\(0\) two ranges Some\(2\)",
+            r"vm0\| observe reset with a read in flight, then a read: status 0 starts \"VBLK-TEST-SECTOR",
             rf"vm0\| observe index past the queue: answered false needs reset {broken} config interrupt {broken}",
             rf"vm0\| observe loop: answered false needs reset {broken} config interrupt {broken}",
             rf"vm0\| observe readable after writable: answered false needs reset {broken} config interrupt {broken}",

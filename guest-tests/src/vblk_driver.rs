@@ -33,8 +33,16 @@ impl Default for Queue {
     }
 }
 
+/// Feature bits (the low 32) the driver takes when offered: FLUSH, DISCARD,
+/// WRITE_ZEROES, indirect descriptors.
+const WANTED: u32 = 1 << 9 | 1 << 13 | 1 << 14 | 1 << 28;
+pub const F_DISCARD: u32 = 1 << 13;
+pub const F_WRITE_ZEROES: u32 = 1 << 14;
+
 pub struct Dev {
     pub base: u64,
+    /// The low feature bits negotiated.
+    pub features: u32,
     q: *mut Queue,
     next_avail: u16,
     used_seen: u16,
@@ -44,7 +52,7 @@ impl Dev {
     /// The device in `slot` with its queue at `q` (a static of the guest, which only this
     /// driver uses).
     pub fn new(slot: u64, q: *mut Queue) -> Dev {
-        Dev { base: SLOTS + slot * SLOT, q, next_avail: 0, used_seen: 0 }
+        Dev { base: SLOTS + slot * SLOT, features: 0, q, next_avail: 0, used_seen: 0 }
     }
 
     // Single loads and stores without writeback, so that a trapped access has its syndrome
@@ -54,6 +62,13 @@ impl Dev {
         // SAFETY: a register of the transport in the guest's device mapping.
         unsafe { core::arch::asm!("ldr {:w}, [{}]", out(reg) v, in(reg) self.base + off, options(nostack)) };
         v
+    }
+
+    pub fn r8(&self, off: u64) -> u8 {
+        let v: u32;
+        // SAFETY: as above.
+        unsafe { core::arch::asm!("ldrb {:w}, [{}]", out(reg) v, in(reg) self.base + off, options(nostack)) };
+        v as u8
     }
 
     pub fn w(&self, off: u64, v: u32) {
@@ -66,8 +81,8 @@ impl Dev {
         self.w(off + 4, (v >> 32) as u32);
     }
 
-    /// Reset, feature negotiation (VERSION_1 on the modern interface, FLUSH, indirect
-    /// descriptors), queue 0 with QSIZE entries, live. The legacy interface (version 1)
+    /// Reset, feature negotiation (VERSION_1 on the modern interface, and those of WANTED
+    /// offered), queue 0 with QSIZE entries, live. The legacy interface (version 1)
     /// has no FEATURES_OK and places the queue by page frame number.
     pub fn bring_up(&mut self) -> Result<(), &'static str> {
         if self.r(reg::VERSION) == 1 {
@@ -80,9 +95,10 @@ impl Dev {
         if high & 1 == 0 {
             return Err("no VERSION_1");
         }
+        self.w(reg::DEVICE_FEATURES_SEL, 0);
+        self.features = self.r(reg::DEVICE_FEATURES) & WANTED;
         self.w(reg::DRIVER_FEATURES_SEL, 0);
-        // FLUSH and indirect descriptors.
-        self.w(reg::DRIVER_FEATURES, 1 << 9 | 1 << 28);
+        self.w(reg::DRIVER_FEATURES, self.features);
         self.w(reg::DRIVER_FEATURES_SEL, 1);
         self.w(reg::DRIVER_FEATURES, 1);
         self.w(reg::STATUS, ACKNOWLEDGE | DRIVER | FEATURES_OK);
@@ -109,8 +125,10 @@ impl Dev {
     fn bring_up_legacy(&mut self) -> Result<(), &'static str> {
         self.w(reg::STATUS, 0);
         self.w(reg::STATUS, ACKNOWLEDGE | DRIVER);
+        self.w(reg::DEVICE_FEATURES_SEL, 0);
+        self.features = self.r(reg::DEVICE_FEATURES) & WANTED;
         self.w(reg::DRIVER_FEATURES_SEL, 0);
-        self.w(reg::DRIVER_FEATURES, 1 << 9 | 1 << 28);
+        self.w(reg::DRIVER_FEATURES, self.features);
         self.w(reg::GUEST_PAGE_SIZE, 4096);
         self.w(reg::QUEUE_SEL, 0);
         if self.r(reg::QUEUE_NUM_MAX) < QSIZE as u32 {

@@ -1,7 +1,9 @@
 //! A guest's own virtio-blk driver against the hypervisor's device model: the device in
 //! slot 31 (the VM's disk 0, a 1 MiB image whose first sector the test filled), brought up
-//! through the modern virtio-mmio transport; every request type; requests the device must
-//! refuse (past the end, not whole sectors, unknown type, a buffer outside RAM); rings it
+//! through the modern virtio-mmio transport; every request type (discard and write-zeroes
+//! too, with their limits and refusals); requests the device must refuse (past the end,
+//! not whole sectors, unknown type, a buffer outside RAM); a reset with a read in flight;
+//! rings it
 //! must refuse (a descriptor index past the queue, a loop) by DEVICE_NEEDS_RESET with a
 //! config interrupt, after which a reset brings it back. A second disk in slot 30 answers
 //! with its own serial and size. Prints `observe ...` lines for the differential run on
@@ -15,9 +17,9 @@
 #![no_main]
 
 use core::ptr::{read_volatile, write_volatile};
-use guest_rt::vblk_driver::{Dev, Queue, QSIZE};
+use guest_rt::vblk_driver::{Dev, Queue, F_DISCARD, F_WRITE_ZEROES, QSIZE};
 use guest_rt::{check, check_eq, println, BootInfo};
-use hv_core::virtio::blk::{T_FLUSH, T_GET_ID, T_IN, T_OUT};
+use hv_core::virtio::blk::{T_DISCARD, T_FLUSH, T_GET_ID, T_IN, T_OUT, T_WRITE_ZEROES};
 use hv_core::virtio_mmio::reg;
 use hv_core::virtio_mmio::status::DEVICE_NEEDS_RESET as NEEDS_RESET;
 
@@ -76,6 +78,21 @@ impl Requests for Dev {
 
 }
 
+/// The request header (set to `kind`, `sector`) and the status byte's addresses.
+fn header_addr(kind: u32, sector: u64) -> u64 {
+    let a = area();
+    // SAFETY: the driver's header, not in the device's hands now; then only its address.
+    unsafe {
+        write_volatile(&raw mut (*a).header, hv_core::virtio::blk::header(kind, sector));
+        &raw const (*a).header as u64
+    }
+}
+
+fn status_addr() -> u64 {
+    // SAFETY: only the address is taken.
+    unsafe { &raw const (*area()).status as u64 }
+}
+
 fn data_addr() -> u64 {
     // SAFETY: only the address is taken.
     unsafe { &raw const (*area()).data as u64 }
@@ -116,6 +133,55 @@ fn main(info: &BootInfo) -> ! {
     println!("observe write {} flush {} read {} used {} same {}", w, f, r, used, same);
     let irq = dev.ack_interrupts();
     println!("observe used-buffer interrupt status {}", irq & 1);
+
+    // Discard and write-zeroes (QEMU offers both): their limits, a write-zeroes the next
+    // read sees, a discard, and what the device refuses, in QEMU's order of checks.
+    let has = |f: u32| dev.features & f != 0;
+    println!("observe discard {} write-zeroes {}", has(F_DISCARD), has(F_WRITE_ZEROES));
+    if has(F_DISCARD) && has(F_WRITE_ZEROES) {
+        let cfg = |off: u64| dev.r(reg::CONFIG + off);
+        println!(
+            "observe discard limits {} {} {} write-zeroes limits {} {} {}",
+            cfg(36), cfg(40), cfg(44), cfg(48), cfg(52), dev.r8(reg::CONFIG + 56)
+        );
+        let ranges = data_addr() + 4096;
+        let range = |dev: &mut Dev, kind: u32, sector: u64, sectors: u32, flags: u32, count: u32| {
+            for i in 0..count as usize {
+                let r = &mut data()[4096 + 16 * i..4096 + 16 * (i + 1)];
+                r[0..8].copy_from_slice(&sector.to_le_bytes());
+                r[8..12].copy_from_slice(&sectors.to_le_bytes());
+                r[12..16].copy_from_slice(&flags.to_le_bytes());
+            }
+            dev.request(kind, 0, Some((ranges, 16 * count))).map(|x| x.1)
+        };
+        let wz = range(&mut dev, T_WRITE_ZEROES, 6, 2, 0, 1);
+        data()[..1024].fill(0xaa);
+        let (_, r) = dev.request(T_IN, 6, Some((data_addr(), 1024))).unwrap_or((0, 0xee));
+        println!("observe write-zeroes {:?} then read {} zeroed {}", wz, r, data()[..1024].iter().all(|b| *b == 0));
+        let discard = range(&mut dev, T_DISCARD, 16, 8, 0, 1);
+        let unmap_flag = range(&mut dev, T_DISCARD, 16, 8, 1, 1);
+        let bad_flags = range(&mut dev, T_WRITE_ZEROES, 16, 8, 2, 1);
+        let past_end = range(&mut dev, T_DISCARD, capacity - 4, 8, 0, 1);
+        let bad_both = range(&mut dev, T_WRITE_ZEROES, capacity, 1, 2, 1);
+        let empty = range(&mut dev, T_DISCARD, 0, 0, 0, 1);
+        let two = range(&mut dev, T_DISCARD, 16, 1, 0, 2);
+        println!(
+            "observe discard {:?} with unmap flag {:?} write-zeroes bad flags {:?} past the end {:?} both {:?} empty {:?} two ranges {:?}",
+            discard, unmap_flag, bad_flags, past_end, bad_both, empty, two
+        );
+    }
+
+    // A reset with a read in flight: the device finishes or drops it (never writes the
+    // buffer afterwards) and comes back.
+    dev.desc(0, header_addr(T_IN, 0), 16, 1, 1);
+    dev.desc(1, data_addr(), 8192, 1 | 2, 2);
+    dev.desc(2, status_addr(), 1, 2, 0);
+    dev.publish(0);
+    if let Err(why) = dev.bring_up() {
+        check!(false, "bring-up after a reset with a read in flight: {}", why);
+    }
+    let (_, s) = dev.request(T_IN, 0, Some((data_addr(), 512))).unwrap_or((0, 0xee));
+    println!("observe reset with a read in flight, then a read: status {} starts {:?}", s, core::str::from_utf8(&data()[..16]).unwrap_or("?"));
 
     // Requests the device refuses.
     let past_end = dev.request(T_IN, capacity - 1, Some((data_addr(), 1024))).map(|x| x.1);

@@ -338,20 +338,27 @@ impl<B: Backend> BlockDevice<B> {
                 let limits = if zeroes { self.backend.write_zeroes_limits() } else { self.backend.discard_limits() };
                 let Some(limits) = limits.filter(|_| !self.backend.read_only()) else { return answer(S_UNSUPP, 0) };
                 // One range (max_discard_seg and max_write_zeroes_seg are 1): sector,
-                // sectors, flags.
+                // sectors, flags. Checked in QEMU's order (its device is what guests know):
+                // more than one range, length, place, then flags. An empty range succeeds.
                 let mut range = [0u8; 16];
+                if data_in.len > 16 {
+                    return answer(S_UNSUPP, 0);
+                }
                 if data_in.len != 16 || data_in.read(mem, 0, &mut range).is_err() {
                     return answer(S_IOERR, 0);
                 }
                 let start = u64::from_le_bytes(range[0..8].try_into().unwrap_or([0; 8]));
                 let sectors = u32::from_le_bytes(range[8..12].try_into().unwrap_or([0; 4]));
                 let flags = u32::from_le_bytes(range[12..16].try_into().unwrap_or([0; 4]));
+                if sectors > limits.max_sectors || !inside(start, sectors as u64) {
+                    return answer(S_IOERR, 0);
+                }
                 let allowed_flags = if zeroes { WRITE_ZEROES_UNMAP } else { 0 };
                 if flags & !allowed_flags != 0 {
                     return answer(S_UNSUPP, 0);
                 }
-                if sectors == 0 || sectors > limits.max_sectors || !inside(start, sectors as u64) {
-                    return answer(S_IOERR, 0);
+                if sectors == 0 {
+                    return answer(S_OK, 0);
                 }
                 let op = if zeroes {
                     Op::WriteZeroes { sector: start, sectors, unmap: flags & WRITE_ZEROES_UNMAP != 0 && limits.may_unmap }
@@ -576,15 +583,16 @@ mod tests {
         let r = range(&ram, 10, 4, WRITE_ZEROES_UNMAP);
         assert_eq!(run(&mut d, &ram, T_WRITE_ZEROES, r), (1, S_OK), "unmap asked, not allowed: zeroes written");
         assert!(d.backend.data[10 * 512..14 * 512].iter().all(|b| *b == 0));
-        // Too long, past the end, empty, unknown flags, two ranges.
+        // Too long, past the end, unknown flags (after the place), empty; two ranges.
         for (kind, sector, sectors, flags, status) in [
             (T_DISCARD, 0, 9, 0, S_IOERR),
             (T_WRITE_ZEROES, 0, 5, 0, S_IOERR),
             (T_DISCARD, 14, 4, 0, S_IOERR),
             (T_DISCARD, u64::MAX, 1, 0, S_IOERR),
-            (T_DISCARD, 0, 0, 0, S_IOERR),
             (T_DISCARD, 0, 1, WRITE_ZEROES_UNMAP, S_UNSUPP),
             (T_WRITE_ZEROES, 0, 1, 2, S_UNSUPP),
+            (T_WRITE_ZEROES, 20, 1, 2, S_IOERR),
+            (T_DISCARD, 0, 0, 0, S_OK),
         ] {
             let before = d.backend.data.clone();
             let r = range(&ram, sector, sectors, flags);
@@ -592,7 +600,9 @@ mod tests {
             assert_eq!(d.backend.data, before);
         }
         let r = buf(0x100, 32, false);
-        assert_eq!(run(&mut d, &ram, T_DISCARD, r), (1, S_IOERR), "two ranges");
+        assert_eq!(run(&mut d, &ram, T_DISCARD, r), (1, S_UNSUPP), "two ranges");
+        let r = buf(0x100, 8, false);
+        assert_eq!(run(&mut d, &ram, T_DISCARD, r), (1, S_IOERR), "half a range");
         // A read-only disk offers neither.
         d.backend.read_only = true;
         assert_eq!(d.features() & (F_DISCARD | F_WRITE_ZEROES), 0);

@@ -63,8 +63,9 @@ register_structs! {
         (0x12c => discard_sector_alignment: ReadOnly<u32>),
         (0x130 => max_write_zeroes_sectors: ReadOnly<u32>),
         (0x134 => _max_write_zeroes_seg),
-        (0x138 => write_zeroes_may_unmap: ReadOnly<u32>),
-        (0x13c => @END),
+        // A byte: QEMU answers wider reads crossing the end of its config space with ones.
+        (0x138 => write_zeroes_may_unmap: ReadOnly<u8>),
+        (0x139 => @END),
     }
 }
 
@@ -325,7 +326,7 @@ impl VirtioBlk {
         self.write_zeroes = offered(blk::F_WRITE_ZEROES).then(|| RangeLimits {
             max_sectors: r.max_write_zeroes_sectors.get(),
             alignment: 1,
-            may_unmap: r.write_zeroes_may_unmap.get() & 0xff != 0,
+            may_unmap: r.write_zeroes_may_unmap.get() != 0,
         });
         Ok(())
     }
