@@ -462,9 +462,11 @@ def linux_tests() -> list[BootTest]:
             r"virtio-blk at 0x[0-9a-f]+ \(serial \"vm0-disk0\", 4096 KiB\): disk 0 of VM 0",
             r"VM 0: disk \"vm0-disk0\" \(4096 KiB\) in virtio-mmio slot 31 \(SPI 47\)",
             r"vm0\| DISK vda: 8192 sectors, serial vm0-disk0, ro 0", r"vm0\| DISK first sector: HVDISK-TEST-PATTERN",
-            # Negotiated: SIZE_MAX, SEG_MAX, BLK_SIZE, FLUSH, indirect descriptors, EVENT_IDX.
-            r"vm0\| DISK vda features: 0110001001[01]{18}11",
+            # Negotiated: SIZE_MAX, SEG_MAX, BLK_SIZE, FLUSH, DISCARD, WRITE_ZEROES, indirect
+            # descriptors, EVENT_IDX.
+            r"vm0\| DISK vda features: 0110001001[01]{3}11[01]{13}11",
             r"vm0\| DISK sector 8 read back: WRITTEN-BY-THE-GUEST",
+            r"vm0\| DISK discard of 4 KiB: ok", r"vm0\| DISK write-zeroes up to [1-9]\d+ bytes",
             r"VM 0: disk \"vm0-disk1\" \(1024 KiB, read-only\) in virtio-mmio slot 30 \(SPI 46\)",
             r"vm0\| DISK vdb: 2048 sectors, serial vm0-disk1, ro 1", r"vm0\| DISK vdb first sector: READ-ONLY-PATTERN",
             r"vm0\| DISK vdb write refused", r"machine exit status 0"], linux=True,
