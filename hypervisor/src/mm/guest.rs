@@ -319,7 +319,9 @@ impl GuestMemory {
     /// Runs `f(host address)` on the guest bytes `[ipa, ipa + len)`, all in one page, the
     /// way the hypervisor touches guest memory: through its translation cache, populating
     /// the page if needed, never writing a page the guest cannot write.
-    /// `wait`: wait out invalidations in progress (else fail with `Contended` at once).
+    /// `wait`: wait out invalidations in progress (else fail with `Contended` at once, and
+    /// leave the translation cache as it is: a device's many pages would evict the hot ones,
+    /// its rings).
     fn access(&self, ipa: u64, len: u64, write: bool, wait: bool, f: &mut dyn FnMut(u64)) -> Result<(), AccessError> {
         if !self.is_ram(ipa, len) {
             return Err(AccessError::NotRam);
@@ -334,8 +336,12 @@ impl GuestMemory {
             }
             let filled = self.space.fill_secondary(ipa, || {}, |t| match t {
                 Some(t) if !t.attrs.read || (write && !t.attrs.write) => Err(AccessError::Protected),
-                Some(t) => {
+                Some(t) if wait => {
                     self.cache.fill_with(ipa, t.pa & !(PAGE_SIZE - 1), t.attrs.write, &mut *f);
+                    Ok(true)
+                }
+                Some(t) => {
+                    f((t.pa & !(PAGE_SIZE - 1)) + ipa % PAGE_SIZE);
                     Ok(true)
                 }
                 None => Ok(false),
