@@ -235,6 +235,9 @@ pub struct GuestDisk {
     bounced: AtomicU64,
     /// Register accesses (each one an exit of the guest).
     accesses: AtomicU64,
+    /// Counter ticks spent starting and completing requests (under `-icount`, the
+    /// hypervisor's instructions per request: make bench).
+    busy: AtomicU64,
 }
 
 /// Requests taken from the queue per notification or completion at most: a driver that
@@ -266,7 +269,7 @@ impl GuestDisk {
         let state = IoState { flying: (0..crate::drivers::virtio_blk::MAX_QUEUE_SIZE).map(|_| None).collect(), in_flight: 0, done: Vec::new() };
         let io = Arc::new(DiskIo { host, state: Mutex::new(state), pins: Mutex::new((Vec::new(), 0)), waits: AtomicU64::new(0) });
         let notifier = mem.space.notifiers.register(io.clone());
-        GuestDisk { slot, host, guest: Mutex::new(guest), io, notifier, zero_copy: AtomicU64::new(0), bounced: AtomicU64::new(0), accesses: AtomicU64::new(0) }
+        GuestDisk { slot, host, guest: Mutex::new(guest), io, notifier, zero_copy: AtomicU64::new(0), bounced: AtomicU64::new(0), accesses: AtomicU64::new(0), busy: AtomicU64::new(0) }
     }
 
     pub fn read(&self, offset: u64, size: u8) -> u64 {
@@ -293,7 +296,11 @@ impl GuestDisk {
                 self.io.wait_idle(None);
                 self.io.state.lock().done.clear();
             }
-            Effect::Notify(0) => self.pump(&mut g, mem),
+            Effect::Notify(0) => {
+                let start = crate::arch::cpu::counter().1;
+                self.pump(&mut g, mem);
+                self.busy.fetch_add(crate::arch::cpu::counter().1 - start, Ordering::Relaxed);
+            }
             _ => {}
         }
         g.transport.interrupt_line()
@@ -302,6 +309,13 @@ impl GuestDisk {
     /// After the host device's interrupt: answers what it finished and starts what waited
     /// for room. Returns the slot's interrupt line if anything changed.
     pub fn complete(&self, mem: &GuestMemory) -> Option<bool> {
+        let start = crate::arch::cpu::counter().1;
+        let line = self.complete_now(mem);
+        self.busy.fetch_add(crate::arch::cpu::counter().1 - start, Ordering::Relaxed);
+        line
+    }
+
+    fn complete_now(&self, mem: &GuestMemory) -> Option<bool> {
         self.io.reap();
         let done = core::mem::take(&mut self.io.state.lock().done);
         let mut g = self.guest.lock();
@@ -461,9 +475,13 @@ const PIN_ATTEMPTS: usize = 100;
 
 impl GuestDisk {
     /// Requests served with the guest's pages, through the bounce buffer, invalidations
-    /// that waited for the device, and register accesses.
-    pub fn counts(&self) -> [u64; 4] {
-        [&self.zero_copy, &self.bounced, &self.io.waits, &self.accesses].map(|c| c.load(Ordering::Relaxed))
+    /// that waited for the device, register accesses, and nanoseconds spent starting and
+    /// completing requests.
+    pub fn counts(&self) -> [u64; 5] {
+        let freq = crate::arch::cpu::counter().0.max(1);
+        let busy_ns = (self.busy.load(Ordering::Relaxed) as u128 * 1_000_000_000 / freq as u128) as u64;
+        let [a, b, c, d] = [&self.zero_copy, &self.bounced, &self.io.waits, &self.accesses].map(|c| c.load(Ordering::Relaxed));
+        [a, b, c, d, busy_ns]
     }
 
     /// The VM stops: waits for its requests in flight and leaves the notifiers of `mem`.
