@@ -716,4 +716,81 @@ mod tests {
             assert_eq!(d.backend.data.len(), 16 * 512);
         }
     }
+
+    /// A driver that keeps changing its rings, descriptors, indirect tables and headers
+    /// while the device reads them (another vCPU writing them): each read first flips a
+    /// random byte. The device takes what it read once (the indirect table in one piece,
+    /// the header into its own copy), never panics, never answers more than the writable
+    /// bytes, never touches the disk past its end.
+    #[test]
+    fn garbage_from_a_driver_changing_requests_while_they_are_read() {
+        use crate::virtio_mmio::QueueConfig;
+        use crate::virtqueue::DeviceQueue;
+        use core::cell::RefCell;
+
+        struct Racing {
+            ram: Ram,
+            rng: RefCell<crate::rng::Rng>,
+        }
+        impl GuestRam for Racing {
+            fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), crate::virtqueue::OutOfRam> {
+                let x = self.rng.borrow_mut().next();
+                if x % 2 == 0 {
+                    let at = BASE + 0x1000 + (x >> 8) % 0x5000;
+                    self.ram.put(at, &[(x >> 40) as u8]);
+                }
+                self.ram.read(gpa, buf)
+            }
+            fn write(&self, gpa: u64, data: &[u8]) -> Result<(), crate::virtqueue::OutOfRam> {
+                self.ram.write(gpa, data)
+            }
+        }
+        let (desc, avail, used, tables, headers) = (BASE + 0x1000, BASE + 0x2000, BASE + 0x3000, BASE + 0x4000, BASE + 0x5000);
+        let mem = Racing { ram: Ram::sized(1 << 20), rng: RefCell::new(crate::rng::Rng::new(0x7ace)) };
+        let mut d = device(64);
+        let mut rng = crate::rng::Rng::new(99);
+        let (mut served, mut refused) = (0u32, 0u32);
+        for round in 0..crate::fuzz_tests::iters(3000) {
+            let cfg = QueueConfig { size: 8, ready: true, desc, driver: avail, device: used };
+            let mut q = DeviceQueue::new(&cfg, crate::virtio_mmio::F_RING_INDIRECT_DESC);
+            // Eight well-formed requests, half of them through indirect tables.
+            for i in 0..8u16 {
+                let kind = [T_IN, T_OUT, T_FLUSH, T_GET_ID, T_DISCARD][rng.below(5) as usize];
+                let h = headers + 64 * i as u64;
+                mem.ram.put(h, &crate::virtio::blk::header(kind, rng.below(70)));
+                let data = BASE + 0x10000 + 0x2000 * i as u64;
+                let writes = if kind == T_IN || kind == T_GET_ID { 2 } else { 0 };
+                let t = tables + 48 * i as u64;
+                mem.ram.desc(t, 0, h, 16, 1, 1);
+                mem.ram.desc(t, 1, data, 1024, 1 | writes, 2);
+                mem.ram.desc(t, 2, h + 32, 1, 2, 0);
+                if i % 2 == 0 {
+                    mem.ram.desc(desc, i, t, 48, 4, 0);
+                } else {
+                    mem.ram.put(desc + 16 * i as u64, &mem.ram.get(t, 16));
+                    mem.ram.desc(desc, i, h, 16, 1, (i + 1) % 8);
+                }
+                mem.ram.put16(avail + 4 + 2 * i as u64, i);
+            }
+            mem.ram.put16(avail + 2, 8);
+            for _ in 0..8 {
+                match q.pop(&mem) {
+                    Ok(Some(c)) => {
+                        let writable: u64 = c.buffers.iter().filter(|b| b.device_writes).map(|b| b.len as u64).sum();
+                        let n = d.serve(&c, &mem) as u64;
+                        assert!(n <= writable, "round {round}: used {n} of {writable}");
+                        let _ = q.push(&mem, c.head, n as u32);
+                        served += 1;
+                    }
+                    Ok(None) => break,
+                    Err(_) => {
+                        refused += 1;
+                        break;
+                    }
+                }
+            }
+            assert_eq!(d.backend.data.len(), 64 * 512);
+        }
+        assert!(served > 1000 && refused > 100, "{served} served, {refused} refused");
+    }
 }
