@@ -5,6 +5,8 @@
 #              [HVARGS="log=debug"] [PAUTH=impdef|qarma5] [PSTORE=target/pstore.img|none] [QEMU_EXTRA="..."]
 #              [DISK="a.img b.img"] (VM 0's virtio-blk disks) [ROOT=/dev/vda] (root filesystem on one)
 #   make rootfs  target/rootfs.img: an ext4 disk with busybox (make run DISK=target/rootfs.img ROOT=/dev/vda)
+#   make debian-rootfs  target/debian.img: Debian bookworm with systemd, its debootstrap second stage
+#                run in a guest (make run DISK=target/debian.img ROOT=/dev/vda MEM=1G)
 #   make debug (same options; QEMU halted with a gdb stub on :1234)
 #   make print (same options; the QEMU command line, nothing run)
 #   make test  host unit tests, then every boot test
@@ -18,7 +20,7 @@
 OPTIONS := KERNEL INITRD APPEND SMP MEM CPUS VMS HVARGS PAUTH PSTORE DISK ROOT QEMU_EXTRA
 $(foreach o,$(OPTIONS),$(eval export HVRUN_$(o) := $$(value $(o))))
 
-.PHONY: all help setup build run debug print test unit-test boot-test bench fuzz clean rootfs
+.PHONY: all help setup build run debug print test unit-test boot-test bench fuzz clean rootfs debian-rootfs
 
 all: build
 	@echo "built target/images/hypervisor.bin and the test guests (target/images/*.bin); make help lists the targets"
@@ -41,6 +43,9 @@ debug: build
 
 rootfs: setup
 	@scripts/mkrootfs.sh target/rootfs.img
+
+debian-rootfs: setup
+	@scripts/mkdebianrootfs.sh target/debian.img
 
 print: setup
 	@python3 scripts/qemu.py print --from-env

@@ -42,6 +42,8 @@ pub mod ranges;
 pub mod ratelimit;
 pub mod rng;
 #[cfg(feature = "alloc")]
+pub mod ramoops_store;
+#[cfg(feature = "alloc")]
 pub mod s2trace;
 pub mod sched;
 #[cfg(feature = "alloc")]

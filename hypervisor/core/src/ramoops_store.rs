@@ -1,0 +1,350 @@
+//! Each VM's ramoops region (guest_dt's reserved-memory node), kept on the pstore disk so
+//! that a guest's own pstore survives the machine's power-off: where its areas lie, the
+//! header of a saved copy, which copy to restore, which pages a save must write, and the
+//! records in a region (Linux's persistent_ram buffers) for the host tool.
+//!
+//! Disk layout: the pstore zones from offset 0, then, at the end of the disk (64 KiB
+//! aligned), one area per possible VM (cmdline::MAX_VMS), each two slots of a header page
+//! and a region copy. A save writes the slot not holding the newest copy (data first, then
+//! its header, then a flush), so a save cut short by a crash leaves the previous copy whole.
+//! Linux's pstore/blk (which reads the whole disk, up to 128 MiB, as 64 KiB kmsg zones)
+//! sees the areas as invalid zones: a slot's header has its own magic, and a region copy
+//! starts 4 KiB into a zone, so the persistent_ram signatures inside it never sit where a
+//! kmsg zone header would.
+//!
+//! Nothing read from the disk is trusted: bad headers and checksums make a slot invalid.
+
+use crate::cmdline::MAX_VMS;
+use crate::guest_dt::{RAMOOPS_CONSOLE, RAMOOPS_PMSG, RAMOOPS_RECORD, RAMOOPS_SIZE};
+
+pub const MAGIC: [u8; 8] = *b"HVRAMOOP";
+const VERSION: u32 = 1;
+/// A slot's header page (one sector is used).
+pub const SLOT_HEADER: u64 = 4096;
+const ALIGN: u64 = 64 << 10;
+/// The pstore zones keep at least this much of the disk.
+pub const MIN_ZONES: u64 = 1 << 20;
+pub const PAGE: u64 = 4096;
+/// Pages of a region.
+pub const REGION_PAGES: usize = (RAMOOPS_SIZE / PAGE) as usize;
+
+/// A slot: its header page and the region copy, 64 KiB aligned (so that the copy starts
+/// 4 KiB past a kmsg zone boundary).
+pub const fn slot_bytes() -> u64 {
+    (SLOT_HEADER + RAMOOPS_SIZE).next_multiple_of(ALIGN)
+}
+
+pub const fn area_bytes() -> u64 {
+    2 * slot_bytes()
+}
+
+/// Bytes all the areas take, aligned.
+pub const fn areas_bytes() -> u64 {
+    (MAX_VMS as u64 * area_bytes()).next_multiple_of(ALIGN)
+}
+
+/// The smallest disk with zones and every VM's area (what `make run` creates).
+pub const fn min_disk() -> u64 {
+    MIN_ZONES + areas_bytes()
+}
+
+/// Where the areas start on a disk of `disk` bytes: None when it is too small to hold them
+/// beside MIN_ZONES of zones (then the zones have the whole disk, as before areas existed).
+pub fn areas_start(disk: u64) -> Option<u64> {
+    let start = disk.checked_sub(areas_bytes())? & !(ALIGN - 1);
+    (start >= MIN_ZONES).then_some(start)
+}
+
+/// The bytes the pstore zones may use on a disk of `disk` bytes.
+pub fn zone_bytes(disk: u64) -> u64 {
+    areas_start(disk).unwrap_or(disk)
+}
+
+/// Byte offset of VM `vm`'s slot `slot` (0 or 1), given the areas' start.
+pub fn slot_offset(areas: u64, vm: usize, slot: usize) -> u64 {
+    areas + vm as u64 * area_bytes() + slot as u64 * slot_bytes()
+}
+
+/// 64-bit FNV-1a.
+pub fn fnv64(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ *b as u64).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// A saved copy's header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlotHeader {
+    pub vm: u32,
+    /// Counts the VM's saves: the valid slot with the larger one is the newest copy.
+    pub generation: u64,
+    pub region_size: u64,
+    /// fnv64 of the whole region copy.
+    pub checksum: u64,
+    /// Wall-clock seconds of the save.
+    pub saved_at: i64,
+}
+
+impl SlotHeader {
+    pub fn encode(&self) -> [u8; 512] {
+        let mut s = [0u8; 512];
+        s[0..8].copy_from_slice(&MAGIC);
+        s[8..12].copy_from_slice(&VERSION.to_le_bytes());
+        s[12..16].copy_from_slice(&self.vm.to_le_bytes());
+        s[16..24].copy_from_slice(&self.generation.to_le_bytes());
+        s[24..32].copy_from_slice(&self.region_size.to_le_bytes());
+        s[32..40].copy_from_slice(&self.checksum.to_le_bytes());
+        s[40..48].copy_from_slice(&self.saved_at.to_le_bytes());
+        let h = fnv64(&s[..48]);
+        s[48..56].copy_from_slice(&h.to_le_bytes());
+        s
+    }
+
+    /// A header for VM `vm`'s region, or None (blank, damaged, another VM's, another size).
+    pub fn decode(s: &[u8], vm: usize) -> Option<SlotHeader> {
+        let s = s.get(..56)?;
+        let u64_at = |o: usize| u64::from_le_bytes(s[o..o + 8].try_into().unwrap_or([0; 8]));
+        if s[0..8] != MAGIC || u32::from_le_bytes([s[8], s[9], s[10], s[11]]) != VERSION || u64_at(48) != fnv64(&s[..48]) {
+            return None;
+        }
+        let h = SlotHeader {
+            vm: u32::from_le_bytes([s[12], s[13], s[14], s[15]]),
+            generation: u64_at(16),
+            region_size: u64_at(24),
+            checksum: u64_at(32),
+            saved_at: u64_at(40) as i64,
+        };
+        (h.vm as usize == vm && h.region_size == RAMOOPS_SIZE).then_some(h)
+    }
+}
+
+/// The slot holding the newest copy among two decoded headers (whose regions passed their
+/// checksums), if any.
+pub fn newest(slots: [Option<SlotHeader>; 2]) -> Option<(usize, SlotHeader)> {
+    match slots {
+        [Some(a), Some(b)] => Some(if b.generation > a.generation { (1, b) } else { (0, a) }),
+        [Some(a), None] => Some((0, a)),
+        [None, Some(b)] => Some((1, b)),
+        [None, None] => None,
+    }
+}
+
+/// A set of the region's pages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pages([u64; REGION_PAGES.div_ceil(64)]);
+
+impl Pages {
+    pub const NONE: Pages = Pages([0; REGION_PAGES.div_ceil(64)]);
+    pub const ALL: Pages = Pages([u64::MAX; REGION_PAGES.div_ceil(64)]);
+
+    pub fn insert(&mut self, page: usize) {
+        if page < REGION_PAGES {
+            self.0[page / 64] |= 1 << (page % 64);
+        }
+    }
+
+    pub fn contains(&self, page: usize) -> bool {
+        page < REGION_PAGES && self.0[page / 64] & 1 << (page % 64) != 0
+    }
+
+    pub fn union(&self, other: &Pages) -> Pages {
+        let mut u = *self;
+        u.0.iter_mut().zip(other.0).for_each(|(a, b)| *a |= b);
+        u
+    }
+
+    pub fn count(&self) -> usize {
+        (0..REGION_PAGES).filter(|p| self.contains(*p)).count()
+    }
+}
+
+/// What the next save of a VM's region must write, across saves: the slot to write and
+/// the pages it lacks. The other slot holds the newest copy; the slot to write holds an
+/// older one that lacks `behind` (everything, when nothing is known about it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SaveState {
+    pub next_slot: usize,
+    pub generation: u64,
+    behind: Pages,
+    /// The other slot holds the newest copy (false before the first save of a region that
+    /// was not restored from the disk).
+    other_is_copy: bool,
+}
+
+impl SaveState {
+    /// After restoring slot `restored` (generation `generation`), or from scratch (None).
+    pub fn new(restored: Option<(usize, u64)>) -> SaveState {
+        match restored {
+            Some((slot, generation)) => SaveState { next_slot: 1 - slot, generation, behind: Pages::ALL, other_is_copy: true },
+            None => SaveState { next_slot: 0, generation: 0, behind: Pages::ALL, other_is_copy: false },
+        }
+    }
+
+    /// The pages a save must write, given those the guest changed since the last save.
+    pub fn to_write(&self, dirty: &Pages) -> Pages {
+        self.behind.union(dirty)
+    }
+
+    /// The save of `dirty` into `next_slot` completed: the other slot now lacks `dirty`.
+    pub fn saved(&mut self, dirty: &Pages) {
+        self.generation += 1;
+        self.next_slot = 1 - self.next_slot;
+        self.behind = if self.other_is_copy { *dirty } else { Pages::ALL };
+        self.other_is_copy = true;
+    }
+}
+
+/// A record in a region: which part, and its bytes (oldest first for ring buffers).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RamRecord {
+    /// "dmesg", "console" or "pmsg", as /sys/fs/pstore names them (dmesg-ramoops-<index>).
+    pub kind: &'static str,
+    pub index: usize,
+    pub text: alloc::vec::Vec<u8>,
+}
+
+const PRZ_SIG: u32 = 0x4347_4244;
+const PRZ_HEADER: usize = 12;
+
+/// The records in a region laid out as guest_dt's node says (Linux's ram.c: dump records
+/// from the start, then console, ftrace (none) and pmsg): each persistent_ram buffer with
+/// its signature, start and size checked.
+pub fn region_records(region: &[u8]) -> alloc::vec::Vec<RamRecord> {
+    let mut out = alloc::vec::Vec::new();
+    let (record, console, pmsg) = (RAMOOPS_RECORD as usize, RAMOOPS_CONSOLE as usize, RAMOOPS_PMSG as usize);
+    let dumps = region.len().saturating_sub(console + pmsg) / record;
+    let mut parts: alloc::vec::Vec<(&'static str, usize, usize, usize)> = (0..dumps).map(|i| ("dmesg", i, i * record, record)).collect();
+    parts.push(("console", 0, dumps * record, console));
+    parts.push(("pmsg", 0, dumps * record + console, pmsg));
+    for (kind, index, at, size) in parts {
+        let Some(buf) = region.get(at..at + size) else { continue };
+        let word = |o: usize| u32::from_le_bytes([buf[o], buf[o + 1], buf[o + 2], buf[o + 3]]) as usize;
+        let (start, used, cap) = (word(4), word(8), size - PRZ_HEADER);
+        if word(0) as u32 != PRZ_SIG || used == 0 || used > cap || start > cap {
+            continue;
+        }
+        let data = &buf[PRZ_HEADER..PRZ_HEADER + cap];
+        // A ring: when full, the oldest byte is at `start`.
+        let text = if used < cap { data[..used].to_vec() } else { [&data[start..], &data[..start]].concat() };
+        out.push(RamRecord { kind, index, text });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec;
+
+    #[test]
+    fn areas_sit_at_the_end_of_a_large_enough_disk() {
+        assert_eq!(areas_start(1 << 20), None, "a 1 MiB disk keeps all of it for zones");
+        assert_eq!(zone_bytes(1 << 20), 1 << 20);
+        let d = min_disk();
+        assert_eq!(areas_start(d), Some(MIN_ZONES));
+        assert_eq!(areas_start(d - 1), None);
+        let big = 200 << 20;
+        let a = areas_start(big).unwrap();
+        assert_eq!(a % ALIGN, 0);
+        assert!(a + areas_bytes() <= big);
+        assert_eq!(slot_offset(a, MAX_VMS - 1, 1) + slot_bytes(), a + MAX_VMS as u64 * area_bytes());
+        // Region copies never start on a 64 KiB kmsg zone boundary.
+        for vm in 0..MAX_VMS {
+            for slot in 0..2 {
+                assert_ne!((slot_offset(a, vm, slot) + SLOT_HEADER) % ALIGN, 0);
+            }
+        }
+    }
+
+    #[test]
+    fn headers_round_trip_and_refuse_damage() {
+        let h = SlotHeader { vm: 3, generation: 9, region_size: RAMOOPS_SIZE, checksum: 0x1234, saved_at: 1_700_000_000 };
+        let s = h.encode();
+        assert_eq!(SlotHeader::decode(&s, 3), Some(h));
+        assert_eq!(SlotHeader::decode(&s, 2), None, "another VM's");
+        for i in 0..56 {
+            let mut bad = s;
+            bad[i] ^= 0x10;
+            assert_eq!(SlotHeader::decode(&bad, 3), None, "byte {i} flipped");
+        }
+        assert_eq!(SlotHeader::decode(&[0u8; 512], 0), None);
+        assert_eq!(SlotHeader::decode(&s[..20], 3), None);
+        let a = SlotHeader { generation: 4, ..h };
+        let b = SlotHeader { generation: 5, ..h };
+        assert_eq!(newest([Some(a), Some(b)]), Some((1, b)));
+        assert_eq!(newest([Some(b), Some(a)]), Some((0, b)));
+        assert_eq!(newest([None, Some(a)]), Some((1, a)));
+        assert_eq!(newest([None, None]), None);
+    }
+
+    /// Alternating saves of only the changed pages keep both slots' copies right: a model
+    /// disk restored from the newest slot after any number of saves equals the region.
+    #[test]
+    fn saves_of_changed_pages_keep_the_newest_copy_whole() {
+        let mut rng = crate::rng::Rng::new(5);
+        let mut region = vec![0u8; RAMOOPS_SIZE as usize];
+        let mut slots = [vec![0xeeu8; RAMOOPS_SIZE as usize], vec![0xeeu8; RAMOOPS_SIZE as usize]];
+        let mut gens = [0u64, 0];
+        let mut state = SaveState::new(None);
+        let mut written = 0;
+        for round in 0..200 {
+            let mut dirty = Pages::NONE;
+            for _ in 0..rng.below(6) {
+                let p = rng.below(REGION_PAGES as u64) as usize;
+                region[p * PAGE as usize] = rng.next() as u8;
+                dirty.insert(p);
+            }
+            let pages = state.to_write(&dirty);
+            let s = state.next_slot;
+            for p in (0..REGION_PAGES).filter(|p| pages.contains(*p)) {
+                let r = p * PAGE as usize..(p + 1) * PAGE as usize;
+                slots[s][r.clone()].copy_from_slice(&region[r]);
+                written += 1;
+            }
+            state.saved(&dirty);
+            gens[s] = state.generation;
+            let newest = if gens[1] > gens[0] { 1 } else { 0 };
+            assert!(slots[newest] == region, "round {round}");
+        }
+        // The first two saves write everything, the rest only what changed.
+        assert!(written < 2 * REGION_PAGES + 200 * 10, "{written} pages written");
+        // After a restore, the first save writes everything into the other slot, then
+        // only changes.
+        let mut st = SaveState::new(Some((1, 7)));
+        assert_eq!((st.next_slot, st.to_write(&Pages::NONE)), (0, Pages::ALL));
+        let mut d = Pages::NONE;
+        d.insert(3);
+        st.saved(&d);
+        assert_eq!((st.next_slot, st.generation, st.to_write(&Pages::NONE)), (1, 8, d));
+    }
+
+    #[test]
+    fn region_records_are_found_and_checked() {
+        let mut region = vec![0u8; RAMOOPS_SIZE as usize];
+        let put = |region: &mut [u8], at: usize, start: u32, size: u32, text: &[u8]| {
+            region[at..at + 4].copy_from_slice(&PRZ_SIG.to_le_bytes());
+            region[at + 4..at + 8].copy_from_slice(&start.to_le_bytes());
+            region[at + 8..at + 12].copy_from_slice(&size.to_le_bytes());
+            region[at + 12..at + 12 + text.len()].copy_from_slice(text);
+        };
+        put(&mut region, 0, 0, 14, b"====1.2-D\nOops");
+        put(&mut region, RAMOOPS_RECORD as usize, 0, 70000, b"too long");
+        let console = RAMOOPS_SIZE as usize - (RAMOOPS_CONSOLE + RAMOOPS_PMSG) as usize;
+        put(&mut region, console, 0, 5, b"hello");
+        let r = region_records(&region);
+        assert_eq!(r.len(), 2, "{r:?}");
+        assert_eq!((r[0].kind, r[0].index, &r[0].text[..]), ("dmesg", 0, &b"====1.2-D\nOops"[..]));
+        assert_eq!((r[1].kind, &r[1].text[..]), ("console", &b"hello"[..]));
+        // A full ring starts at `start`.
+        let cap = RAMOOPS_CONSOLE as usize - PRZ_HEADER;
+        put(&mut region, console, 3, cap as u32, b"");
+        region[console + 12..console + 12 + cap].fill(b'x');
+        region[console + 12..console + 15].copy_from_slice(b"END");
+        let r = region_records(&region);
+        assert!(r[1].text.ends_with(b"END") && r[1].text.len() == cap);
+        // Garbage never panics.
+        let mut rng = crate::rng::Rng::new(77);
+        for _ in 0..crate::fuzz_tests::iters(50) {
+            region.iter_mut().step_by(61).for_each(|b| *b = rng.next() as u8);
+            let _ = region_records(&region);
+        }
+    }
+}
