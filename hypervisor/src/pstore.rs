@@ -7,6 +7,10 @@
 //!
 //! A record is written data first, then the sector holding its header, then flushed: at
 //! most three requests, and an interrupted write leaves every other zone as it was.
+//!
+//! A disk large enough (hv_core::ramoops_store) also keeps every VM's ramoops region in an
+//! area at its end: restored before the VM's first boot, saved (the pages the guest wrote)
+//! when it stops or resets.
 
 use crate::boot::host_dt::HostDt;
 use crate::console::{self, TAIL_MAX};
@@ -16,7 +20,9 @@ use core::cell::UnsafeCell;
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use hv_core::cmdline::PstoreConfig;
+use hv_core::cmdline::MAX_VMS;
 use hv_core::pstore::{self, Content, KmsgWriter, Layout, NextRecord, Reason, Ring, Timestamp, Utc, ZoneError, ZoneKind};
+use hv_core::ramoops_store::{self as areas, Pages, SaveState, SlotHeader};
 use spin::Mutex;
 
 /// How much of a record the hypervisor writes (the rest of a bigger zone stays as it was,
@@ -35,6 +41,10 @@ struct Store {
     /// (which decides where the next record goes, for Linux too) stays right when records
     /// come within one second of the RTC (the nanoseconds then count records).
     last: Timestamp,
+    /// Where the VMs' ramoops areas start, if the disk holds them.
+    areas: Option<u64>,
+    /// Each VM's next save, once its region was restored or saved.
+    ramoops: [Option<SaveState>; MAX_VMS],
 }
 
 impl Store {
@@ -95,7 +105,8 @@ pub fn init(dt: &HostDt, cfg: &PstoreConfig) {
         return;
     };
     let bytes = disk.capacity * 512;
-    let layout = match Layout::new(bytes, cfg.order, cfg.kmsg_size, cfg.console_size, cfg.pmsg_size) {
+    let area_start = areas::areas_start(bytes);
+    let layout = match Layout::new(areas::zone_bytes(bytes), cfg.order, cfg.kmsg_size, cfg.console_size, cfg.pmsg_size) {
         Ok(l) => l,
         Err(e) => {
             log::error!("pstore: disk \"{serial}\" ({} KiB) cannot hold the zones: {e}", bytes >> 10);
@@ -103,7 +114,7 @@ pub fn init(dt: &HostDt, cfg: &PstoreConfig) {
             return;
         }
     };
-    let mut store = Store { disk, layout, next: NextRecord::default(), last: Timestamp::default() };
+    let mut store = Store { disk, layout, next: NextRecord::default(), last: Timestamp::default(), areas: area_start, ramoops: [None; MAX_VMS] };
     match store.recover(cfg.erase) {
         Ok(()) => {
             log::info!("pstore: disk \"{serial}\" at virtio-mmio {:#x} (v{}), next record in zone {}", store.disk.base, store.disk.version, store.next.zone);
@@ -119,6 +130,18 @@ pub fn init(dt: &HostDt, cfg: &PstoreConfig) {
                 }
             );
             log::info!("pstore: Linux reads it with {}", layout.linux_params("/dev/vda"));
+            match area_start {
+                Some(a) => log::info!(
+                    "pstore: the VMs' ramoops regions ({} KiB each) are kept at {:#x}..{:#x}",
+                    hv_core::guest_dt::RAMOOPS_SIZE >> 10,
+                    a,
+                    a + areas::areas_bytes()
+                ),
+                None => log::info!(
+                    "pstore: no room for the VMs' ramoops regions (a disk of at least {} MiB keeps them across power-off)",
+                    areas::min_disk().div_ceil(1 << 20)
+                ),
+            }
             *STORE.lock() = Some(store);
         }
         Err(e) => log::error!("pstore: disk error while reading or formatting its zones ({e:?}): not used"),
@@ -277,6 +300,82 @@ pub fn record_guest_crash(vm: usize, reason: fmt::Arguments, console: (&[u8], &[
     match result {
         Ok((zone, n)) => log::info!("pstore: VM {vm} crash recorded in dmesg-pstore_blk-{zone} (Panic #{n}, {us} us): {reason}"),
         Err(e) => log::error!("pstore: VM {vm} crash not recorded: {e:?}"),
+    }
+}
+
+/// VM `vm`'s ramoops region as last saved, into `region` (the region's size): the save's
+/// generation and time, or None (no disk areas, nothing saved yet, or damaged copies).
+/// Either way the VM's saves start from here.
+pub fn restore_ramoops(vm: usize, region: &mut [u8]) -> Option<(u64, i64)> {
+    let mut guard = STORE.lock();
+    let store = guard.as_mut()?;
+    let base = store.areas?;
+    let slot = store.ramoops.get_mut(vm)?;
+    let mut headers = [None, None];
+    for (i, h) in headers.iter_mut().enumerate() {
+        let mut sector = [0u8; 512];
+        if store.disk.read(areas::slot_offset(base, vm, i) / 512, &mut sector).is_ok() {
+            *h = SlotHeader::decode(&sector, vm);
+        }
+    }
+    // The newest copy whose bytes match its checksum; else the other one.
+    for _ in 0..2 {
+        let Some((i, h)) = areas::newest(headers) else { break };
+        let at = (areas::slot_offset(base, vm, i) + areas::SLOT_HEADER) / 512;
+        if store.disk.read(at, region).is_ok() && areas::fnv64(region) == h.checksum {
+            *slot = Some(SaveState::new(Some((i, &h)), headers[1 - i].map(|o| o.generation)));
+            return Some((h.generation, h.saved_at));
+        }
+        log::warn!("pstore: VM {vm}'s saved ramoops region in slot {i} is damaged: not used");
+        headers[i] = None;
+    }
+    region.fill(0);
+    *slot = Some(SaveState::new(None, None));
+    None
+}
+
+/// Saves VM `vm`'s ramoops region (`region`, of which the guest wrote `written` since the
+/// last save): the pages the older copy lacks, then its header, then a flush. Returns
+/// (pages written, generation), or None without disk areas or on a disk error (logged).
+pub fn save_ramoops(vm: usize, region: &[u8], written: &Pages) -> Option<(usize, u64)> {
+    let mut guard = STORE.lock();
+    let store = guard.as_mut()?;
+    let base = store.areas?;
+    let state = store.ramoops.get_mut(vm)?.get_or_insert(SaveState::new(None, None));
+    let pages = state.to_write(written);
+    let slot = areas::slot_offset(base, vm, state.next_slot);
+    let page = areas::PAGE as usize;
+    let mut result = Ok(());
+    let mut p = 0;
+    while p < areas::REGION_PAGES && result.is_ok() {
+        if !pages.contains(p) {
+            p += 1;
+            continue;
+        }
+        let run = (p..areas::REGION_PAGES).take_while(|q| pages.contains(*q)).count();
+        let at = (slot + areas::SLOT_HEADER + (p * page) as u64) / 512;
+        result = store.disk.write(at, &region[p * page..(p + run) * page]);
+        p += run;
+    }
+    let header = SlotHeader {
+        vm: vm as u32,
+        generation: state.generation + 1,
+        region_size: region.len() as u64,
+        checksum: areas::fnv64(region),
+        saved_at: rtc_seconds(),
+        changed: *written,
+    };
+    let result = result.and_then(|()| store.disk.write(slot / 512, &header.encode())).and_then(|()| store.disk.flush());
+    let state = store.ramoops[vm].as_mut()?;
+    match result {
+        Ok(()) => {
+            state.saved(written);
+            Some((pages.count(), state.generation))
+        }
+        Err(e) => {
+            log::warn!("pstore: VM {vm}'s ramoops region not saved: {e:?}");
+            None
+        }
     }
 }
 

@@ -18,6 +18,8 @@ use crate::cmdline::MAX_VMS;
 use crate::guest_dt::{RAMOOPS_CONSOLE, RAMOOPS_PMSG, RAMOOPS_RECORD, RAMOOPS_SIZE};
 
 pub const MAGIC: [u8; 8] = *b"HVRAMOOP";
+/// Where a header's own checksum sits (after the changed-pages bitmap).
+const HASH_AT: usize = 48 + 8 * REGION_PAGES.div_ceil(64);
 const VERSION: u32 = 1;
 /// A slot's header page (one sector is used).
 pub const SLOT_HEADER: u64 = 4096;
@@ -81,6 +83,9 @@ pub struct SlotHeader {
     pub checksum: u64,
     /// Wall-clock seconds of the save.
     pub saved_at: i64,
+    /// The pages in which this copy differs from the previous generation's (all, when
+    /// that is not known): what the other slot lacks if it holds that generation.
+    pub changed: Pages,
 }
 
 impl SlotHeader {
@@ -93,17 +98,24 @@ impl SlotHeader {
         s[24..32].copy_from_slice(&self.region_size.to_le_bytes());
         s[32..40].copy_from_slice(&self.checksum.to_le_bytes());
         s[40..48].copy_from_slice(&self.saved_at.to_le_bytes());
-        let h = fnv64(&s[..48]);
-        s[48..56].copy_from_slice(&h.to_le_bytes());
+        for (i, w) in self.changed.0.iter().enumerate() {
+            s[48 + 8 * i..56 + 8 * i].copy_from_slice(&w.to_le_bytes());
+        }
+        let h = fnv64(&s[..HASH_AT]);
+        s[HASH_AT..HASH_AT + 8].copy_from_slice(&h.to_le_bytes());
         s
     }
 
     /// A header for VM `vm`'s region, or None (blank, damaged, another VM's, another size).
     pub fn decode(s: &[u8], vm: usize) -> Option<SlotHeader> {
-        let s = s.get(..56)?;
+        let s = s.get(..HASH_AT + 8)?;
         let u64_at = |o: usize| u64::from_le_bytes(s[o..o + 8].try_into().unwrap_or([0; 8]));
-        if s[0..8] != MAGIC || u32::from_le_bytes([s[8], s[9], s[10], s[11]]) != VERSION || u64_at(48) != fnv64(&s[..48]) {
+        if s[0..8] != MAGIC || u32::from_le_bytes([s[8], s[9], s[10], s[11]]) != VERSION || u64_at(HASH_AT) != fnv64(&s[..HASH_AT]) {
             return None;
+        }
+        let mut changed = Pages::NONE;
+        for (i, w) in changed.0.iter_mut().enumerate() {
+            *w = u64_at(48 + 8 * i);
         }
         let h = SlotHeader {
             vm: u32::from_le_bytes([s[12], s[13], s[14], s[15]]),
@@ -111,6 +123,7 @@ impl SlotHeader {
             region_size: u64_at(24),
             checksum: u64_at(32),
             saved_at: u64_at(40) as i64,
+            changed,
         };
         (h.vm as usize == vm && h.region_size == RAMOOPS_SIZE).then_some(h)
     }
@@ -129,7 +142,7 @@ pub fn newest(slots: [Option<SlotHeader>; 2]) -> Option<(usize, SlotHeader)> {
 
 /// A set of the region's pages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Pages([u64; REGION_PAGES.div_ceil(64)]);
+pub struct Pages(pub [u64; REGION_PAGES.div_ceil(64)]);
 
 impl Pages {
     pub const NONE: Pages = Pages([0; REGION_PAGES.div_ceil(64)]);
@@ -170,10 +183,16 @@ pub struct SaveState {
 }
 
 impl SaveState {
-    /// After restoring slot `restored` (generation `generation`), or from scratch (None).
-    pub fn new(restored: Option<(usize, u64)>) -> SaveState {
+    /// After restoring slot `restored` (`newest`'s copy), the other slot holding the copy
+    /// of generation `other` if any; or from scratch (None).
+    pub fn new(restored: Option<(usize, &SlotHeader)>, other: Option<u64>) -> SaveState {
         match restored {
-            Some((slot, generation)) => SaveState { next_slot: 1 - slot, generation, behind: Pages::ALL, other_is_copy: true },
+            Some((slot, newest)) => {
+                // The other slot lacks what the newest save changed, if it holds the
+                // generation before; otherwise anything.
+                let behind = if other == Some(newest.generation.wrapping_sub(1)) { newest.changed } else { Pages::ALL };
+                SaveState { next_slot: 1 - slot, generation: newest.generation, behind, other_is_copy: true }
+            }
             None => SaveState { next_slot: 0, generation: 0, behind: Pages::ALL, other_is_copy: false },
         }
     }
@@ -256,11 +275,14 @@ mod tests {
 
     #[test]
     fn headers_round_trip_and_refuse_damage() {
-        let h = SlotHeader { vm: 3, generation: 9, region_size: RAMOOPS_SIZE, checksum: 0x1234, saved_at: 1_700_000_000 };
+        let mut changed = Pages::NONE;
+        changed.insert(0);
+        changed.insert(200);
+        let h = SlotHeader { vm: 3, generation: 9, region_size: RAMOOPS_SIZE, checksum: 0x1234, saved_at: 1_700_000_000, changed };
         let s = h.encode();
         assert_eq!(SlotHeader::decode(&s, 3), Some(h));
         assert_eq!(SlotHeader::decode(&s, 2), None, "another VM's");
-        for i in 0..56 {
+        for i in 0..HASH_AT + 8 {
             let mut bad = s;
             bad[i] ^= 0x10;
             assert_eq!(SlotHeader::decode(&bad, 3), None, "byte {i} flipped");
@@ -283,7 +305,7 @@ mod tests {
         let mut region = vec![0u8; RAMOOPS_SIZE as usize];
         let mut slots = [vec![0xeeu8; RAMOOPS_SIZE as usize], vec![0xeeu8; RAMOOPS_SIZE as usize]];
         let mut gens = [0u64, 0];
-        let mut state = SaveState::new(None);
+        let mut state = SaveState::new(None, None);
         let mut written = 0;
         for round in 0..200 {
             let mut dirty = Pages::NONE;
@@ -306,14 +328,19 @@ mod tests {
         }
         // The first two saves write everything, the rest only what changed.
         assert!(written < 2 * REGION_PAGES + 200 * 10, "{written} pages written");
-        // After a restore, the first save writes everything into the other slot, then
-        // only changes.
-        let mut st = SaveState::new(Some((1, 7)));
-        assert_eq!((st.next_slot, st.to_write(&Pages::NONE)), (0, Pages::ALL));
+        // After a restore, the first save writes everything into the other slot unless it
+        // holds the generation before (then what the newest save changed), then changes.
         let mut d = Pages::NONE;
         d.insert(3);
-        st.saved(&d);
-        assert_eq!((st.next_slot, st.generation, st.to_write(&Pages::NONE)), (1, 8, d));
+        let newest = SlotHeader { vm: 0, generation: 7, region_size: RAMOOPS_SIZE, checksum: 0, saved_at: 0, changed: d };
+        for other in [None, Some(5)] {
+            let mut st = SaveState::new(Some((1, &newest)), other);
+            assert_eq!((st.next_slot, st.to_write(&Pages::NONE)), (0, Pages::ALL));
+            st.saved(&d);
+            assert_eq!((st.next_slot, st.generation, st.to_write(&Pages::NONE)), (1, 8, d));
+        }
+        let st = SaveState::new(Some((1, &newest)), Some(6));
+        assert_eq!(st.to_write(&Pages::NONE), d, "the other slot lacks only page 3");
     }
 
     #[test]

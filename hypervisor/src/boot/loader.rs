@@ -99,13 +99,20 @@ pub struct Guest<'a> {
     pub ramoops: bool,
 }
 
+/// Where a VM with `ram` bytes of RAM has its ramoops region, if it has one: right below
+/// its device tree.
+pub fn ramoops_region(ram: u64) -> (u64, u64) {
+    let dtb = layout::RAM_BASE + ram - DTB_SLOT;
+    (dtb - RAMOOPS_SIZE, dtb)
+}
+
 pub fn load(guest: &Guest, mem: &GuestMemory) -> Result<BootInfo, LoadError> {
     let kernel = module_bytes(guest.kernel);
     let header = ImageHeader::parse(&kernel[..kernel.len().min(HEADER_SIZE)], kernel.len() as u64).map_err(LoadError::NotAnImage)?;
     let ram = mem.size();
     let dtb = layout::RAM_BASE + ram - DTB_SLOT;
     // Below the device tree: the ramoops region (if any), then the initrd.
-    let ramoops = guest.ramoops.then_some((dtb - RAMOOPS_SIZE, dtb));
+    let ramoops = guest.ramoops.then(|| ramoops_region(ram));
     let top = ramoops.map_or(dtb, |(start, _)| start);
     let reserved = DTB_SLOT + (dtb - top);
     let entry = layout::RAM_BASE + header.text_offset;

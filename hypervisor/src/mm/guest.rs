@@ -14,6 +14,7 @@ use hv_core::gpa_cache::GpaCache;
 use hv_core::hypercall::Counter;
 use hv_core::notifier::Reason;
 use hv_core::pgtable::{Attrs, MapError, PAGE_SIZE};
+use hv_core::ramoops_store::{Pages, REGION_PAGES};
 use hv_core::ranges::Range;
 use hv_core::s2trace::TraceRing;
 use hv_core::stage2::{FaultOutcome, Stage2};
@@ -98,6 +99,9 @@ pub struct GuestMemory {
     committed: AtomicU64,
     /// Everything was given back (`teardown` ran).
     torn_down: core::sync::atomic::AtomicBool,
+    /// A region whose writes are tracked (the guest's ramoops region): its start and the
+    /// pages written since `take_written`.
+    tracked: Mutex<Option<(u64, Pages)>>,
 }
 
 impl GuestMemory {
@@ -146,6 +150,7 @@ impl GuestMemory {
             counters: Default::default(),
             committed: AtomicU64::new(if lazy { size } else { 0 }),
             torn_down: core::sync::atomic::AtomicBool::new(false),
+            tracked: Mutex::new(None),
         };
         mem.space.notifiers.register(mem.cache.clone());
         mem.space.notifiers.register(mem.tracker.clone());
@@ -309,6 +314,9 @@ impl GuestMemory {
             // Permission fault: a write to a write-protected page, a fetch from a
             // non-executable one.
             0x0c => {
+                if self.note_tracked_write(ipa) {
+                    return FaultResult::Resume;
+                }
                 self.count(Counter::PermissionFaults, 1);
                 FaultResult::Refused
             }
@@ -464,7 +472,48 @@ impl GuestMemory {
     /// A warm reset of the VM: its RAM keeps its content (as QEMU's and KVM's do), but
     /// whatever the guest write- or execute-protected is RAM again.
     pub fn warm_reset(&self) {
+        *self.tracked.lock() = None;
         let _ = self.space.protect(self.ram.start, self.ram.size(), Attrs::RAM_RWX);
+    }
+
+    /// Tracks which pages of the REGION_PAGES pages at `start` the guest writes (dirty
+    /// logging by write protection, as KVM's): they are mapped now and made read-only; the
+    /// first write to each faults, is noted, and gets write access back.
+    pub fn track_writes(&self, start: u64) -> Result<(), MapError> {
+        let size = REGION_PAGES as u64 * PAGE_SIZE;
+        self.guest_range(start, size)?;
+        for page in (start..start + size).step_by(PAGE_SIZE as usize) {
+            self.populate(page)?;
+        }
+        *self.tracked.lock() = Some((start, Pages::NONE));
+        self.space.protect(start, size, Attrs::RAM_RO).map(|_| ())
+    }
+
+    /// A permission fault at `ipa`: if it is in the tracked region, the page is noted as
+    /// written and writable again (true: the guest retries).
+    fn note_tracked_write(&self, ipa: u64) -> bool {
+        let page = {
+            let mut t = self.tracked.lock();
+            let Some((start, written)) = t.as_mut() else { return false };
+            if ipa < *start || ipa >= *start + REGION_PAGES as u64 * PAGE_SIZE {
+                return false;
+            }
+            written.insert(((ipa - *start) / PAGE_SIZE) as usize);
+            ipa & !(PAGE_SIZE - 1)
+        };
+        self.space.protect(page, PAGE_SIZE, Attrs::RAM_RWX).is_ok()
+    }
+
+    /// The tracked region's pages written since the last call (all, if nothing is
+    /// tracked), each read-only again so that the next write is noted.
+    pub fn take_written(&self) -> Pages {
+        let Some((start, written)) = self.tracked.lock().as_mut().map(|(s, w)| (*s, core::mem::replace(w, Pages::NONE))) else {
+            return Pages::ALL;
+        };
+        for p in (0..REGION_PAGES).filter(|p| written.contains(*p)) {
+            let _ = self.space.protect(start + p as u64 * PAGE_SIZE, PAGE_SIZE, Attrs::RAM_RO);
+        }
+        written
     }
 
     /// HV_MEM_AGE: (young pages, bitmap of the first 64 pages, whether the hypervisor's

@@ -36,6 +36,7 @@ pub fn dequeued(vm: Arc<Vm>) {
 
 fn retire(vm: Arc<Vm>) {
     vm.uart.flush();
+    vm.save_ramoops();
     crate::pstore::sync();
     let reason = vm.stop_reason().unwrap_or(StopReason::AllVcpusOff);
     let verdict = vm.verdict();

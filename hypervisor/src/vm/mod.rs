@@ -182,6 +182,7 @@ impl Vm {
             ramoops: vm.spec.params.ramoops,
         };
         let boot = loader::load(&guest, &vm.mem)?;
+        vm.keep_ramoops(warm);
         // Table and image writes must be visible to the guest's walks and fetches.
         aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::ISH);
         *vm.vcpus[0].power.lock() = Power::OnPending { entry: boot.entry, context: boot.dtb };
@@ -233,6 +234,52 @@ impl Vm {
         }
         if self.uart.take_panic_end() {
             self.request_stop(StopReason::Crashed(Crash::GuestPanic));
+        }
+    }
+
+    /// Its ramoops region, if its device tree has one.
+    fn ramoops_region(&self) -> Option<(u64, u64)> {
+        self.spec.params.ramoops.then(|| loader::ramoops_region(self.mem.size()))
+    }
+
+    /// Before the first boot, puts the ramoops region saved on the pstore disk back (a
+    /// warm reset's RAM still has it); then tracks the guest's writes to it.
+    fn keep_ramoops(&self, warm: bool) {
+        let Some((start, end)) = self.ramoops_region() else { return };
+        if !warm {
+            let mut region = alloc::vec![0u8; (end - start) as usize];
+            if let Some((generation, at)) = crate::pstore::restore_ramoops(self.id, &mut region) {
+                match self.mem.write(start, &region) {
+                    Ok(()) => log::info!(
+                        "VM {}: ramoops region restored from the pstore disk (saved {} UTC, generation {generation})",
+                        self.id,
+                        hv_core::pstore::Utc(at)
+                    ),
+                    Err(e) => log::warn!("VM {}: ramoops region not restored: {e:?}", self.id),
+                }
+            }
+        }
+        if let Err(e) = self.mem.track_writes(start) {
+            log::warn!("VM {}: writes to its ramoops region not tracked ({e:?}): it is saved whole", self.id);
+        }
+    }
+
+    /// The VM stops or resets: the pages of its ramoops region the guest wrote go to the
+    /// pstore disk.
+    pub fn save_ramoops(&self) {
+        let Some((start, end)) = self.ramoops_region() else { return };
+        let written = self.mem.take_written();
+        let mut region = alloc::vec![0u8; (end - start) as usize];
+        if let Err(e) = self.mem.read(start, &mut region) {
+            log::warn!("VM {}: ramoops region not readable ({e:?}): not saved", self.id);
+            return;
+        }
+        if let Some((pages, generation)) = crate::pstore::save_ramoops(self.id, &region, &written) {
+            log::info!(
+                "VM {}: ramoops region saved to the pstore disk: {pages} page(s) ({} KiB) written, generation {generation}",
+                self.id,
+                pages * 4
+            );
         }
     }
 

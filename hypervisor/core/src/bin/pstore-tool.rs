@@ -1,5 +1,7 @@
 //! Lists and prints the records of a pstore disk image, like reading /sys/fs/pstore, with
-//! the format code the hypervisor writes them with (hv_core::pstore).
+//! the format code the hypervisor writes them with (hv_core::pstore), then each VM's
+//! ramoops records from the regions the hypervisor saved for them (vm<N>-dmesg-ramoops-<i>,
+//! hv_core::ramoops_store).
 //!
 //! usage: pstore-tool [--json] [--list] [--order kmsg-first|linux] [--kmsg-size KIB]
 //!                    [--console-size KIB] [--pmsg-size KIB] DISK
@@ -9,6 +11,7 @@
 //! away, as `head` does), 1 not a pstore disk or unreadable, 2 bad usage.
 
 use hv_core::pstore::{scan, Content, Layout, Order, Utc, ZoneError, ZoneKind};
+use hv_core::ramoops_store;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -92,6 +95,35 @@ fn first_line(text: &[u8]) -> String {
     String::from_utf8_lossy(line).into_owned()
 }
 
+/// A ramoops dump record as Linux reads it: its header line (`====<sec>.<nsec>-C` when
+/// the rest is compressed, raw deflate) and the text, inflated. Left as it is when it does
+/// not inflate.
+fn inflated(text: Vec<u8>) -> Vec<u8> {
+    let Some(end) = text.iter().position(|b| *b == b'\n') else { return text };
+    if !text.starts_with(b"====") || !text[..end].ends_with(b"-C") {
+        return text;
+    }
+    match miniz_oxide::inflate::decompress_to_vec(&text[end + 1..]) {
+        Ok(plain) => [&text[..end - 1], b"D\n", &plain[..]].concat(),
+        Err(_) => text,
+    }
+}
+
+/// VM `vm`'s newest saved ramoops region whose bytes match its checksum.
+fn saved_region(disk: &[u8], base: u64, vm: usize) -> Option<(&[u8], ramoops_store::SlotHeader)> {
+    let slot = |i: usize| {
+        let at = ramoops_store::slot_offset(base, vm, i) as usize;
+        let header = ramoops_store::SlotHeader::decode(disk.get(at..at + 512)?, vm)?;
+        let start = at + ramoops_store::SLOT_HEADER as usize;
+        let region = disk.get(start..start + header.region_size as usize)?;
+        (ramoops_store::fnv64(region) == header.checksum).then_some((region, header))
+    };
+    match (slot(0), slot(1)) {
+        (Some(a), Some(b)) => Some(if b.1.generation > a.1.generation { b } else { a }),
+        (a, b) => a.or(b),
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let o = match parse(&args) {
@@ -113,7 +145,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let layout = match Layout::new(disk.len() as u64, o.order, o.kmsg, o.console, o.pmsg) {
+    let layout = match Layout::new(hv_core::ramoops_store::zone_bytes(disk.len() as u64), o.order, o.kmsg, o.console, o.pmsg) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("pstore-tool: {} is not a pstore disk with these sizes: {e}", o.disk);
@@ -167,6 +199,27 @@ fn main() -> ExitCode {
             Err(e) => {
                 if z.kind != ZoneKind::Dmesg || !matches!(e, ZoneError::BadSignature { found: 0 }) {
                     eprintln!("pstore-tool: {name} at offset {:#x}: skipped: {e}", z.offset);
+                }
+            }
+        }
+    }
+    // Each VM's ramoops region, its newest whole copy (hv_core::ramoops_store).
+    if let Some(base) = ramoops_store::areas_start(disk.len() as u64) {
+        for vm in 0..hv_core::cmdline::MAX_VMS {
+            let Some((region, header)) = saved_region(&disk, base, vm) else { continue };
+            for mut r in ramoops_store::region_records(region) {
+                r.text = inflated(r.text);
+                let name = format!("vm{vm}-{}-ramoops-{}", r.kind, r.index);
+                if o.json {
+                    json.push(format!(
+                        "{{\"name\":{},\"kind\":\"{}\",\"vm\":{vm},\"zone\":{},\"saved\":{},\"generation\":{},\"text\":{}}}",
+                        json_str(name.as_bytes()), r.kind, r.index, header.saved_at, header.generation, json_str(&r.text)
+                    ));
+                } else if o.list {
+                    let _ = writeln!(out, "{name}  {} bytes  saved {} UTC  {}", r.text.len(), Utc(header.saved_at), first_line(&r.text));
+                } else {
+                    let _ = writeln!(out, "==> {name} (saved {} UTC) <==", Utc(header.saved_at));
+                    let _ = writeln!(out, "{}\n", String::from_utf8_lossy(&r.text).trim_end_matches('\n'));
                 }
             }
         }
