@@ -236,6 +236,23 @@ def ramoops_across_power_off(name: str) -> list[str]:
     return problems
 
 
+def ramoops_dump_after_pvpanic(name: str) -> list[str]:
+    """Linux reports a panic through pvpanic before it dumps its log into ramoops: a guest
+    whose ramoops region is in use (its persistent_ram signature) is not stopped at the
+    report but when it halts (or resets, or after 2 s), so its dump, written after the
+    report, is saved with the region; the VM still counts as crashed."""
+    disk = fresh_disk(name)
+    code, out = boot(Machine([guest("panic", bootargs="lines=1 ramoops=1")], pstore=disk), LOGS / f"{name}.log")
+    problems = [] if code == 2 else [f"exit status {code}, expected 2"]
+    problems += expect(out, [r"VM 0: pvpanic: its kernel panicked; it runs on until it has dumped its log into ramoops",
+                             r"guest panic: dump written into the ramoops region", r"VM 0: stopped \(Crashed\(PanicReported\)\)",
+                             r"VM 0: ramoops region saved to the pstore disk"])
+    recs = [r for r in records(disk) if r.get("vm") == 0]
+    if not any("guest dump after pvpanic" in r["text"] for r in recs):
+        problems.append(f"the dump is not in the saved region: {recs}")
+    return problems
+
+
 def failing_disk(name: str) -> list[str]:
     """Fault injection (QEMU's blkdebug): the disk fails the write of the next record's
     header sector with EIO. The failure is logged, nothing hangs, the VM is stopped as
@@ -289,4 +306,5 @@ def pstore_tests() -> list[PstoreTest]:
         PstoreTest("pstore-disk-too-small", small_disk),
         PstoreTest("pstore-linux-reads-hypervisor-records", linux_reads_hypervisor_records),
         PstoreTest("pstore-guest-ramoops-across-power-off", ramoops_across_power_off),
+        PstoreTest("pstore-guest-ramoops-dump-after-pvpanic", ramoops_dump_after_pvpanic),
     ]

@@ -127,6 +127,9 @@ pub fn handle_slow(vcpu: &Vcpu) -> Next {
     // SAFETY: the vCPU is loaded on this CPU, its assigned one; nothing else touches it.
     let run = unsafe { vcpu.run_mut() };
     let vm = vcpu.vm();
+    if let Some(stop) = vm.panic_dump_overdue() {
+        return stop;
+    }
     match run.pending {
         Pending::Handled(next) => next,
         Pending::Exit(ExitKind::Sync) => sync_exit(vm, vcpu, run),

@@ -25,7 +25,7 @@ use crate::vdev::vuart::VUart;
 use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use hv_core::cmdline::VmParams;
 use hv_core::guest_dt::layout;
 use hv_core::hypercall::Counter;
@@ -99,6 +99,8 @@ pub struct Vm {
     pub pvpanic: PvPanic,
     /// Its kernel printed a panic: recorded when the VM stops, whatever the reason.
     panic_pending: AtomicBool,
+    /// When a pvpanic report is acted on at the latest (counter value; 0: none).
+    panic_deadline: AtomicU64,
     /// The virtual GIC, when the machine can virtualize one.
     pub vgic: Option<Vgic>,
     /// Its disks (host disks with serial `vm<id>-disk<M>`), disk M in virtio-mmio slot
@@ -158,6 +160,7 @@ impl Vm {
                 uart: VUart::new(id),
                 pvpanic: PvPanic::new(),
                 panic_pending: AtomicBool::new(false),
+                panic_deadline: AtomicU64::new(0),
                 vgic: vgic::available().then(|| Vgic::new(vcpus)),
                 disks,
                 stopping: AtomicBool::new(false),
@@ -321,7 +324,36 @@ impl Vm {
         if events & hv_core::guest_dt::pvpanic::CRASH_LOADED != 0 {
             log::info!("VM {}: pvpanic: a crash kernel is loaded", self.id);
         }
-        (events & hv_core::guest_dt::pvpanic::PANICKED != 0).then_some(exit::Next::Stop(StopReason::Crashed(Crash::PanicReported)))
+        if events & hv_core::guest_dt::pvpanic::PANICKED == 0 {
+            return None;
+        }
+        if self.ramoops_in_use() {
+            // Linux reports a panic (its panic notifiers) before it dumps its log into
+            // ramoops (kmsg_dump): let it finish. It stops at its reset or halt, at the end
+            // of its panic message, or PANIC_DUMP_WAIT_MS from now, whichever comes first.
+            self.panic_pending.store(true, Ordering::Release);
+            let (freq, now) = cpu::counter();
+            if self.panic_deadline.compare_exchange(0, now + freq / 1000 * PANIC_DUMP_WAIT_MS, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                log::info!("VM {}: pvpanic: its kernel panicked; it runs on until it has dumped its log into ramoops", self.id);
+            }
+            return None;
+        }
+        Some(exit::Next::Stop(StopReason::Crashed(Crash::PanicReported)))
+    }
+
+    /// Whether the guest's ramoops uses its region (a persistent_ram signature at its start).
+    fn ramoops_in_use(&self) -> bool {
+        let Some((start, _)) = self.ramoops_region() else { return false };
+        let mut sig = [0u8; 4];
+        self.mem.read(start, &mut sig).is_ok() && u32::from_le_bytes(sig) == 0x4347_4244
+    }
+
+    /// A panic reported through pvpanic whose ramoops dump had its time: the stop it waited
+    /// for. (On slow exits.)
+    #[inline(always)]
+    pub fn panic_dump_overdue(&self) -> Option<exit::Next> {
+        let deadline = self.panic_deadline.load(Ordering::Relaxed);
+        (deadline != 0 && cpu::counter().1 > deadline).then_some(exit::Next::Stop(StopReason::Crashed(Crash::PanicReported)))
     }
 
     /// Logs a warning caused by the guest, within its budget (and says how many were
@@ -391,6 +423,12 @@ impl Vm {
 
     /// Asks every vCPU of the VM to stop; the first reason given is kept.
     pub fn request_stop(&self, reason: StopReason) {
+        // A halt after a pvpanic report whose dump was waited for is the panic's end.
+        let reason = match reason {
+            StopReason::Reset => reason,
+            _ if self.panic_deadline.load(Ordering::Acquire) != 0 => StopReason::Crashed(Crash::PanicReported),
+            _ => reason,
+        };
         let first = {
             let mut r = self.stop_reason.lock();
             let first = r.is_none();
@@ -494,6 +532,9 @@ impl Drop for Vm {
         );
     }
 }
+
+/// How long a guest that reported a panic may run on to dump its log into ramoops.
+const PANIC_DUMP_WAIT_MS: u64 = 2000;
 
 /// The VMs that run (terminal input finds its VM here).
 static VMS: Mutex<Vec<Arc<Vm>>> = Mutex::new(Vec::new());
