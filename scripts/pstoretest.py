@@ -253,6 +253,28 @@ def ramoops_dump_after_pvpanic(name: str) -> list[str]:
     return problems
 
 
+def pmsg_ring(name: str) -> list[str]:
+    """A VM's persistent messages (HV_PMSG_WRITE) in its pmsg zone on the pstore disk: 3000
+    lines wrap the 64 KiB ring, the host tool prints it oldest first (consecutive lines
+    ending with the last); the next run lists it at boot and appends after it."""
+    disk = fresh_disk(name)
+    code, out = boot(Machine([guest("pmsg")], pstore=disk), LOGS / f"{name}-1.log")
+    problems = [] if code == 0 else [f"run 1: exit status {code}"]
+    problems += expect(out, [r"pmsg: 3000 messages written", r"pmsg: bad buffers refused", r"VM 0: test verdict PASS"])
+    ring = [r["text"] for r in records(disk) if r.get("vm") == 0 and r["kind"] == "pmsg"]
+    lines = ring[0].split("\n")[1:-1] if ring else []
+    numbers = [int(m.group(1)) for m in (re.fullmatch(r"pmsg message (\d+) of 3000", x) for x in lines) if m]
+    if not ring or len(ring[0]) != 64 * 1024 - 12 or numbers != list(range(numbers[0] if numbers else 0, 3001)) or len(numbers) < 2000:
+        problems.append(f"pmsg ring after run 1: {len(ring[0]) if ring else None} bytes, lines {numbers[:2]}..{numbers[-2:]}")
+    code, out = boot(Machine([guest("pmsg", bootargs="count=5")], pstore=disk), LOGS / f"{name}-2.log")
+    problems += expect(out, [r"pstore: VM 0 pmsg: 65524 bytes, ending \"pmsg message 3000 of 3000\"", r"pmsg: 5 messages written"])
+    ring = [r["text"] for r in records(disk) if r.get("vm") == 0 and r["kind"] == "pmsg"]
+    if not ring or not ring[0].endswith("pmsg message 3000 of 3000\npmsg message 1 of 5\npmsg message 2 of 5\npmsg message 3 of 5\n"
+                                        "pmsg message 4 of 5\npmsg message 5 of 5\n"):
+        problems.append(f"pmsg ring after run 2 ends {ring[0][-120:] if ring else None!r}")
+    return problems
+
+
 def failing_disk(name: str) -> list[str]:
     """Fault injection (QEMU's blkdebug): the disk fails the write of the next record's
     header sector with EIO. The failure is logged, nothing hangs, the VM is stopped as
@@ -307,4 +329,5 @@ def pstore_tests() -> list[PstoreTest]:
         PstoreTest("pstore-linux-reads-hypervisor-records", linux_reads_hypervisor_records),
         PstoreTest("pstore-guest-ramoops-across-power-off", ramoops_across_power_off),
         PstoreTest("pstore-guest-ramoops-dump-after-pvpanic", ramoops_dump_after_pvpanic),
+        PstoreTest("pstore-guest-pmsg", pmsg_ring),
     ]

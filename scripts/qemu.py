@@ -19,7 +19,7 @@ as HVRUN_KERNEL, HVRUN_APPEND, ..., read with --from-env: no shell sees them):
     --vms N         how many VMs boot that guest at once (default 1)
     --hv-args S     extra hypervisor command line (e.g. log=debug)
     --pauth impdef|qarma5   PAC algorithm of -cpu max (default impdef: 3.5x cheaper to emulate)
-    --pstore F      the pstore disk image (created, 18 MiB sparse, if missing; default target/pstore.img;
+    --pstore F      the pstore disk image (created, 18.5 MiB sparse, if missing; default target/pstore.img;
                     "none" for no disk). Read it with: cargo run -p hv-core --bin pstore-tool -- F
     --qemu-extra S  more QEMU arguments, split as a shell would split them (nothing is run)
 
@@ -65,8 +65,8 @@ MIB = 1 << 20
 GDB_PORT = 1234
 DEFAULT_PSTORE = ROOT / "target" / "pstore.img"
 # Room for the pstore zones (1 MiB) and every VM's ramoops area (hv_core::ramoops_store:
-# 8 VMs, two copies of a 1 MiB region each, 64 KiB aligned): a sparse file.
-PSTORE_SIZE = 18 * MIB
+# 8 VMs, two copies of a 1 MiB region and a 64 KiB pmsg ring each, 64 KiB aligned): sparse.
+PSTORE_SIZE = 18 * MIB + 512 * 1024  # hv_core::ramoops_store::min_disk(): the zones get 1 MiB
 PSTORE_SERIAL = "hv-pstore"
 
 

@@ -41,6 +41,12 @@ pub fn console_write(bytes: &[u8]) -> i64 {
     call(id::HV_CONSOLE_WRITE, bytes.as_ptr() as u64, bytes.len() as u64, 0)
 }
 
+/// Appends to this VM's persistent message ring (pmsg) on the pstore disk: bytes written,
+/// or an error code.
+pub fn pmsg_write(bytes: &[u8]) -> i64 {
+    call(id::HV_PMSG_WRITE, bytes.as_ptr() as u64, bytes.len() as u64, 0)
+}
+
 pub fn test_verdict(code: u64) {
     call(id::HV_TEST_VERDICT, code, 0, 0);
 }

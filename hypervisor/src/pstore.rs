@@ -45,6 +45,8 @@ struct Store {
     areas: Option<u64>,
     /// Each VM's next save, once its region was restored or saved.
     ramoops: [Option<SaveState>; MAX_VMS],
+    /// Each VM's pmsg zone as on the disk, once it was read.
+    pmsg: [Option<alloc::vec::Vec<u8>>; MAX_VMS],
 }
 
 impl Store {
@@ -114,7 +116,7 @@ pub fn init(dt: &HostDt, cfg: &PstoreConfig) {
             return;
         }
     };
-    let mut store = Store { disk, layout, next: NextRecord::default(), last: Timestamp::default(), areas: area_start, ramoops: [None; MAX_VMS] };
+    let mut store = Store { disk, layout, next: NextRecord::default(), last: Timestamp::default(), areas: area_start, ramoops: [None; MAX_VMS], pmsg: [const { None }; MAX_VMS] };
     match store.recover(cfg.erase) {
         Ok(()) => {
             log::info!("pstore: disk \"{serial}\" at virtio-mmio {:#x} (v{}), next record in zone {}", store.disk.base, store.disk.version, store.next.zone);
@@ -142,6 +144,7 @@ pub fn init(dt: &HostDt, cfg: &PstoreConfig) {
                     areas::min_disk().div_ceil(1 << 20)
                 ),
             }
+            store.list_pmsg();
             *STORE.lock() = Some(store);
         }
         Err(e) => log::error!("pstore: disk error while reading or formatting its zones ({e:?}): not used"),
@@ -223,6 +226,25 @@ impl Store {
         self.disk.flush()
     }
 
+    /// Reads each VM's pmsg zone (kept for appending) and lists those with messages.
+    fn list_pmsg(&mut self) {
+        let Some(base) = self.areas else { return };
+        for vm in 0..MAX_VMS {
+            let mut zone = vec![0u8; areas::PMSG_ZONE as usize];
+            if self.disk.read(areas::pmsg_offset(base, vm) / 512, &mut zone).is_err() {
+                continue;
+            }
+            if let Ok((a, b)) = pstore::decode_ring(ZoneKind::Pmsg, &zone) {
+                let text = [a, b].concat();
+                let last = text.trim_ascii_end().rsplit(|c| *c == b'\n').next().unwrap_or(&[]);
+                if !text.is_empty() {
+                    log::info!("pstore: VM {vm} pmsg: {} bytes, ending \"{}\"", text.len(), core::str::from_utf8(last).unwrap_or("(not text)"));
+                }
+            }
+            self.pmsg[vm] = Some(zone);
+        }
+    }
+
     fn write_empty_header(&mut self, kind: ZoneKind, offset: u64) -> Result<(), BlkError> {
         let mut sector = [0u8; 512];
         sector[..pstore::ZONE_HEADER].copy_from_slice(&pstore::empty_header(kind));
@@ -301,6 +323,49 @@ pub fn record_guest_crash(vm: usize, reason: fmt::Arguments, console: (&[u8], &[
         Ok((zone, n)) => log::info!("pstore: VM {vm} crash recorded in dmesg-pstore_blk-{zone} (Panic #{n}, {us} us): {reason}"),
         Err(e) => log::error!("pstore: VM {vm} crash not recorded: {e:?}"),
     }
+}
+
+/// Why HV_PMSG_WRITE failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PmsgError {
+    /// No pstore disk with room for the VMs' areas.
+    NoDisk,
+    Disk,
+}
+
+/// Appends `bytes` to VM `vm`'s pmsg ring on the disk: the data sectors it touched, then
+/// the first sector (the header), then a flush.
+pub fn pmsg_write(vm: usize, bytes: &[u8]) -> Result<(), PmsgError> {
+    let mut guard = STORE.lock();
+    let store = guard.as_mut().ok_or(PmsgError::NoDisk)?;
+    let base = store.areas.ok_or(PmsgError::NoDisk)?;
+    let offset = areas::pmsg_offset(base, vm);
+    if vm >= MAX_VMS {
+        return Err(PmsgError::NoDisk);
+    }
+    if store.pmsg[vm].is_none() {
+        let mut zone = vec![0u8; areas::PMSG_ZONE as usize];
+        store.disk.read(offset / 512, &mut zone).map_err(|_| PmsgError::Disk)?;
+        store.pmsg[vm] = Some(zone);
+    }
+    let Store { disk, pmsg, .. } = store;
+    let zone = pmsg[vm].as_mut().ok_or(PmsgError::Disk)?;
+    let mut ring = Ring::open(ZoneKind::Pmsg, zone);
+    let size = areas::PMSG_ZONE as usize - pstore::ZONE_HEADER;
+    let (from, n) = (ring.position(), bytes.len().min(size));
+    ring.append(bytes);
+    // The zone's bytes holding ring data [from, from + n), wrapping: one or two runs.
+    let runs = if from + n <= size { [(from, n), (0, 0)] } else { [(from, size - from), (0, from + n - size)] };
+    for (at, len) in runs.into_iter().filter(|(_, len)| *len != 0) {
+        let (first, last) = ((pstore::ZONE_HEADER + at) / 512, (pstore::ZONE_HEADER + at + len).div_ceil(512));
+        // The first sector goes last, with the header.
+        let first = first.max(1);
+        if first < last {
+            disk.write(offset / 512 + first as u64, &zone[first * 512..last * 512]).map_err(|_| PmsgError::Disk)?;
+        }
+    }
+    disk.write(offset / 512, &zone[..512]).map_err(|_| PmsgError::Disk)?;
+    disk.flush().map_err(|_| PmsgError::Disk)
 }
 
 /// VM `vm`'s ramoops region as last saved, into `region` (the region's size): the save's

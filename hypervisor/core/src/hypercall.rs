@@ -33,6 +33,10 @@ pub mod id {
     pub const HV_YIELD: u32 = 0xc600_0005;
     /// Three counters read at one instant: x1..x3 name them, x1..x3 return their values.
     pub const HV_COUNTERS: u32 = 0xc600_0006;
+    /// Appends x2 bytes at x1 (at most [`super::PMSG_WRITE_MAX`]) to the VM's persistent
+    /// message ring on the pstore disk (pstore's pmsg), durable when the call returns;
+    /// x0 = bytes written.
+    pub const HV_PMSG_WRITE: u32 = 0xc600_0007;
     /// Guest memory (balloon-like), on the caller's own RAM; sizes and addresses 4 KiB
     /// aligned. x1 = IPA, x2 = size. Unmap: x0 = bytes that were mapped.
     pub const HV_MEM_UNMAP: u32 = 0xc600_0010;
@@ -55,11 +59,11 @@ pub mod id {
 
     /// Every function ID the hypervisor answers (the decoder's tests and the fuzz tests
     /// check against this one list). SMCCC_ARCH_WORKAROUND_1 is not one of them.
-    pub const IMPLEMENTED: [u32; 27] = [
+    pub const IMPLEMENTED: [u32; 28] = [
         SMCCC_VERSION, SMCCC_ARCH_FEATURES, PSCI_VERSION, PSCI_CPU_SUSPEND_32, PSCI_CPU_SUSPEND_64, PSCI_CPU_OFF,
         PSCI_CPU_ON_32, PSCI_CPU_ON_64, PSCI_AFFINITY_INFO_32, PSCI_AFFINITY_INFO_64, PSCI_MIGRATE_INFO_TYPE,
         PSCI_SYSTEM_OFF, PSCI_SYSTEM_RESET, PSCI_FEATURES, HV_VERSION, HV_CONSOLE_WRITE, HV_TEST_VERDICT, HV_COUNTER,
-        HV_YIELD, HV_COUNTERS, HV_MEM_UNMAP, HV_MEM_PROTECT, HV_MEM_AGE, HV_MEM_RECLAIM, HV_MEM_PEEK, HV_MEM_TRACE,
+        HV_YIELD, HV_COUNTERS, HV_PMSG_WRITE, HV_MEM_UNMAP, HV_MEM_PROTECT, HV_MEM_AGE, HV_MEM_RECLAIM, HV_MEM_PEEK, HV_MEM_TRACE,
         HV_DEBUG_FAULT,
     ];
 }
@@ -87,6 +91,8 @@ pub const PSCI_TOS_NOT_PRESENT: u64 = 2;
 pub const HV_VERSION_VALUE: u64 = 0 << 16 | 1 << 8;
 /// The longest buffer one HV_CONSOLE_WRITE takes.
 pub const CONSOLE_WRITE_MAX: u64 = 4096;
+/// The longest buffer one HV_PMSG_WRITE takes.
+pub const PMSG_WRITE_MAX: u64 = 4096;
 
 /// HV_MEM_PROTECT permission bits. Allowed: none, R, RW, RX, RWX.
 pub mod mem_perm {
@@ -267,6 +273,7 @@ pub enum Call {
     HvCounter { counter: u64 },
     HvYield,
     HvCounters { counters: [u64; 3] },
+    HvPmsgWrite { addr: u64, len: u64 },
     HvDebugFault { fault: u64 },
     HvMemUnmap { ipa: u64, size: u64 },
     HvMemProtect { ipa: u64, size: u64, perm: u64 },
@@ -326,6 +333,7 @@ impl Call {
             (4, 0x000a, false) => Call::PsciFeatures { function: a1 as u32 },
             (6, 0x0001, true) => Call::HvVersion,
             (6, 0x0002, true) => Call::HvConsoleWrite { addr: a1, len: a2 },
+            (6, 0x0007, true) => Call::HvPmsgWrite { addr: a1, len: a2 },
             (6, 0x0003, true) => Call::HvTestVerdict { code: a1 },
             (6, 0x0004, true) => Call::HvCounter { counter: a1 },
             (6, 0x0005, true) => Call::HvYield,
@@ -360,6 +368,7 @@ mod tests {
             Call::PsciCpuOn { target: 1, entry: 0x4008_0000, context: 0xdead_beef_0000 }
         );
         assert_eq!(Call::decode(id::HV_CONSOLE_WRITE as u64, 0x4000_1000, 12, 0), Call::HvConsoleWrite { addr: 0x4000_1000, len: 12 });
+        assert_eq!(Call::decode(id::HV_PMSG_WRITE as u64, 0x4000_2000, 9, 0), Call::HvPmsgWrite { addr: 0x4000_2000, len: 9 });
     }
 
     #[test]

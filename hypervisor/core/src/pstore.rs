@@ -425,6 +425,20 @@ impl<'a> Ring<'a> {
         Ring { zone }
     }
 
+    /// Takes over `zone` holding a ring of `kind` to append to, or formats it empty if it
+    /// holds none (blank, damaged, another kind).
+    pub fn open(kind: ZoneKind, zone: &'a mut [u8]) -> Ring<'a> {
+        match decode_ring(kind, zone) {
+            Ok(_) | Err(ZoneError::Empty) if zone.len() >= ZONE_HEADER && le32(zone, 0) == kind.signature() => Ring { zone },
+            _ => Ring::new(kind, zone),
+        }
+    }
+
+    /// Where the next byte goes, in the ring's data.
+    pub fn position(&self) -> usize {
+        self.get(8)
+    }
+
     fn get(&self, at: usize) -> usize {
         le32(self.zone, at) as usize
     }
@@ -731,5 +745,20 @@ mod tests {
             }
         }
         assert!(ok > 1000 && errors > 10_000, "both outcomes exercised: {ok} ok, {errors} errors");
+    }
+
+    #[test]
+    fn a_ring_reopened_keeps_its_bytes_and_wraps() {
+        let mut zone = std::vec![0xaau8; ZONE_HEADER + 100];
+        Ring::open(ZoneKind::Pmsg, &mut zone).append(b"first ");
+        let text = |kind, zone: &[u8]| decode_ring(kind, zone).map(|(a, b)| [a, b].concat());
+        assert_eq!(text(ZoneKind::Pmsg, &zone), Ok(b"first ".to_vec()), "garbage formatted, then appended");
+        let mut r = Ring::open(ZoneKind::Pmsg, &mut zone);
+        assert_eq!(r.position(), 6);
+        r.append(&[b'x'; 120]);
+        assert_eq!(text(ZoneKind::Pmsg, &zone), Ok(std::vec![b'x'; 100]), "the newest 100 bytes");
+        // Another kind's zone is not appended to: it is taken over, empty.
+        Ring::open(ZoneKind::Console, &mut zone).append(b"c");
+        assert_eq!(text(ZoneKind::Console, &zone), Ok(b"c".to_vec()));
     }
 }

@@ -5,7 +5,8 @@
 //!
 //! Disk layout: the pstore zones from offset 0, then, at the end of the disk (64 KiB
 //! aligned), one area per possible VM (cmdline::MAX_VMS), each two slots of a header page
-//! and a region copy. A save writes the slot not holding the newest copy (data first, then
+//! and a region copy, then a 64 KiB pmsg zone (the VM's persistent messages, pstore/zone's
+//! ring format). A save writes the slot not holding the newest copy (data first, then
 //! its header, then a flush), so a save cut short by a crash leaves the previous copy whole.
 //! Linux's pstore/blk (which reads the whole disk, up to 128 MiB, as 64 KiB kmsg zones)
 //! sees the areas as invalid zones: a slot's header has its own magic, and a region copy
@@ -36,8 +37,17 @@ pub const fn slot_bytes() -> u64 {
     (SLOT_HEADER + RAMOOPS_SIZE).next_multiple_of(ALIGN)
 }
 
+/// Each VM's persistent message ring (HV_PMSG_WRITE), a pstore/zone pmsg zone after its
+/// two slots.
+pub const PMSG_ZONE: u64 = 64 << 10;
+
 pub const fn area_bytes() -> u64 {
-    2 * slot_bytes()
+    2 * slot_bytes() + PMSG_ZONE
+}
+
+/// Byte offset of VM `vm`'s pmsg zone, given the areas' start.
+pub fn pmsg_offset(areas: u64, vm: usize) -> u64 {
+    areas + vm as u64 * area_bytes() + 2 * slot_bytes()
 }
 
 /// Bytes all the areas take, aligned.
@@ -258,13 +268,15 @@ mod tests {
         assert_eq!(areas_start(1 << 20), None, "a 1 MiB disk keeps all of it for zones");
         assert_eq!(zone_bytes(1 << 20), 1 << 20);
         let d = min_disk();
+        assert_eq!(d, 18 * (1 << 20) + (512 << 10), "scripts/qemu.py's PSTORE_SIZE");
         assert_eq!(areas_start(d), Some(MIN_ZONES));
         assert_eq!(areas_start(d - 1), None);
         let big = 200 << 20;
         let a = areas_start(big).unwrap();
         assert_eq!(a % ALIGN, 0);
         assert!(a + areas_bytes() <= big);
-        assert_eq!(slot_offset(a, MAX_VMS - 1, 1) + slot_bytes(), a + MAX_VMS as u64 * area_bytes());
+        assert_eq!(pmsg_offset(a, MAX_VMS - 1) + PMSG_ZONE, a + MAX_VMS as u64 * area_bytes());
+        assert_eq!(slot_offset(a, 1, 0), pmsg_offset(a, 0) + PMSG_ZONE);
         // Region copies never start on a 64 KiB kmsg zone boundary.
         for vm in 0..MAX_VMS {
             for slot in 0..2 {

@@ -42,6 +42,7 @@ fn other_call(vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun, call: Call) -> i64 {
         Call::PsciCpuOn { target, entry, context } => cpu_on(vm, target, entry, context),
         Call::PsciAffinityInfo { target, lowest_level } => affinity_info(vm, target, lowest_level),
         Call::HvConsoleWrite { addr, len } => console_write(vm, addr, len),
+        Call::HvPmsgWrite { addr, len } => pmsg_write(vm, addr, len),
         Call::HvTestVerdict { code } => {
             vm.set_verdict(code);
             ret::SUCCESS
@@ -264,6 +265,24 @@ fn affinity_info(vm: &Vm, target: u64, lowest_level: u64) -> i64 {
 }
 
 #[inline(never)]
+/// HV_PMSG_WRITE: the bytes go to the VM's pmsg ring on the pstore disk, durable when this
+/// returns (NOT_PRESENT without a disk with room for it).
+fn pmsg_write(vm: &Vm, addr: u64, len: u64) -> i64 {
+    if len > abi::PMSG_WRITE_MAX {
+        return ret::INVALID_PARAMETERS;
+    }
+    let mut buf = [0u8; abi::PMSG_WRITE_MAX as usize];
+    let buf = &mut buf[..len as usize];
+    if vm.mem.read(addr, buf).is_err() {
+        return ret::INVALID_ADDRESS;
+    }
+    match crate::pstore::pmsg_write(vm.id, buf) {
+        Ok(()) => len as i64,
+        Err(crate::pstore::PmsgError::NoDisk) => ret::NOT_PRESENT,
+        Err(crate::pstore::PmsgError::Disk) => ret::INTERNAL_FAILURE,
+    }
+}
+
 fn console_write(vm: &Vm, addr: u64, len: u64) -> i64 {
     if len > abi::CONSOLE_WRITE_MAX {
         return ret::INVALID_PARAMETERS;

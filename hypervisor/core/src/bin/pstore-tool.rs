@@ -1,7 +1,7 @@
 //! Lists and prints the records of a pstore disk image, like reading /sys/fs/pstore, with
 //! the format code the hypervisor writes them with (hv_core::pstore), then each VM's
-//! ramoops records from the regions the hypervisor saved for them (vm<N>-dmesg-ramoops-<i>,
-//! hv_core::ramoops_store).
+//! persistent messages (vm<N>-pmsg-0, HV_PMSG_WRITE) and ramoops records from the regions
+//! the hypervisor saved for them (vm<N>-dmesg-ramoops-<i>, hv_core::ramoops_store).
 //!
 //! usage: pstore-tool [--json] [--list] [--order kmsg-first|linux] [--kmsg-size KIB]
 //!                    [--console-size KIB] [--pmsg-size KIB] DISK
@@ -206,6 +206,21 @@ fn main() -> ExitCode {
     // Each VM's ramoops region, its newest whole copy (hv_core::ramoops_store).
     if let Some(base) = ramoops_store::areas_start(disk.len() as u64) {
         for vm in 0..hv_core::cmdline::MAX_VMS {
+            let at = ramoops_store::pmsg_offset(base, vm) as usize;
+            if let Some(Ok((a, b))) = disk.get(at..at + ramoops_store::PMSG_ZONE as usize).map(|z| hv_core::pstore::decode_ring(ZoneKind::Pmsg, z)) {
+                let text = [a, b].concat();
+                let name = format!("vm{vm}-pmsg-0");
+                if text.is_empty() {
+                    // Never written.
+                } else if o.json {
+                    json.push(format!("{{\"name\":{},\"kind\":\"pmsg\",\"vm\":{vm},\"zone\":0,\"text\":{}}}", json_str(name.as_bytes()), json_str(&text)));
+                } else if o.list {
+                    let _ = writeln!(out, "{name}  {} bytes", text.len());
+                } else {
+                    let _ = writeln!(out, "==> {name} <==");
+                    let _ = writeln!(out, "{}\n", String::from_utf8_lossy(&text).trim_end_matches('\n'));
+                }
+            }
             let Some((region, header)) = saved_region(&disk, base, vm) else { continue };
             for mut r in ramoops_store::region_records(region) {
                 r.text = inflated(r.text);
