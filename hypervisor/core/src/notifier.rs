@@ -310,8 +310,10 @@ mod tests {
         let primary = Arc::new(Mutex::new(0u64));
         let stop = Arc::new(AtomicBool::new(false));
         let installed = Arc::new(AtomicU64::new(0));
+        let retries = Arc::new(AtomicU64::new(0));
         let faults = {
-            let (reg, cache, primary, stop, count) = (reg.clone(), cache.clone(), primary.clone(), stop.clone(), installed.clone());
+            let (reg, cache, primary, stop, count, retry_count) =
+                (reg.clone(), cache.clone(), primary.clone(), stop.clone(), installed.clone(), retries.clone());
             std::thread::spawn(move || {
                 let (mut installed, mut retried) = (0u64, 0u64);
                 while !stop.load(Ordering::Acquire) {
@@ -321,6 +323,7 @@ mod tests {
                     let table = primary.lock();
                     if reg.seq.must_retry(snap) {
                         retried += 1;
+                        retry_count.store(retried, Ordering::Release);
                     } else {
                         *cache.entry.lock().unwrap() = seen;
                         installed += 1;
@@ -336,7 +339,9 @@ mod tests {
         // (bounded: the assertion below reports a starved fault path).
         let started = std::time::Instant::now();
         let mut rounds = 0;
-        while (rounds < 20_000 || installed.load(Ordering::Acquire) < 100) && started.elapsed().as_secs() < 20 {
+        while (rounds < 20_000 || installed.load(Ordering::Acquire) < 100 || retries.load(Ordering::Acquire) == 0)
+            && started.elapsed().as_secs() < 20
+        {
             rounds += 1;
             if rounds % 64 == 0 {
                 std::thread::yield_now();

@@ -420,10 +420,11 @@ mod tests {
         let generation = Arc::new(AtomicU64::new(1));
         let stop = Arc::new(AtomicBool::new(false));
         let installs = Arc::new(AtomicU64::new(0));
+        let retries = Arc::new(AtomicU64::new(0));
         let pa_of = |g: u64| 0x10_0000_0000 + g * PAGE_SIZE;
         let faulters: Vec<_> = (0..2)
             .map(|_| {
-                let (s, generation, stop, installs) = (s.clone(), generation.clone(), stop.clone(), installs.clone());
+                let (s, generation, stop, installs, retries) = (s.clone(), generation.clone(), stop.clone(), installs.clone(), retries.clone());
                 std::thread::spawn(move || {
                     let mut counts = [0u64; 3];
                     while !stop.load(Ordering::Acquire) {
@@ -441,6 +442,9 @@ mod tests {
                         if r == Ok(FaultOutcome::Mapped) {
                             installs.fetch_add(1, Ordering::Release);
                         }
+                        if r == Ok(FaultOutcome::Retry) {
+                            retries.fetch_add(1, Ordering::Release);
+                        }
                     }
                     counts
                 })
@@ -448,9 +452,12 @@ mod tests {
             .collect();
         let started = std::time::Instant::now();
         let mut unmaps = 0;
-        // At least 20000 unmaps, and until the faulters got installs through (bounded: a
-        // starved fault path fails the assertion below).
-        while (unmaps < 20_000 || installs.load(Ordering::Acquire) < 200) && started.elapsed().as_secs() < 20 {
+        // At least 20000 unmaps, and until the faulters got installs through and met the race
+        // (on a loaded machine the threads may run one after the other for a while; bounded:
+        // a starved fault path fails the assertion below).
+        while (unmaps < 20_000 || installs.load(Ordering::Acquire) < 200 || retries.load(Ordering::Acquire) == 0)
+            && started.elapsed().as_secs() < 20
+        {
             s.unmap(BASE, PAGE_SIZE, Reason::Unmap, &mut |_, _, _| {
                 generation.fetch_add(1, Ordering::AcqRel);
             })
