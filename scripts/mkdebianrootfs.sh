@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make debian-rootfs`: a Debian bookworm arm64 system (minbase and systemd) on an ext4 disk
+# `make debian-rootfs`: a Debian bookworm arm64 system (minbase, systemd and udev) on an ext4 disk
 # image, ready to boot to a login prompt:
 #   make run DISK=target/debian.img ROOT=/dev/vda MEM=1G     (log in as root, no password)
 #
@@ -30,7 +30,7 @@ make -s build
 tree=$(mktemp -d)
 trap 'rm -rf "$tree"' EXIT
 first_stage() {
-    "$debootstrap" --foreign --arch=arm64 --variant=minbase --include=systemd-sysv bookworm "$tree/root" "$mirror" >"$tree/debootstrap.log" 2>&1 \
+    "$debootstrap" --foreign --arch=arm64 --variant=minbase --include=systemd-sysv,udev bookworm "$tree/root" "$mirror" >"$tree/debootstrap.log" 2>&1 \
         || { tail -20 "$tree/debootstrap.log" >&2; echo "debian-rootfs: debootstrap's first stage failed" >&2; exit 1; }
     cat >"$tree/root/hv-first-boot" <<'FIRSTBOOT'
 #!/bin/sh
@@ -50,6 +50,7 @@ else
     echo "DEBIAN SECOND STAGE: failed"
 fi
 sync
+mount -o remount,ro / 2>/dev/null
 echo o >/proc/sysrq-trigger
 FIRSTBOOT
     chmod 755 "$tree/root/hv-first-boot"
