@@ -253,6 +253,21 @@ def ramoops_dump_after_pvpanic(name: str) -> list[str]:
     return problems
 
 
+def ramoops_at_hypervisor_panic(name: str) -> list[str]:
+    """The hypervisor's panic path saves the guests' ramoops regions too (from their frames,
+    allocating nothing), after its own record: the guest's record written before the
+    panic is on the disk (host tool) and back in its region on the next run."""
+    disk = fresh_disk(name)
+    crash = Machine([guest("crash", bootargs="fault=0 ramoops=1")], hv_args="debug_faults=on", pstore=disk)
+    code, out = boot(crash, LOGS / f"{name}.log")
+    problems = [] if code == 3 else [f"exit status {code}, expected 3"]
+    problems += expect(out, [r"pstore: panic recorded", r"pstore: VM 0's ramoops region saved \(256 pages, generation 1\)"])
+    recs = [r for r in records(disk) if r.get("vm") == 0 and r["kind"] == "dmesg"]
+    if not any("guest record before the hypervisor panicked" in r["text"] for r in recs):
+        problems.append(f"the guest's record is not on the disk: {recs}")
+    return problems
+
+
 def pmsg_ring(name: str) -> list[str]:
     """A VM's persistent messages (HV_PMSG_WRITE) in its pmsg zone on the pstore disk: 3000
     lines wrap the 64 KiB ring, the host tool prints it oldest first (consecutive lines
@@ -330,4 +345,5 @@ def pstore_tests() -> list[PstoreTest]:
         PstoreTest("pstore-guest-ramoops-across-power-off", ramoops_across_power_off),
         PstoreTest("pstore-guest-ramoops-dump-after-pvpanic", ramoops_dump_after_pvpanic),
         PstoreTest("pstore-guest-pmsg", pmsg_ring),
+        PstoreTest("pstore-guest-ramoops-at-hypervisor-panic", ramoops_at_hypervisor_panic),
     ]

@@ -12,6 +12,7 @@ pub mod exceptions;
 pub mod gic;
 pub mod hvc;
 pub mod psci;
+pub mod ramoops;
 pub mod vblk_driver;
 
 use core::arch::{asm, global_asm};

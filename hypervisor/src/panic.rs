@@ -70,6 +70,10 @@ fn panic(info: &PanicInfo) -> ! {
             let _ = writeln!(PanicWriter, "pstore: panic not recorded (no pstore disk, or it failed)");
         }
     }
+    // The guests' own crash records too: their ramoops regions, as when a VM stops.
+    crate::vm::save_ramoops_at_panic(&mut |vm, pages, generation| {
+        let _ = writeln!(PanicWriter, "pstore: VM {vm}'s ramoops region saved ({pages} pages, generation {generation})");
+    });
     firmware::exit(status::HYPERVISOR_PANIC)
 }
 

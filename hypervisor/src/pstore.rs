@@ -403,44 +403,67 @@ pub fn restore_ramoops(vm: usize, region: &mut [u8]) -> Option<(u64, i64)> {
 /// last save): the pages the older copy lacks, then its header, then a flush. Returns
 /// (pages written, generation), or None without disk areas or on a disk error (logged).
 pub fn save_ramoops(vm: usize, region: &[u8], written: &Pages) -> Option<(usize, u64)> {
+    let page = areas::PAGE as usize;
     let mut guard = STORE.lock();
     let store = guard.as_mut()?;
-    let base = store.areas?;
-    let state = store.ramoops.get_mut(vm)?.get_or_insert(SaveState::new(None, None));
-    let pages = state.to_write(written);
-    let slot = areas::slot_offset(base, vm, state.next_slot);
-    let page = areas::PAGE as usize;
-    let mut result = Ok(());
-    let mut p = 0;
-    while p < areas::REGION_PAGES && result.is_ok() {
-        if !pages.contains(p) {
-            p += 1;
-            continue;
-        }
-        let run = (p..areas::REGION_PAGES).take_while(|q| pages.contains(*q)).count();
-        let at = (slot + areas::SLOT_HEADER + (p * page) as u64) / 512;
-        result = store.disk.write(at, &region[p * page..(p + run) * page]);
-        p += run;
+    let result = store.save_region(vm, written, &|p| region.get(p * page..(p + 1) * page));
+    if let Err(e) = result {
+        log::warn!("pstore: VM {vm}'s ramoops region not saved: {e:?}");
     }
-    let header = SlotHeader {
-        vm: vm as u32,
-        generation: state.generation + 1,
-        region_size: region.len() as u64,
-        checksum: areas::fnv64(region),
-        saved_at: rtc_seconds(),
-        changed: *written,
-    };
-    let result = result.and_then(|()| store.disk.write(slot / 512, &header.encode())).and_then(|()| store.disk.flush());
-    let state = store.ramoops[vm].as_mut()?;
-    match result {
-        Ok(()) => {
-            state.saved(written);
-            Some((pages.count(), state.generation))
+    result.ok().flatten()
+}
+
+/// The panic path (after `record_panic`, every other CPU stopped): saves VM `vm`'s region
+/// from its host frames (the guest's memory, identity-mapped; 0: a page that left the
+/// region, and then nothing is saved). Allocates nothing.
+pub fn save_ramoops_at_panic(vm: usize, frames: &[u64; areas::REGION_PAGES], written: &Pages) -> Option<(usize, u64)> {
+    if frames.contains(&0) {
+        return None;
+    }
+    let mut guard = STORE.try_lock()?;
+    let store = guard.as_mut()?;
+    store
+        .save_region(vm, written, &|p| {
+            // SAFETY: frames[p] is a page of the VM's region, mapped to it when tracking
+            // began and not unmapped since (unmapping zeroes its entry); the other CPUs are
+            // stopped, so it is not freed while it is read; the hypervisor's memory is
+            // identity-mapped.
+            frames.get(p).map(|f| unsafe { core::slice::from_raw_parts(*f as *const u8, areas::PAGE as usize) })
+        })
+        .ok()
+        .flatten()
+}
+
+impl Store {
+    /// Writes the pages of VM `vm`'s region its older slot lacks (`page(i)`: page i's
+    /// bytes), then that slot's header, then a flush. Ok(None) without disk areas.
+    fn save_region<'a>(&mut self, vm: usize, written: &Pages, page: &dyn Fn(usize) -> Option<&'a [u8]>) -> Result<Option<(usize, u64)>, BlkError> {
+        let Some(base) = self.areas else { return Ok(None) };
+        let Some(state) = self.ramoops.get_mut(vm) else { return Ok(None) };
+        let state = *state.get_or_insert(SaveState::new(None, None));
+        let pages = state.to_write(written);
+        let slot = areas::slot_offset(base, vm, state.next_slot);
+        let mut checksum = areas::FNV_START;
+        for p in 0..areas::REGION_PAGES {
+            let bytes = page(p).ok_or(BlkError::OutOfRange)?;
+            checksum = areas::fnv64_more(checksum, bytes);
+            if pages.contains(p) {
+                self.disk.write((slot + areas::SLOT_HEADER + p as u64 * areas::PAGE) / 512, bytes)?;
+            }
         }
-        Err(e) => {
-            log::warn!("pstore: VM {vm}'s ramoops region not saved: {e:?}");
-            None
-        }
+        let header = SlotHeader {
+            vm: vm as u32,
+            generation: state.generation + 1,
+            region_size: hv_core::guest_dt::RAMOOPS_SIZE,
+            checksum,
+            saved_at: rtc_seconds(),
+            changed: *written,
+        };
+        self.disk.write(slot / 512, &header.encode())?;
+        self.disk.flush()?;
+        let state = self.ramoops[vm].as_mut().ok_or(BlkError::OutOfRange)?;
+        state.saved(written);
+        Ok(Some((pages.count(), state.generation)))
     }
 }
 

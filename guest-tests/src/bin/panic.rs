@@ -24,31 +24,19 @@ fn main(info: &BootInfo) -> ! {
     let ramoops = info.arg("ramoops") == Some(1);
     let region = info.dtb - (1 << 20);
     if ramoops {
-        put_record(region, b"");
+        guest_rt::ramoops::put_record(region, b"");
     }
     println!("guest panic: reporting it through pvpanic");
     // SAFETY: writing PANICKED to the pvpanic register reports the panic; the hypervisor
     // stops this VM.
     unsafe { core::ptr::write_volatile(layout::PVPANIC_BASE as *mut u8, pvpanic::PANICKED) };
     if ramoops {
-        put_record(region, b"====0.0-D\nguest dump after pvpanic: the record must survive");
+        guest_rt::ramoops::put_record(region, b"====0.0-D\nguest dump after pvpanic: the record must survive");
         println!("guest panic: dump written into the ramoops region");
         guest_rt::psci::system_off();
     }
     println!("still running after reporting a panic");
     guest_rt::fail(1)
-}
-
-/// A persistent_ram buffer (signature "DBGC", start, size) holding `text` at `at`.
-fn put_record(at: u64, text: &[u8]) {
-    let mut header = [0u8; 12];
-    header[0..4].copy_from_slice(&0x4347_4244u32.to_le_bytes());
-    header[8..12].copy_from_slice(&(text.len() as u32).to_le_bytes());
-    for (i, b) in header.iter().chain(text).enumerate() {
-        // SAFETY: the ramoops region is this guest's RAM (identity-mapped), used by nothing
-        // else of the program.
-        unsafe { core::ptr::write_volatile((at + i as u64) as *mut u8, *b) };
-    }
 }
 
 guest_rt::guest_main!(main);

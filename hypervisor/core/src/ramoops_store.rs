@@ -79,7 +79,14 @@ pub fn slot_offset(areas: u64, vm: usize, slot: usize) -> u64 {
 
 /// 64-bit FNV-1a.
 pub fn fnv64(data: &[u8]) -> u64 {
-    data.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ *b as u64).wrapping_mul(0x0100_0000_01b3))
+    fnv64_more(FNV_START, data)
+}
+
+pub const FNV_START: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// FNV-1a continued over `data` from `h` (a region checksummed page by page).
+pub fn fnv64_more(h: u64, data: &[u8]) -> u64 {
+    data.iter().fold(h, |h, b| (h ^ *b as u64).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// A saved copy's header.

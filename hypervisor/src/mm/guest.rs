@@ -68,6 +68,16 @@ pub enum AccessError {
     Contended,
 }
 
+/// The tracked region: its start, the pages written since `take_written`, and each page's
+/// host frame (0 once it left the region: unmapped), for the panic path, which may take no
+/// table lock.
+#[derive(Clone, Copy)]
+struct Tracked {
+    start: u64,
+    written: Pages,
+    frames: [u64; REGION_PAGES],
+}
+
 /// There is not enough host memory for the VM's RAM.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OutOfMemory;
@@ -99,9 +109,8 @@ pub struct GuestMemory {
     committed: AtomicU64,
     /// Everything was given back (`teardown` ran).
     torn_down: core::sync::atomic::AtomicBool,
-    /// A region whose writes are tracked (the guest's ramoops region): its start and the
-    /// pages written since `take_written`.
-    tracked: Mutex<Option<(u64, Pages)>>,
+    /// A region whose writes are tracked (the guest's ramoops region).
+    tracked: Mutex<Option<Tracked>>,
 }
 
 impl GuestMemory {
@@ -429,6 +438,13 @@ impl GuestMemory {
 
     /// A leaf left stage-2 (its TLB entries invalidated): what its memory becomes.
     fn unmapped(&self, ipa: u64, pa: u64, size: u64) {
+        if let Some(t) = self.tracked.lock().as_mut() {
+            // Its frames are no longer the region's: the panic path must not read them.
+            let end = t.start + REGION_PAGES as u64 * PAGE_SIZE;
+            for p in (ipa.max(t.start)..(ipa + size).min(end)).step_by(PAGE_SIZE as usize) {
+                t.frames[((p - t.start) / PAGE_SIZE) as usize] = 0;
+            }
+        }
         match &self.backing {
             Backing::Eager(_) => {
                 if !self.keep_unmapped {
@@ -482,10 +498,12 @@ impl GuestMemory {
     pub fn track_writes(&self, start: u64) -> Result<(), MapError> {
         let size = REGION_PAGES as u64 * PAGE_SIZE;
         self.guest_range(start, size)?;
-        for page in (start..start + size).step_by(PAGE_SIZE as usize) {
+        let mut frames = [0u64; REGION_PAGES];
+        for (i, page) in (start..start + size).step_by(PAGE_SIZE as usize).enumerate() {
             self.populate(page)?;
+            frames[i] = self.space.translate(page).map_or(0, |t| t.pa & !(PAGE_SIZE - 1));
         }
-        *self.tracked.lock() = Some((start, Pages::NONE));
+        *self.tracked.lock() = Some(Tracked { start, written: Pages::NONE, frames });
         self.space.protect(start, size, Attrs::RAM_RO).map(|_| ())
     }
 
@@ -494,11 +512,11 @@ impl GuestMemory {
     fn note_tracked_write(&self, ipa: u64) -> bool {
         let page = {
             let mut t = self.tracked.lock();
-            let Some((start, written)) = t.as_mut() else { return false };
-            if ipa < *start || ipa >= *start + REGION_PAGES as u64 * PAGE_SIZE {
+            let Some(t) = t.as_mut() else { return false };
+            if ipa < t.start || ipa >= t.start + REGION_PAGES as u64 * PAGE_SIZE {
                 return false;
             }
-            written.insert(((ipa - *start) / PAGE_SIZE) as usize);
+            t.written.insert(((ipa - t.start) / PAGE_SIZE) as usize);
             ipa & !(PAGE_SIZE - 1)
         };
         self.space.protect(page, PAGE_SIZE, Attrs::RAM_RWX).is_ok()
@@ -507,13 +525,25 @@ impl GuestMemory {
     /// The tracked region's pages written since the last call (all, if nothing is
     /// tracked), each read-only again so that the next write is noted.
     pub fn take_written(&self) -> Pages {
-        let Some((start, written)) = self.tracked.lock().as_mut().map(|(s, w)| (*s, core::mem::replace(w, Pages::NONE))) else {
+        let Some((start, written)) = self.tracked.lock().as_mut().map(|t| (t.start, core::mem::replace(&mut t.written, Pages::NONE))) else {
             return Pages::ALL;
         };
         for p in (0..REGION_PAGES).filter(|p| written.contains(*p)) {
             let _ = self.space.protect(start + p as u64 * PAGE_SIZE, PAGE_SIZE, Attrs::RAM_RO);
         }
         written
+    }
+
+    /// The panic path (every other CPU stopped): the tracked region's written pages and host
+    /// frames, without a table lock (and taking the region's lock even if a stopped CPU
+    /// held it).
+    pub fn region_at_panic(&self) -> Option<(Pages, [u64; REGION_PAGES])> {
+        if self.tracked.is_locked() {
+            // SAFETY: every other CPU is stopped for good; if this one held the lock, the code
+            // that held it never runs again. The data is plain values.
+            unsafe { self.tracked.force_unlock() };
+        }
+        self.tracked.try_lock()?.as_ref().map(|t| (t.written, t.frames))
     }
 
     /// HV_MEM_AGE: (young pages, bitmap of the first 64 pages, whether the hypervisor's

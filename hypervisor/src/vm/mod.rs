@@ -636,6 +636,25 @@ pub fn host_disk_interrupt(intid: u32) {
     crate::drivers::gicv3::device_done(intid);
 }
 
+/// The panic path (every other CPU stopped): each running VM's ramoops region goes to the
+/// pstore disk from its frames, as at a stop; `report(vm, pages, generation)` for each one
+/// saved. Allocates nothing.
+pub fn save_ramoops_at_panic(report: &mut dyn FnMut(usize, usize, u64)) {
+    if VMS.is_locked() {
+        // SAFETY: every other CPU is stopped for good; if this one held the lock, the code
+        // that held it never runs again; the list is only read here.
+        unsafe { VMS.force_unlock() };
+    }
+    let Some(vms) = VMS.try_lock() else { return };
+    for vm in vms.iter().filter(|v| v.spec.params.ramoops) {
+        if let Some((written, frames)) = vm.mem.region_at_panic() {
+            if let Some((pages, generation)) = crate::pstore::save_ramoops_at_panic(vm.id, &frames, &written) {
+                report(vm.id, pages, generation);
+            }
+        }
+    }
+}
+
 /// Makes the machine's exit status at least `code` (hv_core::outcome::status).
 pub fn raise_exit_status(code: u32) {
     EXIT_STATUS.fetch_max(code, Ordering::AcqRel);
