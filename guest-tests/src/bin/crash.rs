@@ -2,7 +2,8 @@
 //! 1 data abort at EL2, 2 stack overflow, 3 a wrong key under a signed return address), to test that such a crash is reported and ends
 //! the machine with the panic status. Without `debug_faults=on` on the hypervisor's command
 //! line the call must be refused, and the guest passes. `ramoops=1`: a record is put in the
-//! guest's ramoops region first (the panic path must save it).
+//! guest's ramoops region first (the panic path must save it); with `hang=1` the guest
+//! then spins for ever instead (an idle CPU must save it while it runs).
 
 #![no_std]
 #![no_main]
@@ -14,6 +15,12 @@ fn main(info: &BootInfo) -> ! {
     let fault = info.arg("fault").unwrap_or(0);
     if info.arg("ramoops") == Some(1) {
         guest_rt::ramoops::put_record(info.dtb - (1 << 20), b"====0.0-D\nguest record before the hypervisor panicked");
+        if info.arg("hang") == Some(1) {
+            println!("record written; spinning");
+            loop {
+                core::hint::spin_loop();
+            }
+        }
     }
     println!("asking the hypervisor for debug fault {}", fault);
     let r = hvc::call(id::HV_DEBUG_FAULT, fault, 0, 0);

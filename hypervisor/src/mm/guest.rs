@@ -522,6 +522,11 @@ impl GuestMemory {
         self.space.protect(page, PAGE_SIZE, Attrs::RAM_RWX).is_ok()
     }
 
+    /// Whether the guest wrote the tracked region since the last `take_written`.
+    pub fn has_written(&self) -> bool {
+        self.tracked.lock().as_ref().is_some_and(|t| t.written != Pages::NONE)
+    }
+
     /// The tracked region's pages written since the last call (all, if nothing is
     /// tracked), each read-only again so that the next write is noted.
     pub fn take_written(&self) -> Pages {

@@ -184,6 +184,8 @@ fn idle_wait() {
         return;
     }
     crate::pstore::idle_sync();
+    // Running VMs' ramoops regions go to the disk now and then; wake up for the next one.
+    cpu::hyp_timer_at(Some(crate::vm::save_ramoops_if_due()));
     cpu::wait_for_interrupt();
     let arrived = crate::drivers::gicv3::handle_pending();
     if arrived.uart {

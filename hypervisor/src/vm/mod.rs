@@ -101,6 +101,10 @@ pub struct Vm {
     panic_pending: AtomicBool,
     /// When a pvpanic report is acted on at the latest (counter value; 0: none).
     panic_deadline: AtomicU64,
+    /// One save of the ramoops region at a time (a stop's and an idle CPU's), and when the
+    /// last one began (counter value).
+    ramoops_saving: Mutex<()>,
+    last_ramoops_save: AtomicU64,
     /// The virtual GIC, when the machine can virtualize one.
     pub vgic: Option<Vgic>,
     /// Its disks (host disks with serial `vm<id>-disk<M>`), disk M in virtio-mmio slot
@@ -161,6 +165,8 @@ impl Vm {
                 pvpanic: PvPanic::new(),
                 panic_pending: AtomicBool::new(false),
                 panic_deadline: AtomicU64::new(0),
+                ramoops_saving: Mutex::new(()),
+                last_ramoops_save: AtomicU64::new(0),
                 vgic: vgic::available().then(|| Vgic::new(vcpus)),
                 disks,
                 stopping: AtomicBool::new(false),
@@ -270,7 +276,31 @@ impl Vm {
     /// The VM stops or resets: the pages of its ramoops region the guest wrote go to the
     /// pstore disk.
     pub fn save_ramoops(&self) {
+        let _one_at_a_time = self.ramoops_saving.lock();
+        self.save_ramoops_now(false);
+    }
+
+    /// An idle CPU's save of a running VM's region, when pages were written and the last save
+    /// is `interval` old: a machine killed mid-run keeps what the guest's ramoops wrote until
+    /// then. Returns when to look again.
+    pub fn save_ramoops_if_due(&self, now: u64, interval: u64) -> Option<u64> {
+        self.ramoops_region()?;
+        let due = self.last_ramoops_save.load(Ordering::Relaxed) + interval;
+        if !self.mem.has_written() {
+            // Look again then (the guest's writes wake no idle CPU).
+            return Some(now + interval);
+        }
+        if now < due {
+            return Some(due);
+        }
+        let _one_at_a_time = self.ramoops_saving.try_lock()?;
+        self.save_ramoops_now(true);
+        None
+    }
+
+    fn save_ramoops_now(&self, periodic: bool) {
         let Some((start, end)) = self.ramoops_region() else { return };
+        self.last_ramoops_save.store(cpu::counter().1, Ordering::Relaxed);
         let written = self.mem.take_written();
         let mut region = alloc::vec![0u8; (end - start) as usize];
         if let Err(e) = self.mem.read(start, &mut region) {
@@ -278,10 +308,12 @@ impl Vm {
             return;
         }
         if let Some((pages, generation)) = crate::pstore::save_ramoops(self.id, &region, &written) {
-            log::info!(
-                "VM {}: ramoops region saved to the pstore disk: {pages} page(s) ({} KiB) written, generation {generation}",
+            log::log!(
+                if periodic { log::Level::Debug } else { log::Level::Info },
+                "VM {}: ramoops region saved to the pstore disk: {pages} page(s) ({} KiB) written, generation {generation}{}",
                 self.id,
-                pages * 4
+                pages * 4,
+                if periodic { " (while it runs)" } else { "" }
             );
         }
     }
@@ -634,6 +666,19 @@ pub fn host_disk_interrupt(intid: u32) {
         }
     }
     crate::drivers::gicv3::device_done(intid);
+}
+
+/// How often an idle CPU saves a running VM's written ramoops pages at most.
+const RAMOOPS_SAVE_INTERVAL_MS: u64 = 2000;
+
+/// An idle CPU: saves the running VMs' ramoops regions that are due (`Vm::save_ramoops_if_due`).
+/// Returns when to look again, for the CPU to wake up then (VMs started later, guests'
+/// writes: nothing else wakes an idle CPU).
+pub fn save_ramoops_if_due() -> u64 {
+    let (freq, now) = cpu::counter();
+    let interval = freq / 1000 * RAMOOPS_SAVE_INTERVAL_MS;
+    let vms: Vec<Arc<Vm>> = VMS.try_lock().map(|l| l.iter().filter(|v| v.spec.params.ramoops).cloned().collect()).unwrap_or_default();
+    vms.iter().filter_map(|v| v.save_ramoops_if_due(now, interval)).min().unwrap_or(now + interval)
 }
 
 /// The panic path (every other CPU stopped): each running VM's ramoops region goes to the
