@@ -250,7 +250,9 @@ def boot_tests() -> list[BootTest]:
         # committed to two VMs at once never overlaps.)
         BootTest("no-secret-leak", Machine([guest("secret", mem=224 * MIB), guest("secret", mem=224 * MIB, bootargs="role=1")], cpus=2,
                                            host_mem=512 * MIB), [
-            r"vm1\| secret written: 206 MiB", r"vm0\| scanned 206 MiB \(52736 pages given on first touch\): 0 secret words, 0 non-zero words",
+            r"vm1\| secret written: 206 MiB", # 52224: the block holding the ramoops region is populated when the VM is built (its
+            # pages are write-protected for dirty logging), so 512 pages fewer come on first touch.
+            r"vm0\| scanned 206 MiB \(52224 pages given on first touch\): 0 secret words, 0 non-zero words",
             r"VM 0: test verdict PASS", r"machine exit status 0"]),
         BootTest("stop-spinning-vcpu", Machine([guest("spin", smp=2)], cpus=2), [
             r"vm0\| vCPU 1 is spinning", *verdict]),
