@@ -287,6 +287,32 @@ def ramoops_saved_while_running(name: str) -> list[str]:
     return problems
 
 
+def ramoops_killed_while_saving(name: str) -> list[str]:
+    """QEMU killed at random moments (seeded, printed) while a guest keeps rewriting its
+    ramoops record and idle CPUs save the region: each run restores the copy the disk holds
+    (the host tool's), whole, and the count never goes back."""
+    disk = fresh_disk(name)
+    seed = int(os.environ.get("PSTORE_KILL_SEED", "0")) or random.randrange(1, 1 << 30)
+    rng = random.Random(seed)
+    problems: list[str] = []
+    last = 0
+    for i in range(6):
+        r = qemu.run(qemu.command(Machine([guest("ramoopscount")], cpus=2, pstore=disk)), rng.uniform(3, 7), log=LOGS / f"{name}-{i}.log")
+        # The guest's own line (the boot log may quote the previous run's in the console zone).
+        said = re.findall(r"^restored count (\d+)", r.out, re.M)
+        if not said or int(said[-1]) != last:
+            problems.append(f"run {i}: restored {said[-1] if said else None}, the disk held {last}")
+        recs = [x["text"] for x in records(disk, blank_ok=True) if x.get("vm") == 0 and x["kind"] == "dmesg"]
+        counts = [int(x.group(1)) for x in (re.search(r"count (\d+)", t) for t in recs) if x]
+        now = counts[0] if counts else 0
+        if now < last:
+            problems.append(f"run {i}: the disk's count went back from {last} to {now}")
+        last = now
+    if last == 0:
+        problems.append("no save happened in 6 runs")
+    return [f"{p} (seed {seed})" for p in problems]
+
+
 def pmsg_ring(name: str) -> list[str]:
     """A VM's persistent messages (HV_PMSG_WRITE) in its pmsg zone on the pstore disk: 3000
     lines wrap the 64 KiB ring, the host tool prints it oldest first (consecutive lines
@@ -366,4 +392,5 @@ def pstore_tests() -> list[PstoreTest]:
         PstoreTest("pstore-guest-pmsg", pmsg_ring),
         PstoreTest("pstore-guest-ramoops-at-hypervisor-panic", ramoops_at_hypervisor_panic),
         PstoreTest("pstore-guest-ramoops-saved-while-running", ramoops_saved_while_running),
+        PstoreTest("pstore-guest-ramoops-killed-while-saving", ramoops_killed_while_saving),
     ]
