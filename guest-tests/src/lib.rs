@@ -13,6 +13,7 @@ pub mod gic;
 pub mod hvc;
 pub mod psci;
 pub mod ramoops;
+pub mod text;
 pub mod vblk_driver;
 
 use core::arch::{asm, global_asm};

@@ -6,6 +6,12 @@
 
 use core::arch::{asm, global_asm};
 
+// The test guests' line type; these programs use part of it.
+#[allow(dead_code)]
+#[path = "text.rs"]
+mod text;
+use text::Text;
+
 global_asm!(
     ".section .text.head, \"ax\"",
     ".global _start",
@@ -30,26 +36,11 @@ pub fn syscall(nr: u64, a: [u64; 5]) -> i64 {
     r
 }
 
-/// A line of at most 96 bytes, formatted on the stack.
-struct Line {
-    buf: [u8; 96],
-    len: usize,
-}
-
-impl core::fmt::Write for Line {
-    fn write_str(&mut self, s: &str) -> core::fmt::Result {
-        let n = s.len().min(self.buf.len() - self.len);
-        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
-        self.len += n;
-        Ok(())
-    }
-}
-
 /// Writes `args` and a newline to standard output.
 pub fn print_line(args: core::fmt::Arguments<'_>) {
-    let mut line = Line { buf: [0; 96], len: 0 };
+    let mut line = Text::<96>::new();
     let _ = core::fmt::Write::write_fmt(&mut line, format_args!("{}\n", args));
-    syscall(WRITE, [1, line.buf.as_ptr() as u64, line.len as u64, 0, 0]);
+    syscall(WRITE, [1, line.as_bytes().as_ptr() as u64, line.as_bytes().len() as u64, 0, 0]);
 }
 
 #[panic_handler]

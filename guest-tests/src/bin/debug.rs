@@ -11,8 +11,10 @@
 #![no_main]
 
 use core::arch::{asm, global_asm};
+use core::fmt::Write;
 use core::sync::atomic::{AtomicU64, Ordering};
 use guest_rt::exceptions::{self, Frame};
+use guest_rt::text::Text;
 use guest_rt::{check, check_eq, counter, gic, mrs, msr, println, BootInfo};
 
 global_asm!(
@@ -107,47 +109,15 @@ fn reset_seen() {
 }
 
 /// The debug exceptions seen, as `EC@offset` from `base`.
-fn seen(base: u64) -> heapless_line::Line {
-    let mut line = heapless_line::Line::new();
+fn seen(base: u64) -> Text<160> {
+    let mut line = Text::new();
     let n = (COUNT.load(Ordering::Relaxed) as usize).min(SEEN.len());
     for s in &SEEN[..n] {
         let v = s.load(Ordering::Relaxed);
-        line.push(format_args!("{:#x}@{:+}", v >> 48, (v & 0xffff_ffff_ffff) as i64 - base as i64));
+        let sep = if line.is_empty() { "" } else { " " };
+        let _ = write!(line, "{sep}{:#x}@{:+}", v >> 48, (v & 0xffff_ffff_ffff) as i64 - base as i64);
     }
     line
-}
-
-/// A fixed-size text buffer (no heap in the test guests).
-mod heapless_line {
-    use core::fmt::Write;
-    pub struct Line {
-        buf: [u8; 160],
-        len: usize,
-    }
-    impl Line {
-        pub fn new() -> Line {
-            Line { buf: [0; 160], len: 0 }
-        }
-        pub fn push(&mut self, args: core::fmt::Arguments) {
-            if self.len != 0 {
-                let _ = self.write_str(" ");
-            }
-            let _ = self.write_fmt(args);
-        }
-    }
-    impl Write for Line {
-        fn write_str(&mut self, s: &str) -> core::fmt::Result {
-            let n = s.len().min(self.buf.len() - self.len);
-            self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
-            self.len += n;
-            Ok(())
-        }
-    }
-    impl core::fmt::Display for Line {
-        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-            f.write_str(core::str::from_utf8(&self.buf[..self.len]).unwrap_or("?"))
-        }
-    }
 }
 
 fn debug_exceptions(on: bool) {

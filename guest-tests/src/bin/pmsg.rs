@@ -9,32 +9,18 @@
 
 use core::fmt::Write;
 use guest_rt::hvc;
+use guest_rt::text::Text;
 use guest_rt::{check_eq, println, BootInfo};
 use hv_core::hypercall::{ret, PMSG_WRITE_MAX};
-
-/// A line built on the stack.
-struct Line {
-    buf: [u8; 64],
-    len: usize,
-}
-
-impl Write for Line {
-    fn write_str(&mut self, s: &str) -> core::fmt::Result {
-        let n = s.len().min(self.buf.len() - self.len);
-        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
-        self.len += n;
-        Ok(())
-    }
-}
 
 static BIG: [u8; PMSG_WRITE_MAX as usize + 1] = [b'x'; PMSG_WRITE_MAX as usize + 1];
 
 fn main(info: &BootInfo) -> ! {
     let count = info.arg("count").unwrap_or(3000);
     for i in 1..=count {
-        let mut line = Line { buf: [0; 64], len: 0 };
+        let mut line = Text::<64>::new();
         let _ = writeln!(line, "pmsg message {} of {}", i, count);
-        check_eq!(hvc::pmsg_write(&line.buf[..line.len]), line.len as i64, "message {} written", i);
+        check_eq!(hvc::pmsg_write(line.as_bytes()), line.as_bytes().len() as i64, "message {} written", i);
     }
     println!("pmsg: {} messages written", count);
     check_eq!(hvc::pmsg_write(&BIG), ret::INVALID_PARAMETERS, "a buffer longer than PMSG_WRITE_MAX");

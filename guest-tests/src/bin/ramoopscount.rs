@@ -7,23 +7,10 @@
 #![no_main]
 
 use core::fmt::Write;
+use guest_rt::text::Text;
 use guest_rt::{println, BootInfo};
 
 const PREFIX: &[u8] = b"====0.0-D\ncount ";
-
-struct Text {
-    buf: [u8; 64],
-    len: usize,
-}
-
-impl Write for Text {
-    fn write_str(&mut self, s: &str) -> core::fmt::Result {
-        let n = s.len().min(self.buf.len() - self.len);
-        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
-        self.len += n;
-        Ok(())
-    }
-}
 
 fn main(info: &BootInfo) -> ! {
     let region = info.dtb - (1 << 20);
@@ -35,10 +22,9 @@ fn main(info: &BootInfo) -> ! {
     let freq = guest_rt::counter().1;
     loop {
         count += 1;
-        let mut t = Text { buf: [0; 64], len: 0 };
-        let _ = t.write_str("====0.0-D\n");
-        let _ = write!(t, "count {}", count);
-        guest_rt::ramoops::put_record(region, &t.buf[..t.len]);
+        let mut t = Text::<64>::new();
+        let _ = write!(t, "====0.0-D\ncount {}", count);
+        guest_rt::ramoops::put_record(region, t.as_bytes());
         let start = guest_rt::counter().0;
         while guest_rt::counter().0 - start < freq / 100 {
             core::hint::spin_loop();
