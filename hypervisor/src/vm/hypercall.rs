@@ -264,35 +264,40 @@ fn affinity_info(vm: &Vm, target: u64, lowest_level: u64) -> i64 {
     }
 }
 
-#[inline(never)]
 /// HV_PMSG_WRITE: the bytes go to the VM's pmsg ring on the pstore disk, durable when this
 /// returns (NOT_PRESENT without a disk with room for it).
+#[inline(never)]
 fn pmsg_write(vm: &Vm, addr: u64, len: u64) -> i64 {
-    if len > abi::PMSG_WRITE_MAX {
-        return ret::INVALID_PARAMETERS;
-    }
-    let mut buf = [0u8; abi::PMSG_WRITE_MAX as usize];
-    let buf = &mut buf[..len as usize];
-    if vm.mem.read(addr, buf).is_err() {
-        return ret::INVALID_ADDRESS;
-    }
-    match crate::pstore::pmsg_write(vm.id, buf) {
+    with_guest_buffer(vm, addr, len, abi::PMSG_WRITE_MAX, |bytes| match crate::pstore::pmsg_write(vm.id, bytes) {
         Ok(()) => len as i64,
         Err(crate::pstore::PmsgError::NoDisk) => ret::NOT_PRESENT,
         Err(crate::pstore::PmsgError::Disk) => ret::INTERNAL_FAILURE,
-    }
+    })
 }
 
+#[inline(never)]
 fn console_write(vm: &Vm, addr: u64, len: u64) -> i64 {
-    if len > abi::CONSOLE_WRITE_MAX {
+    with_guest_buffer(vm, addr, len, abi::CONSOLE_WRITE_MAX, |bytes| {
+        vm.uart.write_bytes(bytes);
+        vm.after_uart_activity();
+        len as i64
+    })
+}
+
+/// The longest guest buffer a hypercall copies out.
+const BUFFER_MAX: usize = 4096;
+const _: () = assert!(abi::CONSOLE_WRITE_MAX as usize <= BUFFER_MAX && abi::PMSG_WRITE_MAX as usize <= BUFFER_MAX);
+
+/// The guest's buffer of a console or pmsg write, copied out and handed to `f`:
+/// INVALID_PARAMETERS if longer than `max`, INVALID_ADDRESS if not the caller's RAM.
+fn with_guest_buffer(vm: &Vm, addr: u64, len: u64, max: u64, f: impl FnOnce(&[u8]) -> i64) -> i64 {
+    if len > max {
         return ret::INVALID_PARAMETERS;
     }
-    let mut buf = [0u8; abi::CONSOLE_WRITE_MAX as usize];
-    let buf = &mut buf[..len as usize];
+    let mut buf = [0u8; BUFFER_MAX];
+    let Some(buf) = buf.get_mut(..len as usize) else { return ret::INVALID_PARAMETERS };
     if vm.mem.read(addr, buf).is_err() {
         return ret::INVALID_ADDRESS;
     }
-    vm.uart.write_bytes(buf);
-    vm.after_uart_activity();
-    len as i64
+    f(buf)
 }
