@@ -338,11 +338,8 @@ pub enum PmsgError {
 pub fn pmsg_write(vm: usize, bytes: &[u8]) -> Result<(), PmsgError> {
     let mut guard = STORE.lock();
     let store = guard.as_mut().ok_or(PmsgError::NoDisk)?;
-    let base = store.areas.ok_or(PmsgError::NoDisk)?;
+    let base = store.areas.filter(|_| vm < MAX_VMS).ok_or(PmsgError::NoDisk)?;
     let offset = areas::pmsg_offset(base, vm);
-    if vm >= MAX_VMS {
-        return Err(PmsgError::NoDisk);
-    }
     if store.pmsg[vm].is_none() {
         let mut zone = vec![0u8; areas::PMSG_ZONE as usize];
         store.disk.read(offset / 512, &mut zone).map_err(|_| PmsgError::Disk)?;

@@ -111,7 +111,6 @@ struct Flying {
 /// answered to the guest.
 struct IoState {
     flying: Vec<Option<Flying>>,
-    in_flight: usize,
     done: Vec<(Flying, u8)>,
 }
 
@@ -157,7 +156,6 @@ impl DiskIo {
             match r {
                 Reaped::Done(c) => {
                     if let Some(f) = st.flying.get_mut(c.token as usize).and_then(Option::take) {
-                        st.in_flight -= 1;
                         self.unpin(f.pin);
                         let status = match c.status {
                             blk::S_OK => blk::S_OK,
@@ -178,7 +176,6 @@ impl DiskIo {
             self.unpin(f.pin);
             st.done.push((f, S_IOERR));
         }
-        st.in_flight = 0;
     }
 
     /// Waits until no request in flight uses `range` (None: any), reaping; a host device
@@ -188,7 +185,7 @@ impl DiskIo {
         loop {
             let busy = match range {
                 Some(r) => self.pinned(r),
-                None => self.state.lock().in_flight != 0,
+                None => self.state.lock().flying.iter().any(Option::is_some),
             };
             if !busy {
                 return;
@@ -266,7 +263,7 @@ impl GuestDisk {
             }
             while blk.reap().is_some() {}
         }
-        let state = IoState { flying: (0..crate::drivers::virtio_blk::MAX_QUEUE_SIZE).map(|_| None).collect(), in_flight: 0, done: Vec::new() };
+        let state = IoState { flying: (0..crate::drivers::virtio_blk::MAX_QUEUE_SIZE).map(|_| None).collect(), done: Vec::new() };
         let io = Arc::new(DiskIo { host, state: Mutex::new(state), pins: Mutex::new((Vec::new(), 0)), waits: AtomicU64::new(0) });
         let notifier = mem.space.notifiers.register(io.clone());
         GuestDisk { slot, host, guest: Mutex::new(guest), io, notifier, zero_copy: AtomicU64::new(0), bounced: AtomicU64::new(0), accesses: AtomicU64::new(0), busy: AtomicU64::new(0) }
@@ -424,7 +421,6 @@ impl GuestDisk {
         };
         if let Some(slot) = st.flying.get_mut(token as usize) {
             *slot = Some(Flying { head: chain.head, req, generation: g.generation, pin });
-            st.in_flight += 1;
         }
         self.zero_copy.fetch_add(1, Ordering::Relaxed);
         Started::Yes
