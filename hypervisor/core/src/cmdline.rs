@@ -14,7 +14,7 @@
 //! | `populate=eager\|lazy` | guest RAM allocated and mapped at VM creation, or page by page on the guest's first touch (stage-2 faults; the memory is committed to the VM at creation all the same) | `lazy` |
 //! | `blocks=on\|off` | with `populate=lazy`, a first touch maps the whole 2 MiB block around it (one fault, one 2 MiB leaf, as KVM does with transparent huge pages) where the block is untouched, inside RAM and a free aligned 2 MiB run of frames exists; else a 4 KiB page | `on` |
 //! | `virtio=modern\|legacy` | the virtio-mmio interface of the VM's devices (its disks): version 2, or version 1 as QEMU shows by default | `modern` |
-//! | `ramoops=on\|off` | a 1 MiB RAM region below the guest's device tree for Linux's ramoops (a reserved-memory node compatible "ramoops": 64 KiB records, console and pmsg); it survives the VM's reboots | `on` |
+//! | `ramoops=on\|off` | a 1 MiB RAM region below the guest's device tree for Linux's ramoops (a reserved-memory node compatible "ramoops": 64 KiB records, console and pmsg); it survives the VM's reboots and, on a pstore disk with room, runs of the machine | `on` |
 //! | `refault=zero\|keep` | what a page unmapped by the guest (HV_MEM_UNMAP) or by reclaim holds when it faults back in | `zero` |
 //! | `vmN.mem=SIZE`, `vmN.smp=N`, `vmN.pauth=`, `vmN.pauth_keys=`, `vmN.pmu=`, `vmN.sve=`, `vmN.overcommit=`, `vmN.populate=`, `vmN.blocks=`, `vmN.refault=`, `vmN.ramoops=`, `vmN.virtio=` | the same for VM number N only | |
 //! | `pstore_serial=NAME` | the serial of the virtio-blk disk that holds the pstore zones | `hv-pstore` |
