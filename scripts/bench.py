@@ -272,13 +272,101 @@ def disk_bench() -> list[dict]:
     return rows
 
 
+# Xen 4.17 (Debian's) with the bench guest as its dom0, on the same QEMU: the machine and where
+# Xen puts dom0 (1:1, at the RAM bank it allocates: build.sh moves the guest there).
+XEN = LINUX / "xen"
+XEN_DOM0_LOAD = 0x5008_0000
+XEN_MODULE = 0x4900_0000
+XEN_MEM = 2048 * qemu.MIB
+# Wall-clock rounds of the IPI comparison (each hypervisor, alternating).
+XEN_ROUNDS = 5
+# The rows compared with Xen: (bench guest bootargs, rows it prints).
+XEN_ROWS = [("bench=1", ["null_hypercall_round_trip"]),
+            ("latency=1", ["mmio_read_uart_fr", "mmio_read_gicd_typer", "vtimer_latency_wfi", "vtimer_latency_busy"])]
+
+
+def xen_command(bootargs: str, cpus: int, icount: bool) -> list[str]:
+    """QEMU booting Xen with the bench guest as dom0 (one vCPU per CPU, pinned), with the
+    hypervisor's machine flags. Xen keeps the PL011 and gives dom0 a minimal virtual UART at
+    its address (data and flag registers): the guest's console and its UART row use it."""
+    argv = [qemu.QEMU, "-machine", "virt,virtualization=on,gic-version=3", "-cpu", "max,pauth-impdef=on",
+            "-smp", str(cpus), "-m", f"{XEN_MEM // qemu.MIB}M", "-nographic", "-nic", "none",
+            "-kernel", str(XEN),
+            "-append", f"console=dtuart dtuart=/pl011@9000000 dom0_mem=256M dom0_max_vcpus={cpus} dom0_vcpus_pin guest_loglvl=all",
+            # Non-empty bootargs: without them dom0 never started.
+            "-device", f"guest-loader,addr={XEN_MODULE:#x},kernel={IMAGES / 'bench-xen.bin'},bootargs={bootargs}"]
+    return argv + (["-icount", "shift=0,sleep=off"] if icount else [])
+
+
+def bench_lines(out: str) -> dict[str, int]:
+    return {m[1]: int(m[2]) for m in re.finditer(r"BENCH (\S+) (\d+) (\S+)", out)}
+
+
+def xen_run(bootargs: str, cpus: int, icount: bool) -> dict[str, int]:
+    r = qemu.run(xen_command(bootargs, cpus, icount), timeout=120)
+    if f"to {XEN_DOM0_LOAD:016x}" not in r.out:
+        raise SystemExit(f"bench: Xen did not load dom0 at {XEN_DOM0_LOAD:#x} (scripts/build.sh moves the bench "
+                         f"guest there):\n{r.out[-2000:]}")
+    if "TEST PASS" not in r.out:
+        raise SystemExit(f"bench: the bench guest under Xen ({bootargs}) {'hung' if r.hung else 'failed'}:\n{r.out[-2000:]}")
+    return bench_lines(r.out)
+
+
+def hv_run(bootargs: str, cpus: int, icount: bool) -> dict[str, int]:
+    g = Guest(kernel=IMAGES / "bench.bin", smp=cpus, bootargs=bootargs)
+    r = qemu.run(qemu.command(Machine([g], cpus=cpus, icount=icount, host_mem=XEN_MEM, console_prefix=True)), timeout=120)
+    if r.status != 0:
+        raise SystemExit(f"bench: bench {bootargs} {'hung' if r.hung else f'exited with {r.status}'}:\n{r.out[-2000:]}")
+    return bench_lines(r.out)
+
+
+def xen_bench() -> tuple[list[dict], list[tuple[str, str, str, str]]]:
+    """The exit and interrupt paths of the issue's table, here and under Xen 4.17 with the
+    same guest as its dom0, on the same QEMU and machine flags, like for like: under -icount
+    with 1 CPU (Xen stops booting under -icount with 2), and the IPI (2 vCPUs on 2 CPUs) in
+    wall-clock time, XEN_ROUNDS alternating rounds of each. Rows and the side-by-side table."""
+    if why := qemu.fetch_linux():
+        raise SystemExit(f"bench: no Linux guest ({why})")
+    p = subprocess.run(["bash", str(qemu.ROOT / "scripts" / "fetch-linux.sh"), "--xen"], stdin=subprocess.DEVNULL,
+                       capture_output=True, text=True, timeout=1800)
+    if p.returncode != 0:
+        raise SystemExit(f"bench: no Xen: {(p.stderr.strip().splitlines() or ['fetch-linux.sh --xen failed'])[-1]}")
+    rows, table = [], []
+    for bootargs, names in XEN_ROWS:
+        ours, xen = hv_run(bootargs, 1, True), xen_run(bootargs, 1, True)
+        for name in names:
+            rows += [{"benchmark": f"xen_compare_{name}_hypervisor", "value": ours[name], "unit": "instructions"},
+                     {"benchmark": f"xen_compare_{name}_xen", "value": xen[name], "unit": "instructions"},
+                     {"benchmark": f"xen_compare_{name}_ratio_x1000", "value": round(1000 * ours[name] / xen[name]),
+                      "unit": "ratio x1000"}]
+            table.append((name + " (instructions, -icount, 1 CPU)", str(ours[name]), str(xen[name]), f"{ours[name] / xen[name]:.2f}"))
+    ipi: dict[str, list[int]] = {"hv": [], "xen": []}
+    for round_ in range(XEN_ROUNDS):
+        for which in (["hv", "xen"] if round_ % 2 == 0 else ["xen", "hv"]):
+            ipi[which].append((hv_run if which == "hv" else xen_run)("ipi=1", 2, False)["ipi_latency"])
+    med = {w: statistics.median(v) for w, v in ipi.items()}
+    rows += [{"benchmark": "xen_compare_ipi_latency_hypervisor", "value": round(med["hv"]), "unit": "ns",
+              "spread": f"{min(ipi['hv'])}-{max(ipi['hv'])}"},
+             {"benchmark": "xen_compare_ipi_latency_xen", "value": round(med["xen"]), "unit": "ns",
+              "spread": f"{min(ipi['xen'])}-{max(ipi['xen'])}"},
+             {"benchmark": "xen_compare_ipi_latency_ratio_x1000", "value": round(1000 * med["hv"] / med["xen"]), "unit": "ratio x1000"}]
+    table.append(("ipi_latency (ns, wall clock, 2 CPUs, median)", f"{med['hv']:.0f}", f"{med['xen']:.0f}", f"{med['hv'] / med['xen']:.2f}"))
+    for r in rows:
+        r["guest"] = "bench/xen"
+    return rows, table
+
+
 def main() -> int:
     only_guests = "--guests-only" in sys.argv[1:]
+    xen_table = []
     if "--disk-only" in sys.argv[1:]:
         rows = disk_bench()
+    elif "--xen-only" in sys.argv[1:]:
+        rows, xen_table = xen_bench()
     else:
         linux = [] if only_guests else linux_boot(1) + linux_boot(4) + disk_bench()
-        rows = [r for b in BENCHES for r in run(b)] + host_table_bench() + pstore_bench() + linux
+        xen_rows, xen_table = ([], []) if only_guests else xen_bench()
+        rows = [r for b in BENCHES for r in run(b)] + host_table_bench() + pstore_bench() + linux + xen_rows
     width = max(len(r["benchmark"]) for r in rows)
     print(f"{'benchmark':<{width}}  {'value':>8}  unit")
     for r in rows:
@@ -306,6 +394,13 @@ def main() -> int:
           f"disk_hypervisor_instructions_per_request: the hypervisor's instructions starting and completing a request "
           f"(from the guest's notification to the host disk's, and from the host disk's interrupt to the guest's), "
           f"the same boot under -icount shift=0.")
+    if xen_table:
+        head = ("path", "this hypervisor", "Xen 4.17 dom0", "ratio")
+        widths = [max(len(r[i]) for r in [head, *xen_table]) for i in range(4)]
+        print("\nxen_compare_*: the same bench guest under this hypervisor and as the dom0 of Debian's Xen 4.17 on "
+              "the same QEMU (machine flags, 2 GiB), like for like; target: ratio <= 0.5 on every row.")
+        for r in [head, *xen_table]:
+            print("  " + "  ".join(f"{c:<{w}}" if i == 0 else f"{c:>{w}}" for i, (c, w) in enumerate(zip(r, widths))))
     OUT.write_text(json.dumps({"qemu": "-icount shift=0,sleep=off", "rows": rows}, indent=2) + "\n")
     print(f"\nwritten to {OUT.relative_to(qemu.ROOT)}")
     return 0

@@ -6,6 +6,7 @@
 #   target/images/<guest>.bin      one per test guest (guest-tests/src/bin/<guest>.rs)
 #   target/images/perfcount.elf    static Linux programs for the Linux guest's initramfs
 #   target/images/diskbench.elf
+#   target/images/bench-xen.bin    the bench guest moved to where Xen loads its dom0
 # ELFs with symbols stay in target/cross/<target>/release/ (for gdb).
 #
 # What cargo's configuration cannot say lives here: which cargo and rustc (setup.sh's
@@ -41,3 +42,7 @@ python3 scripts/elf2image.py "$out" target/images "${bins[@]}"
 for p in perfcount diskbench; do
     python3 scripts/elf2image.py --exec "$out/$p" target/images/$p.elf
 done
+# The bench guest as Xen's dom0 (make bench): Xen loads it at its dom0's RAM bank, which it
+# places at 0x5000_0000 on the bench's Xen machine (scripts/bench.py: xen_command), plus
+# text_offset.
+python3 scripts/elf2image.py --rebase 0x50080000 "$out/bench" target/images/bench-xen.bin

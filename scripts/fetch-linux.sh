@@ -6,25 +6,50 @@
 #
 #   target/linux/Image            the kernel (Debian's arm64 vmlinuz is a raw Image)
 #   target/linux/initramfs.cpio   busybox + guest-linux/init
+#
+# With --xen, fetches Debian's Xen 4.17 instead (make bench runs the bench guest as its dom0):
+#   target/linux/xen              the Xen image (an arm64 Image, QEMU's -kernel)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=target/linux
 apt_dir=$out/apt
 mkdir -p "$apt_dir"/{lists/partial,cache/archives/partial,state} "$out"/debs
 touch "$apt_dir/state/status"
+apt_opts=(-q -o Dir::State="$PWD/$apt_dir/state" -o Dir::State::Lists="$PWD/$apt_dir/lists"
+          -o Dir::State::status="$PWD/$apt_dir/state/status" -o Dir::Cache="$PWD/$apt_dir/cache"
+          -o APT::Architecture=arm64 -o APT::Architectures::=arm64 -o Debug::NoLocking=1
+          -o Acquire::Retries=2 -o Acquire::http::Timeout=30)
 
-if [ ! -f "$out/Image" ] || [ ! -f "$out/debs/busybox.deb" ]; then
-    apt_opts=(-q -o Dir::State="$PWD/$apt_dir/state" -o Dir::State::Lists="$PWD/$apt_dir/lists"
-              -o Dir::State::status="$PWD/$apt_dir/state/status" -o Dir::Cache="$PWD/$apt_dir/cache"
-              -o APT::Architecture=arm64 -o APT::Architectures::=arm64 -o Debug::NoLocking=1
-              -o Acquire::Retries=2 -o Acquire::http::Timeout=30)
-    echo "fetch-linux: fetching Debian's arm64 kernel and busybox"
+# Brings the package lists of the private apt state up to date.
+apt_update() {
     if ! timeout 600 apt-get "${apt_opts[@]}" update >"$out/apt.log" 2>&1; then
         tail -5 "$out/apt.log" >&2
         echo "fetch-linux: the Debian archive cannot be reached (log: $out/apt.log)." >&2
+        return 1
+    fi
+}
+
+if [ "${1:-}" = --xen ]; then
+    [ -f "$out/xen" ] && exit 0
+    echo "fetch-linux: fetching Debian's Xen 4.17 for arm64"
+    apt_update
+    (cd "$out/debs" && rm -f xen-hypervisor-*.deb &&
+        timeout 900 apt-get "${apt_opts[@]}" download xen-hypervisor-4.17-arm64 >>"../apt.log" 2>&1) || {
+        tail -5 "$out/apt.log" >&2
+        echo "fetch-linux: downloading xen-hypervisor-4.17-arm64 failed (log: $out/apt.log)" >&2
+        exit 1
+    }
+    rm -rf "$out/xen-root" && dpkg-deb -x "$out"/debs/xen-hypervisor-*.deb "$out/xen-root"
+    cp "$out/xen-root/boot/xen-4.17-arm64" "$out/xen.new" && mv "$out/xen.new" "$out/xen"
+    exit 0
+fi
+
+if [ ! -f "$out/Image" ] || [ ! -f "$out/debs/busybox.deb" ]; then
+    echo "fetch-linux: fetching Debian's arm64 kernel and busybox"
+    apt_update || {
         echo "fetch-linux: boot your own kernel instead: make run KERNEL=path/to/Image INITRD=path/to/initrd" >&2
         exit 1
-    fi
+    }
     kernel_pkg=$(apt-cache "${apt_opts[@]}" depends linux-image-arm64 | sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*\).*/\1/p' | head -1)
     [ -n "$kernel_pkg" ] || { echo "fetch-linux: no linux-image-arm64 in the archive" >&2; exit 1; }
     (cd "$out/debs" && rm -f ./*.deb &&
