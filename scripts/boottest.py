@@ -475,7 +475,10 @@ def linux_tests() -> list[BootTest]:
                  before=fresh_disk, after=disk_written),
         # The guest's own pstore: Linux's ramoops in the region the device tree reserves keeps
         # the crashed kernel's record across the reboot (a warm reset keeps the VM's RAM).
-        BootTest("linux-ramoops", Machine([linux(1, "console=ttyAMA0 panic=-1 quiet hvtest.ramoops")]), [
+        # With the region divided otherwise than by default (ramoops=R,C,F,P KiB): Linux's
+        # ramoops takes the device tree's sizes.
+        BootTest("linux-ramoops", Machine([linux(1, "console=ttyAMA0 panic=-1 quiet hvtest.ramoops")], hv_args="ramoops=128,32,16,8"), [
+            r"vm0\| RAMOOPS sizes: record 131072 console 32768 ftrace 16384 pmsg 8192 of 1048576",
             r"vm0\| RAMOOPS empty: crashing on purpose", r"VM 0: rebooting \(boot 1\)",
             r"vm0\| RAMOOPS records: dmesg-ramoops-0", r"vm0\| RAMOOPS panic message: sysrq triggered crash",
             r"machine exit status 0"], linux=True),

@@ -198,21 +198,57 @@ def linux_reads_hypervisor_records(name: str) -> list[str]:
                         r"PSTORE DONE"])
 
 
-def ramoops_across_power_off(name: str) -> list[str]:
-    """A Linux guest's own pstore (ramoops in the region its device tree reserves) survives
-    QEMU being stopped and started again: run 1 crashes (the hypervisor saves the region's
-    written pages to the pstore disk when the VM stops); run 2, a new QEMU on the same disk,
-    finds the oops in /sys/fs/pstore (the region restored before boot) and deletes it; run
-    3 finds nothing (the erase reached the disk). The host tool lists the saved record."""
+def linux_pmsg_port(name: str) -> list[str]:
+    """A Linux guest's persistent messages through the hypervisor's virtio-console port named
+    "pmsg": run 1 writes three step markers to /dev/vportNp0 and QEMU is killed (SIGKILL) the
+    moment the guest says the writes returned: they are in the VM's pmsg ring all the same
+    (pstore-tool). Run 2 (legacy virtio-mmio) lists them at boot and finds the port again;
+    run 3 with vm0.pmsg=off has no port."""
     if why := qemu.fetch_linux():
         return [f"no Linux guest: {why}"]
     disk = fresh_disk(name)
     problems: list[str] = []
 
-    def run(i: int, what: str, status: int, patterns: list[str]) -> str:
+    def linux(what: str, legacy: bool = False) -> Guest:
+        return Guest(kernel=qemu.LINUX_DIR / "Image", initrd=qemu.LINUX_DIR / "initramfs.cpio", mem=256 * qemu.MIB,
+                     bootargs=f"console=ttyAMA0 panic=-1 quiet hvtest.pmsg={what}", virtio_legacy=legacy)
+
+    log = LOGS / f"{name}-1.log"
+    r = qemu.run(qemu.command(Machine([linux("write")], pstore=disk)), 120, log=log, marker=r"PMSG WRITTEN 3 lines to /dev/vport\d+p0\r?\n", kill_at_marker=True)
+    if r.marker_at is None:
+        raise TestFailure(f"run 1: no 'PMSG WRITTEN' ({'hung' if r.hung else f'exit status {r.status}'}; {log.name})")
+    problems += expect(r.out, [r"VM 0: pmsg port \(virtio-console, port \"pmsg\"\) in virtio-mmio slot 0 \(SPI 16\)",
+                               r"PMSG WRITTEN 3 lines to /dev/vport\d+p0"])
+    ring = [r["text"] for r in records(disk) if r.get("vm") == 0 and r["kind"] == "pmsg"]
+    want = "test 17 step 1 start\ntest 17 step 2 start\ntest 17 step 3 start\n"
+    if ring != [want]:
+        problems.append(f"pmsg ring after the kill: {ring!r}")
+    code, out = boot(Machine([linux("list", legacy=True)], pstore=disk), LOGS / f"{name}-2.log", timeout=120)
+    problems += [f"run 2: {p}" for p in expect(out, [r"pstore: VM 0 pmsg: 63 bytes, ending \"test 17 step 3 start\"",
+                                                    r"PMSG port /dev/vport\d+p0"])]
+    code, out = boot(Machine([linux("list")], pstore=disk, hv_args="vm0.pmsg=off"), LOGS / f"{name}-3.log", timeout=120)
+    problems += [f"run 3 (vm0.pmsg=off): {p}" for p in expect(out, [r"PMSG no port named pmsg"])]
+    if "pmsg port (virtio-console" in out:
+        problems.append("run 3 (vm0.pmsg=off): the hypervisor still gave the VM a pmsg port")
+    return problems
+
+
+def ramoops_across_power_off(name: str) -> list[str]:
+    """A Linux guest's own pstore (ramoops in the region its device tree reserves) survives
+    QEMU being stopped and started again: run 1 crashes (the hypervisor saves the region's
+    written pages to the pstore disk when the VM stops); run 2, a new QEMU on the same disk,
+    finds the oops in /sys/fs/pstore (the region restored before boot) and deletes it; run
+    3 finds nothing (the erase reached the disk). The host tool lists the saved record.
+    Runs 4 and 5 divide the region otherwise (ramoops=R,C,F,P)."""
+    if why := qemu.fetch_linux():
+        return [f"no Linux guest: {why}"]
+    disk = fresh_disk(name)
+    problems: list[str] = []
+
+    def run(i: int, what: str, status: int, patterns: list[str], hv_args: str = "") -> str:
         g = Guest(kernel=qemu.LINUX_DIR / "Image", initrd=qemu.LINUX_DIR / "initramfs.cpio", mem=256 * qemu.MIB,
                   bootargs=f"console=ttyAMA0 panic=0 quiet hvtest.keep_ramoops={what}")
-        code, out = boot(Machine([g], pstore=disk), LOGS / f"{name}-{i}.log", timeout=120)
+        code, out = boot(Machine([g], pstore=disk, hv_args=hv_args), LOGS / f"{name}-{i}.log", timeout=120)
         if code != status:
             problems.append(f"run {i} ({what}): exit status {code}, expected {status}")
         problems.extend(f"run {i} ({what}): {p}" for p in expect(out, patterns))
@@ -238,6 +274,18 @@ def ramoops_across_power_off(name: str) -> list[str]:
     pages = re.findall(r"saved to the pstore disk: (\d+) page", out)
     if not pages or int(pages[-1]) >= 256:
         problems.append(f"run 3 wrote {pages} pages: the whole region, not the changed pages")
+    # The region divided otherwise (ramoops=R,C,F,P): the copy saved with the old division
+    # is not put back (Linux would not find its records); a crash is saved with the new one
+    # (7 records of 141,604 bytes: the host tool reads it by the header's division) and
+    # found by the next boot with the same division.
+    odd = "ramoops=128,32,16,8"
+    run(4, "crash", 2, [r"saved ramoops region is divided as ramoops=64,64,0,64 \(KiB\), not as its device tree says now: not restored",
+                        r"KEEP records: none", saved], odd)
+    recs = [r for r in records(disk) if r.get("vm") == 0 and r["kind"] == "dmesg"]
+    if not recs or "Kernel panic - not syncing: sysrq triggered crash" not in recs[0]["text"]:
+        problems.append(f"pstore-tool after the crash with {odd}: {[(r.get('name'), r['text'][:80]) for r in recs]}")
+    run(5, "list", 0, [r"VM 0: ramoops region restored from the pstore disk", r"KEEP records: dmesg-ramoops-0",
+                       r"KEEP panic message: sysrq triggered crash"], odd)
     return problems
 
 
@@ -390,6 +438,7 @@ def pstore_tests() -> list[PstoreTest]:
         PstoreTest("pstore-guest-ramoops-across-power-off", ramoops_across_power_off),
         PstoreTest("pstore-guest-ramoops-dump-after-pvpanic", ramoops_dump_after_pvpanic),
         PstoreTest("pstore-guest-pmsg", pmsg_ring),
+        PstoreTest("pstore-linux-pmsg-port", linux_pmsg_port),
         PstoreTest("pstore-guest-ramoops-at-hypervisor-panic", ramoops_at_hypervisor_panic),
         PstoreTest("pstore-guest-ramoops-saved-while-running", ramoops_saved_while_running),
         PstoreTest("pstore-guest-ramoops-killed-while-saving", ramoops_killed_while_saving),

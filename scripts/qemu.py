@@ -315,12 +315,13 @@ class Run:
 
 
 def run(argv: list[str], timeout: float, log: Path | None = None, dialog: list[tuple] = (),
-        marker: str | None = None) -> Run:
+        marker: str | None = None, kill_at_marker: bool = False) -> Run:
     """Runs QEMU and always ends: at `timeout` seconds it is killed (with anything it
     started), whatever it printed or did not. Output is read as it comes, so `marker` can be
-    timed and `dialog` answered: each (regex, text[, seconds]) types text once the output
-    matches regex (and, if given, that many seconds later: a shell's prompt comes before it
-    reads, a command's echo before it runs). The command line and output go to `log`."""
+    timed (or, `kill_at_marker`, QEMU killed the moment it appears, as a power cut would) and
+    `dialog` answered: each (regex, text[, seconds]) types text once the output matches regex
+    (and, if given, that many seconds later: a shell's prompt comes before it reads, a
+    command's echo before it runs). The command line and output go to `log`."""
     start = time.monotonic()
     p = subprocess.Popen(argv, stdin=subprocess.PIPE if dialog else subprocess.DEVNULL, stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, start_new_session=True)
@@ -337,6 +338,8 @@ def run(argv: list[str], timeout: float, log: Path | None = None, dialog: list[t
                 recent = (recent + text)[-4096:]
                 if re.search(marker, recent):
                     marker_at.append(time.monotonic() - start)
+                    if kill_at_marker:
+                        os.killpg(p.pid, signal.SIGKILL)
             lines.append(text)
 
     reader = threading.Thread(target=read, daemon=True)

@@ -21,6 +21,7 @@ use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use hv_core::cmdline::PstoreConfig;
 use hv_core::cmdline::MAX_VMS;
+use hv_core::guest_dt::RamoopsSizes;
 use hv_core::pstore::{self, Content, KmsgWriter, Layout, NextRecord, Reason, Ring, Timestamp, Utc, ZoneError, ZoneKind};
 use hv_core::ramoops_store::{self as areas, Pages, SaveState, SlotHeader};
 use spin::Mutex;
@@ -45,6 +46,8 @@ struct Store {
     areas: Option<u64>,
     /// Each VM's next save, once its region was restored or saved.
     ramoops: [Option<SaveState>; MAX_VMS],
+    /// How each VM's region is divided (its device tree's ramoops node): saved with it.
+    ramoops_sizes: [RamoopsSizes; MAX_VMS],
     /// Each VM's pmsg zone as on the disk, once it was read.
     pmsg: [Option<alloc::vec::Vec<u8>>; MAX_VMS],
 }
@@ -116,7 +119,7 @@ pub fn init(dt: &HostDt, cfg: &PstoreConfig) {
             return;
         }
     };
-    let mut store = Store { disk, layout, next: NextRecord::default(), last: Timestamp::default(), areas: area_start, ramoops: [None; MAX_VMS], pmsg: [const { None }; MAX_VMS] };
+    let mut store = Store { disk, layout, next: NextRecord::default(), last: Timestamp::default(), areas: area_start, ramoops: [None; MAX_VMS], ramoops_sizes: [RamoopsSizes::DEFAULT; MAX_VMS], pmsg: [const { None }; MAX_VMS] };
     match store.recover(cfg.erase) {
         Ok(()) => {
             log::info!("pstore: disk \"{serial}\" at virtio-mmio {:#x} (v{}), next record in zone {}", store.disk.base, store.disk.version, store.next.zone);
@@ -333,6 +336,11 @@ pub enum PmsgError {
     Disk,
 }
 
+/// Whether VM `vm` has a pmsg ring: a pstore disk with room for the VMs' areas.
+pub fn pmsg_available(vm: usize) -> bool {
+    vm < MAX_VMS && STORE.lock().as_ref().is_some_and(|s| s.areas.is_some())
+}
+
 /// Appends `bytes` to VM `vm`'s pmsg ring on the disk: the data sectors it touched, then
 /// the first sector (the header), then a flush.
 pub fn pmsg_write(vm: usize, bytes: &[u8]) -> Result<(), PmsgError> {
@@ -366,12 +374,14 @@ pub fn pmsg_write(vm: usize, bytes: &[u8]) -> Result<(), PmsgError> {
 }
 
 /// VM `vm`'s ramoops region as last saved, into `region` (the region's size): the save's
-/// generation and time, or None (no disk areas, nothing saved yet, or damaged copies).
-/// Either way the VM's saves start from here.
-pub fn restore_ramoops(vm: usize, region: &mut [u8]) -> Option<(u64, i64)> {
+/// generation and time, or None (no disk areas, nothing saved yet, damaged copies, or a
+/// copy divided otherwise than `sizes`, the VM's division now: Linux would not find its
+/// records there). Either way the VM's saves start from here, divided as `sizes`.
+pub fn restore_ramoops(vm: usize, region: &mut [u8], sizes: RamoopsSizes) -> Option<(u64, i64)> {
     let mut guard = STORE.lock();
     let store = guard.as_mut()?;
     let base = store.areas?;
+    *store.ramoops_sizes.get_mut(vm)? = sizes;
     let slot = store.ramoops.get_mut(vm)?;
     let mut headers = [None, None];
     for (i, h) in headers.iter_mut().enumerate() {
@@ -380,9 +390,22 @@ pub fn restore_ramoops(vm: usize, region: &mut [u8]) -> Option<(u64, i64)> {
             *h = SlotHeader::decode(&sector, vm);
         }
     }
+    // Saves from scratch still come after every copy on the disk.
+    let on_disk = areas::newest(headers).map(|(i, h)| (i, h.generation));
     // The newest copy whose bytes match its checksum; else the other one.
     for _ in 0..2 {
         let Some((i, h)) = areas::newest(headers) else { break };
+        if h.sizes != sizes {
+            let z = h.sizes;
+            log::warn!(
+                "pstore: VM {vm}'s saved ramoops region is divided as ramoops={},{},{},{} (KiB), not as its device tree says now: not restored",
+                z.record >> 10,
+                z.console >> 10,
+                z.ftrace >> 10,
+                z.pmsg >> 10
+            );
+            break;
+        }
         let at = (areas::slot_offset(base, vm, i) + areas::SLOT_HEADER) / 512;
         if store.disk.read(at, region).is_ok() && areas::fnv64(region) == h.checksum {
             *slot = Some(SaveState::new(Some((i, &h)), headers[1 - i].map(|o| o.generation)));
@@ -392,7 +415,7 @@ pub fn restore_ramoops(vm: usize, region: &mut [u8]) -> Option<(u64, i64)> {
         headers[i] = None;
     }
     region.fill(0);
-    *slot = Some(SaveState::new(None, None));
+    *slot = Some(SaveState::replacing(on_disk));
     None
 }
 
@@ -455,6 +478,7 @@ impl Store {
             checksum,
             saved_at: rtc_seconds(),
             changed: *written,
+            sizes: self.ramoops_sizes[vm],
         };
         self.disk.write(slot / 512, &header.encode())?;
         self.disk.flush()?;

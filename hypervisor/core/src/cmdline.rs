@@ -14,9 +14,10 @@
 //! | `populate=eager\|lazy` | guest RAM allocated and mapped at VM creation, or page by page on the guest's first touch (stage-2 faults; the memory is committed to the VM at creation all the same) | `lazy` |
 //! | `blocks=on\|off` | with `populate=lazy`, a first touch maps the whole 2 MiB block around it (one fault, one 2 MiB leaf, as KVM does with transparent huge pages) where the block is untouched, inside RAM and a free aligned 2 MiB run of frames exists; else a 4 KiB page | `on` |
 //! | `virtio=modern\|legacy` | the virtio-mmio interface of the VM's devices (its disks): version 2, or version 1 as QEMU shows by default | `modern` |
-//! | `ramoops=on\|off` | a 1 MiB RAM region below the guest's device tree for Linux's ramoops (a reserved-memory node compatible "ramoops": 64 KiB records, console and pmsg); it survives the VM's reboots and, on a pstore disk with room, runs of the machine | `on` |
+//! | `ramoops=on\|off\|R,C,F,P` | a 1 MiB RAM region below the guest's device tree for Linux's ramoops (a reserved-memory node compatible "ramoops"), divided into records of R KiB and console, ftrace and pmsg buffers of C, F and P KiB (`on`: 64,64,0,64); it survives the VM's reboots and, on a pstore disk with room, runs of the machine | `on` |
+//! | `pmsg=on\|off` | a virtio-console in virtio-mmio slot 0 with one port named `pmsg` (Linux: /dev/vportNp0, its name in /sys/class/virtio-ports/vportNp0/name): what the guest writes there is appended to the VM's pmsg ring on the pstore disk, durable when the write returns; only with a pstore disk with room for the VMs' areas | `on` |
 //! | `refault=zero\|keep` | what a page unmapped by the guest (HV_MEM_UNMAP) or by reclaim holds when it faults back in | `zero` |
-//! | `vmN.mem=SIZE`, `vmN.smp=N`, `vmN.pauth=`, `vmN.pauth_keys=`, `vmN.pmu=`, `vmN.sve=`, `vmN.overcommit=`, `vmN.populate=`, `vmN.blocks=`, `vmN.refault=`, `vmN.ramoops=`, `vmN.virtio=` | the same for VM number N only | |
+//! | `vmN.mem=SIZE`, `vmN.smp=N`, `vmN.pauth=`, `vmN.pauth_keys=`, `vmN.pmu=`, `vmN.sve=`, `vmN.overcommit=`, `vmN.populate=`, `vmN.blocks=`, `vmN.refault=`, `vmN.ramoops=`, `vmN.pmsg=`, `vmN.virtio=` | the same for VM number N only | |
 //! | `pstore_serial=NAME` | the serial of the virtio-blk disk that holds the pstore zones | `hv-pstore` |
 //! | `pstore_kmsg=KIB`, `pstore_console=KIB`, `pstore_pmsg=KIB` | zone sizes (multiples of 4) | 64, 64, 64 |
 //! | `pstore_order=kmsg-first\|linux` | zone order on the disk (pstore.rs in hv-core) | `kmsg-first` |
@@ -24,6 +25,7 @@
 //! | `debug_faults=on` | guests may make the hypervisor fault on purpose (HV_DEBUG_FAULT), to test crash reporting | off |
 //! | `console_prefix=on` | every VM's console output as `vmN\| ` lines, the focused VM's too (else the focused VM's output passes raw) | off |
 
+use crate::guest_dt::RamoopsSizes;
 use crate::pauth::KeyPolicy;
 use crate::pstore::{Layout, Order};
 use core::fmt;
@@ -57,8 +59,10 @@ pub struct VmParams {
     pub lazy: bool,
     /// First-touch faults of lazy RAM map 2 MiB blocks where they can.
     pub blocks: bool,
-    /// A ramoops region in the guest's RAM and device tree.
-    pub ramoops: bool,
+    /// A ramoops region in the guest's RAM and device tree, divided so.
+    pub ramoops: Option<RamoopsSizes>,
+    /// A virtio-console with a port named "pmsg" (the VM's pmsg ring on the pstore disk).
+    pub pmsg_port: bool,
     /// Its virtio devices use the legacy virtio-mmio interface (version 1).
     pub virtio_legacy: bool,
     /// Unmapped pages keep their content for when they fault back (else they come back zeroed).
@@ -77,7 +81,8 @@ struct Overrides {
     overcommit: Option<bool>,
     lazy: Option<bool>,
     blocks: Option<bool>,
-    ramoops: Option<bool>,
+    ramoops: Option<Option<RamoopsSizes>>,
+    pmsg_port: Option<bool>,
     virtio_legacy: Option<bool>,
     keep_unmapped: Option<bool>,
 }
@@ -179,7 +184,8 @@ impl VmParams {
             overcommit: false,
             lazy: true,
             blocks: true,
-            ramoops: true,
+            ramoops: Some(RamoopsSizes::DEFAULT),
+            pmsg_port: true,
             virtio_legacy: false,
             keep_unmapped: false,
         };
@@ -311,9 +317,16 @@ impl HvConfig {
                     }),
                     _ => Err("use modern or legacy"),
                 },
-                ("ramoops", _) => on_off(value).map(|on| match vm {
-                    Some(v) => cfg.per_vm[v].ramoops = Some(on),
-                    None => cfg.default.ramoops = on,
+                ("ramoops", _) => match on_off(value).map(|on| on.then_some(RamoopsSizes::DEFAULT)).ok().or_else(|| RamoopsSizes::parse(value).map(Some)) {
+                    Some(sizes) => Ok(match vm {
+                        Some(v) => cfg.per_vm[v].ramoops = Some(sizes),
+                        None => cfg.default.ramoops = sizes,
+                    }),
+                    None => Err("use on, off or RECORD,CONSOLE,FTRACE,PMSG in KiB (powers of two of at least 4, or 0 but the record; together at most 1024 with room for a record)"),
+                },
+                ("pmsg", _) => on_off(value).map(|on| match vm {
+                    Some(v) => cfg.per_vm[v].pmsg_port = Some(on),
+                    None => cfg.default.pmsg_port = on,
                 }),
                 ("blocks", _) => on_off(value).map(|on| match vm {
                     Some(v) => cfg.per_vm[v].blocks = Some(on),
@@ -356,6 +369,7 @@ impl HvConfig {
             lazy: o.lazy.unwrap_or(self.default.lazy),
             blocks: o.blocks.unwrap_or(self.default.blocks),
             ramoops: o.ramoops.unwrap_or(self.default.ramoops),
+            pmsg_port: o.pmsg_port.unwrap_or(self.default.pmsg_port),
             virtio_legacy: o.virtio_legacy.unwrap_or(self.default.virtio_legacy),
             keep_unmapped: o.keep_unmapped.unwrap_or(self.default.keep_unmapped),
         }
@@ -414,20 +428,23 @@ mod tests {
         assert_eq!((p.serial(), p.kmsg_size, p.console_size, p.pmsg_size, p.order, p.erase), (&b"disk7"[..], 32 << 10, 0, 64 << 10, Order::Linux, true));
         assert_eq!(HvConfig::default().pstore.serial(), b"hv-pstore");
         assert!(HvConfig::default().vm(0).lazy, "lazy population is the default");
-        let m = HvConfig::parse("populate=lazy vm1.populate=eager vm1.refault=keep vm2.blocks=off vm2.ramoops=off vm2.virtio=legacy", |_| ());
+        let m = HvConfig::parse("populate=lazy vm1.populate=eager vm1.refault=keep vm2.blocks=off vm2.ramoops=off vm2.virtio=legacy vm2.pmsg=off vm3.ramoops=128,32,16,8", |_| ());
         assert!(m.vm(0).lazy && !m.vm(0).keep_unmapped && m.vm(0).blocks);
-        assert!(!m.vm(2).blocks && !m.vm(2).ramoops && m.vm(0).ramoops);
+        assert!(!m.vm(2).blocks && m.vm(2).ramoops.is_none() && m.vm(0).ramoops.is_some());
         assert!(m.vm(2).virtio_legacy && !m.vm(0).virtio_legacy);
+        assert!(!m.vm(2).pmsg_port && m.vm(1).pmsg_port);
+        assert_eq!(m.vm(3).ramoops, Some(RamoopsSizes { record: 128 << 10, console: 32 << 10, ftrace: 16 << 10, pmsg: 8 << 10 }));
+        assert_eq!(m.vm(1).ramoops, Some(RamoopsSizes::DEFAULT));
         assert!(!m.vm(1).lazy && m.vm(1).keep_unmapped);
     }
 
     #[test]
     fn reports_bad_options_and_keeps_going() {
         let mut bad = Vec::new();
-        let c = HvConfig::parse("mem=3M smp=0 log=loud vm99.mem=2M frob=1 plain pauth=maybe smp=3 pauth_keys=often overcommit=1 populate=soon blocks=2m refault=maybe pstore_kmsg=0 pstore_console=3 pstore_serial=123456789012345678901 pstore_order=up", |b| bad.push(b.option));
+        let c = HvConfig::parse("mem=3M smp=0 log=loud vm99.mem=2M frob=1 plain pauth=maybe smp=3 pauth_keys=often overcommit=1 populate=soon blocks=2m refault=maybe pstore_kmsg=0 pstore_console=3 pstore_serial=123456789012345678901 pstore_order=up ramoops=64,64 vm1.ramoops=48,64,0,64", |b| bad.push(b.option));
         assert_eq!(
             bad,
-            ["mem=3M", "smp=0", "log=loud", "vm99.mem=2M", "frob=1", "plain", "pauth=maybe", "pauth_keys=often", "overcommit=1", "populate=soon", "blocks=2m", "refault=maybe", "pstore_kmsg=0", "pstore_console=3", "pstore_serial=123456789012345678901", "pstore_order=up"]
+            ["mem=3M", "smp=0", "log=loud", "vm99.mem=2M", "frob=1", "plain", "pauth=maybe", "pauth_keys=often", "overcommit=1", "populate=soon", "blocks=2m", "refault=maybe", "pstore_kmsg=0", "pstore_console=3", "pstore_serial=123456789012345678901", "pstore_order=up", "ramoops=64,64", "vm1.ramoops=48,64,0,64"]
         );
         assert_eq!(c.vm(0).vcpus, 3);
     }

@@ -254,7 +254,7 @@ fn control_sequences_left_out_of_any_bytes() {
 fn device_trees_mutated_parse_or_fail_cleanly() {
     use crate::guest_dt::{build, GuestDtConfig};
     let mut r = Rng::new(6);
-    let blob = build(&GuestDtConfig { vm_id: 1, ram_size: 128 << 20, vcpus: 2, bootargs: "console=ttyAMA0", initrd: Some((0x4800_0000, 0x4810_0000)), boot_count: 0, pmu: true, ramoops: Some((0x4fd0_0000, 0x4fe0_0000)) }).unwrap();
+    let blob = build(&GuestDtConfig { vm_id: 1, ram_size: 128 << 20, vcpus: 2, bootargs: "console=ttyAMA0", initrd: Some((0x4800_0000, 0x4810_0000)), boot_count: 0, pmu: true, ramoops: Some(((0x4fd0_0000, 0x4fe0_0000), crate::guest_dt::RamoopsSizes::DEFAULT)) }).unwrap();
     let mut parsed = 0;
     for _ in 0..iters(20_000) {
         let mut b = blob.clone();

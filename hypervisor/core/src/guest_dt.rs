@@ -55,16 +55,55 @@ pub struct GuestDtConfig<'a> {
     /// A PMUv3 node (its overflow interrupt PPI 7).
     pub pmu: bool,
     /// Guest-physical [start, end) of a RAM region for Linux's ramoops (a reserved-memory
-    /// node compatible "ramoops"), if any.
-    pub ramoops: Option<(u64, u64)>,
+    /// node compatible "ramoops") and how it is divided, if there is one.
+    pub ramoops: Option<((u64, u64), RamoopsSizes)>,
 }
 
-/// Sizes of the ramoops region's parts: each panic/oops record, the console and the pmsg
-/// buffers (the rest of the region holds more records), as the reserved-memory node says.
+/// The ramoops region's size (RAM the hypervisor keeps, and a slot on the pstore disk).
 pub const RAMOOPS_SIZE: u64 = 1 << 20;
-pub const RAMOOPS_RECORD: u32 = 64 << 10;
-pub const RAMOOPS_CONSOLE: u32 = 64 << 10;
-pub const RAMOOPS_PMSG: u32 = 64 << 10;
+
+/// How the ramoops region is divided, in bytes, as its reserved-memory node says: each
+/// panic/oops record, the console, ftrace and pmsg buffers. Linux's ramoops puts the records
+/// first (as many as fit in what the three buffers leave), then the buffers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RamoopsSizes {
+    pub record: u32,
+    pub console: u32,
+    pub ftrace: u32,
+    pub pmsg: u32,
+}
+
+impl RamoopsSizes {
+    /// 64 KiB records (14 of them: a full oops with its backtrace fits many times), console
+    /// and pmsg buffers.
+    pub const DEFAULT: RamoopsSizes = RamoopsSizes { record: 64 << 10, console: 64 << 10, ftrace: 0, pmsg: 64 << 10 };
+
+    /// "RECORD,CONSOLE,FTRACE,PMSG" in KiB, each a power of two of at least 4 (Linux rounds
+    /// other sizes down) or 0 for no such buffer (the record size may not be 0), together at
+    /// most the region.
+    pub fn parse(text: &str) -> Option<RamoopsSizes> {
+        let mut kib = [0u64; 4];
+        let mut parts = text.split(',');
+        for k in kib.iter_mut() {
+            *k = parts.next()?.parse().ok()?;
+            if *k != 0 && (*k < 4 || !k.is_power_of_two() || *k > RAMOOPS_SIZE >> 10) {
+                return None;
+            }
+        }
+        let sizes = RamoopsSizes { record: (kib[0] << 10) as u32, console: (kib[1] << 10) as u32, ftrace: (kib[2] << 10) as u32, pmsg: (kib[3] << 10) as u32 };
+        (parts.next().is_none() && sizes.record != 0 && sizes.records() > 0).then_some(sizes)
+    }
+
+    /// Bytes the records share: what the buffers leave of the region.
+    pub fn dump_bytes(&self) -> u64 {
+        RAMOOPS_SIZE.saturating_sub(self.console as u64 + self.ftrace as u64 + self.pmsg as u64)
+    }
+
+    /// How many records fit (Linux: the records' share divided by the record size).
+    pub fn records(&self) -> u64 {
+        if self.record == 0 { 0 } else { self.dump_bytes() / self.record as u64 }
+    }
+}
 
 /// /chosen property carrying [`GuestDtConfig::boot_count`].
 pub const BOOT_COUNT_PROPERTY: &str = "hypervisor,boot-count";
@@ -126,7 +165,7 @@ pub fn build(cfg: &GuestDtConfig<'_>) -> Result<Vec<u8>, FdtError> {
     w.prop_reg64("reg", &[(RAM_BASE, cfg.ram_size)])?;
     w.end_node()?;
 
-    if let Some((start, end)) = cfg.ramoops {
+    if let Some(((start, end), sizes)) = cfg.ramoops {
         // Linux's ramoops keeps its records here; RAM the hypervisor keeps across a reset.
         w.begin_node("reserved-memory")?;
         w.prop_u32("#address-cells", 2)?;
@@ -135,10 +174,10 @@ pub fn build(cfg: &GuestDtConfig<'_>) -> Result<Vec<u8>, FdtError> {
         w.begin_node(&format!("ramoops@{start:x}"))?;
         w.prop_strs("compatible", &["ramoops"])?;
         w.prop_reg64("reg", &[(start, end - start)])?;
-        w.prop_u32("record-size", RAMOOPS_RECORD)?;
-        w.prop_u32("console-size", RAMOOPS_CONSOLE)?;
-        w.prop_u32("pmsg-size", RAMOOPS_PMSG)?;
-        w.prop_u32("ftrace-size", 0)?;
+        w.prop_u32("record-size", sizes.record)?;
+        w.prop_u32("console-size", sizes.console)?;
+        w.prop_u32("pmsg-size", sizes.pmsg)?;
+        w.prop_u32("ftrace-size", sizes.ftrace)?;
         w.end_node()?;
         w.end_node()?;
     }
@@ -232,7 +271,7 @@ mod tests {
             initrd: Some((0x4800_0000, 0x4810_0000)),
             boot_count: 2,
             pmu: true,
-            ramoops: Some((0x4fd0_0000, 0x4fe0_0000)),
+            ramoops: Some(((0x4fd0_0000, 0x4fe0_0000), RamoopsSizes { record: 128 << 10, console: 32 << 10, ftrace: 16 << 10, pmsg: 8 << 10 })),
         })
         .unwrap();
         let fdt = fdt::Fdt::new(&blob).unwrap();
@@ -272,8 +311,24 @@ mod tests {
         let ramoops = fdt.find_compatible(&["ramoops"]).unwrap();
         let r = ramoops.reg().unwrap().next().unwrap();
         assert_eq!((r.starting_address as u64, r.size), (0x4fd0_0000, Some(1 << 20)));
-        assert_eq!(ramoops.property("record-size").unwrap().as_usize(), Some(64 << 10));
+        assert_eq!(ramoops.property("record-size").unwrap().as_usize(), Some(128 << 10));
+        assert_eq!(ramoops.property("console-size").unwrap().as_usize(), Some(32 << 10));
+        assert_eq!(ramoops.property("ftrace-size").unwrap().as_usize(), Some(16 << 10));
+        assert_eq!(ramoops.property("pmsg-size").unwrap().as_usize(), Some(8 << 10));
         assert!(fdt.find_node("/reserved-memory").unwrap().property("ranges").is_some());
+    }
+
+    #[test]
+    fn ramoops_sizes_are_checked() {
+        assert_eq!(RamoopsSizes::parse("64,64,0,64"), Some(RamoopsSizes::DEFAULT));
+        assert_eq!(RamoopsSizes::DEFAULT.records(), 14);
+        assert_eq!(RamoopsSizes::parse("1024,0,0,0").map(|s| s.records()), Some(1));
+        let s = RamoopsSizes::parse("128,32,16,8").unwrap();
+        assert_eq!((s.record, s.ftrace, s.dump_bytes(), s.records()), (128 << 10, 16 << 10, (1024 - 56) << 10, 7));
+        for bad in ["", "64", "64,64,0", "64,64,0,64,4", "0,64,0,64", "48,64,0,64", "2,0,0,0", "64,-4,0,64", "64,1024,0,64",
+                    "2048,0,0,0", "64,x,0,64", "1024,512,0,0", "99999999999999999999,0,0,0"] {
+            assert_eq!(RamoopsSizes::parse(bad), None, "{bad}");
+        }
     }
 
     #[test]

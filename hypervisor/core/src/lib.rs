@@ -60,6 +60,8 @@ pub mod vgic;
 pub mod virtio;
 #[cfg(feature = "alloc")]
 pub mod virtio_blk_device;
+#[cfg(feature = "alloc")]
+pub mod virtio_console_device;
 pub mod virtio_mmio;
 #[cfg(feature = "alloc")]
 pub mod virtqueue;

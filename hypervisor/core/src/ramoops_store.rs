@@ -16,12 +16,17 @@
 //! Nothing read from the disk is trusted: bad headers and checksums make a slot invalid.
 
 use crate::cmdline::MAX_VMS;
-use crate::guest_dt::{RAMOOPS_CONSOLE, RAMOOPS_PMSG, RAMOOPS_RECORD, RAMOOPS_SIZE};
+use crate::guest_dt::{RamoopsSizes, RAMOOPS_SIZE};
 
 pub const MAGIC: [u8; 8] = *b"HVRAMOOP";
-/// Where a header's own checksum sits (after the changed-pages bitmap).
-const HASH_AT: usize = 48 + 8 * REGION_PAGES.div_ceil(64);
-const VERSION: u32 = 1;
+/// Where the region's division sits (after the changed-pages bitmap), then the header's
+/// own checksum.
+const SIZES_AT: usize = 48 + 8 * REGION_PAGES.div_ceil(64);
+const HASH_AT: usize = SIZES_AT + 16;
+const VERSION: u32 = 2;
+/// Version 1 headers (no division: the default one) have their checksum where the
+/// division is now; they are still read.
+const V1_HASH_AT: usize = SIZES_AT;
 /// A slot's header page (one sector is used).
 pub const SLOT_HEADER: u64 = 4096;
 const ALIGN: u64 = 64 << 10;
@@ -103,6 +108,8 @@ pub struct SlotHeader {
     /// The pages in which this copy differs from the previous generation's (all, when
     /// that is not known): what the other slot lacks if it holds that generation.
     pub changed: Pages,
+    /// How the region was divided when it was saved (the VM's device tree said so).
+    pub sizes: RamoopsSizes,
 }
 
 impl SlotHeader {
@@ -118,6 +125,10 @@ impl SlotHeader {
         for (i, w) in self.changed.0.iter().enumerate() {
             s[48 + 8 * i..56 + 8 * i].copy_from_slice(&w.to_le_bytes());
         }
+        let z = self.sizes;
+        for (i, v) in [z.record, z.console, z.ftrace, z.pmsg].into_iter().enumerate() {
+            s[SIZES_AT + 4 * i..SIZES_AT + 4 * i + 4].copy_from_slice(&v.to_le_bytes());
+        }
         let h = fnv64(&s[..HASH_AT]);
         s[HASH_AT..HASH_AT + 8].copy_from_slice(&h.to_le_bytes());
         s
@@ -127,7 +138,13 @@ impl SlotHeader {
     pub fn decode(s: &[u8], vm: usize) -> Option<SlotHeader> {
         let s = s.get(..HASH_AT + 8)?;
         let u64_at = |o: usize| u64::from_le_bytes(s[o..o + 8].try_into().unwrap_or([0; 8]));
-        if s[0..8] != MAGIC || u32::from_le_bytes([s[8], s[9], s[10], s[11]]) != VERSION || u64_at(HASH_AT) != fnv64(&s[..HASH_AT]) {
+        let u32_at = |o: usize| u32::from_le_bytes([s[o], s[o + 1], s[o + 2], s[o + 3]]);
+        let (hash_at, sizes) = match u32_at(8) {
+            1 => (V1_HASH_AT, RamoopsSizes::DEFAULT),
+            VERSION => (HASH_AT, RamoopsSizes { record: u32_at(SIZES_AT), console: u32_at(SIZES_AT + 4), ftrace: u32_at(SIZES_AT + 8), pmsg: u32_at(SIZES_AT + 12) }),
+            _ => return None,
+        };
+        if s[0..8] != MAGIC || u64_at(hash_at) != fnv64(&s[..hash_at]) {
             return None;
         }
         let mut changed = Pages::NONE;
@@ -141,6 +158,7 @@ impl SlotHeader {
             checksum: u64_at(32),
             saved_at: u64_at(40) as i64,
             changed,
+            sizes,
         };
         (h.vm as usize == vm && h.region_size == RAMOOPS_SIZE).then_some(h)
     }
@@ -214,6 +232,16 @@ impl SaveState {
         }
     }
 
+    /// Nothing restored (the copies are damaged or divided otherwise), the newest copy on
+    /// the disk (its slot and generation) if any: the first save writes the whole region,
+    /// into the other slot, as a newer generation.
+    pub fn replacing(newest: Option<(usize, u64)>) -> SaveState {
+        match newest {
+            Some((slot, generation)) => SaveState { next_slot: 1 - slot, generation, behind: Pages::ALL, other_is_copy: false },
+            None => SaveState::new(None, None),
+        }
+    }
+
     /// The pages a save must write, given those the guest changed since the last save.
     pub fn to_write(&self, dirty: &Pages) -> Pages {
         self.behind.union(dirty)
@@ -231,7 +259,8 @@ impl SaveState {
 /// A record in a region: which part, and its bytes (oldest first for ring buffers).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RamRecord {
-    /// "dmesg", "console" or "pmsg", as /sys/fs/pstore names them (dmesg-ramoops-<index>).
+    /// "dmesg", "console", "ftrace" or "pmsg", as /sys/fs/pstore names them
+    /// (dmesg-ramoops-<index>).
     pub kind: &'static str,
     pub index: usize,
     pub text: alloc::vec::Vec<u8>,
@@ -240,18 +269,22 @@ pub struct RamRecord {
 const PRZ_SIG: u32 = 0x4347_4244;
 const PRZ_HEADER: usize = 12;
 
-/// The records in a region laid out as guest_dt's node says (Linux's ram.c: dump records
-/// from the start, then console, ftrace (none) and pmsg): each persistent_ram buffer with
-/// its signature, start and size checked.
-pub fn region_records(region: &[u8]) -> alloc::vec::Vec<RamRecord> {
+/// The records in a region divided as `sizes` says, as Linux's ram.c lays it out: the dump
+/// records from the start (as many as fit in what the buffers leave, each an even share of
+/// that), then the console, ftrace and pmsg buffers; each persistent_ram buffer with its
+/// signature, start and size checked.
+pub fn region_records(region: &[u8], sizes: RamoopsSizes) -> alloc::vec::Vec<RamRecord> {
     let mut out = alloc::vec::Vec::new();
-    let (record, console, pmsg) = (RAMOOPS_RECORD as usize, RAMOOPS_CONSOLE as usize, RAMOOPS_PMSG as usize);
-    let dumps = region.len().saturating_sub(console + pmsg) / record;
-    let mut parts: alloc::vec::Vec<(&'static str, usize, usize, usize)> = (0..dumps).map(|i| ("dmesg", i, i * record, record)).collect();
-    parts.push(("console", 0, dumps * record, console));
-    parts.push(("pmsg", 0, dumps * record + console, pmsg));
+    let dumps = sizes.records() as usize;
+    let zone = if dumps == 0 { 0 } else { (sizes.dump_bytes() as usize / dumps) & !1 };
+    let mut parts: alloc::vec::Vec<(&'static str, usize, usize, usize)> = (0..dumps).map(|i| ("dmesg", i, i * zone, zone)).collect();
+    let mut at = dumps * zone;
+    for (kind, size) in [("console", sizes.console), ("ftrace", sizes.ftrace), ("pmsg", sizes.pmsg)] {
+        parts.push((kind, 0, at, size as usize));
+        at += size as usize;
+    }
     for (kind, index, at, size) in parts {
-        let Some(buf) = region.get(at..at + size) else { continue };
+        let Some(buf) = region.get(at..at + size).filter(|b| b.len() > PRZ_HEADER) else { continue };
         let word = |o: usize| u32::from_le_bytes([buf[o], buf[o + 1], buf[o + 2], buf[o + 3]]) as usize;
         let (start, used, cap) = (word(4), word(8), size - PRZ_HEADER);
         if word(0) as u32 != PRZ_SIG || used == 0 || used > cap || start > cap {
@@ -297,7 +330,8 @@ mod tests {
         let mut changed = Pages::NONE;
         changed.insert(0);
         changed.insert(200);
-        let h = SlotHeader { vm: 3, generation: 9, region_size: RAMOOPS_SIZE, checksum: 0x1234, saved_at: 1_700_000_000, changed };
+        let sizes = RamoopsSizes { record: 128 << 10, console: 32 << 10, ftrace: 16 << 10, pmsg: 8 << 10 };
+        let h = SlotHeader { vm: 3, generation: 9, region_size: RAMOOPS_SIZE, checksum: 0x1234, saved_at: 1_700_000_000, changed, sizes };
         let s = h.encode();
         assert_eq!(SlotHeader::decode(&s, 3), Some(h));
         assert_eq!(SlotHeader::decode(&s, 2), None, "another VM's");
@@ -314,6 +348,14 @@ mod tests {
         assert_eq!(newest([Some(b), Some(a)]), Some((0, b)));
         assert_eq!(newest([None, Some(a)]), Some((1, a)));
         assert_eq!(newest([None, None]), None);
+        // A version 1 header (an older hypervisor's: no division, its checksum where the
+        // division is now) is read, with the default division.
+        let mut v1 = [0u8; 512];
+        v1[..SIZES_AT].copy_from_slice(&s[..SIZES_AT]);
+        v1[8..12].copy_from_slice(&1u32.to_le_bytes());
+        let hash = fnv64(&v1[..V1_HASH_AT]);
+        v1[V1_HASH_AT..V1_HASH_AT + 8].copy_from_slice(&hash.to_le_bytes());
+        assert_eq!(SlotHeader::decode(&v1, 3), Some(SlotHeader { sizes: RamoopsSizes::DEFAULT, ..h }));
     }
 
     /// Alternating saves of only the changed pages keep both slots' copies right: a model
@@ -351,7 +393,7 @@ mod tests {
         // holds the generation before (then what the newest save changed), then changes.
         let mut d = Pages::NONE;
         d.insert(3);
-        let newest = SlotHeader { vm: 0, generation: 7, region_size: RAMOOPS_SIZE, checksum: 0, saved_at: 0, changed: d };
+        let newest = SlotHeader { vm: 0, generation: 7, region_size: RAMOOPS_SIZE, checksum: 0, saved_at: 0, changed: d, sizes: RamoopsSizes::DEFAULT };
         for other in [None, Some(5)] {
             let mut st = SaveState::new(Some((1, &newest)), other);
             assert_eq!((st.next_slot, st.to_write(&Pages::NONE)), (0, Pages::ALL));
@@ -360,6 +402,15 @@ mod tests {
         }
         let st = SaveState::new(Some((1, &newest)), Some(6));
         assert_eq!(st.to_write(&Pages::NONE), d, "the other slot lacks only page 3");
+        // Nothing restored over a newest copy of generation 7 in slot 1 (damaged, divided
+        // otherwise): saves come after it, whole until both slots hold this region.
+        let mut st = SaveState::replacing(Some((1, 7)));
+        assert_eq!((st.next_slot, st.to_write(&Pages::NONE)), (0, Pages::ALL));
+        st.saved(&d);
+        assert_eq!((st.next_slot, st.generation, st.to_write(&Pages::NONE)), (1, 8, Pages::ALL));
+        st.saved(&d);
+        assert_eq!((st.next_slot, st.generation, st.to_write(&Pages::NONE)), (0, 9, d));
+        assert_eq!(SaveState::replacing(None).generation, 0);
     }
 
     #[test]
@@ -372,25 +423,37 @@ mod tests {
             region[at + 12..at + 12 + text.len()].copy_from_slice(text);
         };
         put(&mut region, 0, 0, 14, b"====1.2-D\nOops");
-        put(&mut region, RAMOOPS_RECORD as usize, 0, 70000, b"too long");
-        let console = RAMOOPS_SIZE as usize - (RAMOOPS_CONSOLE + RAMOOPS_PMSG) as usize;
+        let d = RamoopsSizes::DEFAULT;
+        put(&mut region, d.record as usize, 0, 70000, b"too long");
+        let console = RAMOOPS_SIZE as usize - (d.console + d.pmsg) as usize;
         put(&mut region, console, 0, 5, b"hello");
-        let r = region_records(&region);
+        let r = region_records(&region, d);
         assert_eq!(r.len(), 2, "{r:?}");
         assert_eq!((r[0].kind, r[0].index, &r[0].text[..]), ("dmesg", 0, &b"====1.2-D\nOops"[..]));
         assert_eq!((r[1].kind, &r[1].text[..]), ("console", &b"hello"[..]));
         // A full ring starts at `start`.
-        let cap = RAMOOPS_CONSOLE as usize - PRZ_HEADER;
+        let cap = d.console as usize - PRZ_HEADER;
         put(&mut region, console, 3, cap as u32, b"");
         region[console + 12..console + 12 + cap].fill(b'x');
         region[console + 12..console + 15].copy_from_slice(b"END");
-        let r = region_records(&region);
+        let r = region_records(&region, d);
         assert!(r[1].text.ends_with(b"END") && r[1].text.len() == cap);
+        // Records that do not divide the space evenly (Linux: 968 KiB / 7 records, each
+        // 141,604 bytes), then 32 KiB of console, 16 of ftrace, 8 of pmsg.
+        let odd = RamoopsSizes { record: 128 << 10, console: 32 << 10, ftrace: 16 << 10, pmsg: 8 << 10 };
+        let mut region = vec![0u8; RAMOOPS_SIZE as usize];
+        put(&mut region, 141_604, 0, 4, b"two!");
+        put(&mut region, 7 * 141_604 + (48 << 10), 0, 4, b"pmsg");
+        put(&mut region, 7 * 141_604 + (32 << 10), 0, 6, b"ftrace");
+        let r = region_records(&region, odd);
+        let got: std::vec::Vec<_> = r.iter().map(|r| (r.kind, r.index, &r.text[..])).collect();
+        assert_eq!(got, [("dmesg", 1, &b"two!"[..]), ("ftrace", 0, &b"ftrace"[..]), ("pmsg", 0, &b"pmsg"[..])]);
         // Garbage never panics.
         let mut rng = crate::rng::Rng::new(77);
         for _ in 0..crate::fuzz_tests::iters(50) {
             region.iter_mut().step_by(61).for_each(|b| *b = rng.next() as u8);
-            let _ = region_records(&region);
+            let _ = region_records(&region, RamoopsSizes::DEFAULT);
+            let _ = region_records(&region, RamoopsSizes { record: 4 << 10, console: 0, ftrace: 0, pmsg: 0 });
         }
     }
 }

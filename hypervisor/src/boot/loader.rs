@@ -4,7 +4,7 @@
 
 use crate::mm::guest::GuestMemory;
 use core::fmt;
-use hv_core::guest_dt::{self, layout, GuestDtConfig, RAMOOPS_SIZE};
+use hv_core::guest_dt::{self, layout, GuestDtConfig, RamoopsSizes, RAMOOPS_SIZE};
 use hv_core::image::{ImageError, ImageHeader, HEADER_SIZE};
 use hv_core::pgtable::PAGE_SIZE;
 use hv_core::ranges::Range;
@@ -95,8 +95,8 @@ pub struct Guest<'a> {
     pub pmu: bool,
     /// The RAM is the previous boot's (a warm reset): unchanged pages need no copy.
     pub warm: bool,
-    /// A ramoops region below the device tree (guest_dt::RAMOOPS_SIZE).
-    pub ramoops: bool,
+    /// A ramoops region below the device tree (guest_dt::RAMOOPS_SIZE), divided so.
+    pub ramoops: Option<RamoopsSizes>,
 }
 
 /// Where a VM with `ram` bytes of RAM has its ramoops region, if it has one: right below
@@ -112,8 +112,8 @@ pub fn load(guest: &Guest, mem: &GuestMemory) -> Result<BootInfo, LoadError> {
     let ram = mem.size();
     let dtb = layout::RAM_BASE + ram - DTB_SLOT;
     // Below the device tree: the ramoops region (if any), then the initrd.
-    let ramoops = guest.ramoops.then(|| ramoops_region(ram));
-    let top = ramoops.map_or(dtb, |(start, _)| start);
+    let ramoops = guest.ramoops.map(|sizes| (ramoops_region(ram), sizes));
+    let top = ramoops.map_or(dtb, |((start, _), _)| start);
     let reserved = DTB_SLOT + (dtb - top);
     let entry = layout::RAM_BASE + header.text_offset;
     let kernel_end = entry + header.image_size;

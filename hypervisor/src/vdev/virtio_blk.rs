@@ -29,7 +29,8 @@ use hv_core::pgtable::PAGE_SIZE;
 use hv_core::virtio::{blk, Segment};
 use hv_core::virtio_blk_device::{finish, Backend, BlockDevice, IoError, Op, Parsed, RangeLimits, Request, QUEUE_SIZE, S_IOERR, S_UNSUPP};
 use hv_core::virtio_mmio::{Effect, Transport, INT_USED_BUFFER};
-use hv_core::virtqueue::{Chain, DeviceQueue, GuestRam, OutOfRam};
+use hv_core::virtqueue::{Chain, DeviceQueue};
+use super::virtio_mmio::Ram;
 use spin::Mutex;
 
 /// How long a notifier waits for the host device to finish with a page before resetting it.
@@ -69,20 +70,6 @@ impl Backend for HostBackend {
 
     fn write_zeroes_limits(&self) -> Option<RangeLimits> {
         self.0.write_zeroes
-    }
-}
-
-/// The VM's RAM as the queue and the device reach it (only RAM, only what the guest may
-/// access: GuestMemory checks).
-struct Ram<'a>(&'a GuestMemory);
-
-impl GuestRam for Ram<'_> {
-    fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), OutOfRam> {
-        self.0.read(gpa, buf).map_err(|_| OutOfRam)
-    }
-
-    fn write(&self, gpa: u64, data: &[u8]) -> Result<(), OutOfRam> {
-        self.0.write(gpa, data).map_err(|_| OutOfRam)
     }
 }
 

@@ -3,9 +3,11 @@
 //! answers as QEMU's empty transports do (hv_core::virtio_mmio), so drivers probing the
 //! slots find no device and no abort.
 
+use crate::mm::guest::GuestMemory;
 use hv_core::guest_dt::layout::{VIRTIO_SLOTS, VIRTIO_SLOT_SIZE};
 use hv_core::mmio::MmioDevice;
 use hv_core::virtio_mmio::empty_slot_read;
+use hv_core::virtqueue::{GuestRam, OutOfRam};
 
 /// The whole window of slots; offsets are from the first slot's base.
 pub struct VirtioSlots;
@@ -19,4 +21,18 @@ impl MmioDevice for VirtioSlots {
     }
 
     fn write(&self, _offset: u64, _size: u8, _value: u64) {}
+}
+
+/// The VM's RAM as the devices' queues reach it (only RAM, only what the guest may access:
+/// GuestMemory checks).
+pub struct Ram<'a>(pub &'a GuestMemory);
+
+impl GuestRam for Ram<'_> {
+    fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), OutOfRam> {
+        self.0.read(gpa, buf).map_err(|_| OutOfRam)
+    }
+
+    fn write(&self, gpa: u64, data: &[u8]) -> Result<(), OutOfRam> {
+        self.0.write(gpa, data).map_err(|_| OutOfRam)
+    }
 }

@@ -7,6 +7,7 @@ use super::{inject, Vm};
 use crate::vdev::{vgic, virtio_mmio};
 use aarch64_cpu::registers::*;
 use crate::vdev::virtio_blk::GuestDisk;
+use crate::vdev::virtio_console::PmsgPort;
 use hv_core::esr::{DataAbort, Esr};
 use hv_core::guest_dt::layout;
 use hv_core::hypercall::Counter;
@@ -23,6 +24,8 @@ enum Device {
     Virtio,
     /// The VM's disk number n (`Vm::disks`), in its slot.
     Disk(usize),
+    /// The VM's pmsg port (`Vm::pmsg_port`).
+    PmsgPort,
 }
 
 /// The faulting IPA: page from HPFAR_EL2.FIPA, offset from FAR_EL2.
@@ -47,6 +50,9 @@ fn device_at(vm: &Vm, ipa: u64) -> Option<(Device, &dyn MmioDevice, u64)> {
         if let Some(n) = vm.disks.iter().position(|d| d.slot == slot) {
             return Some((Device::Disk(n), &virtio_mmio::VirtioSlots, offset));
         }
+        if slot == crate::vdev::virtio_console::SLOT && vm.pmsg_port.is_some() {
+            return Some((Device::PmsgPort, &virtio_mmio::VirtioSlots, offset));
+        }
         return Some((Device::Virtio, &virtio_mmio::VirtioSlots, ipa - layout::VIRTIO_BASE));
     }
     match &vm.vgic {
@@ -62,9 +68,23 @@ fn disk_access(vm: &Vm, run: &mut VcpuRun, disk: &GuestDisk, offset: u64, da: Da
     if da.write {
         let value = if reg == 31 { 0 } else { run.regs.x[reg] };
         let line = disk.write(&vm.mem, offset, da.access_size, da.store_value(value));
-        vm.set_disk_line(disk, line);
+        vm.set_virtio_line(disk.slot, line);
     } else if reg != 31 {
         run.regs.x[reg] = da.load_result(disk.read(offset, da.access_size));
+    }
+}
+
+/// A register access to the VM's pmsg port; a notification writes to the pstore disk.
+#[cold]
+#[inline(never)]
+fn pmsg_port_access(vm: &Vm, run: &mut VcpuRun, port: &PmsgPort, offset: u64, da: DataAbort) {
+    let reg = da.reg as usize;
+    if da.write {
+        let value = if reg == 31 { 0 } else { run.regs.x[reg] };
+        let line = port.write(&vm.mem, offset, da.access_size, da.store_value(value));
+        vm.set_virtio_line(crate::vdev::virtio_console::SLOT, line);
+    } else if reg != 31 {
+        run.regs.x[reg] = da.load_result(port.read(offset, da.access_size));
     }
 }
 
@@ -111,6 +131,11 @@ pub fn handle_data_abort(vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun, esr: Esr) -> N
     let reg = da.reg as usize;
     if let Device::Disk(n) = which {
         disk_access(vm, run, &vm.disks[n], offset, da);
+        skip_instruction();
+        return Next::Resume;
+    }
+    if let (Device::PmsgPort, Some(port)) = (which, &vm.pmsg_port) {
+        pmsg_port_access(vm, run, port, offset, da);
         skip_instruction();
         return Next::Resume;
     }

@@ -21,6 +21,7 @@ use crate::mm::guest::GuestMemory;
 use crate::vdev::pvpanic::PvPanic;
 use crate::vdev::vgic::{self, Vgic};
 use crate::vdev::virtio_blk::GuestDisk;
+use crate::vdev::virtio_console::{self as pmsg, PmsgPort};
 use crate::vdev::vuart::VUart;
 use alloc::boxed::Box;
 use alloc::sync::Arc;
@@ -110,6 +111,9 @@ pub struct Vm {
     /// Its disks (host disks with serial `vm<id>-disk<M>`), disk M in virtio-mmio slot
     /// 31 - M as QEMU fills its slots.
     pub disks: Vec<GuestDisk>,
+    /// Its pmsg port (a virtio-console in slot 0), when it has a pmsg ring (`pmsg=on` and a
+    /// pstore disk with room) and no disk took the slot.
+    pub pmsg_port: Option<PmsgPort>,
     stopping: AtomicBool,
     stop_reason: Mutex<Option<StopReason>>,
     verdict: Mutex<Verdict>,
@@ -153,7 +157,9 @@ impl Vm {
         let disks = crate::drivers::disks::of_vm(id)
             .filter(|d| d.number < layout::VIRTIO_SLOTS as usize)
             .map(|d| GuestDisk::new(layout::VIRTIO_SLOTS - 1 - d.number as u64, d, spec.params.virtio_legacy, &mem))
-            .collect();
+            .collect::<Vec<GuestDisk>>();
+        let pmsg_port = (spec.params.pmsg_port && crate::pstore::pmsg_available(id) && disks.iter().all(|d| d.slot != pmsg::SLOT))
+            .then(|| PmsgPort::new(id, spec.params.virtio_legacy));
         let pauth = spec.params.pauth && cpu::features().pauth;
         let vm = Arc::new_cyclic(|weak| {
             let me = weak.as_ptr();
@@ -169,6 +175,7 @@ impl Vm {
                 last_ramoops_save: AtomicU64::new(0),
                 vgic: vgic::available().then(|| Vgic::new(vcpus)),
                 disks,
+                pmsg_port,
                 stopping: AtomicBool::new(false),
                 stop_reason: Mutex::new(None),
                 verdict: Mutex::new(Verdict::NONE),
@@ -204,6 +211,9 @@ impl Vm {
                 d.slot,
                 layout::VIRTIO_FIRST_SPI as u64 + d.slot
             );
+        }
+        if vm.pmsg_port.is_some() {
+            log::info!("VM {id}: pmsg port (virtio-console, port \"pmsg\") in virtio-mmio slot {} (SPI {})", pmsg::SLOT, layout::VIRTIO_FIRST_SPI as u64 + pmsg::SLOT);
         }
         log::info!(
             "VM {id}: {} MiB RAM at IPA {:#x} ({}), {vcpus} vCPU(s) on CPU(s) {:?}, PAuth {}, kernel at {:#x}, device tree at {:#x}{}",
@@ -248,16 +258,16 @@ impl Vm {
 
     /// Its ramoops region, if its device tree has one.
     fn ramoops_region(&self) -> Option<(u64, u64)> {
-        self.spec.params.ramoops.then(|| loader::ramoops_region(self.mem.size()))
+        self.spec.params.ramoops.map(|_| loader::ramoops_region(self.mem.size()))
     }
 
     /// Before the first boot, puts the ramoops region saved on the pstore disk back (a
     /// warm reset's RAM still has it); then tracks the guest's writes to it.
     fn keep_ramoops(&self, warm: bool) {
-        let Some((start, end)) = self.ramoops_region() else { return };
+        let (Some((start, end)), Some(sizes)) = (self.ramoops_region(), self.spec.params.ramoops) else { return };
         if !warm {
             let mut region = alloc::vec![0u8; (end - start) as usize];
-            if let Some((generation, at)) = crate::pstore::restore_ramoops(self.id, &mut region) {
+            if let Some((generation, at)) = crate::pstore::restore_ramoops(self.id, &mut region, sizes) {
                 match self.mem.write(start, &region) {
                     Ok(()) => log::info!(
                         "VM {}: ramoops region restored from the pstore disk (saved {} UTC, generation {generation})",
@@ -327,9 +337,9 @@ impl Vm {
         }
     }
 
-    /// Sets the level of disk `disk`'s interrupt line (its slot's SPI).
-    pub fn set_disk_line(&self, disk: &GuestDisk, line: bool) {
-        let intid = 32 + layout::VIRTIO_FIRST_SPI + disk.slot as u32;
+    /// Sets the level of a virtio device's interrupt line (its slot's SPI).
+    pub fn set_virtio_line(&self, slot: u64, line: bool) {
+        let intid = 32 + layout::VIRTIO_FIRST_SPI + slot as u32;
         if let Some(target) = self.vgic.as_ref().and_then(|g| g.set_level(intid, line)) {
             self.notify(1 << target);
         }
@@ -540,6 +550,10 @@ impl Vm {
                 d.host.serial
             );
         }
+        if let Some(p) = &self.pmsg_port {
+            let [writes, bytes, failed] = p.counts();
+            log::info!("VM {} pmsg port: writes={writes} bytes={bytes} failed={failed}", self.id);
+        }
     }
 
     /// A counter by number as HV_COUNTER reads it: VM-wide ones from guest memory.
@@ -660,7 +674,7 @@ pub fn host_disk_interrupt(intid: u32) {
         if let Some(vm) = find(host.vm) {
             for d in vm.disks.iter().filter(|d| core::ptr::eq(d.host, host)) {
                 if let Some(line) = d.complete(&vm.mem) {
-                    vm.set_disk_line(d, line);
+                    vm.set_virtio_line(d.slot, line);
                 }
             }
         }
@@ -677,7 +691,7 @@ const RAMOOPS_SAVE_INTERVAL_MS: u64 = 2000;
 pub fn save_ramoops_if_due() -> u64 {
     let (freq, now) = cpu::counter();
     let interval = freq / 1000 * RAMOOPS_SAVE_INTERVAL_MS;
-    let vms: Vec<Arc<Vm>> = VMS.try_lock().map(|l| l.iter().filter(|v| v.spec.params.ramoops).cloned().collect()).unwrap_or_default();
+    let vms: Vec<Arc<Vm>> = VMS.try_lock().map(|l| l.iter().filter(|v| v.spec.params.ramoops.is_some()).cloned().collect()).unwrap_or_default();
     vms.iter().filter_map(|v| v.save_ramoops_if_due(now, interval)).min().unwrap_or(now + interval)
 }
 
@@ -691,7 +705,7 @@ pub fn save_ramoops_at_panic(report: &mut dyn FnMut(usize, usize, u64)) {
         unsafe { VMS.force_unlock() };
     }
     let Some(vms) = VMS.try_lock() else { return };
-    for vm in vms.iter().filter(|v| v.spec.params.ramoops) {
+    for vm in vms.iter().filter(|v| v.spec.params.ramoops.is_some()) {
         if let Some((written, frames)) = vm.mem.region_at_panic() {
             if let Some((pages, generation)) = crate::pstore::save_ramoops_at_panic(vm.id, &frames, &written) {
                 report(vm.id, pages, generation);

@@ -41,10 +41,20 @@ pub fn sync_physical(vcpu: &Vcpu, run: &VcpuRun) {
     }
 }
 
-/// Brings the vGIC up to date with both timer lines of the vCPU loaded here.
+/// Brings the vGIC up to date with both timer lines of the vCPU loaded here. A virtual
+/// timer line that is high but whose physical PPI this CPU has not taken yet (pending, not
+/// active: the vCPU was just loaded and its guest read its interrupt state at once) is
+/// pending for the guest already, as the physical one is: the interrupt exit that follows
+/// finds it so.
 pub fn sync(vcpu: &Vcpu, run: &VcpuRun) {
     if let Some(g) = &vcpu.vm().vgic {
-        g.sync_hw_line(vcpu.index, VTIMER_PPI, output_level(CNTV_CTL_EL0.get()));
+        let level = output_level(CNTV_CTL_EL0.get());
+        g.sync_hw_line(vcpu.index, VTIMER_PPI, level);
+        let taken = crate::drivers::gicv3::guest_ppis_active() & 1 << VTIMER_PPI != 0;
+        if level && !taken && crate::drivers::gicv3::guest_ppis_pending() & 1 << VTIMER_PPI != 0 {
+            g.hw_ppi_fired(vcpu.index, VTIMER_PPI);
+            vcpu.needs_flush.store(true, Ordering::Release);
+        }
     }
     sync_physical(vcpu, run);
 }

@@ -222,7 +222,7 @@ fn main() -> ExitCode {
                 }
             }
             let Some((region, header)) = saved_region(&disk, base, vm) else { continue };
-            for mut r in ramoops_store::region_records(region) {
+            for mut r in ramoops_store::region_records(region, header.sizes) {
                 r.text = inflated(r.text);
                 let name = format!("vm{vm}-{}-ramoops-{}", r.kind, r.index);
                 if o.json {
