@@ -184,7 +184,8 @@ def boot_tests() -> list[BootTest]:
             r"vm0\| tag 1: 256-byte SVE registers intact across 30 waits", r"vm1\| tag 2: 256-byte SVE registers intact across 30 waits",
             r"VM 0 vCPU 0: .*fp_loads=[1-9]\d\s",
             r"VM 0: test verdict PASS", r"VM 1: test verdict PASS", r"machine exit status 0"]),
-        BootTest("virtio-slots", Machine([guest("virtio_slots")]), [
+        # An empty machine (no entropy device: rng=off) against bare QEMU's.
+        BootTest("virtio-slots", Machine([guest("virtio_slots")], hv_args="rng=off"), [
             r"vm0\| 32 empty virtio-mmio slots", *verdict], compare_bare=True),
         # The same in two VMs taking turns on one CPU: each one's timers, pending states and
         # deadlines stay its own across switches.
@@ -475,6 +476,13 @@ def linux_tests() -> list[BootTest]:
                  before=fresh_disk, after=disk_written),
         # The guest's own pstore: Linux's ramoops in the region the device tree reserves keeps
         # the crashed kernel's record across the reboot (a warm reset keeps the VM's RAM).
+        # The entropy device (virtio-rng, RNDR): Linux's hw_random uses it; and none with rng=off.
+        BootTest("linux-rng", Machine([linux(1, "console=ttyAMA0 panic=-1 quiet hvtest.rng")]), [
+            r"VM 0: entropy device \(virtio-rng, RNDR\) in virtio-mmio slot 1 \(SPI 17\)",
+            r"vm0\| RNG current: virtio_rng\.\d", r"vm0\| RNG read 4096 bytes; another 4 KiB has 2[2-5]\d distinct byte values", r"vm0\| RNG \[ *\d+\.\d+\] random: crng init done",
+            r"VM 0 entropy device: bytes=(819[2-9]|8[2-9]\d\d|9\d{3}|\d{5,})\b", r"machine exit status 0"], linux=True),
+        BootTest("linux-rng-off", Machine([linux(1, "console=ttyAMA0 panic=-1 quiet hvtest.rng")], hv_args="rng=off"), [
+            r"vm0\| RNG no virtio_rng", r"machine exit status 0"], linux=True),
         # With the region divided otherwise than by default (ramoops=R,C,F,P KiB): Linux's
         # ramoops takes the device tree's sizes.
         BootTest("linux-ramoops", Machine([linux(1, "console=ttyAMA0 panic=-1 quiet hvtest.ramoops")], hv_args="ramoops=128,32,16,8"), [

@@ -16,8 +16,9 @@
 //! | `virtio=modern\|legacy` | the virtio-mmio interface of the VM's devices (its disks): version 2, or version 1 as QEMU shows by default | `modern` |
 //! | `ramoops=on\|off\|R,C,F,P` | a 1 MiB RAM region below the guest's device tree for Linux's ramoops (a reserved-memory node compatible "ramoops"), divided into records of R KiB and console, ftrace and pmsg buffers of C, F and P KiB (`on`: 64,64,0,64); it survives the VM's reboots and, on a pstore disk with room, runs of the machine | `on` |
 //! | `pmsg=on\|off` | a virtio-console in virtio-mmio slot 0 with one port named `pmsg` (Linux: /dev/vportNp0, its name in /sys/class/virtio-ports/vportNp0/name): what the guest writes there is appended to the VM's pmsg ring on the pstore disk, durable when the write returns; only with a pstore disk with room for the VMs' areas | `on` |
+//! | `rng=on\|off` | a virtio-rng entropy device in virtio-mmio slot 1, its bytes from the CPU's RNDR (not offered without FEAT_RNG) | `on` |
 //! | `refault=zero\|keep` | what a page unmapped by the guest (HV_MEM_UNMAP) or by reclaim holds when it faults back in | `zero` |
-//! | `vmN.mem=SIZE`, `vmN.smp=N`, `vmN.pauth=`, `vmN.pauth_keys=`, `vmN.pmu=`, `vmN.sve=`, `vmN.overcommit=`, `vmN.populate=`, `vmN.blocks=`, `vmN.refault=`, `vmN.ramoops=`, `vmN.pmsg=`, `vmN.virtio=` | the same for VM number N only | |
+//! | `vmN.mem=SIZE`, `vmN.smp=N`, `vmN.pauth=`, `vmN.pauth_keys=`, `vmN.pmu=`, `vmN.sve=`, `vmN.overcommit=`, `vmN.populate=`, `vmN.blocks=`, `vmN.refault=`, `vmN.ramoops=`, `vmN.pmsg=`, `vmN.rng=`, `vmN.virtio=` | the same for VM number N only | |
 //! | `pstore_serial=NAME` | the serial of the virtio-blk disk that holds the pstore zones | `hv-pstore` |
 //! | `pstore_kmsg=KIB`, `pstore_console=KIB`, `pstore_pmsg=KIB` | zone sizes (multiples of 4) | 64, 64, 64 |
 //! | `pstore_order=kmsg-first\|linux` | zone order on the disk (pstore.rs in hv-core) | `kmsg-first` |
@@ -63,6 +64,8 @@ pub struct VmParams {
     pub ramoops: Option<RamoopsSizes>,
     /// A virtio-console with a port named "pmsg" (the VM's pmsg ring on the pstore disk).
     pub pmsg_port: bool,
+    /// A virtio-rng entropy device (where the CPU has RNDR).
+    pub rng: bool,
     /// Its virtio devices use the legacy virtio-mmio interface (version 1).
     pub virtio_legacy: bool,
     /// Unmapped pages keep their content for when they fault back (else they come back zeroed).
@@ -83,6 +86,7 @@ struct Overrides {
     blocks: Option<bool>,
     ramoops: Option<Option<RamoopsSizes>>,
     pmsg_port: Option<bool>,
+    rng: Option<bool>,
     virtio_legacy: Option<bool>,
     keep_unmapped: Option<bool>,
 }
@@ -186,6 +190,7 @@ impl VmParams {
             blocks: true,
             ramoops: Some(RamoopsSizes::DEFAULT),
             pmsg_port: true,
+            rng: true,
             virtio_legacy: false,
             keep_unmapped: false,
         };
@@ -328,6 +333,10 @@ impl HvConfig {
                     Some(v) => cfg.per_vm[v].pmsg_port = Some(on),
                     None => cfg.default.pmsg_port = on,
                 }),
+                ("rng", _) => on_off(value).map(|on| match vm {
+                    Some(v) => cfg.per_vm[v].rng = Some(on),
+                    None => cfg.default.rng = on,
+                }),
                 ("blocks", _) => on_off(value).map(|on| match vm {
                     Some(v) => cfg.per_vm[v].blocks = Some(on),
                     None => cfg.default.blocks = on,
@@ -370,6 +379,7 @@ impl HvConfig {
             blocks: o.blocks.unwrap_or(self.default.blocks),
             ramoops: o.ramoops.unwrap_or(self.default.ramoops),
             pmsg_port: o.pmsg_port.unwrap_or(self.default.pmsg_port),
+            rng: o.rng.unwrap_or(self.default.rng),
             virtio_legacy: o.virtio_legacy.unwrap_or(self.default.virtio_legacy),
             keep_unmapped: o.keep_unmapped.unwrap_or(self.default.keep_unmapped),
         }
@@ -428,13 +438,14 @@ mod tests {
         assert_eq!((p.serial(), p.kmsg_size, p.console_size, p.pmsg_size, p.order, p.erase), (&b"disk7"[..], 32 << 10, 0, 64 << 10, Order::Linux, true));
         assert_eq!(HvConfig::default().pstore.serial(), b"hv-pstore");
         assert!(HvConfig::default().vm(0).lazy, "lazy population is the default");
-        let m = HvConfig::parse("populate=lazy vm1.populate=eager vm1.refault=keep vm2.blocks=off vm2.ramoops=off vm2.virtio=legacy vm2.pmsg=off vm3.ramoops=128,32,16,8", |_| ());
+        let m = HvConfig::parse("populate=lazy vm1.populate=eager vm1.refault=keep vm2.blocks=off vm2.ramoops=off vm2.virtio=legacy vm2.pmsg=off vm3.ramoops=128,32,16,8 vm3.rng=off", |_| ());
         assert!(m.vm(0).lazy && !m.vm(0).keep_unmapped && m.vm(0).blocks);
         assert!(!m.vm(2).blocks && m.vm(2).ramoops.is_none() && m.vm(0).ramoops.is_some());
         assert!(m.vm(2).virtio_legacy && !m.vm(0).virtio_legacy);
         assert!(!m.vm(2).pmsg_port && m.vm(1).pmsg_port);
         assert_eq!(m.vm(3).ramoops, Some(RamoopsSizes { record: 128 << 10, console: 32 << 10, ftrace: 16 << 10, pmsg: 8 << 10 }));
         assert_eq!(m.vm(1).ramoops, Some(RamoopsSizes::DEFAULT));
+        assert!(!m.vm(3).rng && m.vm(2).rng);
         assert!(!m.vm(1).lazy && m.vm(1).keep_unmapped);
     }
 

@@ -62,6 +62,8 @@ pub mod virtio;
 pub mod virtio_blk_device;
 #[cfg(feature = "alloc")]
 pub mod virtio_console_device;
+#[cfg(feature = "alloc")]
+pub mod virtio_rng_device;
 pub mod virtio_mmio;
 #[cfg(feature = "alloc")]
 pub mod virtqueue;

@@ -68,7 +68,7 @@ pub fn serve(chain: &Chain, ram: &impl GuestRam, random: &mut impl FnMut(&mut [u
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::virtqueue::test_ram::Ram;
+    use crate::virtqueue::test_ram::{Ram, BASE};
     use crate::virtqueue::Buffer;
     use std::vec;
 
@@ -86,32 +86,32 @@ mod tests {
     #[test]
     fn fills_only_writable_buffers_up_to_the_limit() {
         let ram = Ram::sized(64 << 10);
-        ram.put(0x100, &[0xee; 16]);
+        ram.put(BASE + 0x100, &[0xee; 16]);
         let chain = Chain {
             head: 0,
             buffers: vec![
-                Buffer { addr: 0x100, len: 16, device_writes: false },
-                Buffer { addr: 0x1000, len: 300, device_writes: true },
-                Buffer { addr: 0x2000, len: 8000, device_writes: true },
+                Buffer { addr: BASE + 0x100, len: 16, device_writes: false },
+                Buffer { addr: BASE + 0x1000, len: 300, device_writes: true },
+                Buffer { addr: BASE + 0x2000, len: 8000, device_writes: true },
             ],
         };
         assert_eq!(serve(&chain, &ram, &mut counting()), Ok(REQUEST_MAX as u32));
-        assert_eq!(ram.get(0x100, 16), vec![0xee; 16], "a device-readable buffer is not written");
-        assert_eq!(ram.get(0x1000, 3), vec![1, 2, 3]);
-        assert_eq!(ram.get(0x2000, 1), vec![(301 % 256) as u8]);
-        let last = 0x2000 + (REQUEST_MAX - 300) as u64;
+        assert_eq!(ram.get(BASE + 0x100, 16), vec![0xee; 16], "a device-readable buffer is not written");
+        assert_eq!(ram.get(BASE + 0x1000, 3), vec![1, 2, 3]);
+        assert_eq!(ram.get(BASE + 0x2000, 1), vec![(301 % 256) as u8]);
+        let last = BASE + 0x2000 + (REQUEST_MAX - 300) as u64;
         assert_eq!(ram.get(last, 1), vec![0], "nothing past REQUEST_MAX");
     }
 
     #[test]
     fn a_dry_source_and_bad_buffers() {
         let ram = Ram::sized(64 << 10);
-        let chain = Chain { head: 0, buffers: vec![Buffer { addr: 0x1000, len: 100, device_writes: true }] };
+        let chain = Chain { head: 0, buffers: vec![Buffer { addr: BASE + 0x1000, len: 100, device_writes: true }] };
         let mut dry = |buf: &mut [u8]| buf.len().min(10);
         assert_eq!(serve(&chain, &ram, &mut dry), Ok(100), "short fills are gathered");
         let mut empty = |_: &mut [u8]| 0;
         assert_eq!(serve(&chain, &ram, &mut empty), Ok(0));
-        let outside = Chain { head: 0, buffers: vec![Buffer { addr: (64 << 10) - 8, len: 64, device_writes: true }] };
+        let outside = Chain { head: 0, buffers: vec![Buffer { addr: BASE + (64 << 10) - 8, len: 64, device_writes: true }] };
         assert_eq!(serve(&outside, &ram, &mut counting()), Err(OutOfRam));
         assert_eq!(serve(&Chain { head: 0, buffers: vec![] }, &ram, &mut counting()), Ok(0));
     }

@@ -7,11 +7,11 @@
 //! its receive queue is never used (the host side sends nothing). A broken queue asks the
 //! driver for a reset (DEVICE_NEEDS_RESET), as the disks do.
 
-use super::virtio_mmio::Ram;
+use super::virtio_mmio::{self, Ram};
 use crate::mm::guest::GuestMemory;
 use core::sync::atomic::{AtomicU64, Ordering};
 use hv_core::virtio_console_device::{ConsoleDevice, CONTROL_RX, CONTROL_TX, PORT_TX};
-use hv_core::virtio_mmio::{Effect, Transport, INT_USED_BUFFER};
+use hv_core::virtio_mmio::{Effect, Transport};
 use hv_core::virtqueue::{Chain, DeviceQueue, GuestRam};
 use spin::Mutex;
 
@@ -104,21 +104,12 @@ impl PmsgPort {
     }
 }
 
-/// The next chain the driver made available on queue `q` (set up at its first use), or
-/// None; a broken queue asks for a reset.
 fn pop(s: &mut Side, ram: &Ram, q: usize) -> Option<Chain> {
-    if s.queues[q].is_none() {
-        let features = s.transport.driver_features();
-        s.queues[q] = s.transport.queue(q).filter(|c| c.ready).map(|c| DeviceQueue::new(c, features));
-    }
-    match s.queues[q].as_mut()?.pop(ram) {
-        Ok(chain) => chain,
-        Err(_) => {
-            s.transport.needs_reset();
-            s.queues = [const { None }; 4];
-            None
-        }
-    }
+    virtio_mmio::pop(&mut s.transport, &mut s.queues, ram, q)
+}
+
+fn answer(s: &mut Side, ram: &Ram, q: usize, head: u16, len: u32) {
+    virtio_mmio::answer(&mut s.transport, &mut s.queues, ram, q, head, len)
 }
 
 /// The chain's device-readable bytes, at most `max`; None (and a reset asked) if they are
@@ -135,17 +126,6 @@ fn gather(s: &mut Side, ram: &Ram, chain: &Chain, max: usize) -> Option<alloc::v
         }
     }
     Some(data)
-}
-
-/// Gives chain `head` back on queue `q` with `len` bytes written, interrupting if the
-/// driver wants it.
-fn answer(s: &mut Side, ram: &Ram, q: usize, head: u16, len: u32) {
-    let Some(queue) = s.queues[q].as_mut() else { return };
-    match queue.push(ram, head, len) {
-        Ok(true) => s.transport.raise(INT_USED_BUFFER),
-        Ok(false) => {}
-        Err(_) => s.transport.needs_reset(),
-    }
 }
 
 /// Hands the device's waiting control messages to the driver's control receive buffers.

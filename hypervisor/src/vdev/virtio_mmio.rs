@@ -6,8 +6,8 @@
 use crate::mm::guest::GuestMemory;
 use hv_core::guest_dt::layout::{VIRTIO_SLOTS, VIRTIO_SLOT_SIZE};
 use hv_core::mmio::MmioDevice;
-use hv_core::virtio_mmio::empty_slot_read;
-use hv_core::virtqueue::{GuestRam, OutOfRam};
+use hv_core::virtio_mmio::{empty_slot_read, Transport, INT_USED_BUFFER};
+use hv_core::virtqueue::{Chain, DeviceQueue, GuestRam, OutOfRam};
 
 /// The whole window of slots; offsets are from the first slot's base.
 pub struct VirtioSlots;
@@ -34,5 +34,35 @@ impl GuestRam for Ram<'_> {
 
     fn write(&self, gpa: u64, data: &[u8]) -> Result<(), OutOfRam> {
         self.0.write(gpa, data).map_err(|_| OutOfRam)
+    }
+}
+
+/// The next chain the driver made available on queue `q` of a device served on the vCPU
+/// that notifies (the queue set up at its first use), or None; a broken queue asks the
+/// driver for a reset (DEVICE_NEEDS_RESET) and is forgotten.
+pub fn pop(transport: &mut Transport, queues: &mut [Option<DeviceQueue>], ram: &Ram, q: usize) -> Option<Chain> {
+    let slot = queues.get_mut(q)?;
+    if slot.is_none() {
+        let features = transport.driver_features();
+        *slot = transport.queue(q).filter(|c| c.ready).map(|c| DeviceQueue::new(c, features));
+    }
+    match slot.as_mut()?.pop(ram) {
+        Ok(chain) => chain,
+        Err(_) => {
+            transport.needs_reset();
+            queues.iter_mut().for_each(|q| *q = None);
+            None
+        }
+    }
+}
+
+/// Gives chain `head` back on queue `q` with `len` bytes written, interrupting if the
+/// driver wants it.
+pub fn answer(transport: &mut Transport, queues: &mut [Option<DeviceQueue>], ram: &Ram, q: usize, head: u16, len: u32) {
+    let Some(queue) = queues.get_mut(q).and_then(Option::as_mut) else { return };
+    match queue.push(ram, head, len) {
+        Ok(true) => transport.raise(INT_USED_BUFFER),
+        Ok(false) => {}
+        Err(_) => transport.needs_reset(),
     }
 }

@@ -7,7 +7,6 @@ use super::{inject, Vm};
 use crate::vdev::{vgic, virtio_mmio};
 use aarch64_cpu::registers::*;
 use crate::vdev::virtio_blk::GuestDisk;
-use crate::vdev::virtio_console::PmsgPort;
 use hv_core::esr::{DataAbort, Esr};
 use hv_core::guest_dt::layout;
 use hv_core::hypercall::Counter;
@@ -26,6 +25,8 @@ enum Device {
     Disk(usize),
     /// The VM's pmsg port (`Vm::pmsg_port`).
     PmsgPort,
+    /// The VM's entropy device (`Vm::entropy`).
+    Entropy,
 }
 
 /// The faulting IPA: page from HPFAR_EL2.FIPA, offset from FAR_EL2.
@@ -53,6 +54,9 @@ fn device_at(vm: &Vm, ipa: u64) -> Option<(Device, &dyn MmioDevice, u64)> {
         if slot == crate::vdev::virtio_console::SLOT && vm.pmsg_port.is_some() {
             return Some((Device::PmsgPort, &virtio_mmio::VirtioSlots, offset));
         }
+        if slot == crate::vdev::virtio_rng::SLOT && vm.entropy.is_some() {
+            return Some((Device::Entropy, &virtio_mmio::VirtioSlots, offset));
+        }
         return Some((Device::Virtio, &virtio_mmio::VirtioSlots, ipa - layout::VIRTIO_BASE));
     }
     match &vm.vgic {
@@ -74,17 +78,29 @@ fn disk_access(vm: &Vm, run: &mut VcpuRun, disk: &GuestDisk, offset: u64, da: Da
     }
 }
 
-/// A register access to the VM's pmsg port; a notification writes to the pstore disk.
+/// A register access to the VM's pmsg port (a notification writes to the pstore disk) or
+/// its entropy device.
 #[cold]
 #[inline(never)]
-fn pmsg_port_access(vm: &Vm, run: &mut VcpuRun, port: &PmsgPort, offset: u64, da: DataAbort) {
+fn served_device_access(vm: &Vm, run: &mut VcpuRun, which: Device, offset: u64, da: DataAbort) {
     let reg = da.reg as usize;
-    if da.write {
-        let value = if reg == 31 { 0 } else { run.regs.x[reg] };
-        let line = port.write(&vm.mem, offset, da.access_size, da.store_value(value));
-        vm.set_virtio_line(crate::vdev::virtio_console::SLOT, line);
-    } else if reg != 31 {
-        run.regs.x[reg] = da.load_result(port.read(offset, da.access_size));
+    let value = if reg == 31 { 0 } else { run.regs.x[reg] };
+    let (size, value) = (da.access_size, da.store_value(value));
+    let read = match (which, &vm.pmsg_port, &vm.entropy) {
+        (Device::PmsgPort, Some(port), _) if da.write => {
+            vm.set_virtio_line(crate::vdev::virtio_console::SLOT, port.write(&vm.mem, offset, size, value));
+            return;
+        }
+        (Device::PmsgPort, Some(port), _) => port.read(offset, size),
+        (Device::Entropy, _, Some(e)) if da.write => {
+            vm.set_virtio_line(crate::vdev::virtio_rng::SLOT, e.write(&vm.mem, offset, size, value));
+            return;
+        }
+        (Device::Entropy, _, Some(e)) => e.read(offset, size),
+        _ => return,
+    };
+    if reg != 31 {
+        run.regs.x[reg] = da.load_result(read);
     }
 }
 
@@ -134,8 +150,8 @@ pub fn handle_data_abort(vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun, esr: Esr) -> N
         skip_instruction();
         return Next::Resume;
     }
-    if let (Device::PmsgPort, Some(port)) = (which, &vm.pmsg_port) {
-        pmsg_port_access(vm, run, port, offset, da);
+    if matches!(which, Device::PmsgPort | Device::Entropy) {
+        served_device_access(vm, run, which, offset, da);
         skip_instruction();
         return Next::Resume;
     }

@@ -22,6 +22,7 @@ use crate::vdev::pvpanic::PvPanic;
 use crate::vdev::vgic::{self, Vgic};
 use crate::vdev::virtio_blk::GuestDisk;
 use crate::vdev::virtio_console::{self as pmsg, PmsgPort};
+use crate::vdev::virtio_rng::{self as rng, EntropyDevice};
 use crate::vdev::vuart::VUart;
 use alloc::boxed::Box;
 use alloc::sync::Arc;
@@ -114,6 +115,9 @@ pub struct Vm {
     /// Its pmsg port (a virtio-console in slot 0), when it has a pmsg ring (`pmsg=on` and a
     /// pstore disk with room) and no disk took the slot.
     pub pmsg_port: Option<PmsgPort>,
+    /// Its entropy device (virtio-rng in slot 1), when `rng=on`, the CPU has RNDR and no
+    /// disk took the slot.
+    pub entropy: Option<EntropyDevice>,
     stopping: AtomicBool,
     stop_reason: Mutex<Option<StopReason>>,
     verdict: Mutex<Verdict>,
@@ -160,6 +164,8 @@ impl Vm {
             .collect::<Vec<GuestDisk>>();
         let pmsg_port = (spec.params.pmsg_port && crate::pstore::pmsg_available(id) && disks.iter().all(|d| d.slot != pmsg::SLOT))
             .then(|| PmsgPort::new(id, spec.params.virtio_legacy));
+        let entropy = (spec.params.rng && cpu::features().rng && disks.iter().all(|d| d.slot != rng::SLOT))
+            .then(|| EntropyDevice::new(spec.params.virtio_legacy));
         let pauth = spec.params.pauth && cpu::features().pauth;
         let vm = Arc::new_cyclic(|weak| {
             let me = weak.as_ptr();
@@ -176,6 +182,7 @@ impl Vm {
                 vgic: vgic::available().then(|| Vgic::new(vcpus)),
                 disks,
                 pmsg_port,
+                entropy,
                 stopping: AtomicBool::new(false),
                 stop_reason: Mutex::new(None),
                 verdict: Mutex::new(Verdict::NONE),
@@ -211,6 +218,9 @@ impl Vm {
                 d.slot,
                 layout::VIRTIO_FIRST_SPI as u64 + d.slot
             );
+        }
+        if vm.entropy.is_some() {
+            log::info!("VM {id}: entropy device (virtio-rng, RNDR) in virtio-mmio slot {} (SPI {})", rng::SLOT, layout::VIRTIO_FIRST_SPI as u64 + rng::SLOT);
         }
         if vm.pmsg_port.is_some() {
             log::info!("VM {id}: pmsg port (virtio-console, port \"pmsg\") in virtio-mmio slot {} (SPI {})", pmsg::SLOT, layout::VIRTIO_FIRST_SPI as u64 + pmsg::SLOT);
@@ -553,6 +563,9 @@ impl Vm {
         if let Some(p) = &self.pmsg_port {
             let [writes, bytes, failed] = p.counts();
             log::info!("VM {} pmsg port: writes={writes} bytes={bytes} failed={failed}", self.id);
+        }
+        if let Some(e) = &self.entropy {
+            log::info!("VM {} entropy device: bytes={}", self.id, e.bytes());
         }
     }
 

@@ -14,6 +14,8 @@ pub struct Features {
     pub pauth: bool,
     /// A GICv3 system-register CPU interface (and with it ICH_*_EL2 for virtualization).
     pub gic_sysregs: bool,
+    /// FEAT_RNG: RNDR reads random numbers (the guests' entropy device uses it).
+    pub rng: bool,
 }
 
 static FEATURES: Once<Features> = Once::new();
@@ -34,13 +36,35 @@ pub fn detect_features() -> Features {
         // APA, API, GPA, GPI fields: any non-zero means FEAT_PAuth.
         let pauth = (isar1 >> 4) & 0xff != 0 || (isar1 >> 24) & 0xff != 0;
         let gic_sysregs = ID_AA64PFR0_EL1.get() >> 24 & 0xf != 0;
-        Features { pa_bits, pa_range, pauth, gic_sysregs }
+        let rng = ID_AA64ISAR0_EL1.get() >> 60 & 0xf != 0;
+        Features { pa_bits, pa_range, pauth, gic_sysregs, rng }
     })
 }
 
 /// The features; `detect_features` must have run.
 pub fn features() -> Features {
-    FEATURES.get().copied().unwrap_or(Features { pa_bits: 40, pa_range: 2, pauth: false, gic_sysregs: false })
+    FEATURES.get().copied().unwrap_or(Features { pa_bits: 40, pa_range: 2, pauth: false, gic_sysregs: false, rng: false })
+}
+
+/// Fills `buf` with random bytes from RNDR (FEAT_RNG; `features().rng`); returns how many
+/// it filled: fewer when the generator reported that it has none to give now.
+pub fn random_bytes(buf: &mut [u8]) -> usize {
+    if !features().rng {
+        return 0;
+    }
+    let mut filled = 0;
+    for chunk in buf.chunks_mut(8) {
+        let (value, ok): (u64, u64);
+        // SAFETY: RNDR reads the CPU's random number generator; it sets NZCV to 0b0100 when
+        // it returns no number (then the value is 0), which CSET turns into ok = 0.
+        unsafe { core::arch::asm!("mrs {v}, s3_3_c2_c4_0", "cset {ok}, ne", v = out(reg) value, ok = out(reg) ok, options(nomem, nostack)) };
+        if ok == 0 {
+            break;
+        }
+        chunk.copy_from_slice(&value.to_le_bytes()[..chunk.len()]);
+        filled += chunk.len();
+    }
+    filled
 }
 
 /// HCR_EL2 while a guest runs: stage-2 on, AArch64 EL1, interrupts and SErrors routed to
