@@ -20,6 +20,14 @@ pub fn output_level(ctl: u64) -> bool {
     ctl & (CTL_ENABLE | CTL_IMASK | CTL_ISTATUS) == CTL_ENABLE | CTL_ISTATUS
 }
 
+/// The line of an enabled, unmasked timer whose counter reached its compare value `cval`
+/// (`now`), as the architecture defines ISTATUS: also when the CPU has not updated the bit
+/// yet (QEMU sets it only when its own timer callback has run, which may come after the
+/// guest already read a counter past the deadline).
+pub fn line_level(ctl: u64, cval: u64, now: u64) -> bool {
+    ctl & (CTL_ENABLE | CTL_IMASK) == CTL_ENABLE && (ctl & CTL_ISTATUS != 0 || now >= cval)
+}
+
 /// The three registers of a timer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TimerReg {
@@ -150,5 +158,11 @@ mod tests {
         assert!(!output_level(CTL_ENABLE | CTL_ISTATUS | CTL_IMASK));
         assert!(!output_level(CTL_ENABLE));
         assert!(!output_level(CTL_ISTATUS));
+        // ISTATUS as defined: the counter reached the compare value, the bit set or not yet.
+        assert!(line_level(CTL_ENABLE, 100, 100));
+        assert!(line_level(CTL_ENABLE | CTL_ISTATUS, 100, 99));
+        assert!(!line_level(CTL_ENABLE, 100, 99));
+        assert!(!line_level(CTL_ENABLE | CTL_IMASK, 100, 200));
+        assert!(!line_level(CTL_ISTATUS, 100, 200), "disabled");
     }
 }

@@ -70,8 +70,6 @@ register_structs! {
         (0x084 => _reserved1),
         (0x100 => isenabler0: ReadWrite<u32>),
         (0x104 => _reserved2),
-        (0x200 => ispendr0: ReadWrite<u32>),
-        (0x204 => _reserved5),
         (0x300 => isactiver0: ReadWrite<u32>),
         (0x304 => _reserved3),
         (0x380 => icactiver0: ReadWrite<u32>),
@@ -299,12 +297,6 @@ pub fn handle_pending() -> Arrived {
 /// Which of this CPU's guest PPIs are active (handed to a vCPU, not yet deactivated).
 pub fn guest_ppis_active() -> u32 {
     sgi_frame().map_or(0, |f| f.isactiver0.get() & GUEST_PPI_MASK)
-}
-
-/// Which of this CPU's guest PPIs are pending here and not yet acknowledged (their line
-/// rose; the interrupt exit that hands them to the vCPU has not come yet).
-pub fn guest_ppis_pending() -> u32 {
-    sgi_frame().map_or(0, |f| f.ispendr0.get() & GUEST_PPI_MASK)
 }
 
 /// Sets (or clears) the active state of the guest PPIs in `mask` (when vCPUs switch).

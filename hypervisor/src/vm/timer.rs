@@ -9,10 +9,10 @@ use super::vcpu::{Vcpu, VcpuRun};
 use crate::arch::cpu;
 use crate::drivers::gicv3::VTIMER_PPI;
 use crate::percpu::{this_cpu, NO_DEADLINE};
-use aarch64_cpu::registers::{Readable, CNTV_CTL_EL0};
+use aarch64_cpu::registers::{Readable, CNTVCT_EL0, CNTV_CTL_EL0, CNTV_CVAL_EL0};
 use core::sync::atomic::Ordering;
 use hv_core::guest_dt::layout::PTIMER_INTID;
-use hv_core::timer::{output_level, TimerReg};
+use hv_core::timer::{line_level, TimerReg};
 
 /// A trapped access to the EL1 physical timer: register `reg`, general register `rt`.
 pub fn access(vcpu: &Vcpu, run: &mut VcpuRun, reg: TimerReg, read: bool, rt: u8) -> Next {
@@ -42,16 +42,15 @@ pub fn sync_physical(vcpu: &Vcpu, run: &VcpuRun) {
 }
 
 /// Brings the vGIC up to date with both timer lines of the vCPU loaded here. A virtual
-/// timer line that is high but whose physical PPI this CPU has not taken yet (pending, not
-/// active: the vCPU was just loaded and its guest read its interrupt state at once) is
-/// pending for the guest already, as the physical one is: the interrupt exit that follows
-/// finds it so.
+/// timer line that is high (by its registers: the counter past the compare value) but whose
+/// physical PPI has not been taken for the vCPU yet (not active: it was just loaded, or the
+/// deadline passed an instant ago, and its guest reads its interrupt state at once) is
+/// pending for the guest already; the physical PPI, when it comes, finds it so.
 pub fn sync(vcpu: &Vcpu, run: &VcpuRun) {
     if let Some(g) = &vcpu.vm().vgic {
-        let level = output_level(CNTV_CTL_EL0.get());
+        let level = line_level(CNTV_CTL_EL0.get(), CNTV_CVAL_EL0.get(), CNTVCT_EL0.get());
         g.sync_hw_line(vcpu.index, VTIMER_PPI, level);
-        let taken = crate::drivers::gicv3::guest_ppis_active() & 1 << VTIMER_PPI != 0;
-        if level && !taken && crate::drivers::gicv3::guest_ppis_pending() & 1 << VTIMER_PPI != 0 {
+        if level && crate::drivers::gicv3::guest_ppis_active() & 1 << VTIMER_PPI == 0 {
             g.hw_ppi_fired(vcpu.index, VTIMER_PPI);
             vcpu.needs_flush.store(true, Ordering::Release);
         }
