@@ -327,12 +327,14 @@ impl Vm {
             log::warn!("VM {}: ramoops region not readable ({e:?}): not saved", self.id);
             return;
         }
+        let (freq, began) = cpu::counter();
         if let Some((pages, generation)) = crate::pstore::save_ramoops(self.id, &region, &written) {
             log::log!(
                 if periodic { log::Level::Debug } else { log::Level::Info },
-                "VM {}: ramoops region saved to the pstore disk: {pages} page(s) ({} KiB) written, generation {generation}{}",
+                "VM {}: ramoops region saved to the pstore disk: {pages} page(s) ({} KiB) written, generation {generation}, {} us{}",
                 self.id,
                 pages * 4,
+                (cpu::counter().1 - began) * 1_000_000 / freq.max(1),
                 if periodic { " (while it runs)" } else { "" }
             );
         }
