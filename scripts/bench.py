@@ -82,7 +82,7 @@ def switch_benches() -> list[Bench]:
 BENCHES = [
     Bench("bench", notes="null_hypercall_round_trip: SMCCC_VERSION over HVC #0 in a loop, minus the "
                          "empty loop: the HVC, the hypervisor's exit path and the ERET back (a guest that never "
-                         "used PAC: lazy keys). Target <= 100; Xen 4.17 takes about 465 by this measurement."),
+                         "used PAC: lazy keys). Target <= 100; Xen 4.17's: xen_compare_* below."),
     *pac_benches(),
     *switch_benches(),
     Bench("bench", bootargs="latency=1",
