@@ -64,6 +64,8 @@ class BootTest:
     # Run before the boot (files it needs), and after it (problems found outside the log).
     before: object = None
     after: object = None
+    # Problems found in the console output by code (numbers compared across lines).
+    check_log: object = None
 
 
 @dataclass
@@ -184,9 +186,20 @@ def boot_tests() -> list[BootTest]:
             r"vm0\| tag 1: 256-byte SVE registers intact across 30 waits", r"vm1\| tag 2: 256-byte SVE registers intact across 30 waits",
             r"VM 0 vCPU 0: .*fp_loads=[1-9]\d\s",
             r"VM 0: test verdict PASS", r"VM 1: test verdict PASS", r"machine exit status 0"]),
-        # An empty machine (no entropy device: rng=off) against bare QEMU's.
-        BootTest("virtio-slots", Machine([guest("virtio_slots")], hv_args="rng=off"), [
+        # An empty machine (no entropy device or balloon: rng=off balloon=off) against bare QEMU's.
+        BootTest("virtio-slots", Machine([guest("virtio_slots")], hv_args="rng=off balloon=off"), [
             r"vm0\| 32 empty virtio-mmio slots", *verdict], compare_bare=True),
+        # The memory balloon driven by a guest of its own (both interfaces): reported and
+        # inflated pages go back to the host and read as zero afterwards; bad reports and PFNs
+        # are refused (logged, counted), nothing changes for them.
+        *[BootTest(f"balloon{suffix}", Machine([guest("balloon", bootargs="target=64", virtio_legacy=legacy)], hv_args="vm0.balloon=64M"), [
+            r"VM 0: memory balloon \(virtio-balloon, free page reporting\) in virtio-mmio slot 2 \(SPI 18\), target 64 MiB",
+            r"vm0\| balloon: reported 4 MiB went back to the host and read as zero", r"vm0\| balloon: bad reports refused, nothing changed",
+            r"vm0\| balloon: inflated pages went back, PFNs outside RAM ignored",
+            *[rf"VM 0: balloon: a reported free range refused: {why}\s" for why in ("NotRam", "Unaligned", "WrongDirection", "Overlapping")],
+            r"VM 0: balloon: inflated page at 0xfffffff0000 \(\+0x1000\) refused: OutOfRange", r"VM 0: balloon: inflated page at 0x10000 \(\+0x1000\) refused",
+            r"VM 0 balloon: target=65536KiB actual=0KiB inflated_pages=4 deflated_pages=0 reports=4 reported_bytes=4202496 given_back_bytes=4210688 refused=8 ",
+            *verdict]) for suffix, legacy in (("", False), ("-legacy", True))],
         # The same in two VMs taking turns on one CPU: each one's timers, pending states and
         # deadlines stay its own across switches.
         BootTest("timers-shared-cpu", Machine([guest("timer"), guest("timer")], cpus=1), [
@@ -344,6 +357,25 @@ def linux(cpus: int, bootargs: str = "") -> Guest:
                  bootargs=bootargs or f"console=ttyAMA0 panic=-1 quiet hvtest.cpus={cpus}")
 
 
+# VM 1 of linux-balloon: too big for the host while VM 0 holds its 300 MiB file, small
+# enough once VM 0 reported it free.
+BALLOON_WAITER = 750 * MIB
+
+
+def balloon_gave_back(out: str) -> list[str]:
+    """linux-balloon: between the two memory lines (the file held, then freed) the VM gave
+    back about what it freed, and the host's free memory rose by about as much."""
+    lines = re.findall(r"VM 0: 512 MiB RAM, (\d+) KiB given back to the host;.*host memory free for new VMs (\d+) MiB", out)
+    if len(lines) != 2:
+        return [f"{len(lines)} memory lines of VM 0, expected 2"]
+    (given0, free0), (given1, free1) = [(int(g) >> 10, int(f)) for g, f in lines]
+    print(f"    balloon: given back {given0} -> {given1} MiB, host free {free0} -> {free1} MiB")
+    problems = []
+    if not 240 <= given1 - given0 <= 330:
+        problems.append(f"VM 0 gave back {given1 - given0} MiB after freeing 300 MiB")
+    return problems
+
+
 VBLK_DISK = qemu.ROOT / "target" / "test-vblk0.img"
 VBLK_DISK2 = qemu.ROOT / "target" / "test-vblk1.img"
 
@@ -481,6 +513,24 @@ def linux_tests() -> list[BootTest]:
             r"VM 0: entropy device \(virtio-rng, RNDR\) in virtio-mmio slot 1 \(SPI 17\)",
             r"vm0\| RNG current: virtio_rng\.\d", r"vm0\| RNG read 4096 bytes; another 4 KiB has 2[2-5]\d distinct byte values", r"vm0\| RNG \[ *\d+\.\d+\] random: crng init done",
             r"VM 0 entropy device: bytes=(819[2-9]|8[2-9]\d\d|9\d{3}|\d{5,})\b", r"machine exit status 0"], linux=True),
+        # The memory balloon with Linux's virtio_balloon: free page reporting gives what the
+        # guest frees back to the host (its 300 MiB file deleted: the host's free memory rises
+        # by about as much, and VM 1, which waited for memory, starts); the balloon inflates to
+        # the target at boot (64 MiB) and deflates when the console's Ctrl-] + moves it to 0;
+        # the guest's statistics reach the VM's counters; the guest goes on using its memory.
+        BootTest("linux-balloon", Machine([Guest(kernel=LINUX / "Image", initrd=LINUX / "initramfs.cpio", mem=512 * MIB,
+                                                 bootargs="console=ttyAMA0 panic=-1 quiet hvtest.balloon"),
+                                           guest("hello", mem=BALLOON_WAITER)], host_mem=1024 * MIB,
+                                          hv_args="vm0.balloon=64M vm1.balloon=off vm1.start=wait"), [
+            r"VM 0: memory balloon \(virtio-balloon, free page reporting\) in virtio-mmio slot 2 \(SPI 18\), target 64 MiB",
+            r"VM 1: waiting for memory \(start=wait\)", r"vm0\| BALLOON holding 300 MiB",
+            r"vm0\| BALLOON device virtio\d features [01]{1}11[01]{2}1",
+            r"VM 0: balloon target 0 MiB \(was 64 MiB, the guest holds 64 MiB in it\)",
+            r"vm0\| BALLOON settled[\s\S]*VM 1: there is memory for it now: starting[\s\S]*VM 1: test verdict PASS", r"vm0\| BALLOON freed 300 MiB",
+            r"vm0\| BALLOON used 64 MiB again: read back the same",
+            r"VM 0 balloon: target=0KiB actual=0KiB inflated_pages=16384 deflated_pages=16384 reports=[1-9]\d* .* stats_updates=[1-9]\d* .*guest_free_memory=\d+ .*guest_total_memory=\d+",
+            r"all VMs stopped; machine exit status 0"], linux=True, raw=False,
+                 dialog=[(r"BALLOON settled", "\x1dm\x1d+", 0.3), (r"BALLOON freed", "\x1dm", 0.3)], check_log=balloon_gave_back),
         BootTest("linux-rng-off", Machine([linux(1, "console=ttyAMA0 panic=-1 quiet hvtest.rng")], hv_args="rng=off"), [
             r"vm0\| RNG no virtio_rng", r"machine exit status 0"], linux=True),
         # With the region divided otherwise than by default (ramoops=R,C,F,P KiB): Linux's
@@ -640,6 +690,8 @@ def run_boot(t: BootTest, timeout: float) -> tuple[bool, str]:
         problems += compare_with_bare(t, r.out, timeout)
     if t.after and not r.hung:
         problems += t.after()
+    if t.check_log and not r.hung:
+        problems += t.check_log(r.out)
     return not problems, "; ".join(problems) + (f" (log: {log})" if problems else "")
 
 

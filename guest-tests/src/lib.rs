@@ -14,7 +14,7 @@ pub mod hvc;
 pub mod psci;
 pub mod ramoops;
 pub mod text;
-pub mod vblk_driver;
+pub mod virtio_driver;
 
 use core::arch::{asm, global_asm};
 use core::sync::atomic::{AtomicUsize, Ordering};

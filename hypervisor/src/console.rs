@@ -1,7 +1,8 @@
 //! The hypervisor's console: the host PL011, the `log` back end with its
 //! `[time level cpuN vmM]` prefix, guest output, a lock-free writer for panics, the tail of
 //! everything printed (which the crash records keep on disk), and terminal input, queued in
-//! order for the VM layer to drain (bytes, serial breaks, Ctrl-] digit focus requests).
+//! order for the VM layer to drain (bytes, serial breaks, Ctrl-] focus requests and
+//! balloon commands).
 //!
 //! The VM with the input focus is a terminal's raw pass-through: its output goes out byte
 //! for byte as it comes (prompts, echo, escape sequences), without a prefix. Every other
@@ -15,7 +16,7 @@ use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use hv_core::byte_ring::ByteRing;
 use hv_core::cmdline::LogLevel;
-use hv_core::console_input::{without_control_sequences, InputParser, Key};
+use hv_core::console_input::{without_control_sequences, Command, InputParser, Key};
 use spin::{Mutex, MutexGuard, Once};
 
 static UART: Once<Pl011> = Once::new();
@@ -165,6 +166,7 @@ enum Event {
     Byte(u8),
     Break,
     Focus(usize),
+    Command(Command),
 }
 
 /// Terminal input as the VM layer takes it, in the order it came.
@@ -175,6 +177,8 @@ pub enum Input<'a> {
     Break,
     /// Ctrl-] then a digit: the user asks for the focus to move to this VM.
     Focus(usize),
+    /// Ctrl-] then `-`, `+` or `m`: for the VM with the focus.
+    Command(Command),
 }
 
 /// Turns on terminal input: the UART interrupts this CPU (`intid` from the device tree).
@@ -185,8 +189,8 @@ pub fn start_input(intid: u32) {
     }
 }
 
-/// Reads what the terminal sent into the input queue: bytes, breaks, and Ctrl-] digit
-/// focus requests.
+/// Reads what the terminal sent into the input queue: bytes, breaks, Ctrl-] focus
+/// requests and balloon commands.
 pub fn input() {
     let Some(u) = UART.get() else { return };
     let mut q = INPUT.lock();
@@ -196,6 +200,7 @@ pub fn input() {
             Received::Byte(b) => match q.parser.feed(b) {
                 Key::Byte(b) => Some(Event::Byte(b)),
                 Key::Focus(vm) => Some(Event::Focus(vm)),
+                Key::Command(c) => Some(Event::Command(c)),
                 Key::None => None,
             },
         };
@@ -233,6 +238,7 @@ pub fn drain_input(deliver: &mut dyn FnMut(Input)) {
             Event::Byte(_) => deliver(Input::Bytes(&buf[..n])),
             Event::Break => deliver(Input::Break),
             Event::Focus(vm) => deliver(Input::Focus(vm)),
+            Event::Command(c) => deliver(Input::Command(c)),
         }
     }
 }

@@ -31,7 +31,7 @@ use hv_core::pgtable::{self, Regime, PAGE_SIZE};
 use hv_core::ranges::{subtract, Range};
 use arch::stacks::MAX_CPUS;
 use hv_core::outcome::status;
-use vm::{Vm, VmSpec};
+use vm::VmSpec;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// QEMU virt's PL011, used only if the device tree cannot be read.
@@ -209,13 +209,12 @@ fn start_vms(dt: &HostDt, config: &HvConfig, cpus: usize) {
         let result = if vcpus > cpus && !spec.params.overcommit {
             Err(LoadError::TooManyVcpus { asked: vcpus, cpus })
         } else {
-            Vm::create(id, spec, &pcpus, None)
+            sched::lifecycle::create_and_start(id, spec, &pcpus)
         };
         match result {
-            Ok(vm) => {
+            Ok(now) => {
                 next_cpu = (next_cpu + vcpus) % cpus;
-                sched::lifecycle::start(vm);
-                started += 1;
+                started += now as usize;
             }
             Err(e) => {
                 log::error!("VM {id}: cannot start: {e}");
@@ -223,7 +222,7 @@ fn start_vms(dt: &HostDt, config: &HvConfig, cpus: usize) {
             }
         }
     }
-    if started == 0 {
+    if started == 0 && sched::lifecycle::start_waiting(true) == 0 {
         sched::lifecycle::shutdown();
     }
 }

@@ -17,7 +17,7 @@
 #![no_main]
 
 use core::ptr::{read_volatile, write_volatile};
-use guest_rt::vblk_driver::{Dev, Queue, F_DISCARD, F_WRITE_ZEROES, QSIZE};
+use guest_rt::virtio_driver::{Dev, Queue, F_DISCARD, F_WRITE_ZEROES, QSIZE};
 use guest_rt::{check, check_eq, println, BootInfo};
 use hv_core::virtio::blk::{T_DISCARD, T_FLUSH, T_GET_ID, T_IN, T_OUT, T_WRITE_ZEROES};
 use hv_core::virtio_mmio::reg;

@@ -21,7 +21,7 @@
 
 use core::ptr::{read_volatile, write_volatile};
 use guest_rt::hvc::mem;
-use guest_rt::vblk_driver::{Dev, Queue};
+use guest_rt::virtio_driver::{Dev, Queue};
 use guest_rt::{check, check_eq, println, BootInfo};
 use hv_core::hypercall::mem_perm;
 use hv_core::virtio::blk::T_IN;

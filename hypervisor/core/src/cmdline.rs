@@ -17,8 +17,10 @@
 //! | `ramoops=on\|off\|R,C,F,P` | a 1 MiB RAM region below the guest's device tree for Linux's ramoops (a reserved-memory node compatible "ramoops"), divided into records of R KiB and console, ftrace and pmsg buffers of C, F and P KiB (`on`: 64,64,0,64); it survives the VM's reboots and, on a pstore disk with room, runs of the machine | `on` |
 //! | `pmsg=on\|off` | a virtio-console in virtio-mmio slot 0 with one port named `pmsg` (Linux: /dev/vportNp0, its name in /sys/class/virtio-ports/vportNp0/name): what the guest writes there is appended to the VM's pmsg ring on the pstore disk, durable when the write returns; only with a pstore disk with room for the VMs' areas | `on` |
 //! | `rng=on\|off` | a virtio-rng entropy device in virtio-mmio slot 1, its bytes from the CPU's RNDR (not offered without FEAT_RNG) | `on` |
+//! | `balloon=on\|off\|SIZE` | a virtio-balloon in virtio-mmio slot 2 (with `populate=lazy` only): pages the guest puts in it and free memory it reports (free page reporting) go back to the host; `SIZE`: the balloon's target at boot, memory the guest is asked to give back (the console's Ctrl-] - and + change it at run time) | `on` (target 0) |
+//! | `start=now\|wait` | a VM that does not fit in the host's uncommitted memory at boot is refused (`now`) or waits (`wait`) until other VMs give memory back (balloons, reported free pages) or stop | `now` |
 //! | `refault=zero\|keep` | what a page unmapped by the guest (HV_MEM_UNMAP) or by reclaim holds when it faults back in | `zero` |
-//! | `vmN.mem=SIZE`, `vmN.smp=N`, `vmN.pauth=`, `vmN.pauth_keys=`, `vmN.pmu=`, `vmN.sve=`, `vmN.overcommit=`, `vmN.populate=`, `vmN.blocks=`, `vmN.refault=`, `vmN.ramoops=`, `vmN.pmsg=`, `vmN.rng=`, `vmN.virtio=` | the same for VM number N only | |
+//! | `vmN.mem=SIZE`, `vmN.smp=N`, `vmN.pauth=`, `vmN.pauth_keys=`, `vmN.pmu=`, `vmN.sve=`, `vmN.overcommit=`, `vmN.populate=`, `vmN.blocks=`, `vmN.refault=`, `vmN.ramoops=`, `vmN.pmsg=`, `vmN.rng=`, `vmN.balloon=`, `vmN.start=`, `vmN.virtio=` | the same for VM number N only | |
 //! | `pstore_serial=NAME` | the serial of the virtio-blk disk that holds the pstore zones | `hv-pstore` |
 //! | `pstore_kmsg=KIB`, `pstore_console=KIB`, `pstore_pmsg=KIB` | zone sizes (multiples of 4) | 64, 64, 64 |
 //! | `pstore_order=kmsg-first\|linux` | zone order on the disk (pstore.rs in hv-core) | `kmsg-first` |
@@ -66,6 +68,10 @@ pub struct VmParams {
     pub pmsg_port: bool,
     /// A virtio-rng entropy device (where the CPU has RNDR).
     pub rng: bool,
+    /// A virtio-balloon whose target at boot is this many bytes.
+    pub balloon: Option<u64>,
+    /// Wait for memory at boot instead of being refused.
+    pub wait_for_memory: bool,
     /// Its virtio devices use the legacy virtio-mmio interface (version 1).
     pub virtio_legacy: bool,
     /// Unmapped pages keep their content for when they fault back (else they come back zeroed).
@@ -87,6 +93,8 @@ struct Overrides {
     ramoops: Option<Option<RamoopsSizes>>,
     pmsg_port: Option<bool>,
     rng: Option<bool>,
+    balloon: Option<Option<u64>>,
+    wait_for_memory: Option<bool>,
     virtio_legacy: Option<bool>,
     keep_unmapped: Option<bool>,
 }
@@ -191,6 +199,8 @@ impl VmParams {
             ramoops: Some(RamoopsSizes::DEFAULT),
             pmsg_port: true,
             rng: true,
+            balloon: Some(0),
+            wait_for_memory: false,
             virtio_legacy: false,
             keep_unmapped: false,
         };
@@ -337,6 +347,20 @@ impl HvConfig {
                     Some(v) => cfg.per_vm[v].rng = Some(on),
                     None => cfg.default.rng = on,
                 }),
+                ("balloon", _) => match on_off(value).map(|on| on.then_some(0)).ok().or_else(|| parse_size(value).filter(|b| b % (2 << 20) == 0).map(Some)) {
+                    Some(balloon) => Ok(match vm {
+                        Some(v) => cfg.per_vm[v].balloon = Some(balloon),
+                        None => cfg.default.balloon = balloon,
+                    }),
+                    None => Err("use on, off or the target at boot, a multiple of 2M"),
+                },
+                ("start", _) => match value {
+                    "now" | "wait" => Ok(match vm {
+                        Some(v) => cfg.per_vm[v].wait_for_memory = Some(value == "wait"),
+                        None => cfg.default.wait_for_memory = value == "wait",
+                    }),
+                    _ => Err("use now or wait"),
+                },
                 ("blocks", _) => on_off(value).map(|on| match vm {
                     Some(v) => cfg.per_vm[v].blocks = Some(on),
                     None => cfg.default.blocks = on,
@@ -380,6 +404,8 @@ impl HvConfig {
             ramoops: o.ramoops.unwrap_or(self.default.ramoops),
             pmsg_port: o.pmsg_port.unwrap_or(self.default.pmsg_port),
             rng: o.rng.unwrap_or(self.default.rng),
+            balloon: o.balloon.unwrap_or(self.default.balloon),
+            wait_for_memory: o.wait_for_memory.unwrap_or(self.default.wait_for_memory),
             virtio_legacy: o.virtio_legacy.unwrap_or(self.default.virtio_legacy),
             keep_unmapped: o.keep_unmapped.unwrap_or(self.default.keep_unmapped),
         }
@@ -438,7 +464,7 @@ mod tests {
         assert_eq!((p.serial(), p.kmsg_size, p.console_size, p.pmsg_size, p.order, p.erase), (&b"disk7"[..], 32 << 10, 0, 64 << 10, Order::Linux, true));
         assert_eq!(HvConfig::default().pstore.serial(), b"hv-pstore");
         assert!(HvConfig::default().vm(0).lazy, "lazy population is the default");
-        let m = HvConfig::parse("populate=lazy vm1.populate=eager vm1.refault=keep vm2.blocks=off vm2.ramoops=off vm2.virtio=legacy vm2.pmsg=off vm3.ramoops=128,32,16,8 vm3.rng=off", |_| ());
+        let m = HvConfig::parse("populate=lazy vm1.populate=eager vm1.refault=keep vm2.blocks=off vm2.ramoops=off vm2.virtio=legacy vm2.pmsg=off vm3.ramoops=128,32,16,8 vm3.rng=off vm3.balloon=off vm4.balloon=64M vm4.start=wait", |_| ());
         assert!(m.vm(0).lazy && !m.vm(0).keep_unmapped && m.vm(0).blocks);
         assert!(!m.vm(2).blocks && m.vm(2).ramoops.is_none() && m.vm(0).ramoops.is_some());
         assert!(m.vm(2).virtio_legacy && !m.vm(0).virtio_legacy);
@@ -446,16 +472,18 @@ mod tests {
         assert_eq!(m.vm(3).ramoops, Some(RamoopsSizes { record: 128 << 10, console: 32 << 10, ftrace: 16 << 10, pmsg: 8 << 10 }));
         assert_eq!(m.vm(1).ramoops, Some(RamoopsSizes::DEFAULT));
         assert!(!m.vm(3).rng && m.vm(2).rng);
+        assert_eq!((m.vm(3).balloon, m.vm(4).balloon, m.vm(0).balloon), (None, Some(64 << 20), Some(0)));
+        assert!(m.vm(4).wait_for_memory && !m.vm(3).wait_for_memory);
         assert!(!m.vm(1).lazy && m.vm(1).keep_unmapped);
     }
 
     #[test]
     fn reports_bad_options_and_keeps_going() {
         let mut bad = Vec::new();
-        let c = HvConfig::parse("mem=3M smp=0 log=loud vm99.mem=2M frob=1 plain pauth=maybe smp=3 pauth_keys=often overcommit=1 populate=soon blocks=2m refault=maybe pstore_kmsg=0 pstore_console=3 pstore_serial=123456789012345678901 pstore_order=up ramoops=64,64 vm1.ramoops=48,64,0,64", |b| bad.push(b.option));
+        let c = HvConfig::parse("mem=3M smp=0 log=loud vm99.mem=2M frob=1 plain pauth=maybe smp=3 pauth_keys=often overcommit=1 populate=soon blocks=2m refault=maybe pstore_kmsg=0 pstore_console=3 pstore_serial=123456789012345678901 pstore_order=up ramoops=64,64 vm1.ramoops=48,64,0,64 balloon=3M start=later", |b| bad.push(b.option));
         assert_eq!(
             bad,
-            ["mem=3M", "smp=0", "log=loud", "vm99.mem=2M", "frob=1", "plain", "pauth=maybe", "pauth_keys=often", "overcommit=1", "populate=soon", "blocks=2m", "refault=maybe", "pstore_kmsg=0", "pstore_console=3", "pstore_serial=123456789012345678901", "pstore_order=up", "ramoops=64,64", "vm1.ramoops=48,64,0,64"]
+            ["mem=3M", "smp=0", "log=loud", "vm99.mem=2M", "frob=1", "plain", "pauth=maybe", "pauth_keys=often", "overcommit=1", "populate=soon", "blocks=2m", "refault=maybe", "pstore_kmsg=0", "pstore_console=3", "pstore_serial=123456789012345678901", "pstore_order=up", "ramoops=64,64", "vm1.ramoops=48,64,0,64", "balloon=3M", "start=later"]
         );
         assert_eq!(c.vm(0).vcpus, 3);
     }

@@ -1,5 +1,6 @@
 //! Terminal input as the hypervisor's console reads it: bytes for the VM that has the
-//! focus, and the escape key (Ctrl-]) followed by a digit moving the focus to that VM.
+//! focus, and the escape key (Ctrl-]) followed by a digit moving the focus to that VM, or by
+//! `-`, `+` or `m`: the focused VM's memory balloon and memory counts.
 
 /// Ctrl-]: the next key, a digit, names the VM that gets the input from then on.
 pub const ESCAPE_KEY: u8 = 0x1d;
@@ -11,8 +12,21 @@ pub enum Key {
     Byte(u8),
     /// Ctrl-] then a digit: the focus moves to this VM.
     Focus(usize),
+    /// Ctrl-] then `-`, `+` or `m`.
+    Command(Command),
     /// Consumed (the escape key itself).
     None,
+}
+
+/// What the hypervisor does for the focused VM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// `-`: its balloon's target grows by a step (the guest gives memory back).
+    Shrink,
+    /// `+`: its balloon's target shrinks by a step (the guest may take memory again).
+    Grow,
+    /// `m`: its memory and balloon counts are logged.
+    ShowMemory,
 }
 
 /// `bytes` without terminal control sequences (ESC [ ... final byte, and other ESC pairs):
@@ -52,8 +66,12 @@ impl InputParser {
 
     pub fn feed(&mut self, b: u8) -> Key {
         if core::mem::take(&mut self.escape) {
-            if b.is_ascii_digit() {
-                return Key::Focus((b - b'0') as usize);
+            match b {
+                b'0'..=b'9' => return Key::Focus((b - b'0') as usize),
+                b'-' => return Key::Command(Command::Shrink),
+                b'+' => return Key::Command(Command::Grow),
+                b'm' => return Key::Command(Command::ShowMemory),
+                _ => {}
             }
             // Not a digit: the escape is dropped and the byte goes through.
             return Key::Byte(b);
@@ -95,6 +113,13 @@ mod tests {
         assert_eq!(feed(&[ESCAPE_KEY, b'1', b'x']), [Key::None, Key::Focus(1), Key::Byte(b'x')]);
         assert_eq!(feed(&[ESCAPE_KEY, b'0']), [Key::None, Key::Focus(0)]);
         assert_eq!(feed(&[ESCAPE_KEY, b'9']), [Key::None, Key::Focus(9)]);
+    }
+
+    #[test]
+    fn escape_then_balloon_keys() {
+        assert_eq!(feed(&[ESCAPE_KEY, b'-', b'-']), [Key::None, Key::Command(Command::Shrink), Key::Byte(b'-')]);
+        assert_eq!(feed(&[ESCAPE_KEY, b'+']), [Key::None, Key::Command(Command::Grow)]);
+        assert_eq!(feed(&[ESCAPE_KEY, b'm', b'm']), [Key::None, Key::Command(Command::ShowMemory), Key::Byte(b'm')]);
     }
 
     #[test]

@@ -59,6 +59,8 @@ mod pgtable_model;
 pub mod vgic;
 pub mod virtio;
 #[cfg(feature = "alloc")]
+pub mod virtio_balloon_device;
+#[cfg(feature = "alloc")]
 pub mod virtio_blk_device;
 #[cfg(feature = "alloc")]
 pub mod virtio_console_device;

@@ -107,6 +107,11 @@ pub struct GuestMemory {
     counters: [AtomicU64; OWN_COUNTERS],
     /// Lazy VMs: the part of the VM's committed memory not allocated yet.
     committed: AtomicU64,
+    /// Lazy VMs: pages the guest gave back to the host (`discard`), a bit per page: neither
+    /// backed nor promised; a touch needs a new promise from the host.
+    given_back: Mutex<Vec<u64>>,
+    /// Bytes given back now (the bits set in `given_back`).
+    given_back_bytes: AtomicU64,
     /// Everything was given back (`teardown` ran).
     torn_down: core::sync::atomic::AtomicBool,
     /// A region whose writes are tracked (the guest's ramoops region).
@@ -158,6 +163,8 @@ impl GuestMemory {
             trace: Arc::new(TraceRing::new()),
             counters: Default::default(),
             committed: AtomicU64::new(if lazy { size } else { 0 }),
+            given_back: Mutex::new(if lazy { alloc::vec![0; (size / PAGE_SIZE).div_ceil(64) as usize] } else { Vec::new() }),
+            given_back_bytes: AtomicU64::new(0),
             torn_down: core::sync::atomic::AtomicBool::new(false),
             tracked: Mutex::new(None),
         };
@@ -250,13 +257,12 @@ impl GuestMemory {
     fn populate_block(&self, block: u64) -> Result<Option<FaultOutcome>, MapError> {
         if !self.blocks
             || !self.is_ram(block, BLOCK)
-            || self.committed.load(Ordering::Acquire) < BLOCK
             || (self.keep_unmapped && self.kept.lock().range(block..block + BLOCK).next().is_some())
             || !self.space.is_unmapped(block, BLOCK)?
         {
             return Ok(None);
         }
-        let Some(pa) = self.take(BLOCK) else { return Ok(None) };
+        let Some(pa) = self.take(block, BLOCK) else { return Ok(None) };
         let outcome = self.space.fault_in(block, BLOCK, || Some((pa, Attrs::RAM_RWX)), |pa| self.give(pa, BLOCK))?;
         if outcome == FaultOutcome::Mapped {
             self.count(Counter::PagesPopulated, BLOCK / PAGE_SIZE);
@@ -273,7 +279,7 @@ impl GuestMemory {
             || {
                 let kept = self.kept.lock().remove(&page);
                 from_kept.set(kept.is_some());
-                kept.or_else(|| self.take(PAGE_SIZE)).map(|pa| (pa, Attrs::RAM_RWX))
+                kept.or_else(|| self.take(page, PAGE_SIZE)).map(|pa| (pa, Attrs::RAM_RWX))
             },
             |pa| {
                 if from_kept.get() {
@@ -289,13 +295,60 @@ impl GuestMemory {
         Ok(outcome)
     }
 
-    /// Zeroed frames (`size` bytes, a page or a block, aligned to their size) for a lazy
-    /// VM, out of what was committed to it.
-    fn take(&self, size: u64) -> Option<u64> {
-        let pa = frames::alloc_zeroed((size / PAGE_SIZE) as usize)?;
-        let _ = self.committed.fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| Some(c.saturating_sub(size)));
+    /// Zeroed frames (`size` bytes, a page or a block, aligned to their size) for the lazy
+    /// VM's pages at `ipa`, out of what was committed to it; pages it gave back first need
+    /// a new promise from the host (none left: None). Called with `populate` held.
+    fn take(&self, ipa: u64, size: u64) -> Option<u64> {
+        let again = self.given_back_in(ipa, size) * PAGE_SIZE;
+        let own = size - again;
+        self.committed.fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| c.checked_sub(own)).ok()?;
+        if again > 0 && !frames::commit(again) {
+            self.committed.fetch_add(own, Ordering::AcqRel);
+            return None;
+        }
+        let Some(pa) = frames::alloc_zeroed((size / PAGE_SIZE) as usize) else {
+            self.committed.fetch_add(own, Ordering::AcqRel);
+            frames::uncommit(again);
+            return None;
+        };
+        if again > 0 {
+            self.set_given_back(ipa, size, false);
+        }
         frames::uncommit(size);
         Some(pa)
+    }
+
+    /// Pages in `[ipa, ipa + size)` given back to the host.
+    fn given_back_in(&self, ipa: u64, size: u64) -> u64 {
+        let bits = self.given_back.lock();
+        let first = (ipa - self.ram.start) / PAGE_SIZE;
+        (first..first + size / PAGE_SIZE).filter(|p| bits.get((p / 64) as usize).is_some_and(|w| w & (1 << (p % 64)) != 0)).count() as u64
+    }
+
+    /// Marks the pages of `[ipa, ipa + size)` given back (or not); returns how many changed.
+    fn set_given_back(&self, ipa: u64, size: u64, given: bool) -> u64 {
+        let mut bits = self.given_back.lock();
+        let first = (ipa - self.ram.start) / PAGE_SIZE;
+        let mut changed = 0;
+        for p in first..first + size / PAGE_SIZE {
+            let Some(w) = bits.get_mut((p / 64) as usize) else { continue };
+            let bit = 1u64 << (p % 64);
+            if (*w & bit != 0) != given {
+                *w ^= bit;
+                changed += 1;
+            }
+        }
+        if given {
+            self.given_back_bytes.fetch_add(changed * PAGE_SIZE, Ordering::AcqRel);
+        } else {
+            self.given_back_bytes.fetch_sub(changed * PAGE_SIZE, Ordering::AcqRel);
+        }
+        changed
+    }
+
+    /// Bytes of this VM's RAM given back to the host now (`discard`).
+    pub fn given_back_bytes(&self) -> u64 {
+        self.given_back_bytes.load(Ordering::Acquire)
     }
 
     /// A lazy VM's frames from `take` (or a page of them) go back: still committed to the VM.
@@ -436,15 +489,20 @@ impl GuestMemory {
         })
     }
 
-    /// A leaf left stage-2 (its TLB entries invalidated): what its memory becomes.
-    fn unmapped(&self, ipa: u64, pa: u64, size: u64) {
+    /// Pages left stage-2: the tracked region's frames there are no longer the region's
+    /// (the panic path must not read them).
+    fn untrack(&self, ipa: u64, size: u64) {
         if let Some(t) = self.tracked.lock().as_mut() {
-            // Its frames are no longer the region's: the panic path must not read them.
             let end = t.start + REGION_PAGES as u64 * PAGE_SIZE;
             for p in (ipa.max(t.start)..(ipa + size).min(end)).step_by(PAGE_SIZE as usize) {
                 t.frames[((p - t.start) / PAGE_SIZE) as usize] = 0;
             }
         }
+    }
+
+    /// A leaf left stage-2 (its TLB entries invalidated): what its memory becomes.
+    fn unmapped(&self, ipa: u64, pa: u64, size: u64) {
+        self.untrack(ipa, size);
         match &self.backing {
             Backing::Eager(_) => {
                 if !self.keep_unmapped {
@@ -477,6 +535,60 @@ impl GuestMemory {
     pub fn unmap(&self, ipa: u64, size: u64) -> Result<u64, MapError> {
         self.guest_range(ipa, size)?;
         self.space.unmap(ipa, size, Reason::Unmap, &mut |a, p, s| self.unmapped(a, p, s))
+    }
+
+    /// The guest gave `[ipa, ipa + size)` back (a balloon's pages, free pages it reported):
+    /// the range is unmapped through the notifiers, and for a lazy VM its frames and the
+    /// promise of its untouched pages go back to the host, whatever `refault` says (the
+    /// content is garbage to the guest). A touch later faults in a zeroed page under a new
+    /// promise. An eager VM's pages are only unmapped (zeroed), their frames stay its own.
+    /// Returns the bytes the host got back.
+    pub fn discard(&self, ipa: u64, size: u64) -> Result<u64, MapError> {
+        self.guest_range(ipa, size)?;
+        if !self.is_lazy() {
+            self.unmap(ipa, size)?;
+            return Ok(0);
+        }
+        // Backed pages: their frames are freed, not kept for the VM.
+        let mut back = 0;
+        self.space.unmap(ipa, size, Reason::Unmap, &mut |a, pa, s| {
+            self.untrack(a, s);
+            frames::free(pa, (s / PAGE_SIZE) as usize);
+            back += self.set_given_back(a, s, true) * PAGE_SIZE;
+        })?;
+        let kept: Vec<(u64, u64)> = {
+            let mut k = self.kept.lock();
+            let mut tail = k.split_off(&ipa);
+            let mut beyond = tail.split_off(&(ipa + size));
+            k.append(&mut beyond);
+            tail.into_iter().collect()
+        };
+        for (page, pa) in kept {
+            frames::free(pa, 1);
+            back += self.set_given_back(page, PAGE_SIZE, true) * PAGE_SIZE;
+        }
+        self.count(Counter::PagesReleased, back / PAGE_SIZE);
+        // Untouched (or earlier unmapped) pages: the VM's promise of them. No fault may
+        // populate one meanwhile.
+        let _one_at_a_time = self.populate.lock();
+        let mut promised = 0;
+        let mut at = ipa;
+        while at < ipa + size {
+            let n = (BLOCK - at % BLOCK).min(ipa + size - at);
+            if self.space.is_unmapped(at, n)? {
+                promised += self.set_given_back(at, n, true) * PAGE_SIZE;
+            } else {
+                for page in (at..at + n).step_by(PAGE_SIZE as usize) {
+                    if self.space.is_unmapped(page, PAGE_SIZE)? {
+                        promised += self.set_given_back(page, PAGE_SIZE, true) * PAGE_SIZE;
+                    }
+                }
+            }
+            at += n;
+        }
+        let _ = self.committed.fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| Some(c.saturating_sub(promised)));
+        frames::uncommit(promised);
+        Ok(back + promised)
     }
 
     /// HV_MEM_PROTECT.

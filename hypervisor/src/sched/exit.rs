@@ -16,6 +16,9 @@ extern "C" fn handle_exit_slow(regs: *mut VcpuRegs) -> *mut VcpuRegs {
     let vcpu = unsafe { Vcpu::from_regs(regs) };
     let vm = vcpu.vm();
     let next = handle_slow(vcpu);
+    if crate::vm::take_memory_given_back() {
+        super::lifecycle::start_waiting(false);
+    }
     if let Next::ResumeAfterKick = next {
         if let Some(regs) = after_kick() {
             return regs;

@@ -1,11 +1,14 @@
-//! A VM's life on the machine's CPUs: started (its vCPUs join their CPUs' run queues),
-//! retired by the CPU that drops its last run-queue entry (rebuilt there after a
-//! SYSTEM_RESET), and the machine's power-off once no VM is left.
+//! A VM's life on the machine's CPUs: started (its vCPUs join their CPUs' run queues), or
+//! waiting for memory (`start=wait`) until other VMs give some back or stop, retired by the
+//! CPU that drops its last run-queue entry (rebuilt there after a SYSTEM_RESET), and the
+//! machine's power-off once no VM is left.
 
 use super::assign;
-use crate::vm::{self, StopReason, Vm};
+use crate::boot::loader::LoadError;
+use crate::vm::{self, StopReason, Vm, VmSpec};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
+use spin::Mutex;
 use core::sync::atomic::Ordering;
 use hv_core::outcome::{self, status};
 
@@ -25,6 +28,63 @@ pub fn start(vm: Arc<Vm>) {
     for v in &vm.vcpus {
         crate::drivers::gicv3::kick_cpu(v.pcpu);
     }
+}
+
+/// A VM that did not fit yet: built when memory is given back or another VM stops.
+struct Waiting {
+    id: usize,
+    spec: VmSpec,
+    pcpus: Vec<usize>,
+}
+
+static WAITING: Mutex<Vec<Waiting>> = Mutex::new(Vec::new());
+
+/// Builds and starts a VM on `pcpus`; one that does not fit in the host's memory waits
+/// if its spec says so (`start=wait`). Whether it started.
+pub fn create_and_start(id: usize, spec: VmSpec, pcpus: &[usize]) -> Result<bool, LoadError> {
+    let wait = spec.params.wait_for_memory;
+    let mem = spec.params.mem;
+    match Vm::create(id, spec.clone(), pcpus, None) {
+        Ok(vm) => {
+            start(vm);
+            Ok(true)
+        }
+        Err(LoadError::OutOfMemory) if wait => {
+            log::info!(
+                "VM {id}: waiting for memory (start=wait): it needs {} MiB, the host has {} MiB free for new VMs",
+                mem >> 20,
+                crate::mm::frames::uncommitted_bytes() >> 20
+            );
+            WAITING.lock().push(Waiting { id, spec, pcpus: pcpus.to_vec() });
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Builds the VMs waiting for memory that fit now, in order; with `last_chance` (no VM
+/// runs that could give memory back) the ones that still do not fit are refused. Returns
+/// how many started.
+pub fn start_waiting(last_chance: bool) -> usize {
+    let waiting = core::mem::take(&mut *WAITING.lock());
+    let mut started = 0;
+    let mut still = Vec::new();
+    for w in waiting {
+        match Vm::create(w.id, w.spec.clone(), &w.pcpus, None) {
+            Ok(vm) => {
+                log::info!("VM {}: there is memory for it now: starting", w.id);
+                start(vm);
+                started += 1;
+            }
+            Err(LoadError::OutOfMemory) if !last_chance => still.push(w),
+            Err(e) => {
+                log::error!("VM {}: cannot start: {e}", w.id);
+                vm::raise_exit_status(status::VM_CRASHED);
+            }
+        }
+    }
+    WAITING.lock().extend(still);
+    started
 }
 
 /// Called by the CPU that removed one of the VM's run-queue entries.
@@ -97,6 +157,8 @@ fn retire(vm: Arc<Vm>) {
             }
         }
     }
+    // Its memory is free now.
+    remaining += start_waiting(remaining == 0);
     if remaining == 0 {
         shutdown();
     }

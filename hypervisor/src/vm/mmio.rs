@@ -27,6 +27,8 @@ enum Device {
     PmsgPort,
     /// The VM's entropy device (`Vm::entropy`).
     Entropy,
+    /// The VM's memory balloon (`Vm::balloon`).
+    Balloon,
 }
 
 /// The faulting IPA: page from HPFAR_EL2.FIPA, offset from FAR_EL2.
@@ -57,6 +59,9 @@ fn device_at(vm: &Vm, ipa: u64) -> Option<(Device, &dyn MmioDevice, u64)> {
         if slot == crate::vdev::virtio_rng::SLOT && vm.entropy.is_some() {
             return Some((Device::Entropy, &virtio_mmio::VirtioSlots, offset));
         }
+        if slot == crate::vdev::virtio_balloon::SLOT && vm.balloon.is_some() {
+            return Some((Device::Balloon, &virtio_mmio::VirtioSlots, offset));
+        }
         return Some((Device::Virtio, &virtio_mmio::VirtioSlots, ipa - layout::VIRTIO_BASE));
     }
     match &vm.vgic {
@@ -78,8 +83,8 @@ fn disk_access(vm: &Vm, run: &mut VcpuRun, disk: &GuestDisk, offset: u64, da: Da
     }
 }
 
-/// A register access to the VM's pmsg port (a notification writes to the pstore disk) or
-/// its entropy device.
+/// A register access to the VM's pmsg port (a notification writes to the pstore disk), its
+/// entropy device or its balloon (a notification may give memory back to the host).
 #[cold]
 #[inline(never)]
 fn served_device_access(vm: &Vm, run: &mut VcpuRun, which: Device, offset: u64, da: DataAbort) {
@@ -97,6 +102,16 @@ fn served_device_access(vm: &Vm, run: &mut VcpuRun, which: Device, offset: u64, 
             return;
         }
         (Device::Entropy, _, Some(e)) => e.read(offset, size),
+        (Device::Balloon, _, _) => match &vm.balloon {
+            Some(b) if da.write => {
+                let served = b.write(&vm.mem, offset, size, value);
+                vm.set_virtio_line(crate::vdev::virtio_balloon::SLOT, served.line);
+                super::memory_given_back(served.given_back);
+                return;
+            }
+            Some(b) => b.read(offset, size),
+            None => return,
+        },
         _ => return,
     };
     if reg != 31 {
@@ -150,7 +165,7 @@ pub fn handle_data_abort(vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun, esr: Esr) -> N
         skip_instruction();
         return Next::Resume;
     }
-    if matches!(which, Device::PmsgPort | Device::Entropy) {
+    if matches!(which, Device::PmsgPort | Device::Entropy | Device::Balloon) {
         served_device_access(vm, run, which, offset, da);
         skip_instruction();
         return Next::Resume;

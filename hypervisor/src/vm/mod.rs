@@ -20,6 +20,7 @@ use crate::boot::loader::{self, LoadError};
 use crate::mm::guest::GuestMemory;
 use crate::vdev::pvpanic::PvPanic;
 use crate::vdev::vgic::{self, Vgic};
+use crate::vdev::virtio_balloon::{self as balloon, MemoryBalloon};
 use crate::vdev::virtio_blk::GuestDisk;
 use crate::vdev::virtio_console::{self as pmsg, PmsgPort};
 use crate::vdev::virtio_rng::{self as rng, EntropyDevice};
@@ -118,6 +119,10 @@ pub struct Vm {
     /// Its entropy device (virtio-rng in slot 1), when `rng=on`, the CPU has RNDR and no
     /// disk took the slot.
     pub entropy: Option<EntropyDevice>,
+    /// Its memory balloon (virtio-balloon in slot 2), when `balloon=` is not off, its RAM is
+    /// populated lazily (only then can its pages go back to the host) and no disk took the
+    /// slot.
+    pub balloon: Option<MemoryBalloon>,
     stopping: AtomicBool,
     stop_reason: Mutex<Option<StopReason>>,
     verdict: Mutex<Verdict>,
@@ -166,6 +171,11 @@ impl Vm {
             .then(|| PmsgPort::new(id, spec.params.virtio_legacy));
         let entropy = (spec.params.rng && cpu::features().rng && disks.iter().all(|d| d.slot != rng::SLOT))
             .then(|| EntropyDevice::new(spec.params.virtio_legacy));
+        let balloon = spec
+            .params
+            .balloon
+            .filter(|_| mem.is_lazy() && disks.iter().all(|d| d.slot != balloon::SLOT))
+            .map(|target| MemoryBalloon::new(id, spec.params.virtio_legacy, target.min(ram_size)));
         let pauth = spec.params.pauth && cpu::features().pauth;
         let vm = Arc::new_cyclic(|weak| {
             let me = weak.as_ptr();
@@ -183,6 +193,7 @@ impl Vm {
                 disks,
                 pmsg_port,
                 entropy,
+                balloon,
                 stopping: AtomicBool::new(false),
                 stop_reason: Mutex::new(None),
                 verdict: Mutex::new(Verdict::NONE),
@@ -221,6 +232,14 @@ impl Vm {
         }
         if vm.entropy.is_some() {
             log::info!("VM {id}: entropy device (virtio-rng, RNDR) in virtio-mmio slot {} (SPI {})", rng::SLOT, layout::VIRTIO_FIRST_SPI as u64 + rng::SLOT);
+        }
+        if let Some(b) = &vm.balloon {
+            log::info!(
+                "VM {id}: memory balloon (virtio-balloon, free page reporting) in virtio-mmio slot {} (SPI {}), target {} MiB",
+                balloon::SLOT,
+                layout::VIRTIO_FIRST_SPI as u64 + balloon::SLOT,
+                b.size().0 >> 20
+            );
         }
         if vm.pmsg_port.is_some() {
             log::info!("VM {id}: pmsg port (virtio-console, port \"pmsg\") in virtio-mmio slot {} (SPI {})", pmsg::SLOT, layout::VIRTIO_FIRST_SPI as u64 + pmsg::SLOT);
@@ -569,6 +588,44 @@ impl Vm {
         if let Some(e) = &self.entropy {
             log::info!("VM {} entropy device: bytes={}", self.id, e.bytes());
         }
+        if let Some(b) = &self.balloon {
+            log::info!("VM {} balloon: {}", self.id, b.describe());
+        }
+    }
+
+    /// The VM's memory now, and its balloon's counts (the console's Ctrl-] m).
+    fn log_memory(&self) {
+        let mut line = alloc::string::String::new();
+        for c in [Counter::PagesPopulated, Counter::PagesReleased, Counter::Stage2Faults] {
+            if let Some(n) = self.mem.counter(c) {
+                use core::fmt::Write;
+                let _ = write!(line, " {}={n}", c.name());
+            }
+        }
+        log::info!(
+            "VM {}: {} MiB RAM, {} KiB given back to the host;{line}; host memory free for new VMs {} MiB",
+            self.id,
+            self.mem.size() >> 20,
+            self.mem.given_back_bytes() >> 10,
+            crate::mm::frames::uncommitted_bytes() >> 20
+        );
+        match &self.balloon {
+            Some(b) => log::info!("VM {} balloon: {}", self.id, b.describe()),
+            None => log::info!("VM {} has no balloon", self.id),
+        }
+    }
+
+    /// The console's Ctrl-] - and +: the balloon's target moves by BALLOON_STEP (within
+    /// the VM's RAM), and the guest is told.
+    fn move_balloon(&self, grow_balloon: bool) {
+        let Some(b) = &self.balloon else {
+            log::warn!("VM {} has no balloon (balloon=off, populate=eager, or a disk in slot {})", self.id, balloon::SLOT);
+            return;
+        };
+        let (target, actual) = b.size();
+        let new = if grow_balloon { (target + BALLOON_STEP).min(self.mem.size()) } else { target.saturating_sub(BALLOON_STEP) };
+        log::info!("VM {}: balloon target {} MiB (was {} MiB, the guest holds {} MiB in it)", self.id, new >> 20, target >> 20, actual >> 20);
+        self.set_virtio_line(balloon::SLOT, b.set_target(&self.mem, new));
     }
 
     /// A counter by number as HV_COUNTER reads it: VM-wide ones from guest memory.
@@ -596,6 +653,24 @@ impl Drop for Vm {
 
 /// How long a guest that reported a panic may run on to dump its log into ramoops.
 const PANIC_DUMP_WAIT_MS: u64 = 2000;
+
+/// Set when a VM gave memory back to the host (its balloon): VMs waiting for memory may fit.
+static MEMORY_GIVEN_BACK: AtomicBool = AtomicBool::new(false);
+
+/// A VM gave `bytes` back to the host.
+pub fn memory_given_back(bytes: u64) {
+    if bytes > 0 {
+        MEMORY_GIVEN_BACK.store(true, Ordering::Release);
+    }
+}
+
+/// Whether memory was given back since the last call.
+pub fn take_memory_given_back() -> bool {
+    MEMORY_GIVEN_BACK.load(Ordering::Relaxed) && MEMORY_GIVEN_BACK.swap(false, Ordering::AcqRel)
+}
+
+/// How far the console's Ctrl-] - and + move a balloon's target.
+pub const BALLOON_STEP: u64 = 64 << 20;
 
 /// The VMs that run (terminal input finds its VM here).
 static VMS: Mutex<Vec<Arc<Vm>>> = Mutex::new(Vec::new());
@@ -653,6 +728,7 @@ pub fn focus_console(id: usize, why: &str) -> bool {
 /// focus when asked to a VM that runs (else says so, and it stays).
 pub fn deliver_console_input() {
     use crate::console::{self, Input};
+    use hv_core::console_input::Command;
     console::drain_input(&mut |input| {
         let focus = console::focus();
         match input {
@@ -670,6 +746,12 @@ pub fn deliver_console_input() {
                     vm.after_uart_activity();
                 }
                 None => log::warn!("console input for VM {focus}, which does not run: dropped"),
+            },
+            Input::Command(c) => match (find(focus), c) {
+                (Some(vm), Command::Shrink) => vm.move_balloon(true),
+                (Some(vm), Command::Grow) => vm.move_balloon(false),
+                (Some(vm), Command::ShowMemory) => vm.log_memory(),
+                (None, _) => log::warn!("console: VM {focus} does not run"),
             },
             Input::Break => {
                 if let Some(vm) = find(focus) {

@@ -1,6 +1,7 @@
-//! A minimal virtio-blk driver over virtio-mmio for test guests (modern and legacy
-//! interfaces): bring-up, descriptors, publishing a chain, waiting for used elements. The
-//! tests build their own chains (good and deliberately broken) with it.
+//! A minimal virtio-mmio driver for test guests (modern and legacy interfaces), one queue
+//! at a time: bring-up, descriptors, publishing a chain, waiting for used elements. The
+//! tests build their own chains (good and deliberately broken) with it: virtio-blk's
+//! (queue 0, its features by default) and the balloon's (`using`).
 
 use core::ptr::{read_volatile, write_volatile};
 use hv_core::virtio_mmio::reg;
@@ -33,8 +34,8 @@ impl Default for Queue {
     }
 }
 
-/// Feature bits (the low 32) the driver takes when offered: FLUSH, DISCARD,
-/// WRITE_ZEROES, indirect descriptors.
+/// Feature bits (the low 32) the driver takes when offered, by default (virtio-blk's):
+/// FLUSH, DISCARD, WRITE_ZEROES, indirect descriptors.
 const WANTED: u32 = 1 << 9 | 1 << 13 | 1 << 14 | 1 << 28;
 pub const F_DISCARD: u32 = 1 << 13;
 pub const F_WRITE_ZEROES: u32 = 1 << 14;
@@ -44,6 +45,9 @@ pub struct Dev {
     /// The low feature bits negotiated.
     pub features: u32,
     q: *mut Queue,
+    /// The queue's number, and the feature bits taken when offered.
+    qi: u16,
+    wanted: u32,
     next_avail: u16,
     used_seen: u16,
 }
@@ -52,7 +56,12 @@ impl Dev {
     /// The device in `slot` with its queue at `q` (a static of the guest, which only this
     /// driver uses).
     pub fn new(slot: u64, q: *mut Queue) -> Dev {
-        Dev { base: SLOTS + slot * SLOT, features: 0, q, next_avail: 0, used_seen: 0 }
+        Dev { base: SLOTS + slot * SLOT, features: 0, q, qi: 0, wanted: WANTED, next_avail: 0, used_seen: 0 }
+    }
+
+    /// The same, driving queue `qi` with the feature bits `wanted` (when offered).
+    pub fn using(self, qi: u16, wanted: u32) -> Dev {
+        Dev { qi, wanted, ..self }
     }
 
     // Single loads and stores without writeback, so that a trapped access has its syndrome
@@ -96,7 +105,7 @@ impl Dev {
             return Err("no VERSION_1");
         }
         self.w(reg::DEVICE_FEATURES_SEL, 0);
-        self.features = self.r(reg::DEVICE_FEATURES) & WANTED;
+        self.features = self.r(reg::DEVICE_FEATURES) & self.wanted;
         self.w(reg::DRIVER_FEATURES_SEL, 0);
         self.w(reg::DRIVER_FEATURES, self.features);
         self.w(reg::DRIVER_FEATURES_SEL, 1);
@@ -105,7 +114,7 @@ impl Dev {
         if self.r(reg::STATUS) & FEATURES_OK == 0 {
             return Err("FEATURES_OK refused");
         }
-        self.w(reg::QUEUE_SEL, 0);
+        self.w(reg::QUEUE_SEL, self.qi as u32);
         if self.r(reg::QUEUE_NUM_MAX) < QSIZE as u32 {
             return Err("queue too small");
         }
@@ -126,11 +135,11 @@ impl Dev {
         self.w(reg::STATUS, 0);
         self.w(reg::STATUS, ACKNOWLEDGE | DRIVER);
         self.w(reg::DEVICE_FEATURES_SEL, 0);
-        self.features = self.r(reg::DEVICE_FEATURES) & WANTED;
+        self.features = self.r(reg::DEVICE_FEATURES) & self.wanted;
         self.w(reg::DRIVER_FEATURES_SEL, 0);
         self.w(reg::DRIVER_FEATURES, self.features);
         self.w(reg::GUEST_PAGE_SIZE, 4096);
-        self.w(reg::QUEUE_SEL, 0);
+        self.w(reg::QUEUE_SEL, self.qi as u32);
         if self.r(reg::QUEUE_NUM_MAX) < QSIZE as u32 {
             return Err("queue too small");
         }
@@ -165,7 +174,7 @@ impl Dev {
             write_volatile(&raw mut (*avail)[1], self.next_avail);
             core::arch::asm!("dsb ish");
         }
-        self.w(reg::QUEUE_NOTIFY, 0);
+        self.w(reg::QUEUE_NOTIFY, self.qi as u32);
     }
 
     /// The next used element (head, length), waiting for it (bounded); None if the device
