@@ -282,6 +282,41 @@ def disk_bench() -> list[dict]:
     return rows
 
 
+# Rounds of the balloon rows.
+BALLOON_ROUNDS = 3
+BALLOON_MIB = 200
+
+
+def balloon_bench() -> list[dict]:
+    """Free page reporting: Debian's Linux (512 MiB, 1 vCPU) holds a 200 MiB tmpfs file while
+    its virtio_balloon comes up and reports the rest, then deletes it. Measured: the time
+    from the guest's line before the delete to the hypervisor's line for the last report
+    that followed (host wall clock as the lines arrive; includes Linux's own 2 s reporting
+    delay), what those reports gave back, and the pages per second the hypervisor's
+    discards took (their own service time). Medians of BALLOON_ROUNDS runs."""
+    if why := qemu.fetch_linux():
+        raise SystemExit(f"bench: no Linux guest ({why})")
+    g = Guest(kernel=LINUX / "Image", initrd=LINUX / "initramfs.cpio", mem=512 * qemu.MIB, smp=1,
+              bootargs=f"console=ttyAMA0 panic=-1 quiet hvbench.balloon={BALLOON_MIB}")
+    argv = qemu.command(Machine([g], cpus=1, hv_args="log=debug"))
+    report = r"VM 0: balloon: report of \d+ range\(s\), (\d+) KiB given back in (\d+) us"
+    values: dict[str, list[float]] = {}
+    for _ in range(BALLOON_ROUNDS):
+        r = qemu.run(argv, timeout=300)
+        freeing = r.at(r"BALLOON freeing")
+        after = [(t, m) for t, m in r.matches(report) if freeing is not None and t > freeing]
+        if freeing is None or not after or r.hung:
+            raise SystemExit(f"bench: no balloon reports after the free{' (hung)' if r.hung else ''}:\n{r.out[-2000:]}")
+        kib = sum(int(m.group(1)) for _, m in after)
+        us = sum(int(m.group(2)) for _, m in after)
+        values.setdefault("balloon_free_to_host_ms", []).append((after[-1][0] - freeing) * 1000)
+        values.setdefault("balloon_given_back_after_free_mib", []).append(kib / 1024)
+        values.setdefault("balloon_reported_pages_per_s", []).append(kib / 4 / max(us, 1) * 1e6)
+    units = {"ms": "ms", "mib": "MiB", "s": "pages/s"}
+    return [{"benchmark": k, "value": round(statistics.median(v)), "unit": units[k.rsplit("_", 1)[1]],
+             "spread": f"{min(v):.0f}-{max(v):.0f}", "guest": "linux"} for k, v in values.items()]
+
+
 # Xen 4.17 (Debian's) with the bench guest as its dom0, on the same QEMU: the machine and where
 # Xen puts dom0 (1:1, at the RAM bank it allocates: build.sh moves the guest there).
 XEN = LINUX / "xen"
@@ -369,10 +404,12 @@ def main() -> int:
     xen_table = []
     if "--disk-only" in sys.argv[1:]:
         rows = disk_bench()
+    elif "--balloon-only" in sys.argv[1:]:
+        rows = balloon_bench()
     elif "--xen-only" in sys.argv[1:]:
         rows, xen_table = xen_bench()
     else:
-        linux = [] if only_guests else linux_boot(1) + linux_boot(4) + disk_bench()
+        linux = [] if only_guests else linux_boot(1) + linux_boot(4) + disk_bench() + balloon_bench()
         xen_rows, xen_table = ([], []) if only_guests else xen_bench()
         rows = [r for b in BENCHES for r in run(b)] + host_table_bench() + pstore_bench() + linux + xen_rows
     width = max(len(r["benchmark"]) for r in rows)
@@ -406,6 +443,12 @@ def main() -> int:
           f"disk_hypervisor_instructions_per_request: the hypervisor's instructions starting and completing a request "
           f"(from the guest's notification to the host disk's, and from the host disk's interrupt to the guest's), "
           f"the same boot under -icount shift=0.")
+    print(f"\nballoon_*: Debian's Linux (512 MiB, 1 vCPU) deletes a {BALLOON_MIB} MiB tmpfs file after its "
+          f"virtio_balloon reported the rest of its free memory: from the guest's line before the delete to the "
+          f"hypervisor's log line for the last free page report that followed (host wall clock as the lines arrive; "
+          f"Linux waits 2 s before it reports), the MiB those reports gave back, and the pages per second the "
+          f"hypervisor's discards took (unmap through the notifiers, frames freed: their own time, TCG); medians of "
+          f"{BALLOON_ROUNDS} runs.")
     if xen_table:
         head = ("path", "this hypervisor", "Xen 4.17 dom0", "ratio")
         widths = [max(len(r[i]) for r in [head, *xen_table]) for i in range(4)]

@@ -531,6 +531,14 @@ def linux_tests() -> list[BootTest]:
             r"VM 0 balloon: target=0KiB actual=0KiB inflated_pages=16384 deflated_pages=16384 reports=[1-9]\d* .* stats_updates=[1-9]\d* .*guest_free_memory=\d+ .*guest_total_memory=\d+",
             r"all VMs stopped; machine exit status 0"], linux=True, raw=False,
                  dialog=[(r"BALLOON settled", "\x1dm\x1d+", 0.3), (r"BALLOON freed", "\x1dm", 0.3)], check_log=balloon_gave_back),
+        # Deflate on OOM: 160 of the guest's 256 MiB in the balloon, then 150 MiB written to a
+        # tmpfs file: Linux takes pages back from the balloon instead of killing anything.
+        BootTest("linux-balloon-oom", Machine([Guest(kernel=LINUX / "Image", initrd=LINUX / "initramfs.cpio", mem=256 * MIB,
+                                                     bootargs="console=ttyAMA0 panic=-1 quiet hvtest.balloon_oom")],
+                                              hv_args="vm0.balloon=160M"), [
+            r"vm0\| BALLOON OOM before: MemFree: \d+ kB", r"vm0\| BALLOON OOM wrote 150 MiB",
+            r"VM 0 balloon: target=163840KiB actual=\d+KiB inflated_pages=40960 deflated_pages=[1-9]\d* ",
+            r"all VMs stopped; machine exit status 0"], reject=[r"HYPERVISOR PANIC", r"Out of memory", r"Kernel panic"], linux=True),
         BootTest("linux-rng-off", Machine([linux(1, "console=ttyAMA0 panic=-1 quiet hvtest.rng")], hv_args="rng=off"), [
             r"vm0\| RNG no virtio_rng", r"machine exit status 0"], linux=True),
         # With the region divided otherwise than by default (ramoops=R,C,F,P KiB): Linux's

@@ -308,10 +308,25 @@ class Run:
     marker_at: float | None = None
     # The dialog's prompt that never came (nothing was typed after it).
     unanswered: str | None = None
+    # When output arrived: (seconds from the start, length of `out` so far) per chunk read.
+    arrivals: list[tuple[float, int]] = field(default_factory=list)
 
     @property
     def hung(self) -> bool:
         return self.status is None
+
+    def arrived(self, offset: int) -> float:
+        """Seconds from the start until output up to `offset` had arrived."""
+        return next((t for t, end in self.arrivals if end >= offset), self.seconds)
+
+    def matches(self, pattern: str) -> list[tuple[float, re.Match]]:
+        """Every match of `pattern` in the output, with when its last byte arrived."""
+        return [(self.arrived(m.end()), m) for m in re.finditer(pattern, self.out)]
+
+    def at(self, pattern: str) -> float | None:
+        """When the first match of `pattern` had arrived, if any."""
+        found = self.matches(pattern)
+        return found[0][0] if found else None
 
 
 def run(argv: list[str], timeout: float, log: Path | None = None, dialog: list[tuple] = (),
@@ -327,6 +342,7 @@ def run(argv: list[str], timeout: float, log: Path | None = None, dialog: list[t
                          stderr=subprocess.STDOUT, start_new_session=True)
     lines: list[str] = []
     marker_at: list[float] = []
+    arrivals: list[tuple[float, int]] = []
 
     def read() -> None:
         # Whatever comes, as it comes: a prompt has no newline to wait for.
@@ -341,6 +357,7 @@ def run(argv: list[str], timeout: float, log: Path | None = None, dialog: list[t
                     if kill_at_marker:
                         os.killpg(p.pid, signal.SIGKILL)
             lines.append(text)
+            arrivals.append((time.monotonic() - start, (arrivals[-1][1] if arrivals else 0) + len(text)))
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
@@ -369,7 +386,7 @@ def run(argv: list[str], timeout: float, log: Path | None = None, dialog: list[t
     if log:
         log.parent.mkdir(parents=True, exist_ok=True)
         log.write_text(shlex.join(argv) + "\n\n" + out)
-    return Run(argv, status, out, time.monotonic() - start, marker_at[0] if marker_at else None, unanswered)
+    return Run(argv, status, out, time.monotonic() - start, marker_at[0] if marker_at else None, unanswered, arrivals)
 
 
 # The options `make run` and `make debug` take (KERNEL=, APPEND=, ...): the Makefile hands

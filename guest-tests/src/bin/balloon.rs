@@ -68,8 +68,8 @@ fn main(info: &BootInfo) -> ! {
     // ramoops region (1 MiB below it, rounded to a block).
     let top = info.ram_base + info.ram_size - 2 * MIB2;
     let region = top - 4 * MIB2;
-    // SAFETY: the queue and PFN buffer are this program's, used only through the driver.
-    let (q, pfns) = unsafe { (&raw mut QUEUE, &raw mut PFNS) };
+    // The queue and PFN buffer are this program's, used only through the driver.
+    let (q, pfns) = (&raw mut QUEUE, &raw mut PFNS);
     let mut dev = Dev::new(SLOT, q).using(REPORTING, F_REPORTING);
     check_eq!(dev.r(reg::DEVICE_ID), DEVICE_ID, "a balloon in slot 2");
     check!(dev.bring_up().is_ok(), "bring-up with free page reporting");

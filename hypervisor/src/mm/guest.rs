@@ -569,17 +569,19 @@ impl GuestMemory {
         }
         self.count(Counter::PagesReleased, back / PAGE_SIZE);
         // Untouched (or earlier unmapped) pages: the VM's promise of them. No fault may
-        // populate one meanwhile.
+        // populate one meanwhile; a page kept since (a concurrent unmap) has its frame, not
+        // a promise.
         let _one_at_a_time = self.populate.lock();
         let mut promised = 0;
         let mut at = ipa;
         while at < ipa + size {
             let n = (BLOCK - at % BLOCK).min(ipa + size - at);
-            if self.space.is_unmapped(at, n)? {
+            let kept_here = self.keep_unmapped && self.kept.lock().range(at..at + n).next().is_some();
+            if !kept_here && self.space.is_unmapped(at, n)? {
                 promised += self.set_given_back(at, n, true) * PAGE_SIZE;
             } else {
                 for page in (at..at + n).step_by(PAGE_SIZE as usize) {
-                    if self.space.is_unmapped(page, PAGE_SIZE)? {
+                    if !self.kept.lock().contains_key(&page) && self.space.is_unmapped(page, PAGE_SIZE)? {
                         promised += self.set_given_back(page, PAGE_SIZE, true) * PAGE_SIZE;
                     }
                 }

@@ -51,6 +51,8 @@ struct Counts {
     given_back: AtomicU64,
     refused: AtomicU64,
     stats_updates: AtomicU64,
+    /// Time spent serving reports.
+    report_us: AtomicU64,
 }
 
 pub struct MemoryBalloon {
@@ -126,16 +128,24 @@ impl MemoryBalloon {
                 }
                 Queue::Reporting => {
                     self.counts.reports.fetch_add(1, Ordering::Relaxed);
-                    for r in reported_ranges(&chain, |a, l| mem.is_ram(a, l)) {
-                        match r {
+                    let started = crate::arch::cpu::counter().1;
+                    let mut back = 0;
+                    let ranges = reported_ranges(&chain, |a, l| mem.is_ram(a, l));
+                    for r in &ranges {
+                        match *r {
                             Ok((addr, len)) => {
                                 self.counts.reported.fetch_add(len, Ordering::Relaxed);
-                                given_back += self.give_back(mem, addr, len, "reported free range");
+                                back += self.give_back(mem, addr, len, "reported free range");
                             }
                             Err(why) => self.refuse(format_args!("a reported free range refused: {why:?}")),
                         }
                     }
                     answer(&mut s.transport, &mut s.queues, &ram, q, chain.head, 0);
+                    let (freq, now) = crate::arch::cpu::counter();
+                    let us = now.wrapping_sub(started) * 1_000_000 / freq.max(1);
+                    self.counts.report_us.fetch_add(us, Ordering::Relaxed);
+                    log::debug!("VM {}: balloon: report of {} range(s), {} KiB given back in {us} us", self.vm, ranges.len(), back >> 10);
+                    given_back += back;
                 }
                 Queue::Stats => {
                     match read_stats(&chain, &ram) {
@@ -209,7 +219,7 @@ impl MemoryBalloon {
         let c = &self.counts;
         let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let mut line = alloc::format!(
-            "target={}KiB actual={}KiB inflated_pages={} deflated_pages={} reports={} reported_bytes={} given_back_bytes={} refused={} stats_updates={}",
+            "target={}KiB actual={}KiB inflated_pages={} deflated_pages={} reports={} reported_bytes={} given_back_bytes={} refused={} stats_updates={} report_us={}",
             target >> 10,
             actual >> 10,
             n(&c.inflated),
@@ -218,7 +228,8 @@ impl MemoryBalloon {
             n(&c.reported),
             n(&c.given_back),
             n(&c.refused),
-            n(&c.stats_updates)
+            n(&c.stats_updates),
+            n(&c.report_us)
         );
         let stats = self.side.lock().stats;
         for (name, v) in hv_core::virtio_balloon_device::tag::NAMES.iter().zip(stats.0) {
