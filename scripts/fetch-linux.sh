@@ -77,12 +77,13 @@ if [ ! -f "$out/initramfs.cpio" ] || [ -n "$(find guest-linux "$out/debs/busybox
     rm -rf "$out/busybox-root" && dpkg-deb -x "$out/debs/busybox.deb" "$out/busybox-root"
     # Linux's own pstore/blk and virtio-blk, for the pstore cross-check and guest disks,
     # ext4 with what it needs, for a root filesystem on a disk, ramoops, virtio_console (the
-    # pmsg port), virtio-rng and virtio_balloon (guest-linux/init).
+    # pmsg port), virtio-rng, virtio_balloon and virtio_net (guest-linux/init).
     modules=()
     for m in drivers/virtio/virtio_mmio drivers/block/virtio_blk fs/pstore/pstore_zone fs/pstore/pstore_blk \
              lib/crc16 fs/mbcache fs/jbd2/jbd2 crypto/crc32c_generic fs/ext4/ext4 \
              lib/reed_solomon/reed_solomon fs/pstore/ramoops drivers/char/virtio_console \
-             drivers/char/hw_random/virtio-rng drivers/virtio/virtio_balloon; do
+             drivers/char/hw_random/virtio-rng drivers/virtio/virtio_balloon \
+             net/core/failover drivers/net/net_failover drivers/net/virtio_net; do
         ko=$(ls "$out"/kernel-root/lib/modules/*/kernel/$m.ko 2>/dev/null | head -1 || true)
         [ -n "$ko" ] && modules+=("$ko=lib/modules/$(basename "$ko")")
     done

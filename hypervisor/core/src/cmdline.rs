@@ -18,9 +18,10 @@
 //! | `pmsg=on\|off` | a virtio-console in virtio-mmio slot 0 with one port named `pmsg` (Linux: /dev/vportNp0, its name in /sys/class/virtio-ports/vportNp0/name): what the guest writes there is appended to the VM's pmsg ring on the pstore disk, durable when the write returns; only with a pstore disk with room for the VMs' areas | `on` |
 //! | `rng=on\|off` | a virtio-rng entropy device in virtio-mmio slot 1, its bytes from the CPU's RNDR (not offered without FEAT_RNG) | `on` |
 //! | `balloon=on\|off\|SIZE` | a virtio-balloon in virtio-mmio slot 2 (with `populate=lazy` only): pages the guest puts in it and free memory it reports (free page reporting) go back to the host; `SIZE`: the balloon's target at boot, memory the guest is asked to give back (the console's Ctrl-] - and + change it at run time) | `on` (target 0) |
+//! | `net=on\|off` | a network card (virtio-net) in virtio-mmio slot 3 on the hypervisor's switch between the VMs' cards | `off` |
 //! | `start=now\|wait` | a VM that does not fit in the host's uncommitted memory at boot is refused (`now`) or waits (`wait`) until other VMs give memory back (balloons, reported free pages) or stop | `now` |
 //! | `refault=zero\|keep` | what a page unmapped by the guest (HV_MEM_UNMAP) or by reclaim holds when it faults back in | `zero` |
-//! | `vmN.mem=SIZE`, `vmN.smp=N`, `vmN.pauth=`, `vmN.pauth_keys=`, `vmN.pmu=`, `vmN.sve=`, `vmN.overcommit=`, `vmN.populate=`, `vmN.blocks=`, `vmN.refault=`, `vmN.ramoops=`, `vmN.pmsg=`, `vmN.rng=`, `vmN.balloon=`, `vmN.start=`, `vmN.virtio=` | the same for VM number N only | |
+//! | `vmN.mem=SIZE`, `vmN.smp=N`, `vmN.pauth=`, `vmN.pauth_keys=`, `vmN.pmu=`, `vmN.sve=`, `vmN.overcommit=`, `vmN.populate=`, `vmN.blocks=`, `vmN.refault=`, `vmN.ramoops=`, `vmN.pmsg=`, `vmN.rng=`, `vmN.balloon=`, `vmN.net=`, `vmN.start=`, `vmN.virtio=` | the same for VM number N only | |
 //! | `pstore_serial=NAME` | the serial of the virtio-blk disk that holds the pstore zones | `hv-pstore` |
 //! | `pstore_kmsg=KIB`, `pstore_console=KIB`, `pstore_pmsg=KIB` | zone sizes (multiples of 4) | 64, 64, 64 |
 //! | `pstore_order=kmsg-first\|linux` | zone order on the disk (pstore.rs in hv-core) | `kmsg-first` |
@@ -72,6 +73,8 @@ pub struct VmParams {
     pub balloon: Option<u64>,
     /// Wait for memory at boot instead of being refused.
     pub wait_for_memory: bool,
+    /// A virtio-net card on the hypervisor's switch.
+    pub net: bool,
     /// Its virtio devices use the legacy virtio-mmio interface (version 1).
     pub virtio_legacy: bool,
     /// Unmapped pages keep their content for when they fault back (else they come back zeroed).
@@ -95,6 +98,7 @@ struct Overrides {
     rng: Option<bool>,
     balloon: Option<Option<u64>>,
     wait_for_memory: Option<bool>,
+    net: Option<bool>,
     virtio_legacy: Option<bool>,
     keep_unmapped: Option<bool>,
 }
@@ -201,6 +205,7 @@ impl VmParams {
             rng: true,
             balloon: Some(0),
             wait_for_memory: false,
+            net: false,
             virtio_legacy: false,
             keep_unmapped: false,
         };
@@ -343,6 +348,10 @@ impl HvConfig {
                     Some(v) => cfg.per_vm[v].pmsg_port = Some(on),
                     None => cfg.default.pmsg_port = on,
                 }),
+                ("net", _) => on_off(value).map(|on| match vm {
+                    Some(v) => cfg.per_vm[v].net = Some(on),
+                    None => cfg.default.net = on,
+                }),
                 ("rng", _) => on_off(value).map(|on| match vm {
                     Some(v) => cfg.per_vm[v].rng = Some(on),
                     None => cfg.default.rng = on,
@@ -406,6 +415,7 @@ impl HvConfig {
             rng: o.rng.unwrap_or(self.default.rng),
             balloon: o.balloon.unwrap_or(self.default.balloon),
             wait_for_memory: o.wait_for_memory.unwrap_or(self.default.wait_for_memory),
+            net: o.net.unwrap_or(self.default.net),
             virtio_legacy: o.virtio_legacy.unwrap_or(self.default.virtio_legacy),
             keep_unmapped: o.keep_unmapped.unwrap_or(self.default.keep_unmapped),
         }
@@ -464,7 +474,7 @@ mod tests {
         assert_eq!((p.serial(), p.kmsg_size, p.console_size, p.pmsg_size, p.order, p.erase), (&b"disk7"[..], 32 << 10, 0, 64 << 10, Order::Linux, true));
         assert_eq!(HvConfig::default().pstore.serial(), b"hv-pstore");
         assert!(HvConfig::default().vm(0).lazy, "lazy population is the default");
-        let m = HvConfig::parse("populate=lazy vm1.populate=eager vm1.refault=keep vm2.blocks=off vm2.ramoops=off vm2.virtio=legacy vm2.pmsg=off vm3.ramoops=128,32,16,8 vm3.rng=off vm3.balloon=off vm4.balloon=64M vm4.start=wait", |_| ());
+        let m = HvConfig::parse("populate=lazy vm1.populate=eager vm1.refault=keep vm2.blocks=off vm2.ramoops=off vm2.virtio=legacy vm2.pmsg=off vm3.ramoops=128,32,16,8 vm3.rng=off vm3.balloon=off vm4.balloon=64M vm4.start=wait vm4.net=on", |_| ());
         assert!(m.vm(0).lazy && !m.vm(0).keep_unmapped && m.vm(0).blocks);
         assert!(!m.vm(2).blocks && m.vm(2).ramoops.is_none() && m.vm(0).ramoops.is_some());
         assert!(m.vm(2).virtio_legacy && !m.vm(0).virtio_legacy);
@@ -474,6 +484,7 @@ mod tests {
         assert!(!m.vm(3).rng && m.vm(2).rng);
         assert_eq!((m.vm(3).balloon, m.vm(4).balloon, m.vm(0).balloon), (None, Some(64 << 20), Some(0)));
         assert!(m.vm(4).wait_for_memory && !m.vm(3).wait_for_memory);
+        assert!(m.vm(4).net && !m.vm(3).net);
         assert!(!m.vm(1).lazy && m.vm(1).keep_unmapped);
     }
 

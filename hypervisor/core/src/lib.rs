@@ -31,6 +31,8 @@ pub mod idregs;
 pub mod image;
 pub mod mmio;
 #[cfg(feature = "alloc")]
+pub mod net_switch;
+#[cfg(feature = "alloc")]
 pub mod notifier;
 pub mod outcome;
 pub mod pauth;
@@ -64,6 +66,8 @@ pub mod virtio_balloon_device;
 pub mod virtio_blk_device;
 #[cfg(feature = "alloc")]
 pub mod virtio_console_device;
+#[cfg(feature = "alloc")]
+pub mod virtio_net_device;
 #[cfg(feature = "alloc")]
 pub mod virtio_rng_device;
 pub mod virtio_mmio;

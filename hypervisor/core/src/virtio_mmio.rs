@@ -159,6 +159,12 @@ impl Transport {
         self.queues.get(q)
     }
 
+    /// Whether the device is live: the driver set DRIVER_OK and the device did not give up
+    /// on its queues since.
+    pub fn live(&self) -> bool {
+        !self.broken && self.status & status::DRIVER_OK != 0
+    }
+
     /// The interrupt line: high while an InterruptStatus bit is set.
     pub fn interrupt_line(&self) -> bool {
         self.interrupt_status != 0

@@ -131,6 +131,12 @@ impl DeviceQueue {
         Ok(Some(Chain { head, buffers: self.walk(mem, head)? }))
     }
 
+    /// Gives back the last `n` chains `pop` returned, unused: the next pops return them
+    /// again (a device that found it cannot use them yet, as QEMU's virtqueue_unpop).
+    pub fn unpop(&mut self, n: u16) {
+        self.next_avail = self.next_avail.wrapping_sub(n);
+    }
+
     /// The buffers of the chain starting at descriptor `head`.
     fn walk(&self, mem: &impl GuestRam, head: u16) -> Result<Vec<Buffer>, QueueError> {
         let mut buffers = Vec::new();

@@ -126,7 +126,7 @@ fn retire(vm: Arc<Vm>) {
     // A reboot keeps the VM's RAM (a warm reset, as on QEMU and KVM: what the guest left in
     // memory is there on its next boot, and nothing is zeroed or mapped again).
     let ram = rebooting.then(|| vm.mem.clone());
-    vm.detach_disks();
+    vm.detach_devices();
     drop(vm); // last reference: RAM and tables are freed here, unless kept
     if let Some(kind) = reboot_loop {
         match kind {

@@ -29,6 +29,8 @@ enum Device {
     Entropy,
     /// The VM's memory balloon (`Vm::balloon`).
     Balloon,
+    /// The VM's network card (`Vm::net`).
+    Net,
 }
 
 /// The faulting IPA: page from HPFAR_EL2.FIPA, offset from FAR_EL2.
@@ -62,6 +64,9 @@ fn device_at(vm: &Vm, ipa: u64) -> Option<(Device, &dyn MmioDevice, u64)> {
         if slot == crate::vdev::virtio_balloon::SLOT && vm.balloon.is_some() {
             return Some((Device::Balloon, &virtio_mmio::VirtioSlots, offset));
         }
+        if slot == crate::vdev::virtio_net::SLOT && vm.net.is_some() {
+            return Some((Device::Net, &virtio_mmio::VirtioSlots, offset));
+        }
         return Some((Device::Virtio, &virtio_mmio::VirtioSlots, ipa - layout::VIRTIO_BASE));
     }
     match &vm.vgic {
@@ -84,7 +89,8 @@ fn disk_access(vm: &Vm, run: &mut VcpuRun, disk: &GuestDisk, offset: u64, da: Da
 }
 
 /// A register access to the VM's pmsg port (a notification writes to the pstore disk), its
-/// entropy device or its balloon (a notification may give memory back to the host).
+/// entropy device, its balloon (a notification may give memory back to the host) or its
+/// network card (a notification sends frames through the switch).
 #[cold]
 #[inline(never)]
 fn served_device_access(vm: &Vm, run: &mut VcpuRun, which: Device, offset: u64, da: DataAbort) {
@@ -110,6 +116,16 @@ fn served_device_access(vm: &Vm, run: &mut VcpuRun, which: Device, offset: u64, 
                 return;
             }
             Some(b) => b.read(offset, size),
+            None => return,
+        },
+        (Device::Net, _, _) => match &vm.net {
+            Some(card) if da.write => {
+                let (line, sent) = card.write(&vm.mem, offset, size, value);
+                vm.set_virtio_line(crate::vdev::virtio_net::SLOT, line);
+                super::network::transmit(vm, sent);
+                return;
+            }
+            Some(card) => card.read(offset, size),
             None => return,
         },
         _ => return,
@@ -165,7 +181,7 @@ pub fn handle_data_abort(vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun, esr: Esr) -> N
         skip_instruction();
         return Next::Resume;
     }
-    if matches!(which, Device::PmsgPort | Device::Entropy | Device::Balloon) {
+    if matches!(which, Device::PmsgPort | Device::Entropy | Device::Balloon | Device::Net) {
         served_device_access(vm, run, which, offset, da);
         skip_instruction();
         return Next::Resume;

@@ -8,6 +8,7 @@ pub mod fp;
 pub mod hypercall;
 pub mod inject;
 pub mod mmio;
+pub mod network;
 pub mod pauth;
 pub mod pmu;
 pub mod sysreg;
@@ -22,6 +23,7 @@ use crate::vdev::pvpanic::PvPanic;
 use crate::vdev::vgic::{self, Vgic};
 use crate::vdev::virtio_balloon::{self as balloon, MemoryBalloon};
 use crate::vdev::virtio_blk::GuestDisk;
+use crate::vdev::virtio_net::{self as net, NetCard};
 use crate::vdev::virtio_console::{self as pmsg, PmsgPort};
 use crate::vdev::virtio_rng::{self as rng, EntropyDevice};
 use crate::vdev::vuart::VUart;
@@ -123,6 +125,9 @@ pub struct Vm {
     /// populated lazily (only then can its pages go back to the host) and no disk took the
     /// slot.
     pub balloon: Option<MemoryBalloon>,
+    /// Its network card (virtio-net in slot 3) on the hypervisor's switch, with `net=on`
+    /// when no disk took the slot.
+    pub net: Option<NetCard>,
     stopping: AtomicBool,
     stop_reason: Mutex<Option<StopReason>>,
     verdict: Mutex<Verdict>,
@@ -176,6 +181,8 @@ impl Vm {
             .balloon
             .filter(|_| mem.is_lazy() && disks.iter().all(|d| d.slot != balloon::SLOT))
             .map(|target| MemoryBalloon::new(id, spec.params.virtio_legacy, target.min(ram_size)));
+        let net = (spec.params.net && disks.iter().all(|d| d.slot != net::SLOT))
+            .then(|| NetCard::new(id, spec.params.virtio_legacy, network::mac_of(id)));
         let pauth = spec.params.pauth && cpu::features().pauth;
         let vm = Arc::new_cyclic(|weak| {
             let me = weak.as_ptr();
@@ -194,6 +201,7 @@ impl Vm {
                 pmsg_port,
                 entropy,
                 balloon,
+                net,
                 stopping: AtomicBool::new(false),
                 stop_reason: Mutex::new(None),
                 verdict: Mutex::new(Verdict::NONE),
@@ -239,6 +247,15 @@ impl Vm {
                 balloon::SLOT,
                 layout::VIRTIO_FIRST_SPI as u64 + balloon::SLOT,
                 b.size().0 >> 20
+            );
+        }
+        if let Some(card) = &vm.net {
+            network::attach(id, card.mac);
+            log::info!(
+                "VM {id}: network card (virtio-net, MAC {}) in virtio-mmio slot {} (SPI {}) on the switch",
+                network::MacText(card.mac),
+                net::SLOT,
+                layout::VIRTIO_FIRST_SPI as u64 + net::SLOT
             );
         }
         if vm.pmsg_port.is_some() {
@@ -360,11 +377,15 @@ impl Vm {
     }
 
     /// The VM stopped: waits for its disks' requests in flight and unsubscribes them from
-    /// its memory, before its RAM goes (or is kept for the next boot, with new disks on the
-    /// same host disks). Again from Drop: then a no-op.
-    pub fn detach_disks(&self) {
+    /// its memory, and takes its network card off the switch, before its RAM goes (or is
+    /// kept for the next boot, with new devices). Again from Drop: then a no-op.
+    pub fn detach_devices(&self) {
         for d in &self.disks {
             d.detach(&self.mem);
+        }
+        if let Some(card) = &self.net {
+            card.stop();
+            network::detach(self.id);
         }
     }
 
@@ -591,6 +612,9 @@ impl Vm {
         if let Some(b) = &self.balloon {
             log::info!("VM {} balloon: {}", self.id, b.describe());
         }
+        if let Some(card) = &self.net {
+            log::info!("VM {} network card: {}", self.id, card.describe());
+        }
     }
 
     /// The VM's memory now, and its balloon's counts (the console's Ctrl-] m).
@@ -636,7 +660,7 @@ impl Vm {
 
 impl Drop for Vm {
     fn drop(&mut self) {
-        self.detach_disks();
+        self.detach_devices();
         if Arc::strong_count(&self.mem) > 1 {
             return; // kept for the VM's next boot
         }
@@ -705,8 +729,13 @@ pub fn rebooted() -> usize {
 }
 
 /// The running VM with id `id`.
-fn find(id: usize) -> Option<Arc<Vm>> {
+pub fn find(id: usize) -> Option<Arc<Vm>> {
     VMS.lock().iter().find(|v| v.id == id).cloned()
+}
+
+/// The VMs that run now.
+pub fn running() -> Vec<Arc<Vm>> {
+    VMS.lock().clone()
 }
 
 /// The running VM with the lowest id, if any.
