@@ -539,17 +539,35 @@ def linux_tests() -> list[BootTest]:
             r"vm0\| BALLOON OOM before: MemFree: \d+ kB", r"vm0\| BALLOON OOM wrote 150 MiB",
             r"VM 0 balloon: target=163840KiB actual=\d+KiB inflated_pages=40960 deflated_pages=[1-9]\d* ",
             r"all VMs stopped; machine exit status 0"], reject=[r"HYPERVISOR PANIC", r"Out of memory", r"Kernel panic"], linux=True),
-        # Two VMs on the hypervisor's switch: static addresses, pings both ways, a 4 MiB file
-        # sent with busybox nc arrives with the same checksum.
+        # Two VMs on the hypervisor's switch (VM 1's card on the legacy interface): static
+        # addresses, pings both ways, a 4 MiB file sent with busybox nc arrives with the same
+        # checksum.
         BootTest("linux-net-two-vms", Machine([Guest(kernel=LINUX / "Image", initrd=LINUX / "initramfs.cpio", mem=256 * MIB,
-                                                     bootargs=f"console=ttyAMA0 panic=-1 quiet hvtest.net={me},{peer},{role}")
-                                               for me, peer, role in (("10.0.0.1", "10.0.0.2", "send"), ("10.0.0.2", "10.0.0.1", "receive"))],
+                                                     bootargs=f"console=ttyAMA0 panic=-1 quiet hvtest.net={me},{peer},{role}",
+                                                     virtio_legacy=legacy)
+                                               for me, peer, role, legacy in (("10.0.0.1", "10.0.0.2", "send", False),
+                                                                              ("10.0.0.2", "10.0.0.1", "receive", True))],
                                               hv_args="net=on"), [
             r"VM 0: network card \(virtio-net, MAC 52:54:00:ab:00:00\) in virtio-mmio slot 3 \(SPI 19\) on the switch",
-            r"vm0\| NET eth0 52:54:00:ab:00:00 mtu 1500", r"vm1\| NET eth0 52:54:00:ab:00:01 mtu 1500",
+            r"vm0\| NET eth0 52:54:00:ab:00:00 mtu 1500 features 11010100000000011000000000001100100", r"vm1\| NET eth0 52:54:00:ab:00:01 mtu 1500 features 11010100000000011000000000001100000",
             r"vm0\| NET ping 10.0.0.2: 5 packets transmitted, 5 packets received", r"vm1\| NET ping 10.0.0.1: 5 packets transmitted, 5 packets received",
             r"vm0\| NET sending 4194304 bytes, md5 (\w+)[\s\S]*vm1\| NET received 4194304 bytes, md5 \1",
             r"all VMs stopped; machine exit status 0"], linux=True),
+        # The same while a third VM floods the switch with garbage (bad lengths, spoofed and
+        # random addresses, headers asking for what was not negotiated, chains outside its
+        # RAM) and never receives: the two still talk; the flooder's frames are refused and
+        # counted, what is sent to it waits in its bounded backlog (dropped when full, emptied
+        # at its resets), nobody waits for it.
+        BootTest("linux-net-flood", Machine([Guest(kernel=LINUX / "Image", initrd=LINUX / "initramfs.cpio", mem=256 * MIB,
+                                                   bootargs=f"console=ttyAMA0 panic=-1 quiet hvtest.net={me},{peer},{role}")
+                                             for me, peer, role in (("10.0.0.1", "10.0.0.2", "send"), ("10.0.0.2", "10.0.0.1", "receive"))]
+                                            + [guest("netflood", bootargs="ms=25000")], hv_args="net=on"), [
+            r"vm0\| NET sending 4194304 bytes, md5 (\w+)[\s\S]*vm1\| NET received 4194304 bytes, md5 \1",
+            r"vm2\| flooded \d{4,} frames, [1-9]\d* broke the queue",
+            r"VM 2: network card: a transmitted frame refused: (TooShort|TooLong|BadHeader)",
+            r"VM 2: network card: a frame from another card's address",
+            r"VM 2 network card: tx_frames=[1-9]\d* tx_bytes=\d+ tx_refused=[1-9]\d* tx_spoofed=[1-9]\d* rx_frames=0 rx_bytes=0 rx_dropped=\d+ backlog=\d+",
+            r"VM 2: test verdict PASS", r"all VMs stopped; machine exit status 0"], linux=True),
         BootTest("linux-rng-off", Machine([linux(1, "console=ttyAMA0 panic=-1 quiet hvtest.rng")], hv_args="rng=off"), [
             r"vm0\| RNG no virtio_rng", r"machine exit status 0"], linux=True),
         # With the region divided otherwise than by default (ramoops=R,C,F,P KiB): Linux's
