@@ -4,6 +4,7 @@
 #   make run   [KERNEL=Image] [INITRD=file] [APPEND="..."] [SMP=n] [MEM=128M] [CPUS=n] [VMS=n]
 #              [HVARGS="log=debug"] [PAUTH=impdef|qarma5] [PSTORE=target/pstore.img|none] [QEMU_EXTRA="..."]
 #              [DISK="a.img b.img"] (VM 0's virtio-blk disks) [ROOT=/dev/vda] (root filesystem on one)
+#              [NET=user [HOSTFWD=tcp:127.0.0.1:2222-:22]] (network cards, QEMU user networking as uplink)
 #   make rootfs  target/rootfs.img: an ext4 disk with busybox (make run DISK=target/rootfs.img ROOT=/dev/vda)
 #   make debian-rootfs  target/debian.img: Debian bookworm with systemd, its debootstrap second stage
 #                run in a guest (make run DISK=target/debian.img ROOT=/dev/vda MEM=1G)
@@ -17,7 +18,7 @@
 # The options reach scripts/qemu.py in the environment (HVRUN_<NAME>), exactly as given:
 # $(value ...) keeps make from expanding a $ in them, and no shell command line carries them,
 # so quotes, spaces, $ and backticks in APPEND reach the guest as written.
-OPTIONS := KERNEL INITRD APPEND SMP MEM CPUS VMS HVARGS PAUTH PSTORE DISK ROOT QEMU_EXTRA
+OPTIONS := KERNEL INITRD APPEND SMP MEM CPUS VMS HVARGS PAUTH PSTORE DISK ROOT NET HOSTFWD QEMU_EXTRA
 $(foreach o,$(OPTIONS),$(eval export HVRUN_$(o) := $$(value $(o))))
 
 .PHONY: all help setup build run debug print test unit-test boot-test bench fuzz clean rootfs debian-rootfs

@@ -376,6 +376,59 @@ def balloon_gave_back(out: str) -> list[str]:
     return problems
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nothing listens on now."""
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# linux-net-uplink: the host's HTTP server the guests fetch from (through QEMU's 10.0.2.2),
+# and the host port forwarded to the guest at 10.0.2.15.
+UPLINK_HTTP_PORT = free_port()
+UPLINK_FWD_PORT = free_port()
+UPLINK_FILE = qemu.ROOT / "target" / "uplink-www" / "file"
+_uplink_server: list = []
+
+
+def start_uplink_server() -> None:
+    """Serves a fresh 1 MiB random file at http://127.0.0.1:UPLINK_HTTP_PORT/file."""
+    import functools
+    import http.server
+    import threading
+    UPLINK_FILE.parent.mkdir(parents=True, exist_ok=True)
+    UPLINK_FILE.write_bytes(os.urandom(1 << 20))
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+    handler = functools.partial(Quiet, directory=str(UPLINK_FILE.parent))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", UPLINK_HTTP_PORT), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _uplink_server.append(server)
+
+
+def connect_from_host() -> str:
+    """linux-net-uplink's dialog: a connection from the host through the forwarded port."""
+    import socket
+    with socket.create_connection(("127.0.0.1", UPLINK_FWD_PORT), timeout=10) as sock:
+        sock.sendall(b"PING-FROM-HOST")
+    return ""
+
+
+def uplink_fetched(out: str) -> list[str]:
+    """Both guests fetched the host's file intact; the server stops."""
+    import hashlib
+    for server in _uplink_server:
+        server.shutdown()
+    _uplink_server.clear()
+    md5 = hashlib.md5(UPLINK_FILE.read_bytes()).hexdigest()
+    got = re.findall(r"vm\d\| UPLINK fetched (\d+) bytes, md5 (\w+)", out)
+    if len(got) != 2 or any(g != (str(1 << 20), md5) for g in got):
+        return [f"the guests fetched {got}, the file is {1 << 20} bytes with md5 {md5}"]
+    return []
+
+
 VBLK_DISK = qemu.ROOT / "target" / "test-vblk0.img"
 VBLK_DISK2 = qemu.ROOT / "target" / "test-vblk1.img"
 
@@ -568,6 +621,17 @@ def linux_tests() -> list[BootTest]:
             r"VM 2: network card: a frame from another card's address",
             r"VM 2 network card: tx_frames=[1-9]\d* tx_bytes=\d+ tx_refused=[1-9]\d* tx_spoofed=[1-9]\d* rx_frames=0 rx_bytes=0 rx_dropped=\d+ backlog=\d+",
             r"VM 2: test verdict PASS", r"all VMs stopped; machine exit status 0"], linux=True),
+        # The switch's uplink: QEMU gives the hypervisor a virtio-net card with user networking;
+        # two Linux VMs get addresses by DHCP through it, fetch a file from an HTTP server on
+        # the host (10.0.2.2) intact, and a connection from the host reaches the VM at
+        # 10.0.2.15 through QEMU's hostfwd.
+        BootTest("linux-net-uplink", Machine([Guest(kernel=LINUX / "Image", initrd=LINUX / "initramfs.cpio", mem=256 * MIB,
+                                                    bootargs=f"console=ttyAMA0 panic=-1 quiet hvnet=dhcp hvtest.uplink={UPLINK_HTTP_PORT}")] * 2,
+                                             net=True, hostfwd=[f"tcp:127.0.0.1:{UPLINK_FWD_PORT}-10.0.2.15:7000"]), [
+            r"virtio-net at 0x[0-9a-f]+ \(MAC 52:54:00:12:34:56\): the uplink of the VMs' switch",
+            r"vm\d\| NET eth0 10\.0\.2\.15/24 \(DHCP\), gateway 10\.0\.2\.2", r"vm\d\| NET eth0 10\.0\.2\.16/24 \(DHCP\), gateway 10\.0\.2\.2",
+            r"vm\d\| UPLINK from the host: PING-FROM-HOST", r"all VMs stopped; machine exit status 0"], linux=True,
+                 before=start_uplink_server, check_log=uplink_fetched, dialog=[(r"UPLINK listening on 7000", connect_from_host, 1.0)]),
         BootTest("linux-rng-off", Machine([linux(1, "console=ttyAMA0 panic=-1 quiet hvtest.rng")], hv_args="rng=off"), [
             r"vm0\| RNG no virtio_rng", r"machine exit status 0"], linux=True),
         # With the region divided otherwise than by default (ramoops=R,C,F,P KiB): Linux's
@@ -701,6 +765,11 @@ def input_tests() -> list[InputTest]:
         InputTest("root-not-a-disk", [f"DISK={big}", "ROOT=/dev/sda"], r"ROOT=/dev/sda: use /dev/vda for the first DISK"),
         InputTest("root-beyond-the-disks", [f"DISK={big}", "ROOT=/dev/vdb"], r"ROOT=/dev/vdb but DISK gives 1 disk"),
         InputTest("root", [f"DISK={big}", "ROOT=/dev/vda"], r"bootargs=console=ttyAMA0 panic=-1 hvroot=/dev/vda", status=0),
+        InputTest("net-unknown", ["NET=tap"], r"NET=tap: use NET=user"),
+        InputTest("hostfwd-without-net", ["HOSTFWD=tcp:127.0.0.1:2222-:22"], r"HOSTFWD needs NET=user"),
+        InputTest("hostfwd-malformed", ["NET=user", "HOSTFWD=tcp:2222:22"], r"HOSTFWD=tcp:2222:22: use PROTO:HOSTADDR:PORT-GUESTADDR:PORT"),
+        InputTest("net", ["NET=user", "HOSTFWD=tcp:127.0.0.1:2222-:22"],
+                  r"-netdev user,id=uplink,hostfwd=tcp:127.0.0.1:2222-:22 -device virtio-net-device,netdev=uplink .*net=on.*hvnet=dhcp", status=0),
         InputTest("disk-is-a-directory", [hello, f"DISK={LOGS}"], rf"disk '{LOGS}' is a directory"),
         InputTest("disk-smaller-than-a-sector", [hello, f"DISK={tiny}"], rf"disk '{tiny}' is smaller than a sector"),
     ]

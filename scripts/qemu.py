@@ -21,6 +21,11 @@ as HVRUN_KERNEL, HVRUN_APPEND, ..., read with --from-env: no shell sees them):
     --pauth impdef|qarma5   PAC algorithm of -cpu max (default impdef: 3.5x cheaper to emulate)
     --pstore F      the pstore disk image (created, 18.5 MiB sparse, if missing; default target/pstore.img;
                     "none" for no disk). Read it with: cargo run -p hv-core --bin pstore-tool -- F
+    --net user      every VM gets a network card on the hypervisor's switch, and QEMU gives the
+                    hypervisor a card with user networking (10.0.2.0/24, DHCP, the host as 10.0.2.2)
+                    as the switch's uplink; the default initramfs configures eth0 with DHCP
+    --hostfwd R     with --net user: QEMU forwards host connections into the guests, R as QEMU's
+                    hostfwd (e.g. tcp:127.0.0.1:2222-:22; several separated by spaces)
     --qemu-extra S  more QEMU arguments, split as a shell would split them (nothing is run)
 
 run and debug return QEMU's exit status (README, Exit status); bad input is one line and
@@ -155,6 +160,10 @@ class Machine:
     # Every VM's console output as `vmN| ` lines (console_prefix=on), the focused VM's too:
     # what tests and benchmarks read. Off, the focused VM's output passes raw (make run).
     console_prefix: bool = False
+    # Network cards for the VMs (net=on) and QEMU user networking as the switch's uplink,
+    # with these hostfwd rules.
+    net: bool = False
+    hostfwd: list[str] = field(default_factory=list)
     extra: list[str] = field(default_factory=list)
 
 
@@ -219,6 +228,8 @@ def command(m: Machine, validate: bool = True) -> list[str]:
     host_mem = m.host_mem or align_up(addr - RAM_BASE + guest_total + 256 * MIB, 256 * MIB)
     if m.console_prefix:
         hv_args.append("console_prefix=on")
+    if m.net:
+        hv_args.append("net=on")
     if m.hv_args:
         hv_args.append(m.hv_args)
     cpu = "max,pauth-impdef=on" if m.pauth == "impdef" else "max"
@@ -229,9 +240,9 @@ def command(m: Machine, validate: bool = True) -> list[str]:
         "-smp", str(cpus),
         "-m", f"{host_mem // MIB}M",
         "-nographic",
-        # No default network card: nothing uses one, and its option ROM is a package
-        # (ipxe-qemu) that a minimal QEMU install lacks.
-        "-nic", "none",
+        # No default network card (its option ROM is a package, ipxe-qemu, that a minimal
+        # QEMU install lacks); with `net`, a virtio-mmio one, which needs none.
+        *(uplink_args(m.hostfwd) if m.net else ["-nic", "none"]),
         "-semihosting-config", "enable=on,target=native",
         "-kernel", str(HYPERVISOR),
         "-append", " ".join(hv_args),
@@ -244,6 +255,18 @@ def command(m: Machine, validate: bool = True) -> list[str]:
     if m.gdb:
         argv += ["-gdb", f"tcp::{GDB_PORT}", "-S"]
     return argv + m.extra
+
+
+HOSTFWD = re.compile(r"(tcp|udp):([\d.]*):(\d+)-([\d.]*):(\d+)")
+
+
+def uplink_args(hostfwd: list[str]) -> list[str]:
+    """QEMU options giving the hypervisor a virtio-net card with user networking."""
+    for rule in hostfwd:
+        if not HOSTFWD.fullmatch(rule):
+            raise UserError(f"HOSTFWD={rule}: use PROTO:HOSTADDR:PORT-GUESTADDR:PORT, e.g. tcp:127.0.0.1:2222-:22")
+    netdev = "user,id=uplink" + "".join(f",hostfwd={r}" for r in hostfwd)
+    return ["-netdev", netdev, "-device", "virtio-net-device,netdev=uplink"]
 
 
 def pstore_args(path: Path, modern: bool = False) -> list[str]:
@@ -336,7 +359,8 @@ def run(argv: list[str], timeout: float, log: Path | None = None, dialog: list[t
     timed (or, `kill_at_marker`, QEMU killed the moment it appears, as a power cut would) and
     `dialog` answered: each (regex, text[, seconds]) types text once the output matches regex
     (and, if given, that many seconds later: a shell's prompt comes before it reads, a
-    command's echo before it runs). The command line and output go to `log`."""
+    command's echo before it runs); text may be a function, called then (what it returns is
+    typed). The command line and output go to `log`."""
     start = time.monotonic()
     p = subprocess.Popen(argv, stdin=subprocess.PIPE if dialog else subprocess.DEVNULL, stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, start_new_session=True)
@@ -370,6 +394,10 @@ def run(argv: list[str], timeout: float, log: Path | None = None, dialog: list[t
             unanswered = pattern
             break
         time.sleep(later[0] if later else 0)
+        if callable(text):
+            # An action outside the guest (a connection from the host, say), then what it
+            # returns is typed.
+            text = text() or ""
         try:
             p.stdin.write(text.encode())
             p.stdin.flush()
@@ -392,7 +420,7 @@ def run(argv: list[str], timeout: float, log: Path | None = None, dialog: list[t
 # The options `make run` and `make debug` take (KERNEL=, APPEND=, ...): the Makefile hands
 # them over in the environment as HVRUN_<NAME>, exactly as given, so that no shell ever
 # reads them (quotes, spaces, $ and backticks in APPEND reach the guest as written).
-OPTIONS = ["kernel", "initrd", "append", "smp", "mem", "cpus", "vms", "hv-args", "pauth", "pstore", "disk", "root", "qemu-extra"]
+OPTIONS = ["kernel", "initrd", "append", "smp", "mem", "cpus", "vms", "hv-args", "pauth", "pstore", "disk", "root", "net", "hostfwd", "qemu-extra"]
 MAKE_NAMES = {"hv-args": "HVARGS", "qemu-extra": "QEMU_EXTRA"}
 
 
@@ -462,8 +490,18 @@ def machine_from_args(argv: list[str]) -> Machine:
         if ord(root[-1]) - ord("a") >= len(disks):
             raise UserError(f"ROOT={root} but DISK gives {len(disks)} disk(s)")
         g.bootargs = f"{g.bootargs} hvroot={root}"
+    net = given["net"].strip()
+    if net not in ("", "user"):
+        raise UserError(f"NET={net}: use NET=user (QEMU's user networking as the uplink)")
+    hostfwd = given["hostfwd"].split()
+    if hostfwd and not net:
+        raise UserError("HOSTFWD needs NET=user")
+    if net and not given["kernel"]:
+        g.bootargs = f"{g.bootargs} hvnet=dhcp"
     m = Machine(guests=[dataclasses.replace(g, disks=disks)] + [g] * (vms - 1), cpus=cpus, hv_args=given["hv-args"], pauth=given["pauth"] or "impdef", gdb=a.mode == "debug",
-                pstore=pstore, extra=shlex.split(given["qemu-extra"]))
+                pstore=pstore, net=bool(net), hostfwd=hostfwd, extra=shlex.split(given["qemu-extra"]))
+    if hostfwd:
+        uplink_args(hostfwd)
     m.mode = a.mode  # type: ignore[attr-defined]
     if cpus is None and smp > 8 and not re.search(r"(^|\s)(vm\d\.)?overcommit=on(\s|$)", m.hv_args):
         raise UserError(f"SMP={smp}: the machine has at most 8 CPUs; give fewer vCPUs, or let them share CPUs "

@@ -85,6 +85,7 @@ extern "C" fn hv_main(dtb: u64) -> ! {
         console::start_input(intid);
     }
     pstore::init(&dt, &config.pstore);
+    drivers::virtio_net::probe(&dt.virtio_mmio());
     let cpus = start_secondary_cpus(&dt);
     log::info!("{cpus} CPU(s) online, {} KiB free for guests, {ipa_bits}-bit guest IPA space", mm::frames::free_bytes() >> 10);
 

@@ -1,80 +1,28 @@
-//! A virtio-blk driver over virtio-mmio (legacy version 1, QEMU's default, and version 2):
-//! probe, feature negotiation, one split virtqueue, read, write, flush, GET_ID, discard and
-//! write-zeroes. Two ways to use it:
+//! A virtio-blk driver over a virtio-mmio transport (virtio_mmio.rs): probe, feature
+//! negotiation, one split virtqueue, read, write, flush, GET_ID, discard and write-zeroes.
+//! Two ways to use it:
 //! - synchronous requests (`read`, `write`, `flush`, `serial`), completion polled with a
 //!   time bound, no allocation after probing: the pstore disk's, usable from the panic path;
 //! - many requests in flight (`submit`, then `reap` when the device interrupts): guest
 //!   disks, whose requests carry the guest's own pages (vdev::virtio_blk).
-//!
-//! Buffers are passed to the device by address: the hypervisor's memory is identity-mapped,
-//! so a buffer's address is its physical address.
 
+use super::virtio_mmio::{Dma, ProbeError, Transport};
 use crate::mm::frames;
 use hv_core::pgtable::PAGE_SIZE;
-use hv_core::virtio::{blk, QueueLayout, QueueMemory, Segment, SplitQueue};
+use hv_core::virtio::{blk, QueueLayout, Segment, SplitQueue};
 use hv_core::virtio_blk_device::RangeLimits;
-use tock_registers::interfaces::{Readable, Writeable};
-use tock_registers::register_structs;
-use tock_registers::registers::{ReadOnly, ReadWrite, WriteOnly};
 
-register_structs! {
-    Regs {
-        (0x000 => magic: ReadOnly<u32>),
-        (0x004 => version: ReadOnly<u32>),
-        (0x008 => device_id: ReadOnly<u32>),
-        (0x00c => _vendor),
-        (0x010 => device_features: ReadOnly<u32>),
-        (0x014 => device_features_sel: WriteOnly<u32>),
-        (0x018 => _r0),
-        (0x020 => driver_features: WriteOnly<u32>),
-        (0x024 => driver_features_sel: WriteOnly<u32>),
-        (0x028 => guest_page_size: WriteOnly<u32>),
-        (0x02c => _r1),
-        (0x030 => queue_sel: WriteOnly<u32>),
-        (0x034 => queue_num_max: ReadOnly<u32>),
-        (0x038 => queue_num: WriteOnly<u32>),
-        (0x03c => queue_align: WriteOnly<u32>),
-        (0x040 => queue_pfn: ReadWrite<u32>),
-        (0x044 => queue_ready: ReadWrite<u32>),
-        (0x048 => _r2),
-        (0x050 => queue_notify: WriteOnly<u32>),
-        (0x054 => _r3),
-        (0x060 => interrupt_status: ReadOnly<u32>),
-        (0x064 => interrupt_ack: WriteOnly<u32>),
-        (0x068 => _r4),
-        (0x070 => status: ReadWrite<u32>),
-        (0x074 => _r5),
-        (0x080 => queue_desc_low: WriteOnly<u32>),
-        (0x084 => queue_desc_high: WriteOnly<u32>),
-        (0x088 => _r6),
-        (0x090 => queue_driver_low: WriteOnly<u32>),
-        (0x094 => queue_driver_high: WriteOnly<u32>),
-        (0x098 => _r7),
-        (0x0a0 => queue_device_low: WriteOnly<u32>),
-        (0x0a4 => queue_device_high: WriteOnly<u32>),
-        (0x0a8 => _r8),
-        (0x100 => capacity_low: ReadOnly<u32>),
-        (0x104 => capacity_high: ReadOnly<u32>),
-        (0x108 => _size_max),
-        (0x10c => seg_max: ReadOnly<u32>),
-        (0x110 => _r9),
-        (0x124 => max_discard_sectors: ReadOnly<u32>),
-        (0x128 => _max_discard_seg),
-        (0x12c => discard_sector_alignment: ReadOnly<u32>),
-        (0x130 => max_write_zeroes_sectors: ReadOnly<u32>),
-        (0x134 => _max_write_zeroes_seg),
-        // A byte: QEMU answers wider reads crossing the end of its config space with ones.
-        (0x138 => write_zeroes_may_unmap: ReadOnly<u8>),
-        (0x139 => @END),
-    }
-}
-
-const MAGIC: u32 = 0x7472_6976;
 const DEVICE_BLOCK: u32 = 2;
-const ACKNOWLEDGE: u32 = 1;
-const DRIVER: u32 = 2;
-const DRIVER_OK: u32 = 4;
-const FEATURES_OK: u32 = 8;
+/// Config space fields (virtio 1.2 section 5.2.4).
+mod config {
+    pub const CAPACITY: u64 = 0x00;
+    pub const SEG_MAX: u64 = 0x0c;
+    pub const MAX_DISCARD_SECTORS: u64 = 0x24;
+    pub const DISCARD_SECTOR_ALIGNMENT: u64 = 0x2c;
+    pub const MAX_WRITE_ZEROES_SECTORS: u64 = 0x30;
+    /// A byte: QEMU answers wider reads crossing the end of its config space with ones.
+    pub const WRITE_ZEROES_MAY_UNMAP: u64 = 0x38;
+}
 /// The largest queue asked for (QEMU's virtio-blk offers 256 by default).
 pub const MAX_QUEUE_SIZE: u16 = 256;
 /// Largest data buffer of one synchronous request (QEMU takes more; this bounds each
@@ -96,60 +44,12 @@ pub enum BlkError {
     ReadOnly,
 }
 
-/// Why a transport is not a usable block device.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ProbeError {
-    NotVirtio,
-    /// Another kind of device, or no device behind the transport (ID 0).
-    NotBlock(u32),
-    Unsupported(&'static str),
-    NoMemory,
-}
-
 /// Each request in flight has a slot in the request area, indexed by its head descriptor:
 /// the header, the status byte and one discard/write-zeroes range, at these offsets.
 const SLOT: usize = 64;
 const HEADER_AT: usize = 0;
 const STATUS_AT: usize = 16;
 const RANGE_AT: usize = 32;
-
-/// The queue's memory: an identity-mapped DMA area the device reads and writes.
-struct Dma {
-    base: u64,
-}
-
-impl Dma {
-    fn ptr<T>(&self, off: usize) -> *mut T {
-        (self.base as usize + off) as *mut T
-    }
-}
-
-impl QueueMemory for Dma {
-    fn read16(&self, off: usize) -> u16 {
-        // SAFETY: `off` is inside the queue area this driver allocated (QueueLayout keeps
-        // every ring offset below `bytes`), naturally aligned; volatile: the device writes it.
-        unsafe { self.ptr::<u16>(off).read_volatile() }
-    }
-    fn read32(&self, off: usize) -> u32 {
-        // SAFETY: as for read16.
-        unsafe { self.ptr::<u32>(off).read_volatile() }
-    }
-    fn write16(&mut self, off: usize, v: u16) {
-        // SAFETY: as for read16.
-        unsafe { self.ptr::<u16>(off).write_volatile(v) }
-    }
-    fn write32(&mut self, off: usize, v: u32) {
-        // SAFETY: as for read16.
-        unsafe { self.ptr::<u32>(off).write_volatile(v) }
-    }
-    fn write64(&mut self, off: usize, v: u64) {
-        // SAFETY: as for read16.
-        unsafe { self.ptr::<u64>(off).write_volatile(v) }
-    }
-    fn publish_barrier(&mut self) {
-        aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::SY);
-    }
-}
 
 /// One request's outcome: its token (from `submit`) and the device's status byte.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -168,7 +68,7 @@ pub enum Reaped {
 }
 
 pub struct VirtioBlk {
-    regs: &'static Regs,
+    transport: Transport,
     pub base: u64,
     pub version: u32,
     queue: SplitQueue,
@@ -192,43 +92,29 @@ pub struct VirtioBlk {
     reset_unreported: bool,
 }
 
-// SAFETY: the registers and DMA memory are reached only through `&mut self` methods (and
-// the panic path, once every other CPU is stopped).
+// SAFETY: the DMA memory is reached only through `&mut self` methods (and the panic path,
+// once every other CPU is stopped).
 unsafe impl Send for VirtioBlk {}
 
 impl VirtioBlk {
     /// Brings up the block device behind the virtio-mmio transport at `base` (mapped as
     /// device memory), with a queue of up to `queue_size` entries (a power of two).
     pub fn probe(base: u64, queue_size: u16) -> Result<VirtioBlk, ProbeError> {
-        // SAFETY: `base` is a virtio-mmio transport from the host device tree, mapped as
-        // device memory in the EL2 tables; this driver is its only user.
-        let regs: &'static Regs = unsafe { &*(base as *const Regs) };
-        if regs.magic.get() != MAGIC {
-            return Err(ProbeError::NotVirtio);
-        }
-        let version = regs.version.get();
-        if version != 1 && version != 2 {
-            return Err(ProbeError::Unsupported("virtio-mmio version"));
-        }
-        let id = regs.device_id.get();
-        if id != DEVICE_BLOCK {
-            return Err(ProbeError::NotBlock(id));
-        }
-        regs.status.set(0);
-        regs.queue_sel.set(0);
-        let max = regs.queue_num_max.get().min(MAX_QUEUE_SIZE as u32);
+        let transport = Transport::open(base, DEVICE_BLOCK)?;
+        transport.reset();
+        let max = transport.queue_max(0).min(MAX_QUEUE_SIZE as u32);
         if max < 4 {
             return Err(ProbeError::Unsupported("queue too small"));
         }
         // The largest power of two both allow.
         let size = 1u16 << (15 - (max as u16).min(queue_size).leading_zeros());
-        let align = if version == 1 { PAGE_SIZE as usize } else { 4 };
-        let layout = QueueLayout::new(size, align).ok_or(ProbeError::Unsupported("queue layout"))?;
+        let version = transport.version;
+        let layout = QueueLayout::new(size, transport.queue_align()).ok_or(ProbeError::Unsupported("queue layout"))?;
         let queue_pages = layout.bytes.div_ceil(PAGE_SIZE as usize);
         let area_pages = (size as usize * SLOT + blk::ID_BYTES).div_ceil(PAGE_SIZE as usize);
         let dma = frames::alloc_zeroed(queue_pages + area_pages).ok_or(ProbeError::NoMemory)?;
         let mut dev = VirtioBlk {
-            regs,
+            transport,
             base,
             version,
             queue: SplitQueue::new(layout),
@@ -246,7 +132,7 @@ impl VirtioBlk {
             reset_unreported: false,
         };
         if let Err(e) = dev.init() {
-            dev.regs.status.set(0);
+            dev.transport.reset();
             frames::free(dma, dev.area_pages);
             return Err(e);
         }
@@ -256,8 +142,8 @@ impl VirtioBlk {
     /// Reset and the whole initialization sequence (also what recovers a stuck device:
     /// every request in flight is dropped).
     fn init(&mut self) -> Result<(), ProbeError> {
-        let r = self.regs;
-        r.status.set(0);
+        let t = &self.transport;
+        t.reset();
         if self.queue.in_flight() != 0 || !self.stash.is_empty() {
             self.reset_unreported = true;
         }
@@ -267,66 +153,27 @@ impl VirtioBlk {
         // reset, so it no longer reads or writes it.
         unsafe { crate::arch::zero(self.dma.base, (layout.bytes as u64).next_multiple_of(PAGE_SIZE)) };
         self.queue.reset();
-        r.status.set(ACKNOWLEDGE);
-        r.status.set(ACKNOWLEDGE | DRIVER);
-        r.device_features_sel.set(0);
-        let low = r.device_features.get();
-        r.device_features_sel.set(1);
-        let high = r.device_features.get();
-        let offered = |bit: u32| if bit < 32 { low >> bit & 1 != 0 } else { high >> (bit - 32) & 1 != 0 };
+        let wanted = [blk::F_FLUSH, blk::F_RO, blk::F_SEG_MAX, blk::F_DISCARD, blk::F_WRITE_ZEROES];
+        let taken = t.negotiate(wanted.iter().fold(0u64, |w, b| w | 1 << b))?;
+        let offered = |bit: u32| taken >> bit & 1 != 0;
         self.has_flush = offered(blk::F_FLUSH);
         self.read_only = offered(blk::F_RO);
-        let wanted = [blk::F_FLUSH, blk::F_RO, blk::F_SEG_MAX, blk::F_DISCARD, blk::F_WRITE_ZEROES];
-        let wanted_low = wanted.iter().filter(|b| offered(**b)).fold(0u32, |w, b| w | 1 << b);
-        r.driver_features_sel.set(0);
-        r.driver_features.set(wanted_low);
-        if self.version == 2 {
-            if !offered(blk::F_VERSION_1) {
-                return Err(ProbeError::Unsupported("VIRTIO_F_VERSION_1 not offered"));
-            }
-            r.driver_features_sel.set(1);
-            r.driver_features.set(1 << (blk::F_VERSION_1 - 32));
-            r.status.set(ACKNOWLEDGE | DRIVER | FEATURES_OK);
-            if r.status.get() & FEATURES_OK == 0 {
-                return Err(ProbeError::Unsupported("features refused"));
-            }
-        }
-        r.queue_sel.set(0);
-        if r.queue_num_max.get() < layout.size as u32 {
-            return Err(ProbeError::Unsupported("queue too small"));
-        }
-        r.queue_num.set(layout.size as u32);
-        let q = self.dma.base;
-        if self.version == 1 {
-            r.guest_page_size.set(PAGE_SIZE as u32);
-            r.queue_align.set(PAGE_SIZE as u32);
-            r.queue_pfn.set((q / PAGE_SIZE) as u32);
-        } else {
-            let (desc, avail, used) = (q + layout.desc as u64, q + layout.avail as u64, q + layout.used as u64);
-            r.queue_desc_low.set(desc as u32);
-            r.queue_desc_high.set((desc >> 32) as u32);
-            r.queue_driver_low.set(avail as u32);
-            r.queue_driver_high.set((avail >> 32) as u32);
-            r.queue_device_low.set(used as u32);
-            r.queue_device_high.set((used >> 32) as u32);
-            r.queue_ready.set(1);
-        }
-        let features_ok = if self.version == 2 { FEATURES_OK } else { 0 };
-        r.status.set(ACKNOWLEDGE | DRIVER | features_ok | DRIVER_OK);
-        self.capacity = r.capacity_low.get() as u64 | (r.capacity_high.get() as u64) << 32;
+        t.set_queue(0, &layout, self.dma.base)?;
+        t.driver_ok();
+        self.capacity = t.config32(config::CAPACITY) as u64 | (t.config32(config::CAPACITY + 4) as u64) << 32;
         // Data buffers per request: what the device says, within what the queue holds
         // beside the header and the status.
         let queue_room = layout.size as u32 - 2;
-        self.seg_max = if offered(blk::F_SEG_MAX) { r.seg_max.get().clamp(1, queue_room) } else { 1 };
+        self.seg_max = if offered(blk::F_SEG_MAX) { t.config32(config::SEG_MAX).clamp(1, queue_room) } else { 1 };
         self.discard = offered(blk::F_DISCARD).then(|| RangeLimits {
-            max_sectors: r.max_discard_sectors.get(),
-            alignment: r.discard_sector_alignment.get().max(1),
+            max_sectors: t.config32(config::MAX_DISCARD_SECTORS),
+            alignment: t.config32(config::DISCARD_SECTOR_ALIGNMENT).max(1),
             may_unmap: true,
         });
         self.write_zeroes = offered(blk::F_WRITE_ZEROES).then(|| RangeLimits {
-            max_sectors: r.max_write_zeroes_sectors.get(),
+            max_sectors: t.config32(config::MAX_WRITE_ZEROES_SECTORS),
             alignment: 1,
-            may_unmap: r.write_zeroes_may_unmap.get() != 0,
+            may_unmap: t.config8(config::WRITE_ZEROES_MAY_UNMAP) != 0,
         });
         Ok(())
     }
@@ -382,7 +229,7 @@ impl VirtioBlk {
         let chain = core::iter::once(header).chain(range_seg).chain(data.iter().copied()).chain(core::iter::once(status));
         let head = self.queue.submit_n(&mut self.dma, n, chain)?;
         debug_assert_eq!(head, slot);
-        self.regs.queue_notify.set(0);
+        self.transport.notify(0);
         Some(head)
     }
 
@@ -425,7 +272,7 @@ impl VirtioBlk {
     /// Acknowledges the device's interrupt (before reaping: what completes later raises it
     /// again).
     pub fn ack_interrupt(&mut self) {
-        self.regs.interrupt_ack.set(self.regs.interrupt_status.get());
+        self.transport.ack_interrupt();
     }
 
     /// Submits one request and polls it to completion, within the time bound. A stuck or
@@ -520,7 +367,7 @@ impl VirtioBlk {
 
     /// Leaves the device reset (a transport that is not ours).
     pub fn release(self) {
-        self.regs.status.set(0);
+        self.transport.reset();
         frames::free(self.dma.base, self.area_pages);
     }
 }

@@ -193,7 +193,7 @@ fn idle_wait() {
         crate::vm::deliver_console_input();
     }
     if arrived.device != 0 {
-        crate::vm::host_disk_interrupt(arrived.device);
+        crate::vm::host_device_interrupt(arrived.device);
     }
     for intid in crate::drivers::gicv3::GUEST_PPIS.into_iter().filter(|i| arrived.guest_ppis & 1 << i != 0) {
         // No vCPU is loaded: nobody to give it to (unloading stops the timer and the PMU, so

@@ -149,7 +149,7 @@ pub fn take_interrupts(vm: &Vm, vcpu: &Vcpu, run: &VcpuRun) -> Arrived {
         super::deliver_console_input();
     }
     if arrived.device != 0 {
-        super::host_disk_interrupt(arrived.device);
+        super::host_device_interrupt(arrived.device);
     }
     if let Some(g) = &vm.vgic {
         if arrived.guest_ppis != 0 {

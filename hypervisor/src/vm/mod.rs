@@ -793,10 +793,12 @@ pub fn deliver_console_input() {
     });
 }
 
-/// A host disk's interrupt (`intid`, active until this returns): the VM whose disk it is
-/// answers what the host device finished.
-pub fn host_disk_interrupt(intid: u32) {
-    if let Some(host) = crate::drivers::disks::acknowledge(intid) {
+/// A host device's interrupt (`intid`, active until this returns): the VM whose disk it is
+/// answers what the host disk finished, or the switch takes what the uplink received.
+pub fn host_device_interrupt(intid: u32) {
+    if crate::drivers::virtio_net::uplink().is_some_and(|u| u.intid == Some(intid)) {
+        network::uplink_received();
+    } else if let Some(host) = crate::drivers::disks::acknowledge(intid) {
         if let Some(vm) = find(host.vm) {
             for d in vm.disks.iter().filter(|d| core::ptr::eq(d.host, host)) {
                 if let Some(line) = d.complete(&vm.mem) {

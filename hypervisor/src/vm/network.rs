@@ -1,7 +1,9 @@
-//! The hypervisor's switch between the VMs' network cards (hv_core::net_switch decides,
-//! this delivers). A frame a guest transmits is switched on the vCPU that sent it: written
-//! into the receiving card's buffers (or its backlog) and that VM's interrupt raised. Ports
-//! are VM ids; each card's address is pinned to its VM's port.
+//! The hypervisor's switch between the VMs' network cards and, when QEMU gives the
+//! hypervisor a network card, the uplink through it (hv_core::net_switch decides, this
+//! delivers). A frame a guest transmits is switched on the vCPU that sent it: written into
+//! the receiving card's buffers (or its backlog) and that VM's interrupt raised, or copied to
+//! the uplink; a frame the uplink received is switched on the CPU its interrupt came to.
+//! Ports are VM ids and UPLINK; each card's address is pinned to its VM's port.
 
 use super::{find, running, Vm};
 use crate::vdev::virtio_net::SLOT;
@@ -10,6 +12,10 @@ use hv_core::virtio_net_device::Frame;
 use spin::Mutex;
 
 static SWITCH: Mutex<Switch> = Mutex::new(Switch::new());
+/// The uplink's port (VM ids are below MAX_VMS).
+const UPLINK: usize = usize::MAX;
+/// Frames taken from the uplink per interrupt at most.
+const UPLINK_BATCH: usize = 256;
 
 /// The address of VM `id`'s card: locally administered, QEMU's 52:54:00 prefix.
 pub fn mac_of(id: usize) -> [u8; 6] {
@@ -37,28 +43,54 @@ pub fn detach(id: usize) {
 }
 
 /// Frames VM `from` transmitted: each to the port its destination is behind, or to every
-/// other card.
+/// other card and the uplink.
 pub fn transmit(from: &Vm, frames: alloc::vec::Vec<Frame>) {
     for frame in frames {
-        let forward = SWITCH.lock().forward(from.id, frame.destination(), frame.source());
-        match forward {
-            Forward::To(port) => {
-                if let Some(vm) = find(port) {
-                    deliver(&vm, frame);
-                }
-            }
-            Forward::Flood => {
-                for vm in running().iter().filter(|v| v.id != from.id && v.net.is_some()) {
-                    deliver(vm, frame.clone());
-                }
-            }
-            Forward::Drop => {}
-            Forward::Spoofed => {
-                if let Some(card) = &from.net {
-                    card.spoofed(&frame);
-                }
+        if let Forward::Spoofed = switch(from.id, frame.clone()) {
+            if let Some(card) = &from.net {
+                card.spoofed(&frame);
             }
         }
+    }
+}
+
+/// The uplink's interrupt: the frames it received go through the switch.
+pub fn uplink_received() {
+    for data in crate::drivers::virtio_net::take_received(UPLINK_BATCH) {
+        if data.len() >= hv_core::virtio_net_device::ETH_HEADER && data.len() <= hv_core::virtio_net_device::FRAME_MAX {
+            switch(UPLINK, Frame { data, csum: None });
+        }
+    }
+}
+
+/// One frame from `port` to where the switch says.
+fn switch(port: usize, frame: Frame) -> Forward {
+    let forward = SWITCH.lock().forward(port, frame.destination(), frame.source());
+    match forward {
+        Forward::To(UPLINK) => send_up(frame),
+        Forward::To(id) => {
+            if let Some(vm) = find(id) {
+                deliver(&vm, frame);
+            }
+        }
+        Forward::Flood => {
+            for vm in running().iter().filter(|v| v.id != port && v.net.is_some()) {
+                deliver(vm, frame.clone());
+            }
+            if port != UPLINK {
+                send_up(frame);
+            }
+        }
+        Forward::Drop | Forward::Spoofed => {}
+    }
+    forward
+}
+
+/// To the outside: with its checksum complete (the uplink takes no offloads).
+fn send_up(mut frame: Frame) {
+    if let Some(u) = crate::drivers::virtio_net::uplink() {
+        frame.complete_checksum();
+        u.nic.lock().send(&frame.data);
     }
 }
 
