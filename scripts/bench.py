@@ -10,6 +10,7 @@ import re
 import statistics
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -317,6 +318,122 @@ def balloon_bench() -> list[dict]:
              "spread": f"{min(v):.0f}-{max(v):.0f}", "guest": "linux"} for k, v in values.items()]
 
 
+# Rounds of the network rows (hypervised and direct, alternating), and MiB sent per run.
+NET_ROUNDS = 3
+NET_MIB = 64
+
+
+def tcp_sink() -> tuple[int, object]:
+    """A TCP server on 127.0.0.1 that reads and discards whatever comes (the host end of the
+    to-host rows). Returns its port and a function that stops it."""
+    import socket
+    import threading
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                while conn.recv(1 << 16):
+                    pass
+
+    threading.Thread(target=serve, daemon=True).start()
+    return server.getsockname()[1], server.close
+
+
+def net_numbers(out: str, which: str) -> dict[str, float]:
+    """BENCHNET lines: ping average (ms) and the sender dd's throughput (MB/s)."""
+    found = {}
+    if m := re.search(r"BENCHNET ping ([\d.]+) ms", out):
+        found["ping_ms"] = float(m.group(1))
+    if m := re.search(r"BENCHNET sent \d+ bytes .*copied.*?([\d.]+) ?([KMG])B/s", out):
+        found["mbs"] = float(m.group(1)) * {"K": 0.001, "M": 1, "G": 1000}[m.group(2)]
+    if len(found) != 2:
+        raise SystemExit(f"bench: no network numbers from the {which} run:\n{out[-2000:]}")
+    return found
+
+
+def net_bench() -> list[dict]:
+    """TCP throughput (busybox dd into nc, the sender's own MB/s line) and ping round trips
+    inside Debian's Linux (1 vCPU each, 256 MiB):
+    - to the host: the guest sends NET_MIB MiB to a TCP sink on the host (10.0.2.2 through
+      QEMU's user networking) and pings 10.0.2.2; under the hypervisor through its switch
+      and uplink card, directly with the same card type attached to the guest itself;
+    - VM to VM: two guests (static addresses); under the hypervisor two VMs on its switch
+      (a 2-CPU QEMU), directly two QEMUs (1 CPU each) joined by QEMU's socket netdev.
+    Medians of NET_ROUNDS rounds in alternating order."""
+    if why := qemu.fetch_linux():
+        raise SystemExit(f"bench: no Linux guest ({why})")
+    port, stop = tcp_sink()
+    base = "console=ttyAMA0 panic=-1 quiet"
+    host_guest = Guest(kernel=LINUX / "Image", initrd=LINUX / "initramfs.cpio", mem=256 * qemu.MIB, smp=1,
+                       bootargs=f"{base} hvbench.net=send,dhcp,10.0.2.2,{NET_MIB},{port}")
+    modern = ["-global", "virtio-mmio.force-legacy=false"]
+
+    def direct(g: Guest, netdev: str) -> list[str]:
+        argv = qemu.direct_command(g, 1)
+        i = argv.index("-nic")
+        return argv[:i] + ["-netdev", netdev, "-device", "virtio-net-device,netdev=n0"] + modern + argv[i + 2:]
+
+    vm_guests = [Guest(kernel=LINUX / "Image", initrd=LINUX / "initramfs.cpio", mem=256 * qemu.MIB, smp=1,
+                       bootargs=f"{base} hvbench.net={role},{me},{peer},{NET_MIB},5001")
+                 for role, me, peer in (("send", "10.0.0.1", "10.0.0.2"), ("receive", "10.0.0.2", "10.0.0.1"))]
+    values: dict[str, list[float]] = {}
+    try:
+        for round_ in range(NET_ROUNDS):
+            for which in (["hv", "direct"] if round_ % 2 == 0 else ["direct", "hv"]):
+                # To the host.
+                argv = (qemu.command(Machine([host_guest], cpus=1, net=True)) if which == "hv"
+                        else direct(host_guest, "user,id=n0"))
+                r = qemu.run(argv, timeout=300)
+                n = net_numbers(r.out, f"{which} to-host")
+                values.setdefault(f"net_tcp_to_host_{which}", []).append(n["mbs"])
+                values.setdefault(f"net_ping_host_{which}", []).append(n["ping_ms"])
+                # VM to VM.
+                if which == "hv":
+                    r = qemu.run(qemu.command(Machine(vm_guests, cpus=2, hv_args="net=on")), timeout=300)
+                    out = r.out
+                else:
+                    link = qemu_free_port()
+                    listen = subprocess.Popen(direct(vm_guests[1], f"socket,id=n0,listen=127.0.0.1:{link}"), stdout=subprocess.PIPE,
+                                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                    time.sleep(1)
+                    r = qemu.run(direct(vm_guests[0], f"socket,id=n0,connect=127.0.0.1:{link}"), timeout=300)
+                    try:
+                        listen.wait(timeout=60)
+                    except subprocess.TimeoutExpired:
+                        listen.kill()
+                    out = r.out
+                n = net_numbers(out, f"{which} VM-to-VM")
+                values.setdefault(f"net_tcp_vm_to_vm_{which}", []).append(n["mbs"])
+                values.setdefault(f"net_ping_vm_to_vm_{which}", []).append(n["ping_ms"])
+    finally:
+        stop()
+    rows = []
+    for name in ("net_tcp_to_host", "net_tcp_vm_to_vm", "net_ping_host", "net_ping_vm_to_vm"):
+        unit, scale = ("MB/s", 1) if "tcp" in name else ("us", 1000)
+        med = {w: statistics.median(values[f"{name}_{w}"]) for w in ("hv", "direct")}
+        for w, label in (("hv", "hypervisor"), ("direct", "direct")):
+            v = values[f"{name}_{w}"]
+            rows.append({"benchmark": f"{name}_{label}", "value": round(med[w] * scale), "unit": unit,
+                         "spread": f"{min(v) * scale:.0f}-{max(v) * scale:.0f}", "guest": "linux"})
+        rows.append({"benchmark": f"{name}_ratio_x1000", "value": round(1000 * med["hv"] / max(med["direct"], 1e-9)),
+                     "unit": "ratio x1000", "guest": "linux"})
+    return rows
+
+
+def qemu_free_port() -> int:
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 # Xen 4.17 (Debian's) with the bench guest as its dom0, on the same QEMU: the machine and where
 # Xen puts dom0 (1:1, at the RAM bank it allocates: build.sh moves the guest there).
 XEN = LINUX / "xen"
@@ -406,10 +523,12 @@ def main() -> int:
         rows = disk_bench()
     elif "--balloon-only" in sys.argv[1:]:
         rows = balloon_bench()
+    elif "--net-only" in sys.argv[1:]:
+        rows = net_bench()
     elif "--xen-only" in sys.argv[1:]:
         rows, xen_table = xen_bench()
     else:
-        linux = [] if only_guests else linux_boot(1) + linux_boot(4) + disk_bench() + balloon_bench()
+        linux = [] if only_guests else linux_boot(1) + linux_boot(4) + disk_bench() + balloon_bench() + net_bench()
         xen_rows, xen_table = ([], []) if only_guests else xen_bench()
         rows = [r for b in BENCHES for r in run(b)] + host_table_bench() + pstore_bench() + linux + xen_rows
     width = max(len(r["benchmark"]) for r in rows)
@@ -449,6 +568,12 @@ def main() -> int:
           f"Linux waits 2 s before it reports), the MiB those reports gave back, and the pages per second the "
           f"hypervisor's discards took (unmap through the notifiers, frames freed: their own time, TCG); medians of "
           f"{BALLOON_ROUNDS} runs.")
+    print(f"\nnet_*: inside Debian's Linux (1 vCPU, 256 MiB each), {NET_MIB} MiB sent over TCP by busybox dd into nc "
+          f"(the sender dd's own MB/s) and the average of 20 pings: to the host (a TCP sink on 127.0.0.1, reached as "
+          f"10.0.2.2 through QEMU's user networking; under the hypervisor through its switch and its uplink card, "
+          f"directly with the same virtio-net card on the guest) and VM to VM (under the hypervisor two VMs on its "
+          f"switch on a 2-CPU QEMU; directly two 1-CPU QEMUs joined by QEMU's socket netdev); medians of "
+          f"{NET_ROUNDS} rounds in alternating order, ratio hypervised/direct (for ping, lower is better).")
     if xen_table:
         head = ("path", "this hypervisor", "Xen 4.17 dom0", "ratio")
         widths = [max(len(r[i]) for r in [head, *xen_table]) for i in range(4)]
