@@ -318,105 +318,118 @@ def balloon_bench() -> list[dict]:
              "spread": f"{min(v):.0f}-{max(v):.0f}", "guest": "linux"} for k, v in values.items()]
 
 
-# Rounds of the network rows (hypervised and direct, alternating), and MiB sent per run.
+# Rounds of the network rows (hypervised and direct, alternating), and MiB sent per run: to the
+# host (QEMU's user networking is slow under TCG: about 1 MB/s) and VM to VM.
 NET_ROUNDS = 3
-NET_MIB = 64
+NET_HOST_MIB = 8
+NET_VM_MIB = 64
 
 
-def tcp_sink() -> tuple[int, object]:
-    """A TCP server on 127.0.0.1 that reads and discards whatever comes (the host end of the
-    to-host rows). Returns its port and a function that stops it."""
-    import socket
-    import threading
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(4)
+class TcpSink:
+    """A TCP server on 127.0.0.1 that reads and discards what comes, timing it: the host end
+    of the to-host rows (from the first byte to the last, on the host's clock)."""
 
-    def serve() -> None:
+    def __init__(self) -> None:
+        import socket
+        import threading
+        self.server = socket.socket()
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(4)
+        self.port = self.server.getsockname()[1]
+        self.last: tuple[int, float] = (0, 0.0)
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self) -> None:
         while True:
             try:
-                conn, _ = server.accept()
+                conn, _ = self.server.accept()
             except OSError:
                 return
             with conn:
-                while conn.recv(1 << 16):
-                    pass
+                total, first, last = 0, None, 0.0
+                while chunk := conn.recv(1 << 16):
+                    now = time.monotonic()
+                    first = first or now
+                    total, last = total + len(chunk), now
+                if first is not None and last > first:
+                    self.last = (total, last - first)
 
-    threading.Thread(target=serve, daemon=True).start()
-    return server.getsockname()[1], server.close
+    def take(self) -> float | None:
+        """MB/s of the last connection (None if none)."""
+        total, seconds = self.last
+        self.last = (0, 0.0)
+        return total / seconds / 1e6 if total else None
 
-
-def net_numbers(out: str, which: str) -> dict[str, float]:
-    """BENCHNET lines: ping average (ms) and the sender dd's throughput (MB/s)."""
-    found = {}
-    if m := re.search(r"BENCHNET ping ([\d.]+) ms", out):
-        found["ping_ms"] = float(m.group(1))
-    if m := re.search(r"BENCHNET sent \d+ bytes .*copied.*?([\d.]+) ?([KMG])B/s", out):
-        found["mbs"] = float(m.group(1)) * {"K": 0.001, "M": 1, "G": 1000}[m.group(2)]
-    if len(found) != 2:
-        raise SystemExit(f"bench: no network numbers from the {which} run:\n{out[-2000:]}")
-    return found
+    def close(self) -> None:
+        self.server.close()
 
 
 def net_bench() -> list[dict]:
-    """TCP throughput (busybox dd into nc, the sender's own MB/s line) and ping round trips
-    inside Debian's Linux (1 vCPU each, 256 MiB):
-    - to the host: the guest sends NET_MIB MiB to a TCP sink on the host (10.0.2.2 through
-      QEMU's user networking) and pings 10.0.2.2; under the hypervisor through its switch
-      and uplink card, directly with the same card type attached to the guest itself;
-    - VM to VM: two guests (static addresses); under the hypervisor two VMs on its switch
-      (a 2-CPU QEMU), directly two QEMUs (1 CPU each) joined by QEMU's socket netdev.
+    """TCP throughput and ping round trips inside Debian's Linux (1 vCPU each, 256 MiB):
+    - to the host: the guest sends NET_HOST_MIB MiB with nc to a TCP sink on the host (its
+      time from the first byte to the last) and pings 10.0.2.2 (QEMU's user networking);
+      under the hypervisor through its switch and uplink card, directly with the same card
+      type on the guest itself;
+    - VM to VM: one guest fetches NET_VM_MIB MiB over HTTP from the other (wget, timed by the
+      guest) after pinging it; under the hypervisor two VMs on its switch (a 2-CPU QEMU),
+      directly two 1-CPU QEMUs joined by QEMU's socket netdev.
     Medians of NET_ROUNDS rounds in alternating order."""
     if why := qemu.fetch_linux():
         raise SystemExit(f"bench: no Linux guest ({why})")
-    port, stop = tcp_sink()
+    sink = TcpSink()
     base = "console=ttyAMA0 panic=-1 quiet"
-    host_guest = Guest(kernel=LINUX / "Image", initrd=LINUX / "initramfs.cpio", mem=256 * qemu.MIB, smp=1,
-                       bootargs=f"{base} hvbench.net=send,dhcp,10.0.2.2,{NET_MIB},{port}")
-    modern = ["-global", "virtio-mmio.force-legacy=false"]
+    linux = dict(kernel=LINUX / "Image", initrd=LINUX / "initramfs.cpio", mem=256 * qemu.MIB, smp=1)
+    host_guest = Guest(**linux, bootargs=f"{base} hvbench.net=upload,dhcp,10.0.2.2,{NET_HOST_MIB},{sink.port}")
+    server = Guest(**linux, bootargs=f"{base} hvbench.net=serve,10.0.0.2,10.0.0.1,{NET_VM_MIB},8080")
+    fetcher = Guest(**linux, bootargs=f"{base} hvbench.net=fetch,10.0.0.1,10.0.0.2,{NET_VM_MIB},8080")
 
     def direct(g: Guest, netdev: str) -> list[str]:
         argv = qemu.direct_command(g, 1)
         i = argv.index("-nic")
-        return argv[:i] + ["-netdev", netdev, "-device", "virtio-net-device,netdev=n0"] + modern + argv[i + 2:]
+        return argv[:i] + ["-netdev", netdev, "-device", "virtio-net-device,netdev=n0",
+                           "-global", "virtio-mmio.force-legacy=false"] + argv[i + 2:]
 
-    vm_guests = [Guest(kernel=LINUX / "Image", initrd=LINUX / "initramfs.cpio", mem=256 * qemu.MIB, smp=1,
-                       bootargs=f"{base} hvbench.net={role},{me},{peer},{NET_MIB},5001")
-                 for role, me, peer in (("send", "10.0.0.1", "10.0.0.2"), ("receive", "10.0.0.2", "10.0.0.1"))]
+    def numbers(out: str, what: str) -> tuple[float, float | None]:
+        ping = re.search(r"BENCHNET ping ([\d.]+) ms", out)
+        fetched = re.search(r"BENCHNET fetched \d+ MiB in (\d+) ms", out)
+        if not ping:
+            raise SystemExit(f"bench: no ping from the {what} run:\n{out[-2000:]}")
+        return float(ping.group(1)), (NET_VM_MIB * (1 << 20) / 1e6 / (int(fetched.group(1)) / 1000) if fetched else None)
+
     values: dict[str, list[float]] = {}
     try:
         for round_ in range(NET_ROUNDS):
             for which in (["hv", "direct"] if round_ % 2 == 0 else ["direct", "hv"]):
-                # To the host.
-                argv = (qemu.command(Machine([host_guest], cpus=1, net=True)) if which == "hv"
-                        else direct(host_guest, "user,id=n0"))
-                r = qemu.run(argv, timeout=300)
-                n = net_numbers(r.out, f"{which} to-host")
-                values.setdefault(f"net_tcp_to_host_{which}", []).append(n["mbs"])
-                values.setdefault(f"net_ping_host_{which}", []).append(n["ping_ms"])
-                # VM to VM.
+                argv = qemu.command(Machine([host_guest], cpus=1, net=True)) if which == "hv" else direct(host_guest, "user,id=n0")
+                r = qemu.run(argv, timeout=600)
+                ping, _ = numbers(r.out, f"{which} to-host")
+                mbs = sink.take()
+                if mbs is None:
+                    raise SystemExit(f"bench: nothing reached the host's sink in the {which} run:\n{r.out[-2000:]}")
+                values.setdefault(f"net_tcp_to_host_{which}", []).append(mbs)
+                values.setdefault(f"net_ping_host_{which}", []).append(ping)
                 if which == "hv":
-                    r = qemu.run(qemu.command(Machine(vm_guests, cpus=2, hv_args="net=on")), timeout=300)
-                    out = r.out
+                    out = qemu.run(qemu.command(Machine([fetcher, server], cpus=2, hv_args="net=on")), timeout=600).out
                 else:
                     link = qemu_free_port()
-                    listen = subprocess.Popen(direct(vm_guests[1], f"socket,id=n0,listen=127.0.0.1:{link}"), stdout=subprocess.PIPE,
-                                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                    serving = subprocess.Popen(direct(server, f"socket,id=n0,listen=127.0.0.1:{link}"), stdout=subprocess.DEVNULL,
+                                               stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
                     time.sleep(1)
-                    r = qemu.run(direct(vm_guests[0], f"socket,id=n0,connect=127.0.0.1:{link}"), timeout=300)
+                    out = qemu.run(direct(fetcher, f"socket,id=n0,connect=127.0.0.1:{link}"), timeout=600).out
                     try:
-                        listen.wait(timeout=60)
+                        serving.wait(timeout=60)
                     except subprocess.TimeoutExpired:
-                        listen.kill()
-                    out = r.out
-                n = net_numbers(out, f"{which} VM-to-VM")
-                values.setdefault(f"net_tcp_vm_to_vm_{which}", []).append(n["mbs"])
-                values.setdefault(f"net_ping_vm_to_vm_{which}", []).append(n["ping_ms"])
+                        serving.kill()
+                ping, mbs = numbers(out, f"{which} VM-to-VM")
+                if mbs is None:
+                    raise SystemExit(f"bench: no VM-to-VM fetch in the {which} run:\n{out[-2000:]}")
+                values.setdefault(f"net_tcp_vm_to_vm_{which}", []).append(mbs)
+                values.setdefault(f"net_ping_vm_to_vm_{which}", []).append(ping)
     finally:
-        stop()
+        sink.close()
     rows = []
     for name in ("net_tcp_to_host", "net_tcp_vm_to_vm", "net_ping_host", "net_ping_vm_to_vm"):
-        unit, scale = ("MB/s", 1) if "tcp" in name else ("us", 1000)
+        unit, scale = ("MB/s x10", 10) if "tcp" in name else ("us", 1000)
         med = {w: statistics.median(values[f"{name}_{w}"]) for w in ("hv", "direct")}
         for w, label in (("hv", "hypervisor"), ("direct", "direct")):
             v = values[f"{name}_{w}"]
@@ -568,11 +581,12 @@ def main() -> int:
           f"Linux waits 2 s before it reports), the MiB those reports gave back, and the pages per second the "
           f"hypervisor's discards took (unmap through the notifiers, frames freed: their own time, TCG); medians of "
           f"{BALLOON_ROUNDS} runs.")
-    print(f"\nnet_*: inside Debian's Linux (1 vCPU, 256 MiB each), {NET_MIB} MiB sent over TCP by busybox dd into nc "
-          f"(the sender dd's own MB/s) and the average of 20 pings: to the host (a TCP sink on 127.0.0.1, reached as "
-          f"10.0.2.2 through QEMU's user networking; under the hypervisor through its switch and its uplink card, "
-          f"directly with the same virtio-net card on the guest) and VM to VM (under the hypervisor two VMs on its "
-          f"switch on a 2-CPU QEMU; directly two 1-CPU QEMUs joined by QEMU's socket netdev); medians of "
+    print(f"\nnet_*: inside Debian's Linux (1 vCPU, 256 MiB each), TCP throughput in MB/s x10 and the average of 20 "
+          f"pings: to the host ({NET_HOST_MIB} MiB sent with busybox nc to a TCP sink on 127.0.0.1 reached as 10.0.2.2 "
+          f"through QEMU's user networking, timed by the sink from the first byte to the last; under the hypervisor "
+          f"through its switch and its uplink card, directly with the same virtio-net card on the guest) and VM to VM "
+          f"({NET_VM_MIB} MiB fetched over HTTP with busybox wget, timed by the guest; under the hypervisor two VMs on "
+          f"its switch on a 2-CPU QEMU, directly two 1-CPU QEMUs joined by QEMU's socket netdev); medians of "
           f"{NET_ROUNDS} rounds in alternating order, ratio hypervised/direct (for ping, lower is better).")
     if xen_table:
         head = ("path", "this hypervisor", "Xen 4.17 dom0", "ratio")

@@ -9,6 +9,7 @@
 
 use super::virtio_mmio::{Dma, ProbeError, Transport};
 use crate::mm::frames;
+use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 use hv_core::pgtable::PAGE_SIZE;
 use hv_core::ranges::Range;
@@ -23,6 +24,9 @@ const TX: u32 = 1;
 const QUEUE: u16 = 128;
 /// A buffer: the header and a frame of at most MTU 1500 plus Ethernet header and VLAN tag.
 const BUFFER: usize = 2048;
+/// Frames waiting for room in the transmit queue at most (a burst QEMU has not caught up
+/// with yet); more are dropped.
+const PENDING_MAX: usize = 512;
 
 pub struct VirtioNet {
     transport: Transport,
@@ -37,6 +41,8 @@ pub struct VirtioNet {
     rx_buffers: u64,
     tx_buffers: u64,
     area: (u64, usize),
+    /// Frames waiting for room in the transmit queue.
+    pending: VecDeque<Vec<u8>>,
     /// Frames sent and received, and sent frames dropped (no room in the queue).
     pub sent: u64,
     pub received: u64,
@@ -72,6 +78,7 @@ impl VirtioNet {
             rx_buffers: at(2 * queue_pages),
             tx_buffers: at(2 * queue_pages + buffer_pages),
             area: (area, pages),
+            pending: VecDeque::new(),
             sent: 0,
             received: 0,
             send_dropped: 0,
@@ -109,10 +116,11 @@ impl VirtioNet {
         Ok(())
     }
 
-    /// Acknowledges the card's interrupt, then hands each frame received to `f` (at most
-    /// `max`) and gives its buffer back to the card.
+    /// Acknowledges the card's interrupt, sends what waited for room, then hands each frame
+    /// received to `f` (at most `max`) and gives its buffer back to the card.
     pub fn receive(&mut self, max: usize, f: &mut dyn FnMut(&[u8])) {
         self.transport.ack_interrupt();
+        self.flush();
         let mut done = 0;
         while done < max {
             let used = match self.rx.poll(&self.rx_dma) {
@@ -142,11 +150,33 @@ impl VirtioNet {
         }
     }
 
-    /// Sends a frame (copied); dropped (counted) if the transmit queue is full.
+    /// Sends a frame (copied), or keeps it until the transmit queue has room (the card's
+    /// interrupt for sent frames); dropped (counted) when PENDING_MAX already wait.
     pub fn send(&mut self, frame: &[u8]) {
+        self.flush();
+        if self.header + frame.len() > BUFFER {
+            self.send_dropped += 1;
+        } else if self.pending.is_empty() && self.tx.free_descriptors() > 0 {
+            self.submit(frame);
+        } else if self.pending.len() < PENDING_MAX {
+            self.pending.push_back(frame.to_vec());
+        } else {
+            self.send_dropped += 1;
+        }
+    }
+
+    /// Takes back what the card sent and gives it what waited, while there is room.
+    fn flush(&mut self) {
         while let Some(Ok(_)) = self.tx.poll(&self.tx_dma) {}
+        while self.tx.free_descriptors() > 0 {
+            let Some(frame) = self.pending.pop_front() else { break };
+            self.submit(&frame);
+        }
+    }
+
+    fn submit(&mut self, frame: &[u8]) {
         let len = self.header + frame.len();
-        let Some(head) = self.tx.next_head().filter(|_| len <= BUFFER) else {
+        let Some(head) = self.tx.next_head() else {
             self.send_dropped += 1;
             return;
         };
@@ -164,6 +194,13 @@ impl VirtioNet {
         } else {
             self.send_dropped += 1;
         }
+    }
+}
+
+impl VirtioNet {
+    /// Its counts, for the log.
+    pub fn describe(&self) -> alloc::string::String {
+        alloc::format!("sent={} received={} send_dropped={} pending={}", self.sent, self.received, self.send_dropped, self.pending.len())
     }
 }
 

@@ -167,6 +167,9 @@ fn retire(vm: Arc<Vm>) {
 /// All VMs are gone: power the machine off with the worst outcome as exit status.
 pub fn shutdown() -> ! {
     let code = vm::exit_status();
+    if let Some(nic) = crate::drivers::virtio_net::uplink().and_then(|u| u.nic.try_lock()) {
+        log::info!("uplink card: {}", nic.describe());
+    }
     log::info!("all VMs stopped; machine exit status {code}");
     crate::pstore::sync();
     crate::arch::firmware::exit(code)
