@@ -259,20 +259,20 @@ pub fn receive(q: &mut DeviceQueue, ram: &impl GuestRam, features: u64, frame: &
         header[8..10].copy_from_slice(&c.offset.to_le_bytes());
     }
     header[10..12].copy_from_slice(&(chains.len() as u16).to_le_bytes());
-    let mut source = header[..hlen].iter().chain(frame.data.iter()).copied();
+    // The header, then the data, straight from where they are into the buffers in turn.
+    let mut pos = 0usize;
     let mut interrupt = false;
-    let mut chunk = [0u8; 512];
     for c in &chains {
         let mut written = 0u32;
         for b in c.buffers.iter().filter(|b| b.device_writes) {
-            let mut at = 0u64;
-            while at < b.len as u64 {
-                let n = chunk.iter_mut().take((b.len as u64 - at) as usize).zip(&mut source).map(|(d, s)| *d = s).count();
-                if n == 0 {
-                    break;
-                }
-                ram.write(b.addr + at, &chunk[..n])?;
-                at += n as u64;
+            let mut at = 0usize;
+            while at < b.len as usize && pos < total {
+                let room = b.len as usize - at;
+                let piece = if pos < hlen { &header[pos..hlen] } else { &frame.data[pos - hlen..] };
+                let n = piece.len().min(room);
+                ram.write(b.addr + at as u64, &piece[..n])?;
+                at += n;
+                pos += n;
                 written += n as u32;
             }
         }
