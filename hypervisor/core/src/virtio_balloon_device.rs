@@ -12,7 +12,7 @@
 //! untrusted: PFNs outside RAM, unaligned or overlapping reports, short statistics are
 //! refused or ignored and counted, never a panic.
 
-use crate::virtio_mmio::{VirtioDevice, F_RING_EVENT_IDX, F_RING_INDIRECT_DESC};
+use crate::virtio_mmio::{config_bytes_read, VirtioDevice, F_RING_EVENT_IDX, F_RING_INDIRECT_DESC};
 use crate::virtqueue::{Chain, GuestRam, OutOfRam};
 use alloc::vec::Vec;
 
@@ -94,8 +94,7 @@ impl VirtioDevice for BalloonDevice {
     }
 
     fn read_config(&self, offset: u64, size: u8) -> u64 {
-        let c = self.config();
-        (0..size as u64).filter_map(|i| c.get((offset + i) as usize).map(|b| (*b as u64) << (8 * i))).fold(0, |a, b| a | b)
+        config_bytes_read(&self.config(), offset, size)
     }
 
     /// Only `actual` is the driver's to write (byte by byte, as a legacy driver may).

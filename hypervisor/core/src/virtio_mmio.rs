@@ -366,6 +366,12 @@ pub const VENDOR_QEMU: u32 = 0x554d_4551;
 /// The legacy transport (version 1), what QEMU's virt machine shows by default.
 pub const VERSION_LEGACY: u32 = 1;
 
+/// A little-endian read of `size` bytes at `offset` of a device's config space, given as
+/// bytes; bytes past its end read as zero.
+pub fn config_bytes_read(config: &[u8], offset: u64, size: u8) -> u64 {
+    (0..size as u64).filter_map(|i| config.get((offset + i) as usize).map(|b| (*b as u64) << (8 * i))).fold(0, |a, b| a | b)
+}
+
 /// A read of `size` bytes at `offset` of an empty transport.
 pub fn empty_slot_read(offset: u64, size: u8) -> u64 {
     let value = match offset {

@@ -12,7 +12,7 @@
 //! negotiated, checksum positions outside the frame are refused (the frame dropped and
 //! counted), never a panic.
 
-use crate::virtio_mmio::{VirtioDevice, F_RING_EVENT_IDX, F_RING_INDIRECT_DESC, F_VERSION_1};
+use crate::virtio_mmio::{config_bytes_read, VirtioDevice, F_RING_EVENT_IDX, F_RING_INDIRECT_DESC, F_VERSION_1};
 use crate::virtqueue::{Chain, DeviceQueue, GuestRam, OutOfRam, QueueError};
 use alloc::vec::Vec;
 
@@ -75,8 +75,7 @@ impl VirtioDevice for NetDevice {
     }
 
     fn read_config(&self, offset: u64, size: u8) -> u64 {
-        let c = self.config();
-        (0..size as u64).filter_map(|i| c.get((offset + i) as usize).map(|b| (*b as u64) << (8 * i))).fold(0, |a, b| a | b)
+        config_bytes_read(&self.config(), offset, size)
     }
 
     /// The MAC is the device's (a legacy driver may write it; QEMU takes it: so do we, as

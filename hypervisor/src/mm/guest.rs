@@ -299,7 +299,8 @@ impl GuestMemory {
     /// VM's pages at `ipa`, out of what was committed to it; pages it gave back first need
     /// a new promise from the host (none left: None). Called with `populate` held.
     fn take(&self, ipa: u64, size: u64) -> Option<u64> {
-        let again = self.given_back_in(ipa, size) * PAGE_SIZE;
+        // Nothing given back (the usual case): no bitmap to look at.
+        let again = if self.given_back_bytes.load(Ordering::Acquire) == 0 { 0 } else { self.given_back_in(ipa, size) * PAGE_SIZE };
         let own = size - again;
         self.committed.fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| c.checked_sub(own)).ok()?;
         if again > 0 && !frames::commit(again) {

@@ -39,9 +39,11 @@ pub fn fault_ipa(far: u64) -> u64 {
     ((hpfar >> 4) << 12) & 0x000f_ffff_ffff_f000 | (far & 0xfff)
 }
 
-/// The device at `ipa`, its register interface and the offset into it. A disk's registers
-/// are reached through `Vm::disks` instead (its writes need the VM's memory): its entry
-/// carries the empty slots' interface only to fill the tuple.
+/// The device at `ipa`, its register interface and the offset into it. A virtio device's
+/// registers are reached through its own field of `Vm` instead (its writes need the VM's
+/// memory): its entry carries the empty slots' interface only to fill the tuple. Inlined
+/// into the fast path: the UART's registers are the hot case.
+#[inline(always)]
 fn device_at(vm: &Vm, ipa: u64) -> Option<(Device, &dyn MmioDevice, u64)> {
     let uart = Range::new(layout::UART_BASE, layout::UART_SIZE);
     if uart.contains(ipa) {
@@ -51,28 +53,33 @@ fn device_at(vm: &Vm, ipa: u64) -> Option<(Device, &dyn MmioDevice, u64)> {
         return Some((Device::PvPanic, &vm.pvpanic, ipa - layout::PVPANIC_BASE));
     }
     if Range::new(layout::VIRTIO_BASE, virtio_mmio::WINDOW).contains(ipa) {
-        let (slot, offset) = ((ipa - layout::VIRTIO_BASE) / layout::VIRTIO_SLOT_SIZE, (ipa - layout::VIRTIO_BASE) % layout::VIRTIO_SLOT_SIZE);
-        if let Some(n) = vm.disks.iter().position(|d| d.slot == slot) {
-            return Some((Device::Disk(n), &virtio_mmio::VirtioSlots, offset));
-        }
-        if slot == crate::vdev::virtio_console::SLOT && vm.pmsg_port.is_some() {
-            return Some((Device::PmsgPort, &virtio_mmio::VirtioSlots, offset));
-        }
-        if slot == crate::vdev::virtio_rng::SLOT && vm.entropy.is_some() {
-            return Some((Device::Entropy, &virtio_mmio::VirtioSlots, offset));
-        }
-        if slot == crate::vdev::virtio_balloon::SLOT && vm.balloon.is_some() {
-            return Some((Device::Balloon, &virtio_mmio::VirtioSlots, offset));
-        }
-        if slot == crate::vdev::virtio_net::SLOT && vm.net.is_some() {
-            return Some((Device::Net, &virtio_mmio::VirtioSlots, offset));
-        }
-        return Some((Device::Virtio, &virtio_mmio::VirtioSlots, ipa - layout::VIRTIO_BASE));
+        return Some(virtio_device_at(vm, ipa - layout::VIRTIO_BASE));
     }
     match &vm.vgic {
         Some(g) if vgic::contains(ipa, vm.vcpus.len()) => Some((Device::Gic, g, ipa - layout::GICD_BASE)),
         _ => None,
     }
+}
+
+/// The virtio device at `offset` into the slots' window, and the offset into its slot (into
+/// the window for an empty slot). Out of line: the fast path stays small for the UART.
+#[inline(never)]
+fn virtio_device_at(vm: &Vm, offset: u64) -> (Device, &dyn MmioDevice, u64) {
+    let (slot, in_slot) = (offset / layout::VIRTIO_SLOT_SIZE, offset % layout::VIRTIO_SLOT_SIZE);
+    let which = if let Some(n) = vm.disks.iter().position(|d| d.slot == slot) {
+        Device::Disk(n)
+    } else if slot == crate::vdev::virtio_console::SLOT && vm.pmsg_port.is_some() {
+        Device::PmsgPort
+    } else if slot == crate::vdev::virtio_rng::SLOT && vm.entropy.is_some() {
+        Device::Entropy
+    } else if slot == crate::vdev::virtio_balloon::SLOT && vm.balloon.is_some() {
+        Device::Balloon
+    } else if slot == crate::vdev::virtio_net::SLOT && vm.net.is_some() {
+        Device::Net
+    } else {
+        return (Device::Virtio, &virtio_mmio::VirtioSlots, offset);
+    };
+    (which, &virtio_mmio::VirtioSlots, in_slot)
 }
 
 /// A register access to one of the VM's disks; a write may serve requests and move the
