@@ -146,6 +146,36 @@ mod tests {
         assert_eq!(s.forward(2, B, A), Forward::To(1), "and learnable again");
     }
 
+    /// Random frames, pins and removals: every answer names a port that exists, never the
+    /// source; learning stays bounded (`make fuzz` runs it long).
+    #[test]
+    fn garbage_traffic_stays_bounded() {
+        let mut rng = crate::rng::Rng::new(0x5a1);
+        let mut s = Switch::new();
+        let mut pinned = 0;
+        for _ in 0..crate::fuzz_tests::iters(50_000) {
+            let mac = |rng: &mut crate::rng::Rng| {
+                let x = rng.next();
+                [x as u8 & if rng.below(2) == 0 { 0xfe } else { 0xff }, (x >> 8) as u8, 0, 0, rng.below(4) as u8, rng.below(300) as u8]
+            };
+            match rng.below(100) {
+                0 => {
+                    s.pin(mac(&mut rng), rng.below(8) as usize);
+                    pinned += 1;
+                }
+                1 => s.remove_port(rng.below(9) as usize),
+                _ => {
+                    let port = rng.below(9) as usize;
+                    match s.forward(port, mac(&mut rng), mac(&mut rng)) {
+                        Forward::To(p) => assert!(p != port && p < 9),
+                        Forward::Flood | Forward::Drop | Forward::Spoofed => {}
+                    }
+                }
+            }
+            assert!(s.known() <= LEARNED_MAX + pinned);
+        }
+    }
+
     #[test]
     fn learning_is_bounded() {
         let mut s = Switch::new();

@@ -325,6 +325,41 @@ mod tests {
         );
     }
 
+    /// Random RAM and chains: PFN runs, reports and statistics never panic and stay
+    /// bounded (`make fuzz` runs it long).
+    #[test]
+    fn garbage_requests_never_panic() {
+        let mut rng = crate::rng::Rng::new(0xba11);
+        let ram = Ram::sized(1 << 16);
+        for _ in 0..crate::fuzz_tests::iters(20_000) {
+            for _ in 0..16 {
+                let at = BASE + rng.below((1 << 16) - 8);
+                ram.put(at, &rng.next().to_le_bytes());
+            }
+            let buffers: Vec<Buffer> = (0..rng.below(6))
+                .map(|_| Buffer {
+                    addr: if rng.below(4) == 0 { rng.next() } else { BASE + rng.below(1 << 16) },
+                    len: if rng.below(8) == 0 { rng.next() as u32 } else { rng.below(1 << 14) as u32 },
+                    device_writes: rng.below(2) == 0,
+                })
+                .collect();
+            let chain = Chain { head: 0, buffers };
+            if let Ok((runs, n)) = page_runs(&chain, &ram) {
+                assert!(n <= PFNS_MAX && runs.len() <= n);
+            }
+            let _ = read_stats(&chain, &ram);
+            let reported = reported_ranges(&chain, |a, l| a >= BASE && a.checked_add(l).is_some_and(|e| e <= BASE + (1 << 30)));
+            let ok: Vec<(u64, u64)> = reported.iter().filter_map(|r| r.ok()).collect();
+            for (i, &(a, l)) in ok.iter().enumerate() {
+                assert!(a % PAGE == 0 && l % PAGE == 0 && l > 0);
+                assert!(ok[..i].iter().all(|&(b, m)| a + l <= b || b + m <= a), "taken ranges never overlap");
+            }
+            let mut d = BalloonDevice { target: rng.next() as u32, actual: 0 };
+            d.write_config(rng.below(24), rng.below(9) as u8, rng.next());
+            let _ = d.read_config(rng.below(24), rng.below(9) as u8);
+        }
+    }
+
     #[test]
     fn statistics() {
         let ram = Ram::new();
