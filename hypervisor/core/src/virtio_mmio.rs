@@ -135,6 +135,15 @@ pub struct Transport {
 }
 
 impl Transport {
+    /// A transport with the legacy interface (version 1) or the modern one.
+    pub fn new(legacy: bool) -> Transport {
+        if legacy {
+            Transport::legacy()
+        } else {
+            Transport::modern()
+        }
+    }
+
     /// A transport with the modern interface (version 2).
     pub fn modern() -> Transport {
         Transport::default()

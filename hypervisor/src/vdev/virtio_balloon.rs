@@ -64,7 +64,7 @@ pub struct MemoryBalloon {
 impl MemoryBalloon {
     /// A balloon whose target is `target` bytes.
     pub fn new(vm: usize, legacy: bool, target: u64) -> MemoryBalloon {
-        let transport = if legacy { Transport::legacy() } else { Transport::modern() };
+        let transport = Transport::new(legacy);
         let device = BalloonDevice { target: (target / PAGE).min(u32::MAX as u64) as u32, actual: 0 };
         let side = Side { transport, device, queues: [const { None }; 4], stats_head: None, stats: Stats::default(), stats_asked: 0 };
         MemoryBalloon { vm, side: Mutex::new(side), counts: Counts::default() }

@@ -240,7 +240,7 @@ impl GuestDisk {
     /// `legacy`: the legacy virtio-mmio interface (version 1) instead of the modern one.
     /// Subscribes to `mem`'s stage-2 notifiers.
     pub fn new(slot: u64, host: &'static HostDisk, legacy: bool, mem: &GuestMemory) -> GuestDisk {
-        let transport = if legacy { Transport::legacy() } else { Transport::modern() };
+        let transport = Transport::new(legacy);
         let guest = GuestSide { transport, device: BlockDevice::new(HostBackend(host)), queue: None, stalled: VecDeque::new(), generation: 0 };
         {
             // A previous owner's requests (a VM rebooting) are over: start clean.

@@ -40,7 +40,7 @@ pub struct PmsgPort {
 
 impl PmsgPort {
     pub fn new(vm: usize, legacy: bool) -> PmsgPort {
-        let transport = if legacy { Transport::legacy() } else { Transport::modern() };
+        let transport = Transport::new(legacy);
         PmsgPort {
             vm,
             side: Mutex::new(Side { transport, device: ConsoleDevice::new("pmsg"), queues: [const { None }; 4] }),

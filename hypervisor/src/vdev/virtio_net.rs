@@ -57,7 +57,7 @@ pub struct NetCard {
 impl NetCard {
     /// A card with address `mac`, link up.
     pub fn new(vm: usize, legacy: bool, mac: [u8; 6]) -> NetCard {
-        let transport = if legacy { Transport::legacy() } else { Transport::modern() };
+        let transport = Transport::new(legacy);
         let side = Side { transport, device: NetDevice { mac, link_up: true }, queues: [const { None }; 2], backlog: VecDeque::new(), stopped: false };
         NetCard { vm, mac, side: Mutex::new(side), counts: Counts::default() }
     }

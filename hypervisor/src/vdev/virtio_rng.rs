@@ -27,7 +27,7 @@ pub struct EntropyDevice {
 
 impl EntropyDevice {
     pub fn new(legacy: bool) -> EntropyDevice {
-        let transport = if legacy { Transport::legacy() } else { Transport::modern() };
+        let transport = Transport::new(legacy);
         EntropyDevice { side: Mutex::new(Side { transport, device: RngDevice, queues: [None] }), bytes: AtomicU64::new(0) }
     }
 
