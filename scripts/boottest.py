@@ -328,6 +328,17 @@ def boot_tests() -> list[BootTest]:
         # that would overcommit the host is refused, the first runs.
         BootTest("lazy-memory-is-committed", Machine([guest("hello", mem=256 * MIB), guest("hello", mem=256 * MIB)], host_mem=512 * MIB), [
             r"VM 1: cannot start: not enough host memory", r"VM 0: test verdict PASS", r"machine exit status 2"], status=2),
+        # start=wait: the second VM waits for memory and is built when the first stops (its
+        # memory back); one that cannot fit even then is refused when nothing runs any more.
+        BootTest("start-wait-for-memory", Machine([guest("hello", mem=256 * MIB), guest("hello", mem=256 * MIB)], host_mem=512 * MIB,
+                                                  hv_args="vm1.start=wait"), [
+            r"VM 1: waiting for memory \(start=wait\): it needs 256 MiB",
+            r"VM 0: test verdict PASS[\s\S]*VM 1: there is memory for it now: starting[\s\S]*VM 1: test verdict PASS",
+            r"machine exit status 0"]),
+        BootTest("start-wait-never-fits", Machine([guest("hello", mem=256 * MIB), guest("hello", mem=1024 * MIB)], host_mem=512 * MIB,
+                                                  hv_args="vm1.start=wait"), [
+            r"VM 1: waiting for memory \(start=wait\): it needs 1024 MiB",
+            r"VM 0: test verdict PASS[\s\S]*VM 1: cannot start: not enough host memory", r"machine exit status 2"], status=2, validate=False),
         BootTest("no-guest", Machine([]), [r"no guest given"], status=4, validate=False),
         # Crashes of the hypervisor itself (on purpose, debug_faults=on) are reported, and
         # end the machine with status 3.
