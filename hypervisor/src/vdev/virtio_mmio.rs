@@ -37,20 +37,30 @@ impl GuestRam for Ram<'_> {
     }
 }
 
-/// The next chain the driver made available on queue `q` of a device served on the vCPU
-/// that notifies (the queue set up at its first use), or None; a broken queue asks the
-/// driver for a reset (DEVICE_NEEDS_RESET) and is forgotten.
-pub fn pop(transport: &mut Transport, queues: &mut [Option<DeviceQueue>], ram: &Ram, q: usize) -> Option<Chain> {
+/// Queue `q` of a device, set up at its first use once the device is live, or None.
+pub fn live_queue<'a>(transport: &Transport, queues: &'a mut [Option<DeviceQueue>], q: usize) -> Option<&'a mut DeviceQueue> {
     let slot = queues.get_mut(q)?;
-    if slot.is_none() {
+    if slot.is_none() && transport.live() {
         let features = transport.driver_features();
         *slot = transport.queue(q).filter(|c| c.ready).map(|c| DeviceQueue::new(c, features));
     }
-    match slot.as_mut()?.pop(ram) {
+    slot.as_mut()
+}
+
+/// A queue broke the rules: the driver is asked for a reset (DEVICE_NEEDS_RESET) and the
+/// device's queues are forgotten.
+pub fn broken(transport: &mut Transport, queues: &mut [Option<DeviceQueue>]) {
+    transport.needs_reset();
+    queues.iter_mut().for_each(|q| *q = None);
+}
+
+/// The next chain the driver made available on queue `q` of a device served on the vCPU
+/// that notifies, or None; a broken queue is `broken`.
+pub fn pop(transport: &mut Transport, queues: &mut [Option<DeviceQueue>], ram: &Ram, q: usize) -> Option<Chain> {
+    match live_queue(transport, queues, q)?.pop(ram) {
         Ok(chain) => chain,
         Err(_) => {
-            transport.needs_reset();
-            queues.iter_mut().for_each(|q| *q = None);
+            broken(transport, queues);
             None
         }
     }

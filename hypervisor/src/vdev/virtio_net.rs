@@ -5,7 +5,7 @@
 //! backlog until the driver posts buffers. A card whose driver stops receiving only loses
 //! its own frames (the backlog's overflow, counted): no other port waits for it.
 
-use super::virtio_mmio::{answer, pop, Ram};
+use super::virtio_mmio::{answer, broken, live_queue, pop, Ram};
 use crate::mm::guest::GuestMemory;
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
@@ -126,13 +126,8 @@ impl NetCard {
 
     /// One frame into the receive queue (None: the queue is not live or broke).
     fn put(&self, s: &mut Side, ram: &Ram, frame: &Frame) -> Option<Received> {
-        if s.queues[RX].is_none() {
-            // Set up at its first use, as `pop` does.
-            let features = s.transport.driver_features();
-            s.queues[RX] = s.transport.queue(RX).filter(|c| c.ready && s.transport.live()).map(|c| DeviceQueue::new(c, features));
-        }
         let features = s.transport.driver_features();
-        let q = s.queues[RX].as_mut()?;
+        let q = live_queue(&s.transport, &mut s.queues, RX)?;
         match receive(q, ram, features, frame) {
             Ok(r) => {
                 match r {
@@ -151,8 +146,7 @@ impl NetCard {
                 Some(r)
             }
             Err(_) => {
-                s.transport.needs_reset();
-                s.queues = [const { None }; 2];
+                broken(&mut s.transport, &mut s.queues);
                 None
             }
         }
@@ -190,9 +184,9 @@ impl NetCard {
     }
 
     /// The switch dropped a frame of this card's: its source was another card's address.
-    pub fn spoofed(&self, frame: &Frame) {
+    pub fn spoofed(&self, source: [u8; 6]) {
         if self.counts.tx_spoofed.fetch_add(1, Ordering::Relaxed) < WARNINGS {
-            log::warn!("VM {}: network card: a frame from another card's address ({:02x?}) dropped", self.vm, frame.source());
+            log::warn!("VM {}: network card: a frame from another card's address ({source:02x?}) dropped", self.vm);
         }
     }
 

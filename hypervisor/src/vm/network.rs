@@ -46,9 +46,10 @@ pub fn detach(id: usize) {
 /// other card and the uplink.
 pub fn transmit(from: &Vm, frames: alloc::vec::Vec<Frame>) {
     for frame in frames {
-        if let Forward::Spoofed = switch(from.id, frame.clone()) {
+        let source = frame.source();
+        if let Forward::Spoofed = switch(from.id, frame) {
             if let Some(card) = &from.net {
-                card.spoofed(&frame);
+                card.spoofed(source);
             }
         }
     }
