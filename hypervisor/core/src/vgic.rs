@@ -516,6 +516,20 @@ pub fn has_deliverable(dist: &Distributor, redist: &Redistributor, index: usize,
     find_pending(dist, redist, index, |intid, q| deliverable(dist, q) && !skip.contains(&intid))
 }
 
+/// Private interrupt `intid` of vCPU `index` was just raised (its physical source fired)
+/// while the vCPU's list registers held everything deliverable: the list-register entry it
+/// needs when it alone is to be delivered, so that it can go straight into a free list
+/// register without a whole delivery. None (nothing changed) when that is not all there is
+/// to do: it is disabled, active, its group off, or pending already, or another interrupt
+/// waits for the vCPU in the model (a whole delivery orders them).
+pub fn lone_private_raise(dist: &Distributor, redist: &Redistributor, index: usize, intid: u32) -> Option<Deliverable> {
+    let q = redist.private.get(intid as usize)?;
+    if q.pending || !deliverable(dist, &Irq { pending: true, ..*q }) || has_deliverable(dist, redist, index, &[]) {
+        return None;
+    }
+    Some(Deliverable { intid, priority: q.priority, group1: q.group1, edge: q.edge })
+}
+
 /// Interrupt `intid` as vCPU `index`'s redistributor or the distributor holds it.
 pub fn irq_mut<'a>(dist: &'a mut Distributor, redist: &'a mut Redistributor, intid: u32) -> Option<&'a mut Irq> {
     if intid < 32 {
@@ -665,6 +679,59 @@ mod tests {
                 assert!(!d.spis[i].pending || d.maybe_pending & 1 << i != 0, "hint lost for a pending SPI");
             }
         }
+    }
+
+    /// A lone raise hands out exactly what a whole delivery after making the interrupt
+    /// pending would, and declines whenever that delivery would hand out something else
+    /// too, or nothing.
+    #[test]
+    fn lone_private_raise_is_a_whole_delivery_of_one() {
+        let mut rng = crate::rng::Rng::new(0x1a7e);
+        let (mut lone, mut declined) = (0, 0);
+        for round in 0..5000 {
+            let mut d = Distributor::default();
+            d.ctlr |= if rng.below(8) != 0 { gicd::CTLR_ENABLE_GRP1 } else { 0 };
+            let mut r = Redistributor::default();
+            // Mostly quiet states: the common case is nothing else pending.
+            let busy = rng.below(3) == 0;
+            let random_irq = |rng: &mut crate::rng::Rng| Irq {
+                enabled: rng.below(4) != 0,
+                pending: busy && rng.below(6) == 0,
+                active: rng.below(8) == 0,
+                group1: rng.below(8) != 0,
+                edge: rng.below(2) == 0,
+                priority: (rng.below(4) * 0x40) as u8,
+            };
+            for q in r.private.iter_mut() {
+                *q = random_irq(&mut rng);
+            }
+            for (i, q) in d.spis.iter_mut().enumerate() {
+                *q = random_irq(&mut rng);
+                d.route[i] = vcpu_mpidr(rng.below(2) as usize);
+            }
+            r.maybe_pending = u32::MAX;
+            d.maybe_pending = u64::MAX;
+            let intid = [27, 23, 30][rng.below(3) as usize];
+            let before = (r.clone(), d.clone());
+            let got = lone_private_raise(&d, &r, 0, intid);
+            assert_eq!((r.private, d.spis), (before.0.private, before.1.spis), "round {round}: nothing changed");
+            let mut out = [Deliverable { intid: 0, priority: 0, group1: false, edge: false }; MAX_TAKEN];
+            let was_pending = r.private[intid as usize].pending;
+            r.set_pending(intid, true);
+            let n = take_deliverable(&mut d, &mut r, 0, &[], &mut out);
+            match got {
+                Some(x) => {
+                    lone += 1;
+                    assert!(!was_pending, "round {round}");
+                    assert_eq!(&out[..n], &[x], "round {round}");
+                }
+                None => {
+                    declined += 1;
+                    assert!(was_pending || n != 1 || out[0].intid != intid, "round {round}: declined a lone delivery");
+                }
+            }
+        }
+        assert!(lone > 500 && declined > 500, "both outcomes exercised: {lone} / {declined}");
     }
 
     /// Pending states made through registers and the setters are found by delivery (they

@@ -246,11 +246,13 @@ pub struct Arrived {
 
 /// Acknowledges pending interrupts and completes those the hypervisor owns, up to one whose
 /// level stays high until the caller acts (the console UART's, the maintenance interrupt).
-pub fn handle_pending() -> Arrived {
+/// `first`: one the caller acknowledged already (`acknowledge`).
+pub fn handle_pending(first: Option<u32>) -> Arrived {
     percpu::park_if_stopping();
     let mut arrived = Arrived::default();
+    let mut acknowledged = first;
     loop {
-        let intid = gic_cpuif::ack();
+        let intid = acknowledged.take().unwrap_or_else(gic_cpuif::ack);
         if (1020..1024).contains(&intid) {
             return arrived;
         }
@@ -292,6 +294,18 @@ pub fn handle_pending() -> Arrived {
             }
         }
     }
+}
+
+/// Acknowledges the highest-priority pending interrupt (1020..1023: none): for a fast path
+/// that handles a guest PPI itself (`drop_priority` then) or passes it to `handle_pending`.
+pub fn acknowledge() -> u32 {
+    gic_cpuif::ack()
+}
+
+/// Completes an acknowledged guest PPI the caller handed to its vCPU: its priority drops,
+/// and it stays active until the guest deactivates it (as `handle_pending` does).
+pub fn drop_priority(intid: u32) {
+    gic_cpuif::eoi(intid);
 }
 
 /// Which of this CPU's guest PPIs are active (handed to a vCPU, not yet deactivated).

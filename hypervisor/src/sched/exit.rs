@@ -67,7 +67,7 @@ fn wait(vm: &Vm, vcpu: &Vcpu) -> *mut VcpuRegs {
         vcpu.sync_lines(run);
         if !vcpu.has_interrupt() && !vm.is_stopping() {
             crate::arch::cpu::wait_for_interrupt();
-            let arrived = take_interrupts(vm, vcpu, run);
+            let arrived = take_interrupts(vm, vcpu, run, None);
             if let Some(regs) = arrived.kick.then(after_kick).flatten() {
                 return regs;
             }

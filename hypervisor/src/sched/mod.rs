@@ -187,7 +187,7 @@ fn idle_wait() {
     // Running VMs' ramoops regions go to the disk now and then; wake up for the next one.
     cpu::hyp_timer_at(Some(crate::vm::save_ramoops_if_due()));
     cpu::wait_for_interrupt();
-    let arrived = crate::drivers::gicv3::handle_pending();
+    let arrived = crate::drivers::gicv3::handle_pending(None);
     if arrived.uart {
         crate::console::input();
         crate::vm::deliver_console_input();

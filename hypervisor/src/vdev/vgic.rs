@@ -22,7 +22,7 @@ use crate::drivers::gicv3::{self, GUEST_PPIS};
 use alloc::vec::Vec;
 use hv_core::guest_dt::layout;
 use hv_core::mmio::MmioDevice;
-use hv_core::vgic::{has_deliverable, irq_mut, lr, sgi_targets, take_deliverable, Deliverable, Distributor, Redistributor};
+use hv_core::vgic::{has_deliverable, irq_mut, lone_private_raise, lr, sgi_targets, take_deliverable, Deliverable, Distributor, Redistributor};
 use spin::Mutex;
 
 const ICH_HCR_EN: u64 = 1 << 0;
@@ -89,24 +89,32 @@ impl Vgic {
     /// before it runs on).
     pub fn flush(&self, index: usize, irqs_masked: bool) {
         let nr = ich::list_registers().min(MAX_LRS);
+        let all = (1u32 << nr) - 1;
+        // Only the list registers the hardware does not call empty are read.
+        let mut free_set = ich::empty_lrs() & all;
         let mut in_lr = [u32::MAX; MAX_LRS];
-        // Bytes, not usize: a 128-byte array would be zeroed by a memset call at every flush.
-        let mut free = [0u8; MAX_LRS];
-        let mut nfree = 0;
-        for n in 0..nr {
+        let mut used = all & !free_set;
+        while used != 0 {
+            let n = used.trailing_zeros() as usize;
+            used &= used - 1;
             let value = ich::lr(n);
             if lr::is_free(value) {
                 // Free. One the guest completed with EOI maintenance requested is not
                 // "empty" to the hardware and keeps the maintenance interrupt asserted
                 // until it is rewritten.
-                if value != 0 {
-                    ich::set_lr(n, 0);
-                }
-                free[nfree] = n as u8;
-                nfree += 1;
+                ich::set_lr(n, 0);
+                free_set |= 1 << n;
             } else {
                 in_lr[n] = value as u32;
             }
+        }
+        // Bytes, not usize: a 128-byte array would be zeroed by a memset call at every flush.
+        let mut free = [0u8; MAX_LRS];
+        let mut nfree = 0;
+        while free_set != 0 {
+            free[nfree] = free_set.trailing_zeros() as u8;
+            free_set &= free_set - 1;
+            nfree += 1;
         }
         let mut out = [Deliverable { intid: 0, priority: 0, group1: false, edge: false }; MAX_LRS];
         let (taken, more) = {
@@ -115,8 +123,7 @@ impl Vgic {
             let Some(r) = redist.get_mut(index) else { return };
             // Raised again while in a list register: pending there already, or made
             // pending on top of active (taken again once the guest completes it).
-            for n in 0..nr {
-                let intid = in_lr[n];
+            for (n, &intid) in in_lr[..nr].iter().enumerate() {
                 if intid == u32::MAX {
                     continue;
                 }
@@ -145,6 +152,47 @@ impl Vgic {
             hcr |= ICH_HCR_TALL1;
         }
         ich::set_hcr(hcr);
+    }
+
+    /// Guest PPI `intid` (virtual timer, PMU) fired while vCPU `index` ran, loaded here with
+    /// its list registers flushed: when it alone is to be delivered
+    /// (hv_core::vgic::lone_private_raise) and a list register is empty, it goes straight
+    /// there, without a whole flush (the virtual timer firing while the guest runs takes
+    /// this path). Returns false, having changed nothing, otherwise. `irqs_masked`: as for
+    /// `flush`.
+    #[inline]
+    pub fn deliver_lone_ppi(&self, index: usize, intid: u32, irqs_masked: bool) -> bool {
+        let all = (1u32 << ich::list_registers().min(MAX_LRS)) - 1;
+        let empty = ich::empty_lrs() & all;
+        if empty == 0 {
+            return false;
+        }
+        // Its physical PPI stays active while a list register holds it, so it cannot fire
+        // then; should one hold it anyway, the whole flush sorts it out.
+        let mut used = all & !empty;
+        while used != 0 {
+            let n = used.trailing_zeros() as usize;
+            used &= used - 1;
+            let v = ich::lr(n);
+            if !lr::is_free(v) && v & LR_INTID == intid as u64 {
+                return false;
+            }
+        }
+        let d = {
+            let st = self.state.lock();
+            match st.redist.get(index).and_then(|r| lone_private_raise(&st.dist, r, index, intid)) {
+                Some(d) => d,
+                None => return false,
+            }
+        };
+        ich::set_lr(empty.trailing_zeros() as usize, lr_value(&d));
+        // As `flush`: a guest with interrupts masked may turn the line off before it
+        // acknowledges.
+        let hcr = ich::hcr();
+        if irqs_masked && hcr & ICH_HCR_TALL1 == 0 {
+            ich::set_hcr(hcr | ICH_HCR_TALL1);
+        }
+        true
     }
 
     /// The loaded vCPU `index`'s hardware line for guest PPI `intid` (virtual timer, PMU),

@@ -52,6 +52,9 @@ extern "C" fn handle_exit(regs: *mut VcpuRegs, kind: u64) -> usize {
     let run = unsafe { vcpu.run_mut() };
     if kind != ExitKind::Sync as u64 {
         run.count(Counter::Exits);
+        if kind == ExitKind::Irq as u64 {
+            return irq_exit_fast(vcpu, run, regs);
+        }
         run.pending = Pending::Exit(ExitKind::from_raw(kind));
         return regs as usize | SLOW;
     }
@@ -103,6 +106,32 @@ fn sync_exit_fast(vcpu: &Vcpu, run: &mut VcpuRun, regs: *mut VcpuRegs, esr: Esr)
     regs as usize | SLOW
 }
 
+/// An interrupt exit, its interrupt acknowledged here. The vCPU's own timer or PMU
+/// interrupt, when it alone is to be delivered and a list register is free, goes there and
+/// the guest resumes: the virtual timer firing while the guest runs costs no more. Anything
+/// else goes to the slow path, acknowledged.
+#[inline(never)]
+fn irq_exit_fast(vcpu: &Vcpu, run: &mut VcpuRun, regs: *mut VcpuRegs) -> usize {
+    let intid = gicv3::acknowledge();
+    if gicv3::GUEST_PPIS.contains(&intid) && !vcpu.needs_flush.load(Ordering::Acquire) {
+        let vm = vcpu.vm();
+        if let Some(g) = vm.vgic.as_ref().filter(|_| !vm.is_stopping()) {
+            if g.deliver_lone_ppi(vcpu.index, intid, guest_irqs_masked()) {
+                gicv3::drop_priority(intid);
+                return regs as usize;
+            }
+        }
+    }
+    run.pending = Pending::Irq(intid);
+    regs as usize | SLOW
+}
+
+/// Whether the loaded vCPU has its interrupts masked (PSTATE.I, bit 7 of SPSR_EL2, which
+/// holds its PSTATE while it is loaded).
+fn guest_irqs_masked() -> bool {
+    SPSR_EL2.get() & 1 << 7 != 0
+}
+
 /// A data abort with a syndrome whose transfer register the fast path saved (x0..x18,
 /// x30, or XZR): the access can be emulated without the rest of the frame.
 fn transfer_register_saved(esr: Esr) -> bool {
@@ -117,6 +146,8 @@ pub enum Pending {
     Exit(ExitKind),
     /// A handled exit whose outcome is not a plain resume.
     Handled(Next),
+    /// An interrupt exit, the interrupt (its INTID) acknowledged already.
+    Irq(u32),
 }
 
 /// The slow path's handling, with the whole frame saved: any exit the fast path left, or
@@ -133,7 +164,8 @@ pub fn handle_slow(vcpu: &Vcpu) -> Next {
     match run.pending {
         Pending::Handled(next) => next,
         Pending::Exit(ExitKind::Sync) => sync_exit(vm, vcpu, run),
-        Pending::Exit(kind) => async_exit(vm, vcpu, run, kind),
+        Pending::Irq(intid) => irq_exit(vm, vcpu, run, intid),
+        Pending::Exit(kind) => async_exit(vcpu, kind),
     }
 }
 
@@ -141,9 +173,9 @@ pub fn handle_slow(vcpu: &Vcpu) -> Next {
 /// loaded vCPU, the maintenance interrupt as a reason to refill its list registers (and
 /// look at its timer lines again), console input to the VMs it is for, the hypervisor's
 /// timer to the emulated timer (and re-armed). Kicks and the end of the time slice are the
-/// caller's to act on (the scheduler's).
-pub fn take_interrupts(vm: &Vm, vcpu: &Vcpu, run: &VcpuRun) -> Arrived {
-    let arrived = gicv3::handle_pending();
+/// caller's to act on (the scheduler's). `first`: one acknowledged already.
+pub fn take_interrupts(vm: &Vm, vcpu: &Vcpu, run: &VcpuRun, first: Option<u32>) -> Arrived {
+    let arrived = gicv3::handle_pending(first);
     if arrived.uart {
         crate::console::input();
         super::deliver_console_input();
@@ -154,9 +186,12 @@ pub fn take_interrupts(vm: &Vm, vcpu: &Vcpu, run: &VcpuRun) -> Arrived {
     if let Some(g) = &vm.vgic {
         if arrived.guest_ppis != 0 {
             for intid in gicv3::GUEST_PPIS.into_iter().filter(|i| arrived.guest_ppis & 1 << i != 0) {
-                g.hw_ppi_fired(vcpu.index, intid);
+                // Alone and with the list registers flushed, it goes straight into one.
+                if vcpu.needs_flush.load(Ordering::Acquire) || !g.deliver_lone_ppi(vcpu.index, intid, guest_irqs_masked()) {
+                    g.hw_ppi_fired(vcpu.index, intid);
+                    vcpu.needs_flush.store(true, Ordering::Release);
+                }
             }
-            vcpu.needs_flush.store(true, Ordering::Release);
         }
         if arrived.maintenance {
             // A level-triggered interrupt was completed: is its line still high?
@@ -172,25 +207,27 @@ pub fn take_interrupts(vm: &Vm, vcpu: &Vcpu, run: &VcpuRun) -> Arrived {
     arrived
 }
 
+/// An interrupt exit the fast path did not finish: `first` acknowledged there.
+fn irq_exit(vm: &Vm, vcpu: &Vcpu, run: &VcpuRun, first: u32) -> Next {
+    let arrived = take_interrupts(vm, vcpu, run, Some(first));
+    if arrived.hyp_timer && super::timer::slice_over() {
+        Next::Preempt
+    } else if arrived.kick {
+        Next::ResumeAfterKick
+    } else {
+        Next::Resume
+    }
+}
+
 #[cold]
-fn async_exit(vm: &Vm, vcpu: &Vcpu, run: &VcpuRun, kind: ExitKind) -> Next {
+fn async_exit(vcpu: &Vcpu, kind: ExitKind) -> Next {
     match kind {
-        ExitKind::Irq => {
-            let arrived = take_interrupts(vm, vcpu, run);
-            if arrived.hyp_timer && super::timer::slice_over() {
-                Next::Preempt
-            } else if arrived.kick {
-                Next::ResumeAfterKick
-            } else {
-                Next::Resume
-            }
-        }
+        ExitKind::Irq | ExitKind::Sync => Next::Resume,
         ExitKind::Fiq => {
             log::warn!("unexpected FIQ while vCPU {} ran", vcpu.index);
             Next::Resume
         }
         ExitKind::SError => Next::Stop(StopReason::Crashed(Crash::SError)),
-        ExitKind::Sync => Next::Resume,
     }
 }
 

@@ -1,6 +1,6 @@
 // The GICv3 CPU-interface registers aarch64-cpu 10 does not define (ICC_PMR_EL1,
-// ICC_BPR1_EL1, ICC_IGRPEN1_EL1, ICC_SGI1R_EL1, ICC_IAR1_EL1, ICC_EOIR1_EL1, ICC_DIR_EL1)
-// or defines read-only (ICC_CTLR_EL1); gic_cpuif.rs reaches the rest (ICC_SRE_EL2,
+// ICC_BPR1_EL1, ICC_IGRPEN1_EL1, ICC_SGI1R_EL1, ICC_IAR1_EL1, ICC_EOIR1_EL1, ICC_DIR_EL1,
+// ICH_ELRSR_EL2) or defines read-only (ICC_CTLR_EL1); gic_cpuif.rs reaches the rest (ICC_SRE_EL2,
 // ICH_*_EL2) through the crate.
 .section .text.gic, "ax"
 
@@ -46,4 +46,10 @@ gic_eoi:
 gic_dir:
     msr     S3_0_C12_C11_1, x0      // ICC_DIR_EL1
     isb
+    ret
+
+// Returns ICH_ELRSR_EL2: bit n set when list register n holds no interrupt.
+.global gic_empty_lrs
+gic_empty_lrs:
+    mrs     x0, S3_4_C12_C11_5      // ICH_ELRSR_EL2
     ret

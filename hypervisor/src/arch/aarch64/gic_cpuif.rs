@@ -11,6 +11,7 @@ extern "C" {
     fn gic_ack() -> u32;
     fn gic_eoi(intid: u32);
     fn gic_dir(intid: u32);
+    fn gic_empty_lrs() -> u32;
 }
 
 /// Turns on the system-register interface (for EL1 too) and Group 1 interrupts for this
@@ -54,6 +55,13 @@ pub mod ich {
     /// Number of list registers.
     pub fn list_registers() -> usize {
         ICH_VTR_EL2.read(ICH_VTR_EL2::ListRegs) as usize + 1
+    }
+
+    /// ICH_ELRSR_EL2: bit n set when list register n holds no interrupt (neither pending
+    /// nor active, and no maintenance interrupt asked for at its completion).
+    pub fn empty_lrs() -> u32 {
+        // SAFETY: reads a register of the loaded vCPU's virtual interface; no side effect.
+        unsafe { gic_empty_lrs() }
     }
 
     pub fn hcr() -> u64 {
