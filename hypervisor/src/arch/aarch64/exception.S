@@ -5,7 +5,8 @@
 // the registers a call may clobber (x0..x18, x30) are saved at first; then, on this CPU's
 // hypervisor stack (CpuHeader.stack_top at TPIDR_EL2):
 //     handle_exit(regs, kind) -> regs | slow
-// handles what needs no more than that (hypercalls). x19..x29 still hold the guest's values
+// handles what needs no more than that (hypercalls, most MMIO, the vCPU's own timer
+// interrupt when it alone is to be delivered). x19..x29 still hold the guest's values
 // when it returns, as the calling convention preserves them, so a fast exit restores only
 // what it saved. When `slow` (bit 0) is set, the rest of the frame is saved and
 //     handle_exit_slow(regs) -> *mut VcpuRegs
