@@ -283,6 +283,59 @@ def disk_bench() -> list[dict]:
     return rows
 
 
+# Rounds of the reboot rows (hypervised and direct, alternating).
+REBOOT_ROUNDS = 3
+CRASH_LINE = r"RAMOOPS empty: crashing on purpose"
+KERNEL_FIRST_LINE = r"Booting Linux on physical CPU"
+
+
+def reboot_bench() -> list[dict]:
+    """A reboot: Debian's Linux (1 vCPU, 256 MiB, console on) crashes on purpose in its
+    initramfs (hvtest.ramoops, panic=-1: the kernel resets the machine) and boots again.
+    Measured: the hypervisor's time to load the kernel and initramfs into the VM at its first
+    boot and at the rebuild after SYSTEM_RESET (its own log line: a warm reset rewrites the
+    pages the guest changed), and, in wall clock as the lines arrive, the crash line to the
+    next kernel's first console line, under the hypervisor and booted directly by QEMU (whose
+    reset reloads the images into RAM too). Medians of REBOOT_ROUNDS rounds."""
+    if why := qemu.fetch_linux():
+        raise SystemExit(f"bench: no Linux guest ({why})")
+    g = Guest(kernel=LINUX / "Image", initrd=LINUX / "initramfs.cpio", mem=256 * qemu.MIB, smp=1,
+              bootargs="console=ttyAMA0 panic=-1 hvtest.ramoops")
+    # The hypervised guest finds its record after the reset and powers off; the direct one
+    # has no ramoops region and crashes again: it is stopped once its second kernel spoke.
+    argv = {"hv": qemu.command(Machine([g], cpus=1, hv_args="ramoops=on")), "direct": qemu.direct_command(g, 1)}
+    loaded, gap = {"first": [], "reset": []}, {"hv": [], "direct": []}
+    written = []
+    for round_ in range(REBOOT_ROUNDS):
+        for which in (["hv", "direct"] if round_ % 2 == 0 else ["direct", "hv"]):
+            r = qemu.run(argv[which], timeout=120, marker=None if which == "hv" else rf"(?s){CRASH_LINE}.*{KERNEL_FIRST_LINE}",
+                         kill_at_marker=which == "direct")
+            crash, kernels = r.at(CRASH_LINE), [t for t, _ in r.matches(KERNEL_FIRST_LINE)]
+            later = [t for t in kernels if crash is not None and t > crash]
+            if not later:
+                raise SystemExit(f"bench: reboot ({which}) did not boot a second kernel:\n{r.out[-2000:]}")
+            gap[which].append(later[0] - crash)
+            if which == "hv":
+                loads = re.findall(r"VM 0: images loaded in (\d+) ms \((\d+) KiB written", r.out)
+                if len(loads) < 2:
+                    raise SystemExit(f"bench: reboot: no image load lines:\n{r.out[-2000:]}")
+                loaded["first"].append(int(loads[0][0]))
+                loaded["reset"].append(int(loads[1][0]))
+                written.append(int(loads[1][1]))
+    rows = [{"benchmark": f"reboot_images_loaded_{k}_ms", "value": statistics.median(v), "unit": "ms",
+             "spread": f"{min(v)}-{max(v)}"} for k, v in loaded.items()]
+    rows.append({"benchmark": "reboot_images_written_at_reset_kib", "value": statistics.median(written), "unit": "KiB"})
+    med = {w: statistics.median(v) * 1000 for w, v in gap.items()}
+    for w, label in (("hv", "hypervisor"), ("direct", "direct")):
+        rows.append({"benchmark": f"reboot_crash_to_next_kernel_{label}_ms", "value": round(med[w]), "unit": "ms",
+                     "spread": f"{min(gap[w]) * 1000:.0f}-{max(gap[w]) * 1000:.0f}"})
+    rows.append({"benchmark": "reboot_crash_to_next_kernel_ratio_x1000", "value": round(1000 * med["hv"] / med["direct"]),
+                 "unit": "ratio x1000"})
+    for r in rows:
+        r["guest"] = "linux"
+    return rows
+
+
 # Rounds of the balloon rows.
 BALLOON_ROUNDS = 3
 BALLOON_MIB = 200
@@ -538,10 +591,12 @@ def main() -> int:
         rows = balloon_bench()
     elif "--net-only" in sys.argv[1:]:
         rows = net_bench()
+    elif "--reboot-only" in sys.argv[1:]:
+        rows = reboot_bench()
     elif "--xen-only" in sys.argv[1:]:
         rows, xen_table = xen_bench()
     else:
-        linux = [] if only_guests else linux_boot(1) + linux_boot(4) + disk_bench() + balloon_bench() + net_bench()
+        linux = [] if only_guests else linux_boot(1) + linux_boot(4) + reboot_bench() + disk_bench() + balloon_bench() + net_bench()
         xen_rows, xen_table = ([], []) if only_guests else xen_bench()
         rows = [r for b in BENCHES for r in run(b)] + host_table_bench() + pstore_bench() + linux + xen_rows
     width = max(len(r["benchmark"]) for r in rows)
@@ -565,6 +620,12 @@ def main() -> int:
           "same kernel, initramfs, command line (console on: the kernel log goes to the UART), 256 MiB of guest memory, n vCPUs on a QEMU "
           "with n CPUs, CPU model, no disk; ratio_x1000 is the ratio of the medians, with the spread of the "
           "per-round ratios. The exit counts are per hypervised boot, by class.")
+    print(f"\nreboot_*: Debian's Linux (1 vCPU, 256 MiB, console on) crashes on purpose in its initramfs and "
+          f"panic=-1 resets the machine: the hypervisor's time to load the kernel and initramfs into the VM at its "
+          f"first boot and at the rebuild after SYSTEM_RESET (a warm reset writes only the pages the guest changed: "
+          f"_written_at_reset), and in wall clock from the crash line to the next kernel's first console line, "
+          f"hypervised and booted directly by QEMU (whose reset reloads the images too); medians of {REBOOT_ROUNDS} "
+          f"rounds in alternating order.")
     print(f"\ndisk_seq_*: 64 MiB written, then read, by busybox dd with O_DIRECT in 1 MiB blocks inside Debian's "
           f"Linux (1 vCPU, 256 MiB), timed by the guest; under the hypervisor (the guest's pages handed to the host "
           f"disk, completion by its interrupt) and with the same image on QEMU's own virtio-blk "

@@ -157,6 +157,11 @@ def boot_tests() -> list[BootTest]:
         # More vCPUs than one affinity cluster holds (16 per Aff1) and than CPUs.
         BootTest("hello-20-vcpus", Machine([guest("hello", smp=20)], cpus=2, hv_args="overcommit=on"), [
             r"vm0\| vCPUs in device tree: 20", r"vm0\| hello from vCPU 19 at EL1", r"vm0\| all 20 vCPU\(s\) reported", *verdict]),
+        # The hypervisor's own memcpy, memmove, memset and memcmp (arch/aarch64/mem.S)
+        # against byte-at-a-time references: every length to 200 bytes at misalignments,
+        # overlaps both ways.
+        BootTest("mem-routines", Machine([guest("hello")], hv_args="selftest=on"), [
+            r"self-test: memcpy, memmove, memset and memcmp right in \d+ cases", *verdict]),
         BootTest("hypercalls", Machine([guest("hypercalls")]), [
             r"vm0\| console hypercall works", r"vm0\| 2000 random hypercalls answered", *verdict]),
         BootTest("psci", Machine([guest("psci", smp=4)], cpus=4), [

@@ -70,6 +70,12 @@ extern "C" fn hv_main(dtb: u64) -> ! {
         arch::pauth::key_source(),
         dt.bootargs()
     );
+    if config.selftest {
+        match arch::mem::check() {
+            Ok(cases) => log::info!("self-test: memcpy, memmove, memset and memcmp right in {cases} cases"),
+            Err(what) => log::error!("self-test: {what} is wrong"),
+        }
+    }
 
     init_memory(&dt);
     let ipa_bits = cpu::ipa_bits();

@@ -27,6 +27,7 @@
 //! | `pstore_order=kmsg-first\|linux` | zone order on the disk (pstore.rs in hv-core) | `kmsg-first` |
 //! | `pstore_erase=on` | erase the records found at boot, after listing them | off |
 //! | `debug_faults=on` | guests may make the hypervisor fault on purpose (HV_DEBUG_FAULT), to test crash reporting | off |
+//! | `selftest=on` | the hypervisor checks its own memory routines (memcpy, memmove, memset, memcmp) at boot | off |
 //! | `console_prefix=on` | every VM's console output as `vmN\| ` lines, the focused VM's too (else the focused VM's output passes raw) | off |
 
 use crate::guest_dt::RamoopsSizes;
@@ -144,6 +145,8 @@ impl Default for PstoreConfig {
 pub struct HvConfig {
     pub log_level: LogLevel,
     pub debug_faults: bool,
+    /// Check the hypervisor's own memory routines at boot.
+    pub selftest: bool,
     /// Every VM's output line-prefixed, the one with the input focus too.
     pub console_prefix: bool,
     pub pstore: PstoreConfig,
@@ -225,6 +228,7 @@ impl Default for HvConfig {
         HvConfig {
             log_level: LogLevel::Info,
             debug_faults: false,
+            selftest: false,
             console_prefix: false,
             pstore: PstoreConfig::default(),
             default: VmParams::DEFAULT,
@@ -262,6 +266,7 @@ impl HvConfig {
                     _ => Err("unknown log level"),
                 },
                 ("debug_faults", None) => on_off(value).map(|on| cfg.debug_faults = on),
+                ("selftest", None) => on_off(value).map(|on| cfg.selftest = on),
                 ("console_prefix", None) => on_off(value).map(|on| cfg.console_prefix = on),
                 ("pstore_serial", None) => match value.len() {
                     1..=20 => {
@@ -451,13 +456,14 @@ mod tests {
     fn defaults_and_overrides() {
         let mut bad = Vec::new();
         let c = HvConfig::parse(
-            "log=debug mem=256M smp=2 vm1.mem=64M vm1.smp=4 vm1.pauth=off debug_faults=on pauth_keys=lazy vm2.pauth_keys=eager vm2.overcommit=on",
+            "log=debug mem=256M smp=2 vm1.mem=64M vm1.smp=4 vm1.pauth=off debug_faults=on selftest=on pauth_keys=lazy vm2.pauth_keys=eager vm2.overcommit=on",
             |b| bad.push(b),
         );
         assert!(bad.is_empty());
         assert_eq!(c.log_level, LogLevel::Debug);
         assert!(c.debug_faults);
         assert!(!HvConfig::default().debug_faults);
+        assert!(c.selftest && !HvConfig::default().selftest);
         assert!(!HvConfig::default().console_prefix);
         assert!(HvConfig::parse("console_prefix=on", |_| {}).console_prefix);
         let lazy = VmParams { pauth_keys: KeyPolicy::Lazy, ..VmParams::DEFAULT };

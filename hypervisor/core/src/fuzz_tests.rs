@@ -145,7 +145,7 @@ fn command_lines_of_any_text() {
     let mut r = Rng::new(4);
     let words = [
         "log=", "mem=", "smp=", "pauth=", "pauth_keys=", "overcommit=", "populate=", "refault=", "vm0.", "vm7.", "vm9.",
-        "vm.", "debug_faults=", "pstore_serial=", "pstore_kmsg=", "pstore_console=", "pstore_order=", "pstore_erase=",
+        "vm.", "debug_faults=", "selftest=", "pstore_serial=", "pstore_kmsg=", "pstore_console=", "pstore_order=", "pstore_erase=",
         "on", "off", "lazy", "eager", "64", "4", "0", "18446744073709551615", "2M", "99999999G", "=", " ", "\t", "é", "\u{0}",
     ];
     for _ in 0..iters(50_000) {

@@ -223,7 +223,9 @@ impl Vm {
             warm,
             ramoops: vm.spec.params.ramoops,
         };
+        let started = cpu::counter();
         let boot = loader::load(&guest, &vm.mem)?;
+        let load_us = (cpu::counter().1 - started.1) * 1_000_000 / started.0.max(1);
         vm.keep_ramoops(warm);
         // Table and image writes must be visible to the guest's walks and fetches.
         aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::ISH);
@@ -281,6 +283,12 @@ impl Vm {
                 Some((s, e)) => alloc::format!(", initrd {:#x}..{:#x}", s, e),
                 None => alloc::string::String::new(),
             }
+        );
+        log::info!(
+            "VM {id}: images loaded in {} ms ({} KiB written{})",
+            load_us / 1000,
+            boot.copied.pages * hv_core::pgtable::PAGE_SIZE / 1024,
+            if warm { alloc::format!(", {} KiB unchanged since the last boot left alone", boot.copied.unchanged * hv_core::pgtable::PAGE_SIZE / 1024) } else { alloc::string::String::new() }
         );
         Ok(vm)
     }

@@ -9,6 +9,7 @@ pub mod firmware;
 pub mod fp;
 pub mod gic_cpuif;
 pub mod idregs;
+pub mod mem;
 pub mod mmu;
 pub mod pauth;
 pub mod pmu;
