@@ -62,8 +62,11 @@ DEMO_GUEST = IMAGES / "hello.bin"
 DEFAULT_LINUX_ARGS = "console=ttyAMA0 panic=-1"
 QEMU = "qemu-system-aarch64"
 RAM_BASE = 0x4000_0000
-# Guest modules go above where QEMU puts its device tree (RAM base + 128 MiB).
+# Guest modules go above where QEMU puts its device tree (RAM base + 128 MiB), each 4 KiB past
+# a 2 MiB boundary: the hypervisor copies them into 2 MiB blocks of guest RAM, and a page and
+# its copy at the same offset from a 2 MiB boundary would share a slot of QEMU's TLB.
 MODULE_BASE = RAM_BASE + (256 << 20)
+MODULE_SKEW = 4 << 10
 DTB_SLOT = 2 << 20  # the hypervisor puts each guest's device tree in its last 2 MiB
 RAMOOPS = 1 << 20  # and the ramoops region below it (ramoops=on, the default)
 MIB = 1 << 20
@@ -210,11 +213,11 @@ def command(m: Machine, validate: bool = True) -> list[str]:
             what = "kernel and initrd" if g.initrd else "kernel"
             raise UserError(f"{what} need {(need + initrd_size + MIB - 1) // MIB} MiB but the guest has MEM={g.mem // MIB}M")
         kernel_size = g.kernel.stat().st_size
-        devices += ["-device", f"guest-loader,addr={addr:#x},kernel={opt(g.kernel)},bootargs={opt(g.bootargs)}"]
-        addr = align_up(addr + kernel_size, 2 * MIB)
+        devices += ["-device", f"guest-loader,addr={addr + MODULE_SKEW:#x},kernel={opt(g.kernel)},bootargs={opt(g.bootargs)}"]
+        addr = align_up(addr + MODULE_SKEW + kernel_size, 2 * MIB)
         if g.initrd:
-            devices += ["-device", f"guest-loader,addr={addr:#x},initrd={opt(g.initrd)}"]
-            addr = align_up(addr + initrd_size, 2 * MIB)
+            devices += ["-device", f"guest-loader,addr={addr + MODULE_SKEW:#x},initrd={opt(g.initrd)}"]
+            addr = align_up(addr + MODULE_SKEW + initrd_size, 2 * MIB)
         hv_args += [f"vm{i}.mem={g.mem // MIB}M", f"vm{i}.smp={g.smp}"] + ([f"vm{i}.virtio=legacy"] if g.virtio_legacy else [])
         guest_total += g.mem
         for n, d in enumerate(g.disks):
