@@ -365,6 +365,10 @@ impl<M: TableMemory> Visitor<M> for Teardown<'_> {
 struct Protect {
     leaf: u64,
     changed: u64,
+    /// The range of leaves whose permissions changed in place, invalidated once at the end
+    /// (a region made read-only for dirty tracking is hundreds of pages: one invalidation,
+    /// not one per page).
+    stale: Option<(u64, u64)>,
 }
 
 impl<M: TableMemory> Visitor<M> for Protect {
@@ -381,7 +385,8 @@ impl<M: TableMemory> Visitor<M> for Protect {
                 mem.write(e.table, e.idx, new);
             } else {
                 mem.write(e.table, e.idx, new);
-                mem.invalidate_tlb(e.entry_va, e.size);
+                let (lo, hi) = self.stale.unwrap_or((e.entry_va, e.entry_va + e.size));
+                self.stale = Some((lo.min(e.entry_va), hi.max(e.entry_va + e.size)));
             }
             self.changed += e.size;
         }
@@ -534,8 +539,13 @@ impl PageTable {
     /// entries are invalidated before this returns. Returns the bytes whose attributes changed.
     pub fn protect(&mut self, mem: &mut impl TableMemory, va: u64, size: u64, attrs: Attrs) -> Result<u64, MapError> {
         self.check_range(va, size)?;
-        let mut protect = Protect { leaf: self.regime.leaf_attrs(attrs) & !AF, changed: 0 };
-        self.walk_range(mem, va, size, &mut protect)?;
+        let mut protect = Protect { leaf: self.regime.leaf_attrs(attrs) & !AF, changed: 0, stale: None };
+        let walked = self.walk_range(mem, va, size, &mut protect);
+        // Also after a failed walk: what changed before it failed is in the tables.
+        if let Some((lo, hi)) = protect.stale {
+            mem.invalidate_tlb(lo, hi - lo);
+        }
+        walked?;
         Ok(protect.changed)
     }
 
@@ -885,6 +895,28 @@ mod tests {
         assert!(!t.translate(&m, GIB + MIB2 - 1).unwrap().young, "a block ages whole");
         assert!(t.mark_young(&mut m, GIB + 0x10));
         assert!(t.translate(&m, GIB + MIB2 - 1).unwrap().young);
+    }
+
+    /// A range made read-only page by page (dirty tracking of a 1 MiB region) is one TLB
+    /// invalidation covering every page that changed, made before protect returns.
+    #[test]
+    fn protecting_a_range_invalidates_it_once() {
+        let mut m = Arena::default();
+        let mut t = PageTable::new(&mut m, Regime::Stage2, 40).unwrap();
+        for i in 0..512u64 {
+            t.map(&mut m, GIB + i * PAGE_SIZE, 3 * GIB + i * PAGE_SIZE, PAGE_SIZE, Attrs::RAM_RW).unwrap();
+        }
+        // Distinct pages: keep the table from folding back into a block.
+        t.protect(&mut m, GIB + 511 * PAGE_SIZE, PAGE_SIZE, Attrs::RAM_RX).unwrap();
+        m.invalidations.clear();
+        assert_eq!(t.protect(&mut m, GIB + 16 * PAGE_SIZE, 256 * PAGE_SIZE, Attrs::RAM_RO), Ok(256 * PAGE_SIZE));
+        assert_eq!(m.invalidations, [(GIB + 16 * PAGE_SIZE, 256 * PAGE_SIZE)]);
+        assert!((16..272).all(|i| t.translate(&m, GIB + i * PAGE_SIZE).unwrap().attrs == Attrs::RAM_RO));
+        // Nothing changed: nothing to invalidate.
+        m.invalidations.clear();
+        assert_eq!(t.protect(&mut m, GIB + 16 * PAGE_SIZE, 256 * PAGE_SIZE, Attrs::RAM_RO), Ok(0));
+        assert!(m.invalidations.is_empty());
+        assert!(m.bbm_violations.is_empty(), "{:?}", m.bbm_violations);
     }
 
     #[test]
