@@ -625,6 +625,28 @@ mod tests {
         assert_eq!(r.read(0x20000, 4, 0, false), 0);
     }
 
+    /// Random interrupts for vCPU 0 of two: its redistributor's, and `d`'s SPIs routed to
+    /// either vCPU; each pending one time in `pending_one_in` (never for 0).
+    fn random_state(rng: &mut crate::rng::Rng, d: &mut Distributor, pending_one_in: u64) -> Redistributor {
+        let random_irq = |rng: &mut crate::rng::Rng| Irq {
+            enabled: rng.below(4) != 0,
+            pending: pending_one_in != 0 && rng.below(pending_one_in) == 0,
+            active: rng.below(8) == 0,
+            group1: rng.below(5) != 0,
+            edge: rng.below(2) == 0,
+            priority: (rng.below(4) * 0x40) as u8,
+        };
+        let mut r = Redistributor::default();
+        for q in r.private.iter_mut() {
+            *q = random_irq(rng);
+        }
+        for (i, q) in d.spis.iter_mut().enumerate() {
+            *q = random_irq(rng);
+            d.route[i] = vcpu_mpidr(rng.below(2) as usize);
+        }
+        r
+    }
+
     /// The selection kept while scanning gives what sorting every deliverable interrupt
     /// and taking the first ones gives, for random states, skips and output sizes.
     #[test]
@@ -633,22 +655,7 @@ mod tests {
         for round in 0..3000 {
             let mut d = Distributor::default();
             d.ctlr |= gicd::CTLR_ENABLE_GRP1 | if round % 3 == 0 { gicd::CTLR_ENABLE_GRP0 } else { 0 };
-            let mut r = Redistributor::default();
-            let random_irq = |rng: &mut crate::rng::Rng| Irq {
-                enabled: rng.below(4) != 0,
-                pending: rng.below(3) == 0,
-                active: rng.below(8) == 0,
-                group1: rng.below(5) != 0,
-                edge: rng.below(2) == 0,
-                priority: (rng.below(4) * 0x40) as u8,
-            };
-            for q in r.private.iter_mut() {
-                *q = random_irq(&mut rng);
-            }
-            for (i, q) in d.spis.iter_mut().enumerate() {
-                *q = random_irq(&mut rng);
-                d.route[i] = vcpu_mpidr(rng.below(2) as usize);
-            }
+            let mut r = random_state(&mut rng, &mut d, 3);
             // Hints: exactly the pending ones, plus some that are not.
             r.maybe_pending = (0..32).filter(|&i| r.private[i].pending).fold(0, |m, i| m | 1 << i) | rng.next() as u32;
             d.maybe_pending = (0..NR_SPIS).filter(|&i| d.spis[i].pending).fold(0, |m, i| m | 1 << i) | rng.next() & rng.next();
@@ -691,24 +698,9 @@ mod tests {
         for round in 0..5000 {
             let mut d = Distributor::default();
             d.ctlr |= if rng.below(8) != 0 { gicd::CTLR_ENABLE_GRP1 } else { 0 };
-            let mut r = Redistributor::default();
             // Mostly quiet states: the common case is nothing else pending.
             let busy = rng.below(3) == 0;
-            let random_irq = |rng: &mut crate::rng::Rng| Irq {
-                enabled: rng.below(4) != 0,
-                pending: busy && rng.below(6) == 0,
-                active: rng.below(8) == 0,
-                group1: rng.below(8) != 0,
-                edge: rng.below(2) == 0,
-                priority: (rng.below(4) * 0x40) as u8,
-            };
-            for q in r.private.iter_mut() {
-                *q = random_irq(&mut rng);
-            }
-            for (i, q) in d.spis.iter_mut().enumerate() {
-                *q = random_irq(&mut rng);
-                d.route[i] = vcpu_mpidr(rng.below(2) as usize);
-            }
+            let mut r = random_state(&mut rng, &mut d, if busy { 6 } else { 0 });
             r.maybe_pending = u32::MAX;
             d.maybe_pending = u64::MAX;
             let intid = [27, 23, 30][rng.below(3) as usize];
