@@ -173,8 +173,7 @@ impl Vgic {
         while used != 0 {
             let n = used.trailing_zeros() as usize;
             used &= used - 1;
-            let v = ich::lr(n);
-            if !lr::is_free(v) && v & LR_INTID == intid as u64 {
+            if holds(ich::lr(n), intid) {
                 return false;
             }
         }
@@ -338,7 +337,12 @@ impl Vgic {
 
 /// The list register (number and value) holding virtual INTID `intid`, on this CPU.
 fn lr_holding(intid: u32) -> Option<(usize, u64)> {
-    (0..ich::list_registers().min(MAX_LRS)).map(|n| (n, ich::lr(n))).find(|&(_, v)| !lr::is_free(v) && v & LR_INTID == intid as u64)
+    (0..ich::list_registers().min(MAX_LRS)).map(|n| (n, ich::lr(n))).find(|&(_, v)| holds(v, intid))
+}
+
+/// Whether list register value `v` holds virtual INTID `intid`.
+fn holds(v: u64, intid: u32) -> bool {
+    !lr::is_free(v) && v & LR_INTID == intid as u64
 }
 
 /// Whether the loaded vCPU's group-1 CPU-interface accesses trap (`flush` asked for it).
