@@ -66,6 +66,9 @@ class BootTest:
     after: object = None
     # Problems found in the console output by code (numbers compared across lines).
     check_log: object = None
+    # Seconds the boot may take, when the default (--timeout) is too tight for a test that
+    # waits on purpose (the guest's own sleeps) on a slow or busy machine.
+    timeout: float | None = None
 
 
 @dataclass
@@ -599,7 +602,8 @@ def linux_tests() -> list[BootTest]:
             r"vm0\| BALLOON used 64 MiB again: read back the same",
             r"VM 0 balloon: target=0KiB actual=0KiB inflated_pages=16384 deflated_pages=16384 reports=[1-9]\d* .* stats_updates=[1-9]\d* .*guest_free_memory=\d+ .*guest_total_memory=\d+",
             r"all VMs stopped; machine exit status 0"], linux=True, raw=False,
-                 dialog=[(r"BALLOON settled", "\x1dm\x1d+", 0.3), (r"BALLOON freed", "\x1dm", 0.3)], check_log=balloon_gave_back),
+                 dialog=[(r"BALLOON settled", "\x1dm\x1d+", 0.3), (r"BALLOON freed", "\x1dm", 0.3)], check_log=balloon_gave_back,
+                 timeout=120),
         # Deflate on OOM: 160 of the guest's 256 MiB in the balloon, then 150 MiB written to a
         # tmpfs file: Linux takes pages back from the balloon instead of killing anything (it
         # inflates at least the 40,960 pages of the target; more when it refills after a
@@ -890,7 +894,7 @@ def main() -> int:
             elif isinstance(t, PtyTest):
                 ok, why = run_pty(t, a.timeout)
             else:
-                ok, why = run_boot(t, a.timeout) if isinstance(t, BootTest) else run_input(t)
+                ok, why = run_boot(t, max(a.timeout, t.timeout or 0)) if isinstance(t, BootTest) else run_input(t)
         except UserError as e:
             ok, why = False, f"could not build the machine: {e}"
         except pstoretest.TestFailure as e:

@@ -65,6 +65,7 @@ impl GpaCache {
 
     /// On a hit, runs `f(host address of ipa)` under the cache lock. A write needs a
     /// writable entry. None on a miss.
+    #[inline]
     pub fn with_hit<R>(&self, ipa: u64, write: bool, f: impl FnOnce(u64) -> R) -> Option<R> {
         let page = ipa / PAGE_SIZE;
         let mut entries = self.entries.lock();

@@ -49,6 +49,8 @@ pub mod ramoops_store;
 pub mod s2trace;
 pub mod sched;
 #[cfg(feature = "alloc")]
+pub mod small_vec;
+#[cfg(feature = "alloc")]
 pub mod stage2;
 pub mod sysreg;
 pub mod timer;

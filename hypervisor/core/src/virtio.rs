@@ -54,7 +54,7 @@ impl QueueLayout {
 
 /// One buffer of a request: its (host-physical) address, length, and whether the device
 /// writes it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Segment {
     pub addr: u64,
     pub len: u32,

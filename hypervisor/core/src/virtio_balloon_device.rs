@@ -277,18 +277,18 @@ mod tests {
         let ram = Ram::new();
         let pfns: Vec<u8> = [0x40000u32, 0x40001, 0x40002, 0x40010, 0x40011, 0x7].iter().flat_map(|p| p.to_le_bytes()).collect();
         ram.put(BASE + 0x100, &pfns);
-        let chain = Chain { head: 0, buffers: vec![readable(BASE + 0x100, pfns.len() as u32 + 3), writable(BASE + 0x800, 64)] };
+        let chain = Chain { head: 0, buffers: vec![readable(BASE + 0x100, pfns.len() as u32 + 3), writable(BASE + 0x800, 64)].into() };
         let (runs, n) = page_runs(&chain, &ram).unwrap();
         assert_eq!(n, 6, "a partial PFN is not read");
         assert_eq!(runs, vec![(0x4000_0000, 3 * PAGE), (0x4001_0000, 2 * PAGE), (0x7000, PAGE)]);
-        let outside = Chain { head: 0, buffers: vec![readable(BASE + 0xfff0, 64)] };
+        let outside = Chain { head: 0, buffers: vec![readable(BASE + 0xfff0, 64)].into() };
         assert_eq!(page_runs(&outside, &ram), Err(OutOfRam));
     }
 
     #[test]
     fn a_request_reads_at_most_pfns_max() {
         let ram = Ram::sized(64 << 10);
-        let chain = Chain { head: 0, buffers: vec![readable(BASE, 32 << 10)] };
+        let chain = Chain { head: 0, buffers: vec![readable(BASE, 32 << 10)].into() };
         let (runs, n) = page_runs(&chain, &ram).unwrap();
         assert_eq!(n, PFNS_MAX);
         assert_eq!(runs, vec![(0, PAGE); PFNS_MAX], "all PFN 0: none consecutive");
@@ -308,7 +308,7 @@ mod tests {
                 writable(BASE + (1 << 30) - 0x1000, 0x1000),
                 readable(BASE + (8 << 20), 0x1000),
                 writable(u64::MAX & !0xfff, 0xf000_0000),
-            ],
+            ].into(),
         };
         assert_eq!(
             reported_ranges(&chain, ram),
@@ -343,7 +343,7 @@ mod tests {
                     device_writes: rng.below(2) == 0,
                 })
                 .collect();
-            let chain = Chain { head: 0, buffers };
+            let chain = Chain { head: 0, buffers: buffers.into() };
             if let Ok((runs, n)) = page_runs(&chain, &ram) {
                 assert!(n <= PFNS_MAX && runs.len() <= n);
             }
@@ -369,15 +369,15 @@ mod tests {
             bytes.extend_from_slice(&v.to_le_bytes());
         }
         ram.put(BASE + 0x200, &bytes);
-        let chain = Chain { head: 0, buffers: vec![readable(BASE + 0x200, bytes.len() as u32 + 5)] };
+        let chain = Chain { head: 0, buffers: vec![readable(BASE + 0x200, bytes.len() as u32 + 5)].into() };
         let s = read_stats(&chain, &ram).unwrap();
         assert_eq!(s.0[tag::FREE as usize], Some(100 << 20));
         assert_eq!(s.0[tag::TOTAL as usize], Some(512 << 20));
         assert_eq!(s.0[tag::MAJOR_FAULTS as usize], Some(3));
         assert_eq!(s.0[tag::SWAP_IN as usize], None);
-        let outside = Chain { head: 0, buffers: vec![readable(BASE + 0xfffa, 10)] };
+        let outside = Chain { head: 0, buffers: vec![readable(BASE + 0xfffa, 10)].into() };
         assert_eq!(read_stats(&outside, &ram), Err(OutOfRam));
-        let huge = Chain { head: 0, buffers: vec![readable(BASE, 60_000)] };
+        let huge = Chain { head: 0, buffers: vec![readable(BASE, 60_000)].into() };
         assert_eq!(read_stats(&huge, &ram).unwrap().0[0], Some(0), "bounded, zeros read as tag 0");
     }
 }

@@ -12,7 +12,7 @@
 
 use crate::virtio::blk::{ID_BYTES, S_OK, T_DISCARD, T_FLUSH, T_GET_ID, T_IN, T_OUT, T_WRITE_ZEROES};
 use crate::virtio_mmio::{VirtioDevice, F_RING_EVENT_IDX, F_RING_INDIRECT_DESC};
-use crate::virtqueue::{Buffer, Chain, GuestRam};
+use crate::virtqueue::{Buffer, Buffers, Chain, GuestRam};
 
 pub const S_IOERR: u8 = 1;
 pub const S_UNSUPP: u8 = 2;
@@ -111,7 +111,7 @@ pub enum Op {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Request {
     pub op: Op,
-    pub data: alloc::vec::Vec<Buffer>,
+    pub data: Buffers,
     /// The guest-physical address of the status byte.
     status_at: u64,
     /// The used length when it succeeds.
@@ -221,9 +221,9 @@ impl Region<'_> {
     }
 
     /// The region as buffers of its own.
-    fn to_buffers(&self) -> alloc::vec::Vec<Buffer> {
+    fn to_buffers(&self) -> Buffers {
         let device_writes = self.buffers.first().is_some_and(|b| b.device_writes);
-        let mut v = alloc::vec::Vec::new();
+        let mut v = Buffers::new();
         self.pieces(|addr, n| v.push(Buffer { addr, len: n as u32, device_writes }));
         v
     }
@@ -302,7 +302,7 @@ impl<B: Backend> BlockDevice<B> {
         let data_in = Region { buffers: readable, skip: HEADER.min(readable_len), len: readable_len.saturating_sub(HEADER) };
         let answer = |status: u8, written: u64| {
             let ok_len = written as u32 + 1;
-            Parsed::Answered(finish(&Request { op: Op::Flush, data: alloc::vec::Vec::new(), status_at, ok_len }, status, mem))
+            Parsed::Answered(finish(&Request { op: Op::Flush, data: Buffers::new(), status_at, ok_len }, status, mem))
         };
         let mut header = [0u8; HEADER as usize];
         let whole = Region { buffers: readable, skip: 0, len: readable_len };
@@ -365,7 +365,7 @@ impl<B: Backend> BlockDevice<B> {
                 } else {
                     Op::Discard { sector: start, sectors }
                 };
-                Parsed::Io(Request { op, data: alloc::vec::Vec::new(), status_at, ok_len: 1 })
+                Parsed::Io(Request { op, data: Buffers::new(), status_at, ok_len: 1 })
             }
             _ => answer(S_UNSUPP, 0),
         }
@@ -501,7 +501,7 @@ mod tests {
     }
 
     fn chain(buffers: Vec<Buffer>) -> Chain {
-        Chain { head: 0, buffers }
+        Chain { head: 0, buffers: buffers.into() }
     }
 
     #[test]

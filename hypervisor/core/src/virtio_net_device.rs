@@ -340,7 +340,7 @@ mod tests {
         ram.put(BUFS + 0x100, &bytes[20..]);
         let chain = Chain {
             head: 0,
-            buffers: vec![Buffer { addr: BUFS, len: 20, device_writes: false }, Buffer { addr: BUFS + 0x100, len: 52, device_writes: false }],
+            buffers: vec![Buffer { addr: BUFS, len: 20, device_writes: false }, Buffer { addr: BUFS + 0x100, len: 52, device_writes: false }].into(),
         };
         let f = read_tx(&chain, &ram, F_VERSION_1).unwrap();
         assert_eq!(f.data, (0..60).map(|i| i as u8).collect::<Vec<u8>>());
@@ -352,7 +352,7 @@ mod tests {
     #[test]
     fn transmit_refuses_bad_frames() {
         let ram = Ram::new();
-        let one = |len: u32| Chain { head: 0, buffers: vec![Buffer { addr: BUFS, len, device_writes: false }] };
+        let one = |len: u32| Chain { head: 0, buffers: vec![Buffer { addr: BUFS, len, device_writes: false }].into() };
         assert_eq!(read_tx(&one(12 + 13), &ram, F_VERSION_1), Err(TxError::TooShort));
         assert_eq!(read_tx(&one(12 + FRAME_MAX as u32 + 1), &ram, F_VERSION_1), Err(TxError::TooLong));
         assert_eq!(read_tx(&one(12 + 14), &ram, F_VERSION_1).map(|f| f.data.len()), Ok(14));
@@ -363,9 +363,9 @@ mod tests {
         ram.put(BUFS, &[NEEDS_CSUM, 0, 0, 0, 0, 0, 20, 0, 6, 0]);
         assert_eq!(read_tx(&one(40), &ram, F_VERSION_1), Err(TxError::BadHeader), "checksum without F_CSUM");
         assert_eq!(read_tx(&one(12 + 28), &ram, F_VERSION_1 | F_CSUM).unwrap().csum, Some(PartialCsum { start: 20, offset: 6 }));
-        let outside = Chain { head: 0, buffers: vec![Buffer { addr: BASE + 0xfff0, len: 64, device_writes: false }] };
+        let outside = Chain { head: 0, buffers: vec![Buffer { addr: BASE + 0xfff0, len: 64, device_writes: false }].into() };
         assert_eq!(read_tx(&outside, &ram, F_VERSION_1), Err(TxError::OutOfRam));
-        let huge = Chain { head: 0, buffers: vec![Buffer { addr: BUFS, len: u32::MAX, device_writes: false }] };
+        let huge = Chain { head: 0, buffers: vec![Buffer { addr: BUFS, len: u32::MAX, device_writes: false }].into() };
         assert_eq!(read_tx(&huge, &ram, F_VERSION_1), Err(TxError::TooLong), "bounded before reading");
     }
 

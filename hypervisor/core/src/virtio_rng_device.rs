@@ -93,7 +93,7 @@ mod tests {
                 Buffer { addr: BASE + 0x100, len: 16, device_writes: false },
                 Buffer { addr: BASE + 0x1000, len: 300, device_writes: true },
                 Buffer { addr: BASE + 0x2000, len: 8000, device_writes: true },
-            ],
+            ].into(),
         };
         assert_eq!(serve(&chain, &ram, &mut counting()), Ok(REQUEST_MAX as u32));
         assert_eq!(ram.get(BASE + 0x100, 16), vec![0xee; 16], "a device-readable buffer is not written");
@@ -106,13 +106,13 @@ mod tests {
     #[test]
     fn a_dry_source_and_bad_buffers() {
         let ram = Ram::sized(64 << 10);
-        let chain = Chain { head: 0, buffers: vec![Buffer { addr: BASE + 0x1000, len: 100, device_writes: true }] };
+        let chain = Chain { head: 0, buffers: vec![Buffer { addr: BASE + 0x1000, len: 100, device_writes: true }].into() };
         let mut dry = |buf: &mut [u8]| buf.len().min(10);
         assert_eq!(serve(&chain, &ram, &mut dry), Ok(100), "short fills are gathered");
         let mut empty = |_: &mut [u8]| 0;
         assert_eq!(serve(&chain, &ram, &mut empty), Ok(0));
-        let outside = Chain { head: 0, buffers: vec![Buffer { addr: BASE + (64 << 10) - 8, len: 64, device_writes: true }] };
+        let outside = Chain { head: 0, buffers: vec![Buffer { addr: BASE + (64 << 10) - 8, len: 64, device_writes: true }].into() };
         assert_eq!(serve(&outside, &ram, &mut counting()), Err(OutOfRam));
-        assert_eq!(serve(&Chain { head: 0, buffers: vec![] }, &ram, &mut counting()), Ok(0));
+        assert_eq!(serve(&Chain { head: 0, buffers: vec![].into() }, &ram, &mut counting()), Ok(0));
     }
 }

@@ -10,6 +10,7 @@
 //! RAM; the buffers a chain names are checked when the device reads or writes them.
 
 use crate::virtio_mmio::{QueueConfig, F_RING_EVENT_IDX, F_RING_INDIRECT_DESC};
+use crate::small_vec::SmallVec;
 use alloc::vec::Vec;
 
 /// An access outside the VM's RAM.
@@ -31,8 +32,11 @@ const NO_INTERRUPT: u16 = 1;
 /// Longest indirect table accepted (as Linux and QEMU bound them).
 const MAX_INDIRECT: u32 = 1024;
 
+/// A chain's buffers: a block request's three, and most others, without a heap allocation.
+pub type Buffers = SmallVec<Buffer, 4>;
+
 /// One buffer of a chain.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Buffer {
     pub addr: u64,
     pub len: u32,
@@ -44,7 +48,7 @@ pub struct Buffer {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Chain {
     pub head: u16,
-    pub buffers: Vec<Buffer>,
+    pub buffers: Buffers,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,8 +142,8 @@ impl DeviceQueue {
     }
 
     /// The buffers of the chain starting at descriptor `head`.
-    fn walk(&self, mem: &impl GuestRam, head: u16) -> Result<Vec<Buffer>, QueueError> {
-        let mut buffers = Vec::new();
+    fn walk(&self, mem: &impl GuestRam, head: u16) -> Result<Buffers, QueueError> {
+        let mut buffers = Buffers::new();
         let (table, mut entries) = (self.desc, self.size as u32);
         let (mut index, mut visited, mut in_indirect, mut writes) = (head as u32, 0u32, false, false);
         // An indirect table is read whole, once: one guest-memory access instead of one

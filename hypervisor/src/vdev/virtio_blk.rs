@@ -26,6 +26,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 use hv_core::notifier::{IpaRange, Notifier, NotifierId, Reason};
 use hv_core::pgtable::PAGE_SIZE;
+use hv_core::small_vec::SmallVec;
 use hv_core::virtio::{blk, Segment};
 use hv_core::virtio_blk_device::{finish, Backend, BlockDevice, IoError, Op, Parsed, RangeLimits, Request, QUEUE_SIZE, S_IOERR, S_UNSUPP};
 use hv_core::virtio_mmio::{Effect, Transport, INT_USED_BUFFER};
@@ -33,8 +34,14 @@ use hv_core::virtqueue::{Chain, DeviceQueue};
 use super::virtio_mmio::Ram;
 use spin::Mutex;
 
+/// A request's guest ranges and host segments: a block request's one data buffer (and most
+/// others) without a heap allocation.
+type Ranges = SmallVec<IpaRange, 4>;
+type Segments = SmallVec<Segment, 4>;
+
 /// How long a notifier waits for the host device to finish with a page before resetting it.
 const DMA_WAIT_MS: u64 = 2000;
+
 
 /// The host disk as the device model's backend (the bounce-buffer path).
 struct HostBackend(&'static HostDisk);
@@ -108,7 +115,7 @@ struct DiskIo {
     /// The guest ranges the host device may be reading or writing, per request being
     /// started or in flight (by pin number), and the next pin number. Never held while
     /// taking another lock.
-    pins: Mutex<(Vec<(u64, Vec<IpaRange>)>, u64)>,
+    pins: Mutex<(Vec<(u64, Ranges)>, u64)>,
     /// Invalidations that found pinned pages and waited for the device.
     waits: AtomicU64,
 }
@@ -119,7 +126,7 @@ impl DiskIo {
     }
 
     /// Registers `ranges` as used by the device from now on; their pin number.
-    fn pin(&self, ranges: Vec<IpaRange>) -> u64 {
+    fn pin(&self, ranges: Ranges) -> u64 {
         let mut pins = self.pins.lock();
         let n = pins.1;
         pins.1 += 1;
@@ -301,19 +308,24 @@ impl GuestDisk {
 
     fn complete_now(&self, mem: &GuestMemory) -> Option<bool> {
         self.io.reap();
-        let done = core::mem::take(&mut self.io.state.lock().done);
+        let mut done = core::mem::take(&mut self.io.state.lock().done);
         let mut g = self.guest.lock();
         if done.is_empty() && g.stalled.is_empty() {
             return None;
         }
         let ram = Ram(mem);
-        for (f, status) in done {
+        for (f, status) in done.drain(..) {
             if f.generation == g.generation {
                 let len = finish(&f.req, status, &ram);
                 self.answer(&mut g, &ram, f.head, len);
             }
         }
         self.pump(&mut g, mem);
+        // The list's memory goes back for the next completions (no allocation per request).
+        let mut st = self.io.state.lock();
+        if st.done.is_empty() {
+            st.done = done;
+        }
         Some(g.transport.interrupt_line())
     }
 
@@ -381,7 +393,7 @@ impl GuestDisk {
             Op::Discard { sector, sectors } => (blk::T_DISCARD, 0, Some((sector, sectors, 0))),
             Op::WriteZeroes { sector, sectors, unmap } => (blk::T_WRITE_ZEROES, 0, Some((sector, sectors, unmap as u32))),
         };
-        let mut segments = Vec::new();
+        let mut segments = Segments::new();
         let pin = match self.pin(mem, &req, &mut segments) {
             Ok(pin) => pin,
             Err(_) => {
@@ -419,9 +431,9 @@ impl GuestDisk {
     /// the walk fail (`Contended`), and then the pin is dropped while it finishes and the
     /// walk starts over. Fails for buffers outside what the guest may access (a read needs
     /// pages the guest can write). Returns the pin number.
-    fn pin(&self, mem: &GuestMemory, req: &Request, segments: &mut Vec<Segment>) -> Result<u64, AccessError> {
+    fn pin(&self, mem: &GuestMemory, req: &Request, segments: &mut Segments) -> Result<u64, AccessError> {
         let device_writes = matches!(req.op, Op::Read { .. });
-        let mut ranges: Vec<IpaRange> = Vec::with_capacity(req.data.len());
+        let mut ranges = Ranges::new();
         for b in req.data.iter().filter(|b| b.len != 0) {
             let (start, end) = (b.addr & !(PAGE_SIZE - 1), (b.addr.saturating_add(b.len as u64)).next_multiple_of(PAGE_SIZE));
             match ranges.last_mut() {
