@@ -516,14 +516,20 @@ pub fn has_deliverable(dist: &Distributor, redist: &Redistributor, index: usize,
     find_pending(dist, redist, index, |intid, q| deliverable(dist, q) && !skip.contains(&intid))
 }
 
-/// Private interrupt `intid` of vCPU `index` was just raised (its physical source fired)
-/// while the vCPU's list registers held everything deliverable: the list-register entry it
-/// needs when it alone is to be delivered, so that it can go straight into a free list
-/// register without a whole delivery. None (nothing changed) when that is not all there is
-/// to do: it is disabled, active, its group off, or pending already, or another interrupt
+/// Interrupt `intid` was just raised for vCPU `index` (a private one: its physical source
+/// fired; an SPI routed to it: its device's line rose) while the vCPU's list registers held
+/// everything deliverable: the list-register entry it needs when it alone is to be
+/// delivered, so that it can go straight into a free list register without a whole
+/// delivery. None (nothing changed) when that is not all there is to do: it is disabled,
+/// active, its group off, pending already, an SPI routed elsewhere, or another interrupt
 /// waits for the vCPU in the model (a whole delivery orders them).
-pub fn lone_private_raise(dist: &Distributor, redist: &Redistributor, index: usize, intid: u32) -> Option<Deliverable> {
-    let q = redist.private.get(intid as usize)?;
+pub fn lone_raise(dist: &Distributor, redist: &Redistributor, index: usize, intid: u32) -> Option<Deliverable> {
+    let q = if intid < 32 {
+        redist.private.get(intid as usize)?
+    } else {
+        let i = intid as usize - 32;
+        dist.spis.get(i).filter(|_| dist.route[i] == vcpu_mpidr(index))?
+    };
     if q.pending || !deliverable(dist, &Irq { pending: true, ..*q }) || has_deliverable(dist, redist, index, &[]) {
         return None;
     }
@@ -692,9 +698,9 @@ mod tests {
     /// pending would, and declines whenever that delivery would hand out something else
     /// too, or nothing.
     #[test]
-    fn lone_private_raise_is_a_whole_delivery_of_one() {
+    fn lone_raise_is_a_whole_delivery_of_one() {
         let mut rng = crate::rng::Rng::new(0x1a7e);
-        let (mut lone, mut declined) = (0, 0);
+        let (mut lone, mut declined, mut lone_spis) = (0, 0, 0);
         for round in 0..5000 {
             let mut d = Distributor::default();
             d.ctlr |= if rng.below(8) != 0 { gicd::CTLR_ENABLE_GRP1 } else { 0 };
@@ -703,17 +709,23 @@ mod tests {
             let mut r = random_state(&mut rng, &mut d, if busy { 6 } else { 0 });
             r.maybe_pending = u32::MAX;
             d.maybe_pending = u64::MAX;
-            let intid = [27, 23, 30][rng.below(3) as usize];
+            // The timer and PMU PPIs, and SPIs (routed to vCPU 0 or 1 at random).
+            let intid = [27, 23, 30, 32, 79, 95][rng.below(6) as usize];
             let before = (r.clone(), d.clone());
-            let got = lone_private_raise(&d, &r, 0, intid);
+            let got = lone_raise(&d, &r, 0, intid);
             assert_eq!((r.private, d.spis), (before.0.private, before.1.spis), "round {round}: nothing changed");
             let mut out = [Deliverable { intid: 0, priority: 0, group1: false, edge: false }; MAX_TAKEN];
-            let was_pending = r.private[intid as usize].pending;
-            r.set_pending(intid, true);
+            let was_pending = irq_mut(&mut d, &mut r, intid).is_some_and(|q| q.pending);
+            if intid < 32 {
+                r.set_pending(intid, true);
+            } else {
+                d.set_spi_pending(intid as usize - 32, true);
+            }
             let n = take_deliverable(&mut d, &mut r, 0, &[], &mut out);
             match got {
                 Some(x) => {
                     lone += 1;
+                    lone_spis += (intid >= 32) as u32;
                     assert!(!was_pending, "round {round}");
                     assert_eq!(&out[..n], &[x], "round {round}");
                 }
@@ -723,7 +735,7 @@ mod tests {
                 }
             }
         }
-        assert!(lone > 500 && declined > 500, "both outcomes exercised: {lone} / {declined}");
+        assert!(lone > 500 && declined > 500 && lone_spis > 100, "both outcomes exercised: {lone} ({lone_spis} SPIs) / {declined}");
     }
 
     /// Pending states made through registers and the setters are found by delivery (they

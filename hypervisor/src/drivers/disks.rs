@@ -82,10 +82,15 @@ pub fn of_vm(vm: usize) -> impl Iterator<Item = &'static HostDisk> {
     VM_DISKS.get().into_iter().flatten().filter(move |d| d.vm == vm)
 }
 
+/// The disk whose interrupt is `intid`.
+pub fn with_interrupt(intid: u32) -> Option<&'static HostDisk> {
+    VM_DISKS.get()?.iter().find(|d| d.intid == Some(intid))
+}
+
 /// A host disk's interrupt came (`intid`): acknowledges the device, so that what it
 /// completes from now on raises it again. Returns the disk.
 pub fn acknowledge(intid: u32) -> Option<&'static HostDisk> {
-    let disk = VM_DISKS.get()?.iter().find(|d| d.intid == Some(intid))?;
+    let disk = with_interrupt(intid)?;
     disk.blk.lock().ack_interrupt();
     Some(disk)
 }

@@ -132,7 +132,8 @@ pub fn route_device_here(intid: u32) -> bool {
     true
 }
 
-fn is_device_spi(intid: u32) -> bool {
+/// Whether `intid` is a host device's interrupt routed here (`route_device_here`).
+pub fn is_device_spi(intid: u32) -> bool {
     DEVICE_SPIS.get((intid / 32) as usize).is_some_and(|w| w.load(Ordering::Relaxed) & 1 << (intid % 32) != 0)
 }
 

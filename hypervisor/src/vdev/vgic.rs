@@ -22,7 +22,7 @@ use crate::drivers::gicv3::{self, GUEST_PPIS};
 use alloc::vec::Vec;
 use hv_core::guest_dt::layout;
 use hv_core::mmio::MmioDevice;
-use hv_core::vgic::{has_deliverable, irq_mut, lone_private_raise, lr, sgi_targets, take_deliverable, Deliverable, Distributor, Redistributor};
+use hv_core::vgic::{has_deliverable, irq_mut, lone_raise, lr, sgi_targets, take_deliverable, Deliverable, Distributor, Redistributor};
 use spin::Mutex;
 
 const ICH_HCR_EN: u64 = 1 << 0;
@@ -154,14 +154,14 @@ impl Vgic {
         ich::set_hcr(hcr);
     }
 
-    /// Guest PPI `intid` (virtual timer, PMU) fired while vCPU `index` ran, loaded here with
-    /// its list registers flushed: when it alone is to be delivered
-    /// (hv_core::vgic::lone_private_raise) and a list register is empty, it goes straight
-    /// there, without a whole flush (the virtual timer firing while the guest runs takes
-    /// this path). Returns false, having changed nothing, otherwise. `irqs_masked`: as for
-    /// `flush`.
+    /// Interrupt `intid` was raised for vCPU `index` (its guest PPI fired, virtual timer or
+    /// PMU, or a device line routed to it rose) while it ran, loaded here with its list
+    /// registers flushed: when it alone is to be delivered (hv_core::vgic::lone_raise) and a
+    /// list register is empty, it goes straight there, without a whole flush (the virtual
+    /// timer firing while the guest runs, and a disk's completion, take this path). Returns
+    /// false, having changed nothing, otherwise. `irqs_masked`: as for `flush`.
     #[inline]
-    pub fn deliver_lone_ppi(&self, index: usize, intid: u32, irqs_masked: bool) -> bool {
+    pub fn deliver_lone(&self, index: usize, intid: u32, irqs_masked: bool) -> bool {
         let all = (1u32 << ich::list_registers().min(MAX_LRS)) - 1;
         let empty = ich::empty_lrs() & all;
         if empty == 0 {
@@ -179,16 +179,16 @@ impl Vgic {
         }
         let d = {
             let st = self.state.lock();
-            match st.redist.get(index).and_then(|r| lone_private_raise(&st.dist, r, index, intid)) {
+            match st.redist.get(index).and_then(|r| lone_raise(&st.dist, r, index, intid)) {
                 Some(d) => d,
                 None => return false,
             }
         };
         ich::set_lr(empty.trailing_zeros() as usize, lr_value(&d));
-        // As `flush`: a guest with interrupts masked may turn the line off before it
+        // As `flush`: a guest with interrupts masked may turn a PPI's line off before it
         // acknowledges.
         let hcr = ich::hcr();
-        if irqs_masked && hcr & ICH_HCR_TALL1 == 0 {
+        if irqs_masked && GUEST_PPIS.contains(&intid) && hcr & ICH_HCR_TALL1 == 0 {
             ich::set_hcr(hcr | ICH_HCR_TALL1);
         }
         true

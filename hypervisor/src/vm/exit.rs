@@ -108,18 +108,27 @@ fn sync_exit_fast(vcpu: &Vcpu, run: &mut VcpuRun, regs: *mut VcpuRegs, esr: Esr)
 
 /// An interrupt exit, its interrupt acknowledged here. The vCPU's own timer or PMU
 /// interrupt, when it alone is to be delivered and a list register is free, goes there and
-/// the guest resumes: the virtual timer firing while the guest runs costs no more. Anything
-/// else goes to the slow path, acknowledged.
+/// the guest resumes: the virtual timer firing while the guest runs costs no more. So does
+/// the interrupt of a host disk of the vCPU's VM (its completions answered here, the
+/// guest's interrupt delivered the same way). Anything else goes to the slow path,
+/// acknowledged.
 #[inline(never)]
 fn irq_exit_fast(vcpu: &Vcpu, run: &mut VcpuRun, regs: *mut VcpuRegs) -> usize {
     let intid = gicv3::acknowledge();
-    if gicv3::GUEST_PPIS.contains(&intid) && !vcpu.needs_flush.load(Ordering::Acquire) {
-        let vm = vcpu.vm();
-        if let Some(g) = vm.vgic.as_ref().filter(|_| !vm.is_stopping()) {
-            if g.deliver_lone_ppi(vcpu.index, intid, guest_irqs_masked()) {
+    let vm = vcpu.vm();
+    if !vcpu.needs_flush.load(Ordering::Acquire) && !vm.is_stopping() {
+        if let Some(g) = vm.vgic.as_ref().filter(|_| gicv3::GUEST_PPIS.contains(&intid)) {
+            if g.deliver_lone(vcpu.index, intid, guest_irqs_masked()) {
                 gicv3::drop_priority(intid);
                 return regs as usize;
             }
+        } else if gicv3::is_device_spi(intid) && super::disk_interrupt_on_exit(vm, vcpu, intid, guest_irqs_masked()) {
+            // Done, unless the guest's interrupt could not go straight to a list register.
+            if !vcpu.needs_flush.load(Ordering::Acquire) {
+                return regs as usize;
+            }
+            run.pending = Pending::Handled(Next::Resume);
+            return regs as usize | SLOW;
         }
     }
     run.pending = Pending::Irq(intid);
@@ -187,7 +196,7 @@ pub fn take_interrupts(vm: &Vm, vcpu: &Vcpu, run: &VcpuRun, first: Option<u32>) 
         if arrived.guest_ppis != 0 {
             for intid in gicv3::GUEST_PPIS.into_iter().filter(|i| arrived.guest_ppis & 1 << i != 0) {
                 // Alone and with the list registers flushed, it goes straight into one.
-                if vcpu.needs_flush.load(Ordering::Acquire) || !g.deliver_lone_ppi(vcpu.index, intid, guest_irqs_masked()) {
+                if vcpu.needs_flush.load(Ordering::Acquire) || !g.deliver_lone(vcpu.index, intid, guest_irqs_masked()) {
                     g.hw_ppi_fired(vcpu.index, intid);
                     vcpu.needs_flush.store(true, Ordering::Release);
                 }

@@ -399,8 +399,7 @@ impl Vm {
 
     /// Sets the level of a virtio device's interrupt line (its slot's SPI).
     pub fn set_virtio_line(&self, slot: u64, line: bool) {
-        let intid = 32 + layout::VIRTIO_FIRST_SPI + slot as u32;
-        if let Some(target) = self.vgic.as_ref().and_then(|g| g.set_level(intid, line)) {
+        if let Some(target) = self.vgic.as_ref().and_then(|g| g.set_level(virtio_intid(slot), line)) {
             self.notify(1 << target);
         }
     }
@@ -801,6 +800,11 @@ pub fn deliver_console_input() {
     });
 }
 
+/// The guest INTID of virtio-mmio slot `slot`'s interrupt.
+fn virtio_intid(slot: u64) -> u32 {
+    32 + layout::VIRTIO_FIRST_SPI + slot as u32
+}
+
 /// A host device's interrupt (`intid`, active until this returns): the VM whose disk it is
 /// answers what the host disk finished, or the switch takes what the uplink received.
 pub fn host_device_interrupt(intid: u32) {
@@ -816,6 +820,27 @@ pub fn host_device_interrupt(intid: u32) {
         }
     }
     crate::drivers::gicv3::device_done(intid);
+}
+
+/// A host disk's interrupt (`intid`, acknowledged) taken by the exit fast path of `vcpu`,
+/// loaded here with its list registers flushed: when the disk is its VM's, the VM answers
+/// what the host disk finished, as `host_device_interrupt` does, and the guest's interrupt
+/// goes straight into a list register when it alone is to be delivered (`Vgic::deliver_lone`);
+/// else the vCPU is told as usual (and needs a flush). False, having done nothing, for any
+/// other interrupt.
+pub fn disk_interrupt_on_exit(vm: &Vm, vcpu: &vcpu::Vcpu, intid: u32, irqs_masked: bool) -> bool {
+    let Some(host) = crate::drivers::disks::with_interrupt(intid).filter(|h| h.vm == vm.id) else { return false };
+    crate::drivers::gicv3::drop_priority(intid);
+    host.blk.lock().ack_interrupt();
+    for d in vm.disks.iter().filter(|d| core::ptr::eq(d.host, host)) {
+        match d.complete(&vm.mem) {
+            Some(true) if vm.vgic.as_ref().is_some_and(|g| g.deliver_lone(vcpu.index, virtio_intid(d.slot), irqs_masked)) => {}
+            Some(line) => vm.set_virtio_line(d.slot, line),
+            None => {}
+        }
+    }
+    crate::drivers::gicv3::device_done(intid);
+    true
 }
 
 /// How often an idle CPU saves a running VM's written ramoops pages at most.
