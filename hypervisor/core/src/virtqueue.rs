@@ -94,6 +94,7 @@ fn at(base: u64, offset: u64) -> Result<u64, QueueError> {
     base.checked_add(offset).ok_or(QueueError::OutOfRam)
 }
 
+#[inline]
 fn read_u16(mem: &impl GuestRam, gpa: u64) -> Result<u16, QueueError> {
     let mut b = [0; 2];
     mem.read(gpa, &mut b)?;

@@ -479,15 +479,23 @@ impl GuestMemory {
     }
 
     /// Copies guest RAM at `ipa` into `buf`.
+    #[inline]
     pub fn read(&self, ipa: u64, buf: &mut [u8]) -> Result<(), AccessError> {
         let dst = buf.as_mut_ptr();
         let n = buf.len();
         if self.in_one_page(ipa, n)
-            // SAFETY: as below (a hit holds the cache lock around the copy).
+            // SAFETY: as in `read_pieces` (a hit holds the cache lock around the copy).
             && self.cache.with_hit(ipa, false, |host| unsafe { copy_small(host as *const u8, dst, n) }).is_some()
         {
             return Ok(());
         }
+        self.read_pieces(ipa, buf)
+    }
+
+    /// `read` page by page, filling the translation cache (or populating pages) as needed.
+    #[inline(never)]
+    fn read_pieces(&self, ipa: u64, buf: &mut [u8]) -> Result<(), AccessError> {
+        let dst = buf.as_mut_ptr();
         self.for_each_piece(ipa, buf.len(), false, &mut |host, off, n| {
             // SAFETY: `host` is this VM's page for `n` bytes, kept from being freed by the
             // cache lock `access` holds around this call, and `off + n` is within `buf`; the
@@ -497,15 +505,22 @@ impl GuestMemory {
     }
 
     /// Copies `data` into guest RAM at `ipa`.
+    #[inline]
     pub fn write(&self, ipa: u64, data: &[u8]) -> Result<(), AccessError> {
         if self.in_one_page(ipa, data.len())
-            // SAFETY: as below (a hit holds the cache lock around the copy).
+            // SAFETY: as in `write_pieces` (a hit holds the cache lock around the copy).
             && self.cache.with_hit(ipa, true, |host| unsafe { copy_small(data.as_ptr(), host as *mut u8, data.len()) }).is_some()
         {
             return Ok(());
         }
+        self.write_pieces(ipa, data)
+    }
+
+    /// `write` page by page, as `read_pieces`.
+    #[inline(never)]
+    fn write_pieces(&self, ipa: u64, data: &[u8]) -> Result<(), AccessError> {
         self.for_each_piece(ipa, data.len(), true, &mut |host, off, n| {
-            // SAFETY: as in `read`; the destination is a writable page of this VM.
+            // SAFETY: as in `read_pieces`; the destination is a writable page of this VM.
             unsafe { core::ptr::copy_nonoverlapping(data[off..off + n].as_ptr(), host as *mut u8, n) }
         })
     }

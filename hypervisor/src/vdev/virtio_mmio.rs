@@ -28,10 +28,12 @@ impl MmioDevice for VirtioSlots {
 pub struct Ram<'a>(pub &'a GuestMemory);
 
 impl GuestRam for Ram<'_> {
+    #[inline]
     fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), OutOfRam> {
         self.0.read(gpa, buf).map_err(|_| OutOfRam)
     }
 
+    #[inline]
     fn write(&self, gpa: u64, data: &[u8]) -> Result<(), OutOfRam> {
         self.0.write(gpa, data).map_err(|_| OutOfRam)
     }
