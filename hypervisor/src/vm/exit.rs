@@ -115,14 +115,15 @@ fn sync_exit_fast(vcpu: &Vcpu, run: &mut VcpuRun, regs: *mut VcpuRegs, esr: Esr)
 #[inline(never)]
 fn irq_exit_fast(vcpu: &Vcpu, run: &mut VcpuRun, regs: *mut VcpuRegs) -> usize {
     let intid = gicv3::acknowledge();
-    let vm = vcpu.vm();
-    if !vcpu.needs_flush.load(Ordering::Acquire) && !vm.is_stopping() {
-        if let Some(g) = vm.vgic.as_ref().filter(|_| gicv3::GUEST_PPIS.contains(&intid)) {
+    let ppi = gicv3::GUEST_PPIS.contains(&intid);
+    if (ppi || gicv3::is_device_spi(intid)) && !vcpu.needs_flush.load(Ordering::Acquire) && !vcpu.vm().is_stopping() {
+        let vm = vcpu.vm();
+        if let Some(g) = vm.vgic.as_ref().filter(|_| ppi) {
             if g.deliver_lone(vcpu.index, intid, guest_irqs_masked()) {
                 gicv3::drop_priority(intid);
                 return regs as usize;
             }
-        } else if gicv3::is_device_spi(intid) && super::disk_interrupt_on_exit(vm, vcpu, intid, guest_irqs_masked()) {
+        } else if super::disk_interrupt_on_exit(vm, vcpu, intid, guest_irqs_masked()) {
             // Done, unless the guest's interrupt could not go straight to a list register.
             if !vcpu.needs_flush.load(Ordering::Acquire) {
                 return regs as usize;
