@@ -88,8 +88,10 @@ BENCHES = [
     *pac_benches(),
     *switch_benches(),
     Bench("bench", bootargs="latency=1",
-          notes="mmio_read_*: a 32-bit load from a trapped device register in a loop, minus the empty loop: the "
-                "UART's flag register (vUART), the distributor's GICD_TYPER (vGIC). Target <= 200. "
+          notes="mmio_read_*: a 32-bit load from a device register in a loop, minus the empty loop: the "
+                "UART's flag register (vUART; read from its register image, no exit, while no input waits), the "
+                "distributor's GICD_TYPER (vGIC, trapped), the pvpanic device's register (trapped: the emulated "
+                "devices' MMIO exit; only where the machine has one). Target <= 200. "
                 "vtimer_latency_*: the virtual timer set 10 ms (wfi) or 2 ms (busy) ahead, from the counter "
                 "reaching CVAL to the guest handler's first instruction, median of 15, waiting in WFI or spinning. "
                 "Target <= 1000."),

@@ -244,7 +244,8 @@ def boot_tests() -> list[BootTest]:
             rf"vm0\| observe loop: answered false needs reset {broken} config interrupt {broken}",
             rf"vm0\| observe readable after writable: answered false needs reset {broken} config interrupt {broken}",
             rf"vm0\| observe indirect table of 24 bytes: answered false needs reset {broken} config interrupt {broken}",
-            r"vm0\| observe slot 30: capacity 256 GET_ID status 0 serial \"vm0-disk1\"", *verdict],
+            r"vm0\| observe slot 30: capacity 256 GET_ID status 0 serial \"vm0-disk1\"",
+            r"vm0\| register reads: 400, exits 0 ", *verdict],
             compare_bare=True, before=fresh_vblk_disks)
           # The legacy interface has no DEVICE_NEEDS_RESET: a broken queue just stops (QEMU too).
           for suffix, legacy, broken in [("", False, "true"), ("-legacy", True, "false")]],
@@ -698,7 +699,8 @@ def linux_tests() -> list[BootTest]:
                  compare_bare=True),
         # The console as `make run` shows it: the prompt before any key, echo as typed, a
         # controlling terminal (Ctrl-C stops `sleep 100`, no "can't access tty"), the UART's
-        # interrupt, a serial break (QEMU's Ctrl-A b) then h: Magic SysRq's help.
+        # interrupt, a serial break (QEMU's Ctrl-A b) then, a second later as a person would
+        # type it, h: Magic SysRq's help.
         BootTest("linux-console-input", Machine([Guest(kernel=LINUX / "Image", initrd=LINUX / "initramfs.cpio",
                                                        mem=256 * MIB, smp=2, bootargs="console=ttyAMA0 panic=-1 quiet")], cpus=2),
                  [r"\n/ # (\x1b\[6n)?echo typed-\$\(\(6\*7\)\)\r?\n", r"\ntyped-42\r?\n", r"\nafter-42\r?\n",
@@ -706,7 +708,7 @@ def linux_tests() -> list[BootTest]:
                  reject=[r"can't access tty", r"vm0\| ", r"HYPERVISOR PANIC"], linux=True, raw=True,
                  dialog=[(PROMPT, "echo typed-$((6*7))\r", 0.3), (r"\ntyped-42", "sleep 100\r", 0.3), (r"sleep 100\r?\n", "\x03", 0.5),
                          (r"\^C", "echo after-$((6*7))\r", 0.3), (r"\nafter-42", "grep uart /proc/interrupts\r", 0.3),
-                         (r"uart-pl011[^/]*" + PROMPT, "\x01b", 0.3), (PROMPT, "h"), (r"sysrq: HELP", "poweroff -f\r", 0.3)]),
+                         (r"uart-pl011[^/]*" + PROMPT, "\x01b", 0.3), (PROMPT, "h", 1.0), (r"sysrq: HELP", "poweroff -f\r", 0.3)]),
         # The panic is recorded in pstore once, with the whole report (the call trace comes
         # after the panic line).
         BootTest("linux-panic-contained", Machine([linux(1, "console=ttyAMA0 panic=0 quiet hvtest.panic"), linux(1)], cpus=2,

@@ -39,6 +39,8 @@ impl Default for Queue {
 const WANTED: u32 = 1 << 9 | 1 << 13 | 1 << 14 | 1 << 28;
 pub const F_DISCARD: u32 = 1 << 13;
 pub const F_WRITE_ZEROES: u32 = 1 << 14;
+/// How long `wait_used` waits for the device.
+const WAIT_SECONDS: u64 = 1;
 
 pub struct Dev {
     pub base: u64,
@@ -181,7 +183,10 @@ impl Dev {
     /// did not answer or gave up on the queue.
     pub fn wait_used(&mut self) -> Option<(u16, u32)> {
         let used = self.q as u64 + core::mem::offset_of!(Queue, used) as u64;
-        for _ in 0..1_000_000 {
+        // Bounded in time, not in rounds: a round may or may not exit (the device's
+        // registers are memory to a guest of the hypervisor, not so on bare QEMU).
+        let (start, freq) = crate::counter();
+        while crate::counter().0 - start < WAIT_SECONDS * freq {
             // SAFETY: the used ring, read only.
             let idx = unsafe { read_volatile((used + 2) as *const u16) };
             if idx != self.used_seen {

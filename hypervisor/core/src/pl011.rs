@@ -19,8 +19,10 @@ const IMSC: u64 = 0x038;
 const RIS: u64 = 0x03c;
 const MIS: u64 = 0x040;
 const DMACR: u64 = 0x048;
+/// The end of the registers below the identification registers.
+pub const REGISTERS_END: u64 = DMACR + 4;
 /// PrimeCell peripheral and cell identification registers (0xfe0..0xffc).
-const ID_BASE: u64 = 0xfe0;
+pub const ID_BASE: u64 = 0xfe0;
 const PL011_IDS: [u8; 8] = [0x11, 0x10, 0x14, 0x00, 0x0d, 0xf0, 0x05, 0xb1];
 
 /// DR and RSR/ECR error bits: a break was received (DR: bit 10, with the data 0; RSR: bit 2).
@@ -169,17 +171,31 @@ impl Pl011 {
     }
 
     pub fn read(&mut self, offset: u64) -> u64 {
+        if offset == DR && self.rx_len > 0 {
+            let c = self.rx[self.rx_head];
+            self.rx_head = (self.rx_head + 1) % RX_MAX;
+            self.rx_len -= 1;
+            self.rsr = if c & DR_BE != 0 { RSR_BE } else { 0 };
+            return c as u64;
+        }
+        self.look(offset)
+    }
+
+    /// What a read at `offset` returns, when reading it changes nothing now: with no input
+    /// waiting, every register (a register image may answer the guest's reads then).
+    pub fn peek(&self, offset: u64) -> Option<u64> {
+        (offset != DR || self.rx_len == 0).then(|| self.look(offset))
+    }
+
+    /// Whether input waits (reading DR takes it).
+    pub fn has_input(&self) -> bool {
+        self.rx_len > 0
+    }
+
+    /// A read that changes nothing (DR with no input reads 0).
+    fn look(&self, offset: u64) -> u64 {
         match offset {
-            DR => {
-                if self.rx_len == 0 {
-                    return 0;
-                }
-                let c = self.rx[self.rx_head];
-                self.rx_head = (self.rx_head + 1) % RX_MAX;
-                self.rx_len -= 1;
-                self.rsr = if c & DR_BE != 0 { RSR_BE } else { 0 };
-                c as u64
-            }
+            DR => 0,
             RSR => self.rsr,
             RIS => self.ris() as u64,
             MIS => (self.ris() & self.imsc) as u64,
@@ -241,6 +257,30 @@ mod tests {
         assert!(!u.irq_line());
         assert_eq!(u.read(0xfe0), 0x11);
         assert_eq!(u.push_input(&[0; 1000]), RX_MAX);
+    }
+
+    #[test]
+    fn peeks_answer_as_reads_while_no_input_waits() {
+        let mut rng = crate::rng::Rng::new(11);
+        let mut u = Pl011::new();
+        for i in 0..20_000 {
+            match rng.next() % 8 {
+                0 => drop(u.push_input(&[rng.next() as u8])),
+                1 => drop(u.push_break()),
+                2..=4 => u.write(rng.next() % 0x50 & !3, rng.next(), &mut |_| {}),
+                _ => drop(u.read(DR)),
+            }
+            let peeks: Vec<Option<u64>> = (0..0x1000).step_by(4).map(|o| u.peek(o)).collect();
+            for (n, peek) in peeks.iter().enumerate() {
+                let offset = 4 * n as u64;
+                match peek {
+                    // A read there returns the same and changes nothing.
+                    Some(v) => assert_eq!(u.read(offset), *v, "step {i}, offset {offset:#x}"),
+                    None => assert!(offset == DR && u.has_input(), "step {i}: only DR with input waiting has effects"),
+                }
+            }
+            assert_eq!(peeks, (0..0x1000).step_by(4).map(|o| u.peek(o)).collect::<Vec<_>>(), "step {i}: the reads changed nothing");
+        }
     }
 
     #[test]

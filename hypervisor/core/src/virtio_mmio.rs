@@ -174,6 +174,12 @@ impl Transport {
         !self.broken && self.status & status::DRIVER_OK != 0
     }
 
+    /// The registers that change without the driver writing them: InterruptStatus, Status
+    /// (DEVICE_NEEDS_RESET) and ConfigGeneration, as reads of them return.
+    pub fn device_driven(&self) -> [u32; 3] {
+        [self.interrupt_status, self.status, if self.legacy { 0 } else { self.config_generation }]
+    }
+
     /// The interrupt line: high while an InterruptStatus bit is set.
     pub fn interrupt_line(&self) -> bool {
         self.interrupt_status != 0
@@ -603,6 +609,15 @@ mod tests {
             } else {
                 t.read(&d, offset, size);
             }
+            if i % 16 == 0 {
+                t.raise(rng.next() as u32);
+            }
+            if i % 1000 == 999 {
+                t.needs_reset();
+            }
+            // What a register image watches without the driver writing is what reads say.
+            let regs = [reg::INTERRUPT_STATUS, reg::STATUS, reg::CONFIG_GENERATION].map(|r| t.read(&d, r, 4) as u32);
+            assert_eq!(t.device_driven(), regs, "step {i}");
         }
     }
 }

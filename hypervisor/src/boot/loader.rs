@@ -82,6 +82,9 @@ fn copy_module(mem: &GuestMemory, ipa: u64, bytes: &[u8], warm: bool) -> Result<
             copied.unchanged += 1;
             continue;
         }
+        if warm && piece.len() == PAGE_SIZE as usize {
+            mem.zero_page(at).map_err(|_| LoadError::OutOfMemory)?;
+        }
         let from = if aliased {
             buf.copy_from_slice(piece);
             &*buf

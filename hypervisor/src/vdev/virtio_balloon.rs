@@ -13,7 +13,7 @@ use super::virtio_mmio::{answer, pop, Ram};
 use crate::mm::guest::GuestMemory;
 use core::sync::atomic::{AtomicU64, Ordering};
 use hv_core::virtio_balloon_device::{page_runs, queue_role, read_stats, reported_ranges, BalloonDevice, Queue, Stats, PAGE};
-use hv_core::virtio_mmio::{Effect, Transport, INT_CONFIG_CHANGE, INT_USED_BUFFER};
+use hv_core::virtio_mmio::{Effect, Transport, INT_CONFIG_CHANGE, INT_USED_BUFFER, VirtioDevice};
 use hv_core::virtqueue::DeviceQueue;
 use spin::Mutex;
 
@@ -68,6 +68,13 @@ impl MemoryBalloon {
         let device = BalloonDevice { target: (target / PAGE).min(u32::MAX as u64) as u32, actual: 0 };
         let side = Side { transport, device, queues: [const { None }; 4], stats_head: None, stats: Stats::default(), stats_asked: 0 };
         MemoryBalloon { vm, side: Mutex::new(side), counts: Counts::default() }
+    }
+
+    /// Calls `f` with its transport and device under its lock: its registers as the
+    /// guest's reads see them (the VM's image of them, not counted as accesses).
+    pub fn with_registers<R>(&self, f: &mut dyn FnMut(&Transport, &dyn VirtioDevice) -> R) -> R {
+        let s = self.side.lock();
+        f(&s.transport, &s.device)
     }
 
     pub fn read(&self, offset: u64, size: u8) -> u64 {

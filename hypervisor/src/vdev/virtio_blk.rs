@@ -29,7 +29,7 @@ use hv_core::pgtable::PAGE_SIZE;
 use hv_core::small_vec::SmallVec;
 use hv_core::virtio::{blk, Segment};
 use hv_core::virtio_blk_device::{finish, Backend, BlockDevice, IoError, Op, Parsed, RangeLimits, Request, QUEUE_SIZE, S_IOERR, S_UNSUPP};
-use hv_core::virtio_mmio::{Effect, Transport, INT_USED_BUFFER};
+use hv_core::virtio_mmio::{Effect, Transport, INT_USED_BUFFER, VirtioDevice};
 use hv_core::virtqueue::{Chain, DeviceQueue};
 use super::virtio_mmio::Ram;
 use spin::Mutex;
@@ -261,6 +261,13 @@ impl GuestDisk {
         let io = Arc::new(DiskIo { host, state: Mutex::new(state), pins: Mutex::new((Vec::new(), 0)), waits: AtomicU64::new(0) });
         let notifier = mem.space.notifiers.register(io.clone());
         GuestDisk { slot, host, guest: Mutex::new(guest), io, notifier, zero_copy: AtomicU64::new(0), bounced: AtomicU64::new(0), accesses: AtomicU64::new(0), busy: AtomicU64::new(0) }
+    }
+
+    /// Calls `f` with its transport and device under its lock: its registers as the
+    /// guest's reads see them (the VM's image of them, not counted as accesses).
+    pub fn with_registers<R>(&self, f: &mut dyn FnMut(&Transport, &dyn VirtioDevice) -> R) -> R {
+        let s = self.guest.lock();
+        f(&s.transport, &s.device)
     }
 
     pub fn read(&self, offset: u64, size: u8) -> u64 {

@@ -11,7 +11,7 @@ use super::virtio_mmio::{self, Ram};
 use crate::mm::guest::GuestMemory;
 use core::sync::atomic::{AtomicU64, Ordering};
 use hv_core::virtio_console_device::{ConsoleDevice, CONTROL_RX, CONTROL_TX, PORT_TX};
-use hv_core::virtio_mmio::{Effect, Transport};
+use hv_core::virtio_mmio::{Effect, Transport, VirtioDevice};
 use hv_core::virtqueue::{Chain, DeviceQueue, GuestRam};
 use spin::Mutex;
 
@@ -48,6 +48,13 @@ impl PmsgPort {
             bytes: AtomicU64::new(0),
             failed: AtomicU64::new(0),
         }
+    }
+
+    /// Calls `f` with its transport and device under its lock: its registers as the
+    /// guest's reads see them (the VM's image of them, not counted as accesses).
+    pub fn with_registers<R>(&self, f: &mut dyn FnMut(&Transport, &dyn VirtioDevice) -> R) -> R {
+        let s = self.side.lock();
+        f(&s.transport, &s.device)
     }
 
     pub fn read(&self, offset: u64, size: u8) -> u64 {

@@ -10,7 +10,7 @@ use crate::mm::guest::GuestMemory;
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
-use hv_core::virtio_mmio::{Effect, Transport, INT_USED_BUFFER};
+use hv_core::virtio_mmio::{Effect, Transport, INT_USED_BUFFER, VirtioDevice};
 use hv_core::virtio_net_device::{read_tx, receive, Frame, NetDevice, Received, RX, TX};
 use hv_core::virtqueue::DeviceQueue;
 use spin::Mutex;
@@ -60,6 +60,13 @@ impl NetCard {
         let transport = Transport::new(legacy);
         let side = Side { transport, device: NetDevice { mac, link_up: true }, queues: [const { None }; 2], backlog: VecDeque::new(), stopped: false };
         NetCard { vm, mac, side: Mutex::new(side), counts: Counts::default() }
+    }
+
+    /// Calls `f` with its transport and device under its lock: its registers as the
+    /// guest's reads see them (the VM's image of them, not counted as accesses).
+    pub fn with_registers<R>(&self, f: &mut dyn FnMut(&Transport, &dyn VirtioDevice) -> R) -> R {
+        let s = self.side.lock();
+        f(&s.transport, &s.device)
     }
 
     pub fn read(&self, offset: u64, size: u8) -> u64 {

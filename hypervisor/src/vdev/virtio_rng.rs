@@ -5,7 +5,7 @@
 use super::virtio_mmio::{answer, pop, Ram};
 use crate::mm::guest::GuestMemory;
 use core::sync::atomic::{AtomicU64, Ordering};
-use hv_core::virtio_mmio::{Effect, Transport};
+use hv_core::virtio_mmio::{Effect, Transport, VirtioDevice};
 use hv_core::virtio_rng_device::{serve, RngDevice};
 use hv_core::virtqueue::DeviceQueue;
 use spin::Mutex;
@@ -29,6 +29,13 @@ impl EntropyDevice {
     pub fn new(legacy: bool) -> EntropyDevice {
         let transport = Transport::new(legacy);
         EntropyDevice { side: Mutex::new(Side { transport, device: RngDevice, queues: [None] }), bytes: AtomicU64::new(0) }
+    }
+
+    /// Calls `f` with its transport and device under its lock: its registers as the
+    /// guest's reads see them (the VM's image of them, not counted as accesses).
+    pub fn with_registers<R>(&self, f: &mut dyn FnMut(&Transport, &dyn VirtioDevice) -> R) -> R {
+        let s = self.side.lock();
+        f(&s.transport, &s.device)
     }
 
     pub fn read(&self, offset: u64, size: u8) -> u64 {

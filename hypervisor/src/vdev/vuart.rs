@@ -103,6 +103,20 @@ impl VUart {
         self.state.lock().push_break()
     }
 
+    /// Calls `put(offset, value)` for each register as a read returns it, when reading
+    /// changes nothing (no input waits): true. False, having called nothing, while input
+    /// waits (a read of DR takes it).
+    pub fn image(&self, put: &mut dyn FnMut(u64, u32)) -> bool {
+        let st = self.state.lock();
+        if st.has_input() {
+            return false;
+        }
+        for offset in (0..hv_core::pl011::REGISTERS_END).step_by(4).chain((hv_core::pl011::ID_BASE..0x1000).step_by(4)) {
+            put(offset, st.peek(offset).unwrap_or(0) as u32);
+        }
+        true
+    }
+
     /// The level of the UART's interrupt line.
     pub fn irq_line(&self) -> bool {
         self.state.lock().irq_line()

@@ -11,6 +11,7 @@ use hv_core::esr::{DataAbort, Esr};
 use hv_core::guest_dt::layout;
 use hv_core::hypercall::Counter;
 use hv_core::mmio::MmioDevice;
+use hv_core::virtio_mmio::{Transport, VirtioDevice};
 use hv_core::ranges::Range;
 
 /// Which of the VM's devices an access reached (what must happen after it differs).
@@ -80,6 +81,20 @@ fn virtio_device_at(vm: &Vm, offset: u64) -> (Device, &dyn MmioDevice, u64) {
         return (Device::Virtio, &virtio_mmio::VirtioSlots, offset);
     };
     (which, &virtio_mmio::VirtioSlots, in_slot)
+}
+
+/// Calls `f` with slot `slot`'s transport and device under the device's lock, or with
+/// None for an empty slot (for the window's image, vm/virtio_image.rs).
+pub(super) fn with_virtio_slot<R>(vm: &Vm, slot: u64, f: &mut dyn FnMut(Option<(&Transport, &dyn VirtioDevice)>) -> R) -> R {
+    let mut some = |t: &Transport, d: &dyn VirtioDevice| f(Some((t, d)));
+    match virtio_device_at(vm, slot * layout::VIRTIO_SLOT_SIZE).0 {
+        Device::Disk(n) => vm.disks[n].with_registers(&mut some),
+        Device::PmsgPort if let Some(p) = &vm.pmsg_port => p.with_registers(&mut some),
+        Device::Entropy if let Some(e) = &vm.entropy => e.with_registers(&mut some),
+        Device::Balloon if let Some(b) = &vm.balloon => b.with_registers(&mut some),
+        Device::Net if let Some(c) = &vm.net => c.with_registers(&mut some),
+        _ => f(None),
+    }
 }
 
 /// A register access to one of the VM's disks; a write may serve requests and move the
@@ -185,11 +200,17 @@ pub fn handle_data_abort(vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun, esr: Esr) -> N
     let reg = da.reg as usize;
     if let Device::Disk(n) = which {
         disk_access(vm, run, &vm.disks[n], offset, da);
+        if da.write {
+            vm.virtio_written(ipa - layout::VIRTIO_BASE);
+        }
         skip_instruction();
         return Next::Resume;
     }
     if matches!(which, Device::PmsgPort | Device::Entropy | Device::Balloon | Device::Net) {
         served_device_access(vm, run, which, offset, da);
+        if da.write {
+            vm.virtio_written(ipa - layout::VIRTIO_BASE);
+        }
         skip_instruction();
         return Next::Resume;
     }
@@ -219,7 +240,10 @@ pub fn handle_data_abort(vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun, esr: Esr) -> N
     if which == Device::Uart && (da.write || hv_core::pl011::Pl011::read_has_effects(offset)) {
         // A write, or reading data (which drains the input), may change the UART's
         // interrupt line; other reads change nothing (the flag register is read at every
-        // byte the guest prints).
+        // byte the guest prints). What reads return changes with all but a byte printed.
+        if !(da.write && hv_core::pl011::Pl011::read_has_effects(offset)) {
+            vm.sync_uart_image();
+        }
         vm.after_uart_activity();
     }
     skip_instruction();

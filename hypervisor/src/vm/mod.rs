@@ -13,7 +13,9 @@ pub mod pauth;
 pub mod pmu;
 pub mod sysreg;
 pub mod timer;
+pub mod uart_image;
 pub mod vcpu;
+pub mod virtio_image;
 
 use crate::arch::cpu;
 use crate::arch::stacks::MAX_CPUS;
@@ -128,6 +130,10 @@ pub struct Vm {
     /// Its network card (virtio-net in slot 3) on the hypervisor's switch, with `net=on`
     /// when no disk took the slot.
     pub net: Option<NetCard>,
+    /// The virtio slots' registers in read-only pages of its stage-2 (reads do not exit).
+    virtio_image: virtio_image::VirtioImage,
+    /// The UART's registers in a read-only page of its stage-2 while no input waits.
+    uart_image: uart_image::UartImage,
     stopping: AtomicBool,
     stop_reason: Mutex<Option<StopReason>>,
     verdict: Mutex<Verdict>,
@@ -184,6 +190,11 @@ impl Vm {
         let net = (spec.params.net && disks.iter().all(|d| d.slot != net::SLOT))
             .then(|| NetCard::new(id, spec.params.virtio_legacy, network::mac_of(id)));
         let pauth = spec.params.pauth && cpu::features().pauth;
+        let image = mem.image(layout::VIRTIO_BASE, virtio_image::PAGES);
+        let uart_frame = mem.image(layout::UART_BASE, 1).map(|f| f[0]);
+        if image.is_none() || uart_frame.is_none() {
+            log::warn!("VM {id}: no memory for the images of its device registers: every read of them exits");
+        }
         let vm = Arc::new_cyclic(|weak| {
             let me = weak.as_ptr();
             Vm {
@@ -202,6 +213,8 @@ impl Vm {
                 entropy,
                 balloon,
                 net,
+                virtio_image: virtio_image::VirtioImage::new(image),
+                uart_image: uart_image::UartImage::new(uart_frame),
                 stopping: AtomicBool::new(false),
                 stop_reason: Mutex::new(None),
                 verdict: Mutex::new(Verdict::NONE),
@@ -227,6 +240,8 @@ impl Vm {
         let boot = loader::load(&guest, &vm.mem)?;
         let load_us = (cpu::counter().1 - started.1) * 1_000_000 / started.0.max(1);
         vm.keep_ramoops(warm);
+        vm.write_virtio_image();
+        vm.sync_uart_image();
         // Table and image writes must be visible to the guest's walks and fetches.
         aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::ISH);
         *vm.vcpus[0].power.lock() = Power::OnPending { entry: boot.entry, context: boot.dtb };
@@ -399,6 +414,12 @@ impl Vm {
 
     /// Sets the level of a virtio device's interrupt line (its slot's SPI).
     pub fn set_virtio_line(&self, slot: u64, line: bool) {
+        self.virtio_state_changed(slot);
+        self.virtio_line(slot, line);
+    }
+
+    /// `set_virtio_line` once the image is up to date.
+    fn virtio_line(&self, slot: u64, line: bool) {
         if let Some(target) = self.vgic.as_ref().and_then(|g| g.set_level(virtio_intid(slot), line)) {
             self.notify(1 << target);
         }
@@ -776,7 +797,10 @@ pub fn deliver_console_input() {
             }
             Input::Bytes(bytes) => match find(focus) {
                 Some(vm) => {
-                    if vm.uart.push_input(bytes) < bytes.len() {
+                    let fit = vm.uart.push_input(bytes);
+                    // Reads of the data register take input now: they must trap.
+                    vm.sync_uart_image();
+                    if fit < bytes.len() {
                         log::warn!("VM {focus}: console input dropped (the guest is not reading)");
                     }
                     vm.after_uart_activity();
@@ -792,6 +816,7 @@ pub fn deliver_console_input() {
             Input::Break => {
                 if let Some(vm) = find(focus) {
                     if vm.uart.push_break() {
+                        vm.sync_uart_image();
                         vm.after_uart_activity();
                     }
                 }
@@ -833,10 +858,10 @@ pub fn disk_interrupt_on_exit(vm: &Vm, vcpu: &vcpu::Vcpu, intid: u32, irqs_maske
     crate::drivers::gicv3::drop_priority(intid);
     host.blk.lock().ack_interrupt();
     for d in vm.disks.iter().filter(|d| core::ptr::eq(d.host, host)) {
-        match d.complete(&vm.mem) {
-            Some(true) if vm.vgic.as_ref().is_some_and(|g| g.deliver_lone(vcpu.index, virtio_intid(d.slot), irqs_masked)) => {}
-            Some(line) => vm.set_virtio_line(d.slot, line),
-            None => {}
+        let Some(line) = d.complete(&vm.mem) else { continue };
+        vm.virtio_state_changed(d.slot);
+        if !(line && vm.vgic.as_ref().is_some_and(|g| g.deliver_lone(vcpu.index, virtio_intid(d.slot), irqs_masked))) {
+            vm.virtio_line(d.slot, line);
         }
     }
     crate::drivers::gicv3::device_done(intid);

@@ -82,6 +82,20 @@ pub unsafe fn zero(addr: u64, len: u64) {
     unsafe { zero_pages(addr, len) }
 }
 
+/// Stores `value` at `addr` (4-byte aligned, identity-mapped, owned by the caller) and
+/// cleans its cache line to the point of coherency: for memory that a guest reads with its
+/// own, possibly non-cacheable, attributes (a device register image).
+///
+/// # Safety
+/// `addr` is valid for a 4-byte store and no Rust reference points at it.
+pub unsafe fn store_for_guest(addr: u64, value: u32) {
+    // SAFETY: the caller's promise; DC CVAC only cleans the line (no data changes).
+    unsafe {
+        core::ptr::write_volatile(addr as *mut u32, value);
+        core::arch::asm!("dc cvac, {}", in(reg) addr, options(nostack, preserves_flags));
+    }
+}
+
 /// The current frame pointer (x29): the head of the frame-record chain.
 #[inline(always)]
 pub fn frame_pointer() -> u64 {
