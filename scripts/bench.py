@@ -100,8 +100,8 @@ BENCHES = [
                 "vCPU 1 waiting in WFI on its own CPU (median of 15). Target <= 1500."),
     Bench("bench", bootargs="s2=2", hv_args="populate=lazy",
           notes="stage2_fault_2m: a store to an untouched 2 MiB block of a populate=lazy VM (blocks=on, the "
-                "default), minus the same store again: the fault exit, 2 MiB of frames allocated and zeroed, one "
-                "block leaf mapped, the return."),
+                "default), minus the same store again: the fault exit, 2 MiB of frames allocated and zeroed, "
+                "mapped as 512 pages of a new table (s2leaf=page, the default), the return."),
     Bench("bench", bootargs="s2=1", hv_args="populate=lazy blocks=off",
           notes="stage2_fault_4k: a store to a fresh page of a populate=lazy blocks=off VM, minus the same store to a "
                 "mapped page: the stage-2 fault exit, a frame allocated and zeroed, the page mapped under the "

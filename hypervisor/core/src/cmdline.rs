@@ -13,6 +13,7 @@
 //! | `overcommit=on\|off` | a VM may have more vCPUs than there are CPUs (they share CPUs by time slices) | `off` |
 //! | `populate=eager\|lazy` | guest RAM allocated and mapped at VM creation, or page by page on the guest's first touch (stage-2 faults; the memory is committed to the VM at creation all the same) | `lazy` |
 //! | `blocks=on\|off` | with `populate=lazy`, a first touch maps the whole 2 MiB block around it (one fault, one 2 MiB leaf, as KVM does with transparent huge pages) where the block is untouched, inside RAM and a free aligned 2 MiB run of frames exists; else a 4 KiB page | `on` |
+//! | `s2leaf=page\|block` | the leaves of the VM's stage-2 tables: 4 KiB pages only, or 2 MiB (and 1 GiB) blocks where RAM is aligned for them. Pages by default: QEMU's TCG sizes each TLB entry by the larger of the two stages' leaves and flushes a translation regime's whole TLB for an invalidation by address inside a large page, which Linux's invalidations by address (tens of thousands in a boot) then do every time | `page` |
 //! | `virtio=modern\|legacy` | the virtio-mmio interface of the VM's devices (its disks): version 2, or version 1 as QEMU shows by default | `modern` |
 //! | `ramoops=on\|off\|R,C,F,P` | a 1 MiB RAM region below the guest's device tree for Linux's ramoops (a reserved-memory node compatible "ramoops"), divided into records of R KiB and console, ftrace and pmsg buffers of C, F and P KiB (`on`: 64,64,0,64); it survives the VM's reboots and, on a pstore disk with room, runs of the machine | `on` |
 //! | `pmsg=on\|off` | a virtio-console in virtio-mmio slot 0 with one port named `pmsg` (Linux: /dev/vportNp0, its name in /sys/class/virtio-ports/vportNp0/name): what the guest writes there is appended to the VM's pmsg ring on the pstore disk, durable when the write returns; only with a pstore disk with room for the VMs' areas | `on` |
@@ -21,7 +22,7 @@
 //! | `net=on\|off` | a network card (virtio-net) in virtio-mmio slot 3 on the hypervisor's switch between the VMs' cards | `off` |
 //! | `start=now\|wait` | a VM that does not fit in the host's uncommitted memory at boot is refused (`now`) or waits (`wait`) until other VMs give memory back (balloons, reported free pages) or stop | `now` |
 //! | `refault=zero\|keep` | what a page unmapped by the guest (HV_MEM_UNMAP) or by reclaim holds when it faults back in | `zero` |
-//! | `vmN.mem=SIZE`, `vmN.smp=N`, `vmN.pauth=`, `vmN.pauth_keys=`, `vmN.pmu=`, `vmN.sve=`, `vmN.overcommit=`, `vmN.populate=`, `vmN.blocks=`, `vmN.refault=`, `vmN.ramoops=`, `vmN.pmsg=`, `vmN.rng=`, `vmN.balloon=`, `vmN.net=`, `vmN.start=`, `vmN.virtio=` | the same for VM number N only | |
+//! | `vmN.mem=SIZE`, `vmN.smp=N`, `vmN.pauth=`, `vmN.pauth_keys=`, `vmN.pmu=`, `vmN.sve=`, `vmN.overcommit=`, `vmN.populate=`, `vmN.blocks=`, `vmN.s2leaf=`, `vmN.refault=`, `vmN.ramoops=`, `vmN.pmsg=`, `vmN.rng=`, `vmN.balloon=`, `vmN.net=`, `vmN.start=`, `vmN.virtio=` | the same for VM number N only | |
 //! | `pstore_serial=NAME` | the serial of the virtio-blk disk that holds the pstore zones | `hv-pstore` |
 //! | `pstore_kmsg=KIB`, `pstore_console=KIB`, `pstore_pmsg=KIB` | zone sizes (multiples of 4) | 64, 64, 64 |
 //! | `pstore_order=kmsg-first\|linux` | zone order on the disk (pstore.rs in hv-core) | `kmsg-first` |
@@ -64,6 +65,8 @@ pub struct VmParams {
     pub lazy: bool,
     /// First-touch faults of lazy RAM map 2 MiB blocks where they can.
     pub blocks: bool,
+    /// Stage-2 leaves may be 2 MiB (and 1 GiB) blocks; else 4 KiB pages only.
+    pub stage2_blocks: bool,
     /// A ramoops region in the guest's RAM and device tree, divided so.
     pub ramoops: Option<RamoopsSizes>,
     /// A virtio-console with a port named "pmsg" (the VM's pmsg ring on the pstore disk).
@@ -94,6 +97,7 @@ struct Overrides {
     overcommit: Option<bool>,
     lazy: Option<bool>,
     blocks: Option<bool>,
+    stage2_blocks: Option<bool>,
     ramoops: Option<Option<RamoopsSizes>>,
     pmsg_port: Option<bool>,
     rng: Option<bool>,
@@ -203,6 +207,7 @@ impl VmParams {
             overcommit: false,
             lazy: true,
             blocks: true,
+            stage2_blocks: false,
             ramoops: Some(RamoopsSizes::DEFAULT),
             pmsg_port: true,
             rng: true,
@@ -379,6 +384,13 @@ impl HvConfig {
                     Some(v) => cfg.per_vm[v].blocks = Some(on),
                     None => cfg.default.blocks = on,
                 }),
+                ("s2leaf", _) => match value {
+                    "page" | "block" => Ok(match vm {
+                        Some(v) => cfg.per_vm[v].stage2_blocks = Some(value == "block"),
+                        None => cfg.default.stage2_blocks = value == "block",
+                    }),
+                    _ => Err("use page or block"),
+                },
                 ("refault", _) => match value {
                     "zero" | "keep" => Ok(match vm {
                         Some(v) => cfg.per_vm[v].keep_unmapped = Some(value == "keep"),
@@ -415,6 +427,7 @@ impl HvConfig {
             overcommit: o.overcommit.unwrap_or(self.default.overcommit),
             lazy: o.lazy.unwrap_or(self.default.lazy),
             blocks: o.blocks.unwrap_or(self.default.blocks),
+            stage2_blocks: o.stage2_blocks.unwrap_or(self.default.stage2_blocks),
             ramoops: o.ramoops.unwrap_or(self.default.ramoops),
             pmsg_port: o.pmsg_port.unwrap_or(self.default.pmsg_port),
             rng: o.rng.unwrap_or(self.default.rng),
@@ -480,9 +493,10 @@ mod tests {
         assert_eq!((p.serial(), p.kmsg_size, p.console_size, p.pmsg_size, p.order, p.erase), (&b"disk7"[..], 32 << 10, 0, 64 << 10, Order::Linux, true));
         assert_eq!(HvConfig::default().pstore.serial(), b"hv-pstore");
         assert!(HvConfig::default().vm(0).lazy, "lazy population is the default");
-        let m = HvConfig::parse("populate=lazy vm1.populate=eager vm1.refault=keep vm2.blocks=off vm2.ramoops=off vm2.virtio=legacy vm2.pmsg=off vm3.ramoops=128,32,16,8 vm3.rng=off vm3.balloon=off vm4.balloon=64M vm4.start=wait vm4.net=on", |_| ());
+        let m = HvConfig::parse("populate=lazy vm1.populate=eager vm1.refault=keep vm2.blocks=off vm2.s2leaf=block vm2.ramoops=off vm2.virtio=legacy vm2.pmsg=off vm3.ramoops=128,32,16,8 vm3.rng=off vm3.balloon=off vm4.balloon=64M vm4.start=wait vm4.net=on", |_| ());
         assert!(m.vm(0).lazy && !m.vm(0).keep_unmapped && m.vm(0).blocks);
         assert!(!m.vm(2).blocks && m.vm(2).ramoops.is_none() && m.vm(0).ramoops.is_some());
+        assert!(m.vm(2).stage2_blocks && !m.vm(0).stage2_blocks);
         assert!(m.vm(2).virtio_legacy && !m.vm(0).virtio_legacy);
         assert!(!m.vm(2).pmsg_port && m.vm(1).pmsg_port);
         assert_eq!(m.vm(3).ramoops, Some(RamoopsSizes { record: 128 << 10, console: 32 << 10, ftrace: 16 << 10, pmsg: 8 << 10 }));
@@ -497,10 +511,10 @@ mod tests {
     #[test]
     fn reports_bad_options_and_keeps_going() {
         let mut bad = Vec::new();
-        let c = HvConfig::parse("mem=3M smp=0 log=loud vm99.mem=2M frob=1 plain pauth=maybe smp=3 pauth_keys=often overcommit=1 populate=soon blocks=2m refault=maybe pstore_kmsg=0 pstore_console=3 pstore_serial=123456789012345678901 pstore_order=up ramoops=64,64 vm1.ramoops=48,64,0,64 balloon=3M start=later", |b| bad.push(b.option));
+        let c = HvConfig::parse("mem=3M smp=0 log=loud vm99.mem=2M frob=1 plain pauth=maybe smp=3 pauth_keys=often overcommit=1 populate=soon blocks=2m s2leaf=huge refault=maybe pstore_kmsg=0 pstore_console=3 pstore_serial=123456789012345678901 pstore_order=up ramoops=64,64 vm1.ramoops=48,64,0,64 balloon=3M start=later", |b| bad.push(b.option));
         assert_eq!(
             bad,
-            ["mem=3M", "smp=0", "log=loud", "vm99.mem=2M", "frob=1", "plain", "pauth=maybe", "pauth_keys=often", "overcommit=1", "populate=soon", "blocks=2m", "refault=maybe", "pstore_kmsg=0", "pstore_console=3", "pstore_serial=123456789012345678901", "pstore_order=up", "ramoops=64,64", "vm1.ramoops=48,64,0,64", "balloon=3M", "start=later"]
+            ["mem=3M", "smp=0", "log=loud", "vm99.mem=2M", "frob=1", "plain", "pauth=maybe", "pauth_keys=often", "overcommit=1", "populate=soon", "blocks=2m", "s2leaf=huge", "refault=maybe", "pstore_kmsg=0", "pstore_console=3", "pstore_serial=123456789012345678901", "pstore_order=up", "ramoops=64,64", "vm1.ramoops=48,64,0,64", "balloon=3M", "start=later"]
         );
         assert_eq!(c.vm(0).vcpus, 3);
     }

@@ -275,7 +275,7 @@ impl<M: TableMemory> Visitor<M> for Map {
             return Err(MapError::AlreadyMapped);
         }
         let pa = self.pa + (e.va - self.va);
-        let desc = if e.level == 3 || (e.level >= 1 && e.covered() && pa & (e.size - 1) == 0) {
+        let desc = if e.level == 3 || (!pt.pages_only && e.level >= 1 && e.covered() && pa & (e.size - 1) == 0) {
             self.leaf | (pa & OA_MASK) | leaf_type(e.level)
         } else {
             let t = mem.alloc_zeroed(1).ok_or(MapError::NoMemory)?;
@@ -429,6 +429,8 @@ pub struct PageTable {
     start_level: u8,
     va_bits: u8,
     tables: usize,
+    /// Leaves are 4 KiB pages only: no blocks are made or folded (`set_pages_only`).
+    pages_only: bool,
 }
 
 /// The result of a successful translation.
@@ -450,7 +452,15 @@ impl PageTable {
         let root_entries = 1usize << (va_bits as u32 - entry_shift(start_level));
         let root_pages = root_entries.div_ceil(ENTRIES_PER_TABLE);
         let root = mem.alloc_zeroed(root_pages).ok_or(MapError::NoMemory)?;
-        Ok(PageTable { regime, root, root_pages, start_level, va_bits, tables: root_pages })
+        Ok(PageTable { regime, root, root_pages, start_level, va_bits, tables: root_pages, pages_only: false })
+    }
+
+    /// From now on maps only 4 KiB pages (blocks already mapped stay until split). For a
+    /// stage 2 under QEMU's TCG: QEMU takes the larger of the two stages' leaf sizes as the
+    /// size of each TLB entry it makes, and a TLB invalidation by address that falls in a
+    /// region it knows as a large page flushes the whole TLB of that translation regime.
+    pub fn set_pages_only(&mut self) {
+        self.pages_only = true;
     }
 
     /// Physical address of the root (for TTBR0_EL2 or VTTBR_EL2).
@@ -683,7 +693,7 @@ impl PageTable {
     /// the rest. Inlined into the walks that fold: the entry stays in registers.
     #[inline(always)]
     fn try_fold(&mut self, mem: &mut impl TableMemory, e: &Entry) {
-        if e.level == 0 || e.level >= 3 {
+        if e.level == 0 || e.level >= 3 || self.pages_only {
             return; // no level-0 blocks with a 4 KiB granule
         }
         // The entry still holds the table the walk came back from (`e.desc`).
@@ -800,6 +810,25 @@ mod tests {
         assert_eq!(t.translate(&m, 2 * GIB + MIB2 + PAGE_SIZE), None);
         // root (2) + L2 table + L3 table
         assert_eq!(t.table_pages(), 4);
+    }
+
+    #[test]
+    fn pages_only_maps_and_keeps_4k_leaves() {
+        let mut m = Arena::default();
+        let mut t = PageTable::new(&mut m, Regime::Stage2, 40).unwrap();
+        t.set_pages_only();
+        t.map(&mut m, GIB, 3 * GIB, 2 * MIB2, Attrs::RAM_RWX).unwrap();
+        for off in (0..2 * MIB2).step_by(PAGE_SIZE as usize) {
+            let tr = t.translate(&m, GIB + off).unwrap();
+            assert_eq!((tr.pa, tr.size), (3 * GIB + off, PAGE_SIZE));
+        }
+        // A permission change and its undoing leave a uniform table: it is not folded.
+        t.protect(&mut m, GIB, PAGE_SIZE, Attrs::RAM_RO).unwrap();
+        t.protect(&mut m, GIB, PAGE_SIZE, Attrs::RAM_RWX).unwrap();
+        assert_eq!(t.translate(&m, GIB).unwrap().size, PAGE_SIZE);
+        // root (2) + L2 table + two L3 tables
+        assert_eq!(t.table_pages(), 5);
+        assert_eq!(t.unmap(&mut m, GIB, 2 * MIB2), Ok(2 * MIB2));
     }
 
     #[test]

@@ -60,6 +60,11 @@ impl<M: TableMemory> Stage2<M> {
         Ok(Stage2 { tables: Mutex::new(Tables { table, mem }), notifiers: Registry::new(), stats: Stats::default(), root, ipa_bits })
     }
 
+    /// Maps only 4 KiB pages from now on ([`PageTable::set_pages_only`]).
+    pub fn set_pages_only(&self) {
+        self.tables.lock().table.set_pages_only();
+    }
+
     /// The root table (for VTTBR_EL2).
     pub fn root(&self) -> u64 {
         self.root

@@ -125,8 +125,13 @@ impl GuestMemory {
     /// Builds `size` bytes of guest RAM at IPA `base` with an empty or fully mapped stage-2
     /// (`lazy`; with `blocks`, first touches map 2 MiB blocks where they can), tagged with
     /// `vmid`.
-    pub fn new(vmid: u64, ipa_bits: u8, base: u64, size: u64, lazy: bool, blocks: bool, keep_unmapped: bool) -> Result<GuestMemory, OutOfMemory> {
+    pub fn new(vmid: u64, ipa_bits: u8, base: u64, size: u64, lazy: bool, blocks: bool, keep_unmapped: bool, stage2_blocks: bool) -> Result<GuestMemory, OutOfMemory> {
         let space = Stage2::new(FrameTables { scope: TlbScope::Stage2 { vttbr: 0 } }, ipa_bits).map_err(|_| OutOfMemory)?;
+        if !stage2_blocks {
+            // A first touch still takes a whole 2 MiB run of frames (`blocks`), mapped as
+            // 512 pages (hv_core::cmdline, s2leaf).
+            space.set_pages_only();
+        }
         let vttbr = space.root() | vmid << 48;
         space.with_mem(|m| m.scope = TlbScope::Stage2 { vttbr });
         let ram = Range::new(base, size);

@@ -169,7 +169,7 @@ impl Vm {
                 mem
             }
             None => Arc::new(
-                GuestMemory::new(vmid, cpu::ipa_bits(), layout::RAM_BASE, ram_size, spec.params.lazy, spec.params.blocks, spec.params.keep_unmapped)
+                GuestMemory::new(vmid, cpu::ipa_bits(), layout::RAM_BASE, ram_size, spec.params.lazy, spec.params.blocks, spec.params.keep_unmapped, spec.params.stage2_blocks)
                     .map_err(|_| LoadError::OutOfMemory)?,
             ),
         };
@@ -279,7 +279,7 @@ impl Vm {
             log::info!("VM {id}: pmsg port (virtio-console, port \"pmsg\") in virtio-mmio slot {} (SPI {})", pmsg::SLOT, layout::VIRTIO_FIRST_SPI as u64 + pmsg::SLOT);
         }
         log::info!(
-            "VM {id}: {} MiB RAM at IPA {:#x} ({}), {vcpus} vCPU(s) on CPU(s) {:?}, PAuth {}, kernel at {:#x}, device tree at {:#x}{}",
+            "VM {id}: {} MiB RAM at IPA {:#x} ({}; stage-2 leaves: {}s), {vcpus} vCPU(s) on CPU(s) {:?}, PAuth {}, kernel at {:#x}, device tree at {:#x}{}",
             ram_size >> 20,
             layout::RAM_BASE,
             match (vm.mem.is_lazy(), vm.spec.params.blocks, vm.spec.params.keep_unmapped) {
@@ -290,6 +290,7 @@ impl Vm {
                 (true, true, true) => "populated on first touch, 2 MiB blocks, unmapped pages keep content",
                 (true, false, true) => "populated on first touch, 4 KiB pages, unmapped pages keep content",
             },
+            if vm.spec.params.stage2_blocks { "block" } else { "page" },
             &pcpus[..vcpus],
             if pauth { vm.spec.params.pauth_keys.name() } else { "off" },
             boot.entry,
