@@ -78,6 +78,9 @@ extern "C" fn hv_main(dtb: u64) -> ! {
     }
 
     init_memory(&dt);
+    // No VM's RAM is larger than the host's.
+    let host_ram: u64 = dt.ram().map(|r| r.size()).sum();
+    cpu::choose_ipa_bits(hv_core::guest_dt::layout::RAM_BASE + host_ram);
     let ipa_bits = cpu::ipa_bits();
     let start_level = pgtable::start_level(Regime::Stage2, ipa_bits).unwrap_or(1);
     VTCR.store(cpu::vtcr(ipa_bits, start_level), Ordering::Release);

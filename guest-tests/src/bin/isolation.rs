@@ -48,7 +48,7 @@ fn main(info: &BootInfo) -> ! {
         probes += 2;
         addr += 64 * MIB;
     }
-    // The rest of the guest-physical space (the VM's IPA space is 40 bits), 1 GiB at a time
+    // The rest of the guest-physical space up to 1 TiB (the VM's IPA space is 32 or 40 bits), 1 GiB at a time
     // through the probe window: every window aborts, at a varying offset.
     let mut window_probes = 0u64;
     let mut ipa = 4 * GIB;

@@ -148,14 +148,16 @@ const fn entry_shift(level: u8) -> u32 {
     12 + 9 * (3 - level as u32)
 }
 
-/// The level a walk of `va_bits` input bits starts at (for VTCR_EL2.SL0). Stage-2 roots at
-/// level 1 may be made of up to 8 concatenated tables (42 bits); stage-1 roots cannot.
+/// The level a walk of `va_bits` input bits starts at (for VTCR_EL2.SL0). Stage-2 roots may
+/// be made of concatenated tables: up to 16 at level 2 (34 bits), up to 8 at level 1 (42
+/// bits); stage-1 roots cannot. The later the start, the shorter every walk.
 pub fn start_level(regime: Regime, va_bits: u8) -> Option<u8> {
     let max_l1 = match regime {
         Regime::Stage2 => 42,
         Regime::El2 => 39,
     };
     match va_bits {
+        32..=34 if regime == Regime::Stage2 => Some(2),
         32..=48 if va_bits <= max_l1 => Some(1),
         32..=48 => Some(0),
         _ => None,
@@ -794,6 +796,20 @@ mod tests {
         let el2 = PageTable::new(&mut m, Regime::El2, 40).unwrap();
         assert_eq!(el2.start_level(), 0, "stage-1 roots cannot be concatenated");
         assert_eq!(PageTable::new(&mut m, Regime::Stage2, 20).err(), Some(MapError::UnsupportedSize));
+    }
+
+    #[test]
+    fn stage2_32_bit_root_is_four_concatenated_level2_tables() {
+        let mut m = Arena::default();
+        let mut t = PageTable::new(&mut m, Regime::Stage2, 32).unwrap();
+        assert_eq!((t.start_level(), t.table_pages()), (2, 4));
+        assert_eq!(t.root() % (4 * PAGE_SIZE), 0);
+        // RAM at 1 GiB up to the top of the 4 GiB: blocks of 2 MiB at most, pages below.
+        t.map(&mut m, GIB, 5 * GIB, MIB2 + PAGE_SIZE, Attrs::RAM_RWX).unwrap();
+        assert_eq!(t.translate(&m, GIB + 8).map(|x| (x.pa, x.size)), Some((5 * GIB + 8, MIB2)));
+        assert_eq!(t.translate(&m, GIB + MIB2).map(|x| x.size), Some(PAGE_SIZE));
+        t.map(&mut m, 4 * GIB - PAGE_SIZE, 0x1000, PAGE_SIZE, Attrs::RAM_RW).unwrap();
+        assert_eq!(t.map(&mut m, 4 * GIB, 0x1000, PAGE_SIZE, Attrs::RAM_RW), Err(MapError::OutOfRange));
     }
 
     #[test]

@@ -44,6 +44,19 @@ pub fn free(pa: u64, pages: usize) {
     FREE_BYTES.fetch_add(pages.next_power_of_two() as u64 * PAGE_SIZE, Ordering::Relaxed);
 }
 
+/// Returns a run of `pages` frames at `pa` that came from one or more `alloc`s (of
+/// aligned power-of-two sizes, or pieces of them), as the largest aligned power-of-two
+/// chunks it holds.
+pub fn free_run(mut pa: u64, mut pages: usize) {
+    while pages > 0 {
+        let align = 1usize << ((pa / PAGE_SIZE).trailing_zeros().min(usize::BITS - 1));
+        let chunk = align.min(1 << (usize::BITS - 1 - pages.leading_zeros()));
+        free(pa, chunk);
+        pa += chunk as u64 * PAGE_SIZE;
+        pages -= chunk;
+    }
+}
+
 pub fn free_bytes() -> u64 {
     FREE_BYTES.load(Ordering::Relaxed)
 }

@@ -651,13 +651,27 @@ impl GuestMemory {
             self.unmap(ipa, size)?;
             return Ok(0);
         }
-        // Backed pages: their frames are freed, not kept for the VM.
+        // Backed pages: their frames are freed, not kept for the VM, a run of leaves that
+        // are contiguous in both spaces at a time (a first touch's 2 MiB comes as 512 pages).
         let mut back = 0;
-        self.space.unmap(ipa, size, Reason::Unmap, &mut |a, pa, s| {
+        let mut run: Option<(u64, u64, u64)> = None;
+        let mut give_back = |(a, pa, s): (u64, u64, u64)| {
             self.untrack(a, s);
-            frames::free(pa, (s / PAGE_SIZE) as usize);
+            frames::free_run(pa, (s / PAGE_SIZE) as usize);
             back += self.set_given_back(a, s, true) * PAGE_SIZE;
-        })?;
+        };
+        let unmapped = self.space.unmap(ipa, size, Reason::Unmap, &mut |a, pa, s| match &mut run {
+            Some((ra, rpa, rs)) if *ra + *rs == a && *rpa + *rs == pa => *rs += s,
+            _ => {
+                if let Some(r) = run.replace((a, pa, s)) {
+                    give_back(r);
+                }
+            }
+        });
+        if let Some(r) = run.take() {
+            give_back(r);
+        }
+        unmapped?;
         let kept: Vec<(u64, u64)> = {
             let mut k = self.kept.lock();
             let mut tail = k.split_off(&ipa);

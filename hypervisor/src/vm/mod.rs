@@ -838,14 +838,21 @@ pub fn host_device_interrupt(intid: u32) {
         network::uplink_received();
     } else if let Some(host) = crate::drivers::disks::acknowledge(intid) {
         if let Some(vm) = find(host.vm) {
-            for d in vm.disks.iter().filter(|d| core::ptr::eq(d.host, host)) {
-                if let Some(line) = d.complete(&vm.mem) {
-                    vm.set_virtio_line(d.slot, line);
-                }
-            }
+            complete_disks(&vm, host, &mut |slot, line| vm.virtio_line(slot, line));
         }
     }
     crate::drivers::gicv3::device_done(intid);
+}
+
+/// Answers what host disk `host` finished for each of `vm`'s disks on it; `deliver(slot,
+/// line)` then sets the slot's line (the register image already says what the device says).
+fn complete_disks(vm: &Vm, host: &crate::drivers::disks::HostDisk, deliver: &mut dyn FnMut(u64, bool)) {
+    for d in vm.disks.iter().filter(|d| core::ptr::eq(d.host, host)) {
+        if let Some(line) = d.complete(&vm.mem) {
+            vm.virtio_state_changed(d.slot);
+            deliver(d.slot, line);
+        }
+    }
 }
 
 /// A host disk's interrupt (`intid`, acknowledged) taken by the exit fast path of `vcpu`,
@@ -858,13 +865,11 @@ pub fn disk_interrupt_on_exit(vm: &Vm, vcpu: &vcpu::Vcpu, intid: u32, irqs_maske
     let Some(host) = crate::drivers::disks::with_interrupt(intid).filter(|h| h.vm == vm.id) else { return false };
     crate::drivers::gicv3::drop_priority(intid);
     host.blk.lock().ack_interrupt();
-    for d in vm.disks.iter().filter(|d| core::ptr::eq(d.host, host)) {
-        let Some(line) = d.complete(&vm.mem) else { continue };
-        vm.virtio_state_changed(d.slot);
-        if !(line && vm.vgic.as_ref().is_some_and(|g| g.deliver_lone(vcpu.index, virtio_intid(d.slot), irqs_masked))) {
-            vm.virtio_line(d.slot, line);
+    complete_disks(vm, host, &mut |slot, line| {
+        if !(line && vm.vgic.as_ref().is_some_and(|g| g.deliver_lone(vcpu.index, virtio_intid(slot), irqs_masked))) {
+            vm.virtio_line(slot, line);
         }
-    }
+    });
     crate::drivers::gicv3::device_done(intid);
     true
 }

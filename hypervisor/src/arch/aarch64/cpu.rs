@@ -96,10 +96,20 @@ pub fn guest_hcr(keys_live: bool) -> u64 {
     fields.value | PTW | TWI
 }
 
-/// IPA size given to every VM: what the CPU supports, capped at 40 bits (1 TiB), which
-/// lets stage-2 start at level 1 with two concatenated tables and covers any guest we place.
+/// IPA size given to every VM (`choose_ipa_bits`).
+static IPA_BITS: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(40);
+
+/// Picks the VMs' IPA size for guest RAM that can reach up to `ram_end` at most: 32 bits
+/// (4 GiB) where that covers it, so that stage 2 starts at level 2 with concatenated
+/// tables, one level fewer for every stage-2 walk (and for each of QEMU's TLB fills, which
+/// walk both stages); else what the CPU supports, capped at 40 bits (1 TiB, level 1).
+pub fn choose_ipa_bits(ram_end: u64) {
+    let bits = if ram_end <= 1 << 32 { 32 } else { 40 };
+    IPA_BITS.store(features().pa_bits.min(bits), core::sync::atomic::Ordering::Relaxed);
+}
+
 pub fn ipa_bits() -> u8 {
-    features().pa_bits.min(40)
+    IPA_BITS.load(core::sync::atomic::Ordering::Relaxed)
 }
 
 /// VTCR_EL2 for VMs of `ipa_bits` whose stage-2 root is at `start_level`.
