@@ -198,16 +198,20 @@ pub fn handle_data_abort(vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun, esr: Esr) -> N
     }
     // Register 31 is XZR here: reads as zero, writes are discarded.
     let reg = da.reg as usize;
-    if let Device::Disk(n) = which {
-        disk_access(vm, run, &vm.disks[n], offset, da);
-        if da.write {
-            vm.virtio_written(ipa - layout::VIRTIO_BASE);
+    // The VM's virtio devices: their writes reach guest memory, and what reads return
+    // lives in the register image.
+    let virtio_device = match which {
+        Device::Disk(n) => {
+            disk_access(vm, run, &vm.disks[n], offset, da);
+            true
         }
-        skip_instruction();
-        return Next::Resume;
-    }
-    if matches!(which, Device::PmsgPort | Device::Entropy | Device::Balloon | Device::Net) {
-        served_device_access(vm, run, which, offset, da);
+        Device::PmsgPort | Device::Entropy | Device::Balloon | Device::Net => {
+            served_device_access(vm, run, which, offset, da);
+            true
+        }
+        _ => false,
+    };
+    if virtio_device {
         if da.write {
             vm.virtio_written(ipa - layout::VIRTIO_BASE);
         }
