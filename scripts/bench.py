@@ -226,7 +226,7 @@ def linux_boot(cpus: int) -> list[dict]:
 
 
 # Rounds of the disk rows (hypervised and direct, alternating).
-DISK_ROUNDS = 3
+DISK_ROUNDS = 5
 
 
 def disk_bench() -> list[dict]:
@@ -242,39 +242,39 @@ def disk_bench() -> list[dict]:
     g = Guest(kernel=LINUX / "Image", initrd=LINUX / "initramfs.cpio", mem=256 * qemu.MIB, smp=1,
               bootargs="console=ttyAMA0 panic=-1 quiet hvbench.disk", disks=[qemu.Disk(image)])
     argv = {"hv": qemu.command(Machine([g], cpus=1)), "direct": qemu.direct_command(g, 1)}
-    ms: dict[tuple[str, str], list[int]] = {}
+    us: dict[tuple[str, str], list[int]] = {}
     for round_ in range(DISK_ROUNDS):
         for which in (["hv", "direct"] if round_ % 2 == 0 else ["direct", "hv"]):
             r = qemu.run(argv[which], timeout=300)
-            found = dict(re.findall(r"BENCHDISK (\w+)_64MiB_ms (\d+)", r.out))
+            found = dict(re.findall(r"BENCHDISK (\w+)_64MiB_us (\d+)", r.out))
             iops = re.search(r"BENCHDISK DISKBENCH iops=(\d+)", r.out)
             if set(found) != {"write", "read"} or not iops:
                 raise SystemExit(f"bench: no disk numbers from the {which} boot{' (hung)' if r.hung else ''}:\n{r.out[-2000:]}")
             for op, v in found.items():
-                ms.setdefault((which, op), []).append(max(int(v), 1))
+                us.setdefault((which, op), []).append(max(int(v), 1))
             if which == "hv":
                 disk = re.search(r"disk \"vm0-disk0\": requests zero_copy=(\d+) bounced=(\d+) unmap_waits=\d+ register_accesses=(\d+) busy_ns=\d+", r.out)
                 if disk:
-                    ms.setdefault(("hv", "accesses_per_request"), []).append(int(disk.group(3)) / max(int(disk.group(1)) + int(disk.group(2)), 1))
-            ms.setdefault((which, "iops"), []).append(int(iops.group(1)))
+                    us.setdefault(("hv", "accesses_per_request"), []).append(int(disk.group(3)) / max(int(disk.group(1)) + int(disk.group(2)), 1))
+            us.setdefault((which, "iops"), []).append(int(iops.group(1)))
     rows = []
     for op in ("write", "read"):
-        mbs = {w: 64 * 1000 / statistics.median(ms[(w, op)]) for w in ("hv", "direct")}
-        spread = {w: f"{64 * 1000 / max(ms[(w, op)]):.0f}-{64 * 1000 / min(ms[(w, op)]):.0f}" for w in ("hv", "direct")}
+        mbs = {w: 64 * 1e6 / statistics.median(us[(w, op)]) for w in ("hv", "direct")}
+        spread = {w: f"{64 * 1e6 / max(us[(w, op)]):.0f}-{64 * 1e6 / min(us[(w, op)]):.0f}" for w in ("hv", "direct")}
         rows += [
             {"benchmark": f"disk_seq_{op}_hypervisor", "value": round(mbs["hv"]), "unit": "MB/s", "spread": spread["hv"], "guest": "linux"},
             {"benchmark": f"disk_seq_{op}_direct", "value": round(mbs["direct"]), "unit": "MB/s", "spread": spread["direct"], "guest": "linux"},
             {"benchmark": f"disk_seq_{op}_ratio_x1000", "value": round(1000 * mbs["hv"] / mbs["direct"]), "unit": "ratio x1000", "guest": "linux"},
         ]
-    iops = {w: statistics.median(ms[(w, "iops")]) for w in ("hv", "direct")}
+    iops = {w: statistics.median(us[(w, "iops")]) for w in ("hv", "direct")}
     rows += [
         {"benchmark": "disk_randread_4k_hypervisor", "value": round(iops["hv"]), "unit": "IOPS",
-         "spread": f"{min(ms[('hv', 'iops')])}-{max(ms[('hv', 'iops')])}", "guest": "linux"},
+         "spread": f"{min(us[('hv', 'iops')])}-{max(us[('hv', 'iops')])}", "guest": "linux"},
         {"benchmark": "disk_randread_4k_direct", "value": round(iops["direct"]), "unit": "IOPS",
-         "spread": f"{min(ms[('direct', 'iops')])}-{max(ms[('direct', 'iops')])}", "guest": "linux"},
+         "spread": f"{min(us[('direct', 'iops')])}-{max(us[('direct', 'iops')])}", "guest": "linux"},
         {"benchmark": "disk_randread_4k_ratio_x1000", "value": round(1000 * iops["hv"] / max(iops["direct"], 1)), "unit": "ratio x1000", "guest": "linux"},
     ]
-    if per := ms.get(("hv", "accesses_per_request")):
+    if per := us.get(("hv", "accesses_per_request")):
         rows.append({"benchmark": "disk_exits_per_request_x100", "value": round(100 * statistics.median(per)), "unit": "x100",
                      "spread": f"{100 * min(per):.0f}-{100 * max(per):.0f}", "guest": "linux"})
     # The hypervisor's instructions per random 4 KiB read: the random reads alone

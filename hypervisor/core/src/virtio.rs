@@ -23,7 +23,21 @@ pub trait QueueMemory {
 
 pub const DESC_NEXT: u16 = 1;
 pub const DESC_WRITE: u16 = 2;
-const DESC_SIZE: usize = 16;
+pub const DESC_INDIRECT: u16 = 4;
+pub const DESC_SIZE: usize = 16;
+/// The ring feature bit for indirect descriptor tables.
+pub const F_INDIRECT_DESC: u32 = 28;
+
+/// Indirect descriptor tables, one per descriptor of the ring, in the queue's memory: with
+/// them a chain takes one ring descriptor however many segments it has, so a full-size
+/// request no longer fills the ring alone. Table `d` is `entries` descriptors at byte
+/// `offset + d * entries * 16`, where the device finds it at `addr` plus the same.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IndirectTables {
+    pub offset: usize,
+    pub addr: u64,
+    pub entries: u16,
+}
 
 /// Byte offsets of a split virtqueue of `size` entries in one area.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,6 +111,7 @@ pub struct SplitQueue {
     chain_len: Vec<u16>,
     writable: Vec<u32>,
     in_flight: u16,
+    indirect: Option<IndirectTables>,
 }
 
 #[cfg(feature = "alloc")]
@@ -112,6 +127,7 @@ impl SplitQueue {
             chain_len: alloc::vec![0; n],
             writable: alloc::vec![0; n],
             in_flight: 0,
+            indirect: None,
         };
         q.reset();
         q
@@ -141,6 +157,22 @@ impl SplitQueue {
         self.free.len()
     }
 
+    /// Chains of more than one segment go into indirect tables from now on (None: into
+    /// the ring's descriptors). Only while nothing is in flight.
+    pub fn set_indirect(&mut self, tables: Option<IndirectTables>) {
+        self.indirect = tables.filter(|t| t.entries >= 2);
+    }
+
+    /// The table a chain of `n` segments would go to (None: the ring's descriptors).
+    fn table_for(&self, n: usize) -> Option<IndirectTables> {
+        self.indirect.filter(|t| n > 1 && n <= t.entries as usize)
+    }
+
+    /// Whether a chain of `n` segments fits now.
+    pub fn has_room(&self, n: usize) -> bool {
+        n != 0 && self.free.len() >= if self.table_for(n).is_some() { 1 } else { n }
+    }
+
     /// Calls `f(head)` for each chain in flight (to fail them when the device is reset).
     pub fn for_each_in_flight(&self, mut f: impl FnMut(u16)) {
         self.chain_len.iter().enumerate().filter(|(_, n)| **n != 0).for_each(|(h, _)| f(h as u16));
@@ -159,34 +191,39 @@ impl SplitQueue {
 
     /// `submit` of the `n` segments `chain` yields (without collecting them first).
     pub fn submit_n(&mut self, mem: &mut impl QueueMemory, n: usize, chain: impl Iterator<Item = Segment>) -> Option<u16> {
-        if n == 0 || n > self.free.len() {
+        if !self.has_room(n) {
             return None;
+        }
+        if let Some(t) = self.table_for(n) {
+            // One ring descriptor, the chain in its table (links are table indices).
+            let head = *self.free.last()?;
+            let table = head as usize * t.entries as usize * DESC_SIZE;
+            let writable = write_chain(mem, n, chain, |i| t.offset + table + i * DESC_SIZE, |i| i as u16 + 1)?;
+            self.free.pop();
+            let at = self.layout.desc + head as usize * DESC_SIZE;
+            mem.write64(at, t.addr + table as u64);
+            mem.write32(at + 8, (n * DESC_SIZE) as u32);
+            mem.write16(at + 12, DESC_INDIRECT);
+            mem.write16(at + 14, 0);
+            self.next[head as usize] = 0;
+            return Some(self.make_available(mem, head, 1, writable));
         }
         let descs = &self.free[self.free.len() - n..];
         let head = descs[n - 1];
-        let mut writable = 0u32;
-        let mut count = 0;
-        for (i, s) in chain.take(n).enumerate() {
-            let d = descs[n - 1 - i];
-            let last = i + 1 == n;
-            let next = if last { 0 } else { descs[n - 2 - i] };
-            let at = self.layout.desc + d as usize * DESC_SIZE;
-            let flags = if last { 0 } else { DESC_NEXT } | if s.device_writes { DESC_WRITE } else { 0 };
-            mem.write64(at, s.addr);
-            mem.write32(at + 8, s.len);
-            mem.write16(at + 12, flags);
-            mem.write16(at + 14, next);
-            self.next[d as usize] = next;
-            if s.device_writes {
-                writable = writable.saturating_add(s.len);
-            }
-            count += 1;
-        }
-        if count != n {
-            return None; // fewer segments than said: nothing was made available
+        let (layout, next) = (self.layout, &mut self.next);
+        let link = |i: usize| if i + 1 < n { descs[n - 2 - i] } else { 0 };
+        let writable = write_chain(mem, n, chain, |i| layout.desc + descs[n - 1 - i] as usize * DESC_SIZE, link)?;
+        for i in 0..n {
+            next[descs[n - 1 - i] as usize] = link(i);
         }
         self.free.truncate(self.free.len() - n);
-        self.chain_len[head as usize] = n as u16;
+        Some(self.make_available(mem, head, n as u16, writable))
+    }
+
+    /// Records the chain at `head` (`descs` ring descriptors, `writable` bytes the device
+    /// may write) as in flight and publishes it in the available ring.
+    fn make_available(&mut self, mem: &mut impl QueueMemory, head: u16, descs: u16, writable: u32) -> u16 {
+        self.chain_len[head as usize] = descs;
         self.writable[head as usize] = writable;
         self.in_flight += 1;
         let slot = self.layout.avail + 4 + 2 * (self.avail_idx % self.layout.size) as usize;
@@ -195,7 +232,7 @@ impl SplitQueue {
         self.avail_idx = self.avail_idx.wrapping_add(1);
         mem.write16(self.layout.avail + 2, self.avail_idx);
         mem.publish_barrier();
-        Some(head)
+        head
     }
 
     /// The next completion the device published, if any. After an error the device must
@@ -233,6 +270,27 @@ impl SplitQueue {
         }
         Some(Ok(Used { head, len }))
     }
+}
+
+/// Writes the `n` segments `chain` yields as linked descriptors, the i-th at byte `at(i)`
+/// of the queue memory linking to `link(i)`; the bytes the device may write, or None if
+/// `chain` ran short.
+fn write_chain(mem: &mut impl QueueMemory, n: usize, chain: impl Iterator<Item = Segment>, at: impl Fn(usize) -> usize, link: impl Fn(usize) -> u16) -> Option<u32> {
+    let (mut writable, mut count) = (0u32, 0);
+    for (i, s) in chain.take(n).enumerate() {
+        let last = i + 1 == n;
+        let o = at(i);
+        let flags = if last { 0 } else { DESC_NEXT } | if s.device_writes { DESC_WRITE } else { 0 };
+        mem.write64(o, s.addr);
+        mem.write32(o + 8, s.len);
+        mem.write16(o + 12, flags);
+        mem.write16(o + 14, if last { 0 } else { link(i) });
+        if s.device_writes {
+            writable = writable.saturating_add(s.len);
+        }
+        count += 1;
+    }
+    (count == n).then_some(writable)
 }
 
 /// virtio-blk request types.
@@ -312,12 +370,19 @@ mod tests {
                 let head = m.read16(l.avail + 4 + 2 * (self.seen % l.size) as usize);
                 self.seen = self.seen.wrapping_add(1);
                 let mut chain = Vec::new();
-                let mut d = head as usize;
+                // (table base, index): the ring's descriptors, or an indirect table.
+                let (mut table, mut d) = (l.desc, head as usize);
                 loop {
-                    let at = l.desc + d * DESC_SIZE;
+                    let at = table + d * DESC_SIZE;
                     let addr = u64::from_le_bytes(m.0[at..at + 8].try_into().unwrap()) as usize;
                     let len = m.read32(at + 8) as usize;
                     let flags = m.read16(at + 12);
+                    if flags & DESC_INDIRECT != 0 {
+                        assert_eq!(flags, DESC_INDIRECT, "nothing else on an indirect descriptor");
+                        assert!(table == l.desc && len % DESC_SIZE == 0 && len >= 2 * DESC_SIZE);
+                        (table, d) = (addr, 0);
+                        continue;
+                    }
                     chain.push((addr, len, flags & DESC_WRITE != 0));
                     if flags & DESC_NEXT == 0 {
                         break;
@@ -327,8 +392,8 @@ mod tests {
                 let kind = m.read32(chain[0].0);
                 let sector = u64::from_le_bytes(m.0[chain[0].0 + 8..chain[0].0 + 16].try_into().unwrap()) as usize;
                 let mut written = 1;
-                if let [_, (addr, len, dw), _] = chain[..] {
-                    let off = sector * 512;
+                let mut off = sector * 512;
+                for &(addr, len, dw) in &chain[1..chain.len() - 1] {
                     match kind {
                         blk::T_IN => {
                             assert!(dw);
@@ -343,6 +408,7 @@ mod tests {
                         }
                         _ => {}
                     }
+                    off += len;
                 }
                 let status = chain.last().unwrap().0;
                 m.0[status] = blk::S_OK;
@@ -462,6 +528,58 @@ mod tests {
         assert_eq!(q.poll(&m), Some(Ok(Used { head, len: 0 })));
         assert_eq!(q.poll(&m), Some(Err(UsedError::UnknownId(head as u32))));
         assert_eq!(q.free_descriptors(), 7);
+    }
+
+    #[test]
+    fn indirect_tables_carry_long_chains_in_one_ring_descriptor_each() {
+        let layout = QueueLayout::new(4, 4).unwrap();
+        let mut m = Mem(vec![0; 0x20000]);
+        let mut dev = Device { layout, seen: 0, used: 0, disk: vec![0; 1 << 16] };
+        let mut q = SplitQueue::new(layout);
+        let tables = IndirectTables { offset: 0x1000, addr: 0x1000, entries: 8 };
+        q.set_indirect(Some(tables));
+        // Four writes of 6 segments at once in a 4-entry ring: each takes one descriptor.
+        let mut heads = Vec::new();
+        for r in 0..4u64 {
+            let hdr = 0x3000 + r as usize * 0x100;
+            m.0[hdr..hdr + 16].copy_from_slice(&blk::header(blk::T_OUT, r * 4));
+            let mut chain = vec![Segment { addr: hdr as u64, len: 16, device_writes: false }];
+            for i in 0..4u64 {
+                let at = 0x8000 + (r * 4 + i) as usize * 0x200;
+                m.0[at..at + 512].fill((r * 4 + i) as u8);
+                chain.push(Segment { addr: at as u64, len: 512, device_writes: false });
+            }
+            chain.push(Segment { addr: hdr as u64 + 0x80, len: 1, device_writes: true });
+            assert!(q.has_room(chain.len()));
+            heads.push(q.submit(&mut m, &chain).expect("one descriptor each"));
+            assert_eq!(q.free_descriptors(), 3 - r as usize);
+        }
+        assert!(!q.has_room(2) && !q.has_room(1));
+        // The head descriptor points at its own table, which links by table index.
+        for &h in &heads {
+            let at = layout.desc + h as usize * DESC_SIZE;
+            assert_eq!(m.read16(at + 12), DESC_INDIRECT);
+            assert_eq!(m.read32(at + 8), 6 * DESC_SIZE as u32);
+            let table = h as usize * 8 * DESC_SIZE;
+            assert_eq!(u64::from_le_bytes(m.0[at..at + 8].try_into().unwrap()), tables.addr + table as u64);
+            let table = tables.offset + table;
+            assert_eq!(m.read16(table + 14), 1);
+        }
+        dev.run(&mut m);
+        for _ in 0..4 {
+            assert_eq!(q.poll(&m).unwrap().unwrap().len, 1);
+        }
+        assert_eq!((q.in_flight(), q.free_descriptors()), (0, 4));
+        for b in 0..16usize {
+            assert!(dev.disk[b * 512..(b + 1) * 512].iter().all(|x| *x == b as u8), "sector {b}");
+        }
+        // Longer than a table, or a single segment: the ring's own descriptors.
+        let long = vec![Segment { addr: 0x8000, len: 1, device_writes: true }; 9];
+        assert!(!q.has_room(9) && q.has_room(4));
+        assert_eq!(q.submit(&mut m, &long), None);
+        let one = q.submit(&mut m, &long[..1]).unwrap();
+        assert_eq!(m.read16(layout.desc + one as usize * DESC_SIZE + 12), DESC_WRITE);
+        assert_eq!(q.free_descriptors(), 3);
     }
 
     #[test]

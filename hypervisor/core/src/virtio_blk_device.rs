@@ -29,17 +29,19 @@ pub const F_DISCARD: u64 = 1 << 13;
 pub const F_WRITE_ZEROES: u64 = 1 << 14;
 /// Write-zeroes flag: the device may deallocate the range.
 pub const WRITE_ZEROES_UNMAP: u32 = 1;
-/// Entries of the one request queue.
-pub const QUEUE_SIZE: u16 = 128;
-/// Data buffers per request at most (seg_max): the queue less the header and the status.
+/// Entries of the one request queue (QEMU's virtio-blk default).
+pub const QUEUE_SIZE: u16 = 256;
+/// Data buffers per request at most (seg_max): the queue less the header and the status,
+/// as QEMU says.
 pub const SEG_MAX: u32 = QUEUE_SIZE as u32 - 2;
-/// Bytes per data buffer at most (size_max): a page, so that a request's buffers cover at
-/// most 2 * SEG_MAX guest pages, which one request to the host disk can carry (QEMU's
-/// seg_max is its queue size less two, 254).
-pub const SIZE_MAX: u32 = 4096;
-/// Data bytes per request at most: what SEG_MAX buffers of SIZE_MAX hold. Longer requests
-/// are refused (S_IOERR), so that one request keeps its vCPU in the hypervisor for a bounded
-/// time however the guest builds it.
+/// Bytes per data buffer at most (size_max): the guest merges contiguous pages into
+/// buffers this long (QEMU sets no limit). A request whose buffers come to more host
+/// pieces than one host request holds is served through the bounce buffer instead.
+pub const SIZE_MAX: u32 = 64 * 1024;
+/// Data bytes per request at most: what SEG_MAX buffers of SIZE_MAX hold (about 16 MiB; a
+/// guest that respects seg_max and size_max never sends more). Longer requests are refused
+/// (S_IOERR), so that one request keeps its vCPU in the hypervisor for a bounded time
+/// however the guest builds it.
 pub const MAX_REQUEST: u64 = SEG_MAX as u64 * SIZE_MAX as u64;
 /// Bytes moved per backend call (the size of the device's bounce buffer): a 64 MiB
 /// sequential write took 1.4 s through a 4 KiB buffer (a host request per page), about

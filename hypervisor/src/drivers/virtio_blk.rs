@@ -9,7 +9,7 @@
 use super::virtio_mmio::{Dma, ProbeError, Transport};
 use crate::mm::frames;
 use hv_core::pgtable::PAGE_SIZE;
-use hv_core::virtio::{blk, QueueLayout, Segment, SplitQueue};
+use hv_core::virtio::{blk, IndirectTables, QueueLayout, Segment, SplitQueue, DESC_SIZE, F_INDIRECT_DESC};
 use hv_core::virtio_blk_device::RangeLimits;
 
 const DEVICE_BLOCK: u32 = 2;
@@ -25,6 +25,10 @@ mod config {
 }
 /// The largest queue asked for (QEMU's virtio-blk offers 256 by default).
 pub const MAX_QUEUE_SIZE: u16 = 256;
+/// Descriptors of each request's indirect table (a page): a request of up to
+/// TABLE_ENTRIES - 2 data buffers takes one ring descriptor, so the ring holds as many
+/// requests as it has entries, however long they are.
+const TABLE_ENTRIES: u16 = (PAGE_SIZE as usize / DESC_SIZE) as u16;
 /// Largest data buffer of one synchronous request (QEMU takes more; this bounds each
 /// request's time).
 const MAX_REQUEST: usize = 256 << 10;
@@ -75,6 +79,8 @@ pub struct VirtioBlk {
     dma: Dma,
     /// The request slots (SLOT bytes per descriptor), then the GET_ID buffer.
     request_area: u64,
+    /// Where the indirect tables start (a page per ring descriptor), from the queue's start.
+    tables_at: usize,
     area_pages: usize,
     /// Disk size in 512-byte sectors.
     pub capacity: u64,
@@ -112,7 +118,8 @@ impl VirtioBlk {
         let layout = QueueLayout::new(size, transport.queue_align()).ok_or(ProbeError::Unsupported("queue layout"))?;
         let queue_pages = layout.bytes.div_ceil(PAGE_SIZE as usize);
         let area_pages = (size as usize * SLOT + blk::ID_BYTES).div_ceil(PAGE_SIZE as usize);
-        let dma = frames::alloc_zeroed(queue_pages + area_pages).ok_or(ProbeError::NoMemory)?;
+        let table_pages = size as usize;
+        let dma = frames::alloc_zeroed(queue_pages + area_pages + table_pages).ok_or(ProbeError::NoMemory)?;
         let mut dev = VirtioBlk {
             transport,
             base,
@@ -120,7 +127,8 @@ impl VirtioBlk {
             queue: SplitQueue::new(layout),
             dma: Dma { base: dma },
             request_area: dma + queue_pages as u64 * PAGE_SIZE,
-            area_pages: queue_pages + area_pages,
+            tables_at: (queue_pages + area_pages) * PAGE_SIZE as usize,
+            area_pages: queue_pages + area_pages + table_pages,
             capacity: 0,
             has_flush: false,
             read_only: false,
@@ -153,17 +161,19 @@ impl VirtioBlk {
         // reset, so it no longer reads or writes it.
         unsafe { crate::arch::zero(self.dma.base, (layout.bytes as u64).next_multiple_of(PAGE_SIZE)) };
         self.queue.reset();
-        let wanted = [blk::F_FLUSH, blk::F_RO, blk::F_SEG_MAX, blk::F_DISCARD, blk::F_WRITE_ZEROES];
+        let wanted = [blk::F_FLUSH, blk::F_RO, blk::F_SEG_MAX, blk::F_DISCARD, blk::F_WRITE_ZEROES, F_INDIRECT_DESC];
         let taken = t.negotiate(wanted.iter().fold(0u64, |w, b| w | 1 << b))?;
         let offered = |bit: u32| taken >> bit & 1 != 0;
         self.has_flush = offered(blk::F_FLUSH);
         self.read_only = offered(blk::F_RO);
+        let tables = IndirectTables { offset: self.tables_at, addr: self.dma.base + self.tables_at as u64, entries: TABLE_ENTRIES };
+        self.queue.set_indirect(offered(F_INDIRECT_DESC).then_some(tables));
         t.set_queue(0, &layout, self.dma.base)?;
         t.driver_ok();
         self.capacity = t.config32(config::CAPACITY) as u64 | (t.config32(config::CAPACITY + 4) as u64) << 32;
-        // Data buffers per request: what the device says, within what the queue holds
-        // beside the header and the status.
-        let queue_room = layout.size as u32 - 2;
+        // Data buffers per request: what the device says, within what the queue (or an
+        // indirect table) holds beside the header and the status.
+        let queue_room = if offered(F_INDIRECT_DESC) { TABLE_ENTRIES } else { layout.size } as u32 - 2;
         self.seg_max = if offered(blk::F_SEG_MAX) { t.config32(config::SEG_MAX).clamp(1, queue_room) } else { 1 };
         self.discard = offered(blk::F_DISCARD).then(|| RangeLimits {
             max_sectors: t.config32(config::MAX_DISCARD_SECTORS),
@@ -201,7 +211,7 @@ impl VirtioBlk {
     /// The caller checked the request against the disk (sectors, read-only).
     pub fn submit(&mut self, kind: u32, sector: u64, data: &[Segment], range: Option<(u64, u32, u32)>) -> Option<u16> {
         let n = data.len() + 2 + range.is_some() as usize;
-        if data.len() > self.seg_max as usize || n > self.queue.free_descriptors() {
+        if data.len() > self.seg_max as usize || !self.queue.has_room(n) {
             return None;
         }
         // The head is the first free descriptor `submit` takes: its slot holds this
