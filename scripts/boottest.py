@@ -704,10 +704,14 @@ def linux_tests() -> list[BootTest]:
         BootTest("linux-console-input", Machine([Guest(kernel=LINUX / "Image", initrd=LINUX / "initramfs.cpio",
                                                        mem=256 * MIB, smp=2, bootargs="console=ttyAMA0 panic=-1 quiet")], cpus=2),
                  [r"\n/ # (\x1b\[6n)?echo typed-\$\(\(6\*7\)\)\r?\n", r"\ntyped-42\r?\n", r"\nafter-42\r?\n",
+                  r"\npasted-42-(0123456789){60}-end\r?\n",
                   r"GICv3 +33 Level +uart-pl011", r"sysrq: HELP", r"machine exit status 0"],
                  reject=[r"can't access tty", r"vm0\| ", r"HYPERVISOR PANIC"], linux=True, raw=True,
                  dialog=[(PROMPT, "echo typed-$((6*7))\r", 0.3), (r"\ntyped-42", "sleep 100\r", 0.3), (r"sleep 100\r?\n", "\x03", 0.5),
-                         (r"\^C", "echo after-$((6*7))\r", 0.3), (r"\nafter-42", "grep uart /proc/interrupts\r", 0.3),
+                         (r"\^C", "echo after-$((6*7))\r", 0.3),
+                         # A pasted line, in one write, longer than the UART's receive buffer.
+                         (r"\nafter-42", "echo pasted-$((6*7))-" + "0123456789" * 60 + "-end\r", 0.3),
+                         (r"\npasted-42-", "grep uart /proc/interrupts\r", 0.3),
                          (r"uart-pl011[^/]*" + PROMPT, "\x01b", 0.3), (PROMPT, "h", 1.0), (r"sysrq: HELP", "poweroff -f\r", 0.3)]),
         # The panic is recorded in pstore once, with the whole report (the call trace comes
         # after the panic line).

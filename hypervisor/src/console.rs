@@ -212,22 +212,50 @@ pub fn input() {
     }
 }
 
-/// Hands the queued input over, in order (runs of bytes together).
-pub fn drain_input(deliver: &mut dyn FnMut(Input)) {
+/// Input the focused VM had no room for waits in the queue (a UART's flow control: the
+/// terminal's bytes are held, not dropped, until the guest reads some).
+static INPUT_HELD: AtomicBool = AtomicBool::new(false);
+/// One CPU hands input over at a time (the order must hold).
+static DRAINING: Mutex<()> = Mutex::new(());
+
+/// Whether input waits for the focused VM to make room (it reads its UART: deliver again).
+pub fn input_held() -> bool {
+    INPUT_HELD.load(Ordering::Acquire)
+}
+
+/// Hands the queued input over, in order (runs of bytes together). `deliver` returns how
+/// many of the bytes it took (other input is always taken); what it did not take stays
+/// first in the queue, and handing over stops until `input_held` says to try again.
+pub fn drain_input(deliver: &mut dyn FnMut(Input) -> usize) {
+    loop {
+        let Some(one) = DRAINING.try_lock() else { return };
+        let held = drain_some(deliver);
+        INPUT_HELD.store(held, Ordering::Release);
+        drop(one);
+        // Input that came while this CPU held DRAINING found it taken: hand it over too.
+        if held || INPUT.lock().events.is_empty() {
+            return;
+        }
+    }
+}
+
+/// `drain_input` under DRAINING: whether bytes were held back.
+fn drain_some(deliver: &mut dyn FnMut(Input) -> usize) -> bool {
     let mut buf = [0u8; 64];
     loop {
         let (first, n, dropped) = {
             let mut q = INPUT.lock();
-            let Some(first) = q.events.pop_front() else { break };
+            let Some(&first) = q.events.front() else { return false };
             let mut n = 0;
-            if let Event::Byte(b) = first {
-                buf[0] = b;
-                n = 1;
-                while let (true, Some(&Event::Byte(b))) = (n < buf.len(), q.events.front()) {
+            if let Event::Byte(_) = first {
+                // Only this CPU removes events (DRAINING): they stay until taken.
+                for e in q.events.iter().take(buf.len()) {
+                    let Event::Byte(b) = *e else { break };
                     buf[n] = b;
                     n += 1;
-                    q.events.pop_front();
                 }
+            } else {
+                q.events.pop_front();
             }
             (first, n, core::mem::take(&mut q.dropped))
         };
@@ -235,10 +263,28 @@ pub fn drain_input(deliver: &mut dyn FnMut(Input)) {
             log::warn!("console input: {dropped} byte(s) dropped (no VM took them)");
         }
         match first {
-            Event::Byte(_) => deliver(Input::Bytes(&buf[..n])),
-            Event::Break => deliver(Input::Break),
-            Event::Focus(vm) => deliver(Input::Focus(vm)),
-            Event::Command(c) => deliver(Input::Command(c)),
+            Event::Byte(_) => {
+                let taken = deliver(Input::Bytes(&buf[..n])).min(n);
+                let mut q = INPUT.lock();
+                q.events.drain(..taken);
+                if taken < n {
+                    // Held, unless Ctrl-] input waits behind: that must not wait for a
+                    // guest that may never read (the bytes before it are dropped).
+                    let Some(at) = q.events.iter().position(|e| !matches!(e, Event::Byte(_))) else { return true };
+                    q.events.drain(..at);
+                    drop(q);
+                    log::warn!("console input: {at} byte(s) the VM did not read dropped");
+                }
+            }
+            Event::Break => {
+                deliver(Input::Break);
+            }
+            Event::Focus(vm) => {
+                deliver(Input::Focus(vm));
+            }
+            Event::Command(c) => {
+                deliver(Input::Command(c));
+            }
         }
     }
 }

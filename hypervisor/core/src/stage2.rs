@@ -222,6 +222,23 @@ impl<M: TableMemory> Stage2<M> {
         Some(fill(t.table.translate(&t.mem, ipa)))
     }
 
+    /// `fill_secondary` for a run of pages (a device's buffer): one sequence snapshot and
+    /// one table lock for all of them. Calls `each(page, translation)` for the page holding
+    /// `ipa` and those after it, up to `end`, while it returns true. None (and no call):
+    /// an invalidation is in progress or ran since the snapshot.
+    pub fn translate_run(&self, ipa: u64, end: u64, mut each: impl FnMut(u64, Option<Translation>) -> bool) -> Option<()> {
+        let snapshot = self.notifiers.seq.snapshot();
+        let t = self.tables.lock();
+        if self.notifiers.seq.must_retry(snapshot) {
+            return None;
+        }
+        let mut page = ipa & !(PAGE_SIZE - 1);
+        while page < end && each(page, t.table.translate(&t.mem, page)) {
+            page += PAGE_SIZE;
+        }
+        Some(())
+    }
+
     /// The VM goes away: everything is unmapped as one Teardown invalidation (`gone` per
     /// leaf, as for [`Stage2::unmap`]), the notifiers are released, and the table frames
     /// freed. Returns the table frames freed. Nothing may use the space afterwards.
@@ -390,6 +407,30 @@ mod tests {
         assert_eq!(s.translate(BASE).map(|t| t.pa), Some(0x9000_0000));
         assert_eq!(s.fault_in(BASE, PAGE_SIZE, || None, |_| panic!()), Err(MapError::NoMemory));
         assert_eq!(s.stats.fault_retries.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_run_of_translations_takes_pages_in_order_until_told_to_stop_and_never_during_an_invalidation() {
+        let (s, _log) = space();
+        for (i, pa) in [(0, 0x9000_0000u64), (1, 0x9000_1000), (3, 0x9500_0000)] {
+            assert_eq!(s.fault_in(BASE + i * PAGE_SIZE, PAGE_SIZE, || Some((pa, Attrs::RAM_RWX)), |_| panic!()), Ok(FaultOutcome::Mapped));
+        }
+        let mut seen = Vec::new();
+        let all = |seen: &mut Vec<(u64, Option<u64>)>, page: u64, t: Option<Translation>| {
+            seen.push((page - BASE, t.map(|t| t.pa)));
+            true
+        };
+        assert_eq!(s.translate_run(BASE + 0x10, BASE + 4 * PAGE_SIZE, |p, t| all(&mut seen, p, t)), Some(()));
+        assert_eq!(seen, [(0, Some(0x9000_0000)), (0x1000, Some(0x9000_1000)), (0x2000, None), (0x3000, Some(0x9500_0000))]);
+        // Stopped at the hole; the end is exclusive and a run may start mid-page.
+        seen.clear();
+        assert_eq!(s.translate_run(BASE + 0x1fff, BASE + 0x3001, |p, t| all(&mut seen, p, t) && t.is_some()), Some(()));
+        assert_eq!(seen, [(0x1000, Some(0x9000_1000)), (0x2000, None)]);
+        // An invalidation in progress: nothing is translated.
+        s.notifiers.seq.begin();
+        assert_eq!(s.translate_run(BASE, BASE + PAGE_SIZE, |_, _| panic!("translated during an invalidation")), None);
+        s.notifiers.seq.end();
+        assert_eq!(s.translate_run(BASE, BASE, |_, _| panic!("empty run")), Some(()));
     }
 
     #[test]

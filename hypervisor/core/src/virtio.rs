@@ -275,6 +275,7 @@ impl SplitQueue {
 /// Writes the `n` segments `chain` yields as linked descriptors, the i-th at byte `at(i)`
 /// of the queue memory linking to `link(i)`; the bytes the device may write, or None if
 /// `chain` ran short.
+#[cfg(feature = "alloc")]
 fn write_chain(mem: &mut impl QueueMemory, n: usize, chain: impl Iterator<Item = Segment>, at: impl Fn(usize) -> usize, link: impl Fn(usize) -> u16) -> Option<u32> {
     let (mut writable, mut count) = (0u32, 0);
     for (i, s) in chain.take(n).enumerate() {

@@ -69,11 +69,16 @@ impl Pl011 {
     }
 
     /// The next received character, if any; clears the receive interrupts when the FIFO is
-    /// empty.
+    /// empty. Clear, then look again: a byte that arrives between seeing the FIFO empty and
+    /// the clear raised the interrupt the clear drops, and QEMU raises it only when the FIFO
+    /// goes from empty to one byte, so a byte left there would stop input for good (seen
+    /// with pasted lines).
     pub fn get(&self) -> Option<Received> {
         if self.regs.fr.is_set(FR::RXFE) {
             self.regs.icr.write(INT::RX::SET + INT::RT::SET);
-            return None;
+            if self.regs.fr.is_set(FR::RXFE) {
+                return None;
+            }
         }
         let dr = self.regs.dr.get();
         Some(if dr & DR_BE != 0 { Received::Break } else { Received::Byte(dr as u8) })

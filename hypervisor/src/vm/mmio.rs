@@ -249,6 +249,10 @@ pub fn handle_data_abort(vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun, esr: Esr) -> N
             vm.sync_uart_image();
         }
         vm.after_uart_activity();
+        if !da.write && crate::console::input_held() {
+            // The guest took a byte: input held back for want of room can follow.
+            super::deliver_console_input();
+        }
     }
     skip_instruction();
     Next::Resume

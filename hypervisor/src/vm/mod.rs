@@ -798,13 +798,14 @@ pub fn deliver_console_input() {
             }
             Input::Bytes(bytes) => match find(focus) {
                 Some(vm) => {
+                    // What does not fit waits in the console's queue until the guest reads.
                     let fit = vm.uart.push_input(bytes);
-                    // Reads of the data register take input now: they must trap.
-                    vm.sync_uart_image();
-                    if fit < bytes.len() {
-                        log::warn!("VM {focus}: console input dropped (the guest is not reading)");
+                    if fit != 0 {
+                        // Reads of the data register take input now: they must trap.
+                        vm.sync_uart_image();
+                        vm.after_uart_activity();
                     }
-                    vm.after_uart_activity();
+                    return fit;
                 }
                 None => log::warn!("console input for VM {focus}, which does not run: dropped"),
             },
@@ -823,6 +824,7 @@ pub fn deliver_console_input() {
                 }
             }
         }
+        usize::MAX
     });
 }
 
