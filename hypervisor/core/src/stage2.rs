@@ -222,21 +222,17 @@ impl<M: TableMemory> Stage2<M> {
         Some(fill(t.table.translate(&t.mem, ipa)))
     }
 
-    /// `fill_secondary` for a run of pages (a device's buffer): one sequence snapshot and
-    /// one table lock for all of them. Calls `each(page, translation)` for the page holding
-    /// `ipa` and those after it, up to `end`, while it returns true. None (and no call):
-    /// an invalidation is in progress or ran since the snapshot.
-    pub fn translate_run(&self, ipa: u64, end: u64, mut each: impl FnMut(u64, Option<Translation>) -> bool) -> Option<()> {
+    /// `fill_secondary` for many translations (a device request's buffers): `f` gets a
+    /// translator that works under one sequence snapshot and one table lock for all of
+    /// them. None (and `f` not called): an invalidation is in progress or ran since the
+    /// snapshot.
+    pub fn translating<R>(&self, f: impl FnOnce(&dyn Fn(u64) -> Option<Translation>) -> R) -> Option<R> {
         let snapshot = self.notifiers.seq.snapshot();
         let t = self.tables.lock();
         if self.notifiers.seq.must_retry(snapshot) {
             return None;
         }
-        let mut page = ipa & !(PAGE_SIZE - 1);
-        while page < end && each(page, t.table.translate(&t.mem, page)) {
-            page += PAGE_SIZE;
-        }
-        Some(())
+        Some(f(&|ipa| t.table.translate(&t.mem, ipa)))
     }
 
     /// The VM goes away: everything is unmapped as one Teardown invalidation (`gone` per
@@ -410,27 +406,18 @@ mod tests {
     }
 
     #[test]
-    fn a_run_of_translations_takes_pages_in_order_until_told_to_stop_and_never_during_an_invalidation() {
+    fn many_translations_under_one_lock_and_none_during_an_invalidation() {
         let (s, _log) = space();
         for (i, pa) in [(0, 0x9000_0000u64), (1, 0x9000_1000), (3, 0x9500_0000)] {
             assert_eq!(s.fault_in(BASE + i * PAGE_SIZE, PAGE_SIZE, || Some((pa, Attrs::RAM_RWX)), |_| panic!()), Ok(FaultOutcome::Mapped));
         }
-        let mut seen = Vec::new();
-        let all = |seen: &mut Vec<(u64, Option<u64>)>, page: u64, t: Option<Translation>| {
-            seen.push((page - BASE, t.map(|t| t.pa)));
-            true
-        };
-        assert_eq!(s.translate_run(BASE + 0x10, BASE + 4 * PAGE_SIZE, |p, t| all(&mut seen, p, t)), Some(()));
-        assert_eq!(seen, [(0, Some(0x9000_0000)), (0x1000, Some(0x9000_1000)), (0x2000, None), (0x3000, Some(0x9500_0000))]);
-        // Stopped at the hole; the end is exclusive and a run may start mid-page.
-        seen.clear();
-        assert_eq!(s.translate_run(BASE + 0x1fff, BASE + 0x3001, |p, t| all(&mut seen, p, t) && t.is_some()), Some(()));
-        assert_eq!(seen, [(0x1000, Some(0x9000_1000)), (0x2000, None)]);
+        let pas = s.translating(|tr| (0..4).map(|i| tr(BASE + i * PAGE_SIZE + 0x10).map(|t| t.pa)).collect::<Vec<_>>());
+        assert_eq!(pas, Some(alloc::vec![Some(0x9000_0010), Some(0x9000_1010), None, Some(0x9500_0010)]));
         // An invalidation in progress: nothing is translated.
         s.notifiers.seq.begin();
-        assert_eq!(s.translate_run(BASE, BASE + PAGE_SIZE, |_, _| panic!("translated during an invalidation")), None);
+        assert_eq!(s.translating(|_| panic!("translated during an invalidation")), None::<()>);
         s.notifiers.seq.end();
-        assert_eq!(s.translate_run(BASE, BASE, |_, _| panic!("empty run")), Some(()));
+        assert_eq!(s.translating(|tr| tr(BASE + 0x3000).map(|t| t.pa)), Some(Some(0x9500_0000)));
     }
 
     #[test]

@@ -462,45 +462,54 @@ impl GuestMemory {
         Ok(())
     }
 
-    /// For a device's DMA: calls `f(host, offset, n)` for each page-sized piece of `[ipa,
-    /// ipa + len)` (populating pages as needed; `write`: pages the guest may write). An
-    /// invalidation in progress fails the walk with `Contended` instead of being waited
-    /// for: a caller that registered the range with its notifier before the walk (a pin)
-    /// knows that every translation it got is either seen by later invalidations (they
-    /// find the pin) or was not given (the walk failed), and must not wait on an
-    /// invalidation that may wait on its pin: it drops the pin and tries again.
-    pub fn translate_pieces(&self, ipa: u64, len: usize, write: bool, f: &mut dyn FnMut(u64, usize, usize)) -> Result<(), AccessError> {
-        if len != 0 && !self.is_ram(ipa, len as u64) {
+    /// For a device's DMA: calls `f(host, n)` for each page-sized piece of the `count`
+    /// guest ranges `range(i)` = (ipa, len), in order (populating pages as needed; `write`:
+    /// pages the guest may write). An invalidation in progress fails the walk with
+    /// `Contended` instead of being waited for: a caller that registered the ranges with
+    /// its notifier before the walk (a pin) knows that every translation it got is either
+    /// seen by later invalidations (they find the pin) or was not given (the walk failed),
+    /// and must not wait on an invalidation that may wait on its pin: it drops the pin and
+    /// tries again.
+    pub fn translate_ranges(&self, count: usize, range: &dyn Fn(usize) -> (u64, usize), write: bool, f: &mut dyn FnMut(u64, usize)) -> Result<(), AccessError> {
+        if (0..count).map(range).any(|(ipa, len)| len != 0 && !self.is_ram(ipa, len as u64)) {
             return Err(AccessError::NotRam);
         }
-        // Runs of mapped pages under one table lock (a 1 MiB buffer is 256 pages), a page
-        // mapped where the run stops at one that is not.
-        let (end, mut done, mut stalled) = (ipa + len as u64, 0usize, 0);
-        while done < len {
-            let before = done;
+        // All under one table lock (a 1 MiB request is 256 pages), until a page that is
+        // not mapped: it is mapped and the walk goes on from there.
+        let (mut i, mut off, mut stalled) = (0usize, 0usize, 0);
+        while i < count {
+            let before = (i, off);
             let mut stop = Ok(());
-            let walked = self.space.translate_run(ipa + done as u64, end, |_, t| match t {
-                Some(t) if !t.attrs.read || (write && !t.attrs.write) => {
-                    stop = Err(Some(AccessError::Protected));
-                    false
-                }
-                Some(t) => {
-                    let at = ipa + done as u64;
-                    let n = (len - done).min((PAGE_SIZE - at % PAGE_SIZE) as usize);
-                    f((t.pa & !(PAGE_SIZE - 1)) + at % PAGE_SIZE, done, n);
-                    done += n;
-                    true
-                }
-                None => {
-                    stop = Err(None);
-                    false
+            let walked = self.space.translating(|tr| {
+                while i < count {
+                    let (ipa, len) = range(i);
+                    if off >= len {
+                        (i, off) = (i + 1, 0);
+                        continue;
+                    }
+                    let at = ipa + off as u64;
+                    let n = (len - off).min((PAGE_SIZE - at % PAGE_SIZE) as usize);
+                    match tr(at) {
+                        Some(t) if !t.attrs.read || (write && !t.attrs.write) => {
+                            stop = Err(Some(AccessError::Protected));
+                            return;
+                        }
+                        Some(t) => {
+                            f((t.pa & !(PAGE_SIZE - 1)) + at % PAGE_SIZE, n);
+                            off += n;
+                        }
+                        None => {
+                            stop = Err(None);
+                            return;
+                        }
+                    }
                 }
             });
             match (walked, stop) {
                 (None, _) => return Err(AccessError::Contended),
                 (Some(()), Ok(())) => {}
                 (Some(()), Err(Some(e))) => return Err(e),
-                (Some(()), Err(None)) => match self.populate(ipa + done as u64) {
+                (Some(()), Err(None)) => match self.populate(range(i).0 + off as u64) {
                     Err(MapError::NoMemory) => return Err(AccessError::NoMemory),
                     Err(_) => return Err(AccessError::NotRam),
                     Ok(_) => {}
@@ -508,7 +517,7 @@ impl GuestMemory {
             }
             // Only a guest unmapping the same page in a tight loop keeps a page from
             // staying mapped until it is translated; bounded as in `access`.
-            stalled = if done == before { stalled + 1 } else { 0 };
+            stalled = if (i, off) == before { stalled + 1 } else { 0 };
             if stalled == ACCESS_ATTEMPTS {
                 return Err(AccessError::Contended);
             }

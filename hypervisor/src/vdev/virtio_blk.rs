@@ -450,11 +450,10 @@ impl GuestDisk {
         }
         for _ in 0..PIN_ATTEMPTS {
             let pin = self.io.pin(ranges.clone());
-            let walked = req.data.iter().try_for_each(|b| {
-                mem.translate_pieces(b.addr, b.len as usize, device_writes, &mut |host, _, n| match segments.last_mut() {
-                    Some(s) if s.addr + s.len as u64 == host => s.len += n as u32,
-                    _ => segments.push(Segment { addr: host, len: n as u32, device_writes }),
-                })
+            let range = |i: usize| (req.data[i].addr, req.data[i].len as usize);
+            let walked = mem.translate_ranges(req.data.len(), &range, device_writes, &mut |host, n| match segments.last_mut() {
+                Some(s) if s.addr + s.len as u64 == host => s.len += n as u32,
+                _ => segments.push(Segment { addr: host, len: n as u32, device_writes }),
             });
             match walked {
                 Ok(()) => return Ok(pin),
