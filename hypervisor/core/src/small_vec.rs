@@ -33,6 +33,20 @@ impl<T: Copy + Default, const N: usize> SmallVec<T, N> {
         }
     }
 
+    /// Makes room for `additional` more items at once (a long list grows once instead of
+    /// doubling its way there, a reallocation and copy each time).
+    pub fn reserve(&mut self, additional: usize) {
+        match self {
+            SmallVec::Inline { items, len } if *len + additional > N => {
+                let mut v = Vec::with_capacity(*len + additional);
+                v.extend_from_slice(&items[..*len]);
+                *self = SmallVec::Heap(v);
+            }
+            SmallVec::Inline { .. } => {}
+            SmallVec::Heap(v) => v.reserve(additional),
+        }
+    }
+
     /// Empties it (a heap vector keeps its capacity).
     pub fn clear(&mut self) {
         match self {
@@ -120,5 +134,23 @@ mod tests {
         let from: SmallVec<u32, 2> = vec![1, 2, 3].into();
         assert_eq!(from, vec![1, 2, 3]);
         assert_eq!(SmallVec::<u32, 2>::from(vec![]), SmallVec::new());
+    }
+
+    #[test]
+    fn reserve_moves_to_the_heap_once_and_keeps_the_items() {
+        let mut s: SmallVec<u32, 3> = SmallVec::new();
+        s.reserve(3);
+        assert!(matches!(s, SmallVec::Inline { len: 0, .. }), "room inline: stays");
+        s.push(1);
+        s.reserve(10);
+        let SmallVec::Heap(v) = &s else { panic!("not moved to the heap") };
+        assert!(v.capacity() >= 11);
+        let before = v.as_ptr();
+        for i in 2..=11 {
+            s.push(i);
+        }
+        let SmallVec::Heap(v) = &s else { panic!() };
+        assert_eq!(v.as_ptr(), before, "no reallocation within the reserved room");
+        assert_eq!(s, (1..=11).collect::<Vec<_>>());
     }
 }

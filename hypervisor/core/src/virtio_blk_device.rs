@@ -226,6 +226,7 @@ impl Region<'_> {
     fn to_buffers(&self) -> Buffers {
         let device_writes = self.buffers.first().is_some_and(|b| b.device_writes);
         let mut v = Buffers::new();
+        v.reserve(self.buffers.len());
         self.pieces(|addr, n| v.push(Buffer { addr, len: n as u32, device_writes }));
         v
     }

@@ -177,6 +177,7 @@ impl DeviceQueue {
                 indirect.resize(len as usize, 0);
                 mem.read(addr, &mut indirect)?;
                 (entries, index, visited, in_indirect) = (len / 16, 0, 0, true);
+                buffers.reserve(entries as usize);
                 continue;
             }
             if addr.checked_add(len as u64).is_none() {

@@ -440,16 +440,21 @@ impl GuestDisk {
     /// pages the guest can write). Returns the pin number.
     fn pin(&self, mem: &GuestMemory, req: &Request, segments: &mut Segments) -> Result<u64, AccessError> {
         let device_writes = matches!(req.op, Op::Read { .. });
-        let mut ranges = Ranges::new();
-        for b in req.data.iter().filter(|b| b.len != 0) {
-            let (start, end) = (b.addr & !(PAGE_SIZE - 1), (b.addr.saturating_add(b.len as u64)).next_multiple_of(PAGE_SIZE));
-            match ranges.last_mut() {
-                Some(r) if r.end == start => r.end = end,
-                _ => ranges.push(IpaRange { start, end }),
+        let ranges = || {
+            let mut ranges = Ranges::new();
+            ranges.reserve(req.data.len());
+            for b in req.data.iter().filter(|b| b.len != 0) {
+                let (start, end) = (b.addr & !(PAGE_SIZE - 1), (b.addr.saturating_add(b.len as u64)).next_multiple_of(PAGE_SIZE));
+                match ranges.last_mut() {
+                    Some(r) if r.end == start => r.end = end,
+                    _ => ranges.push(IpaRange { start, end }),
+                }
             }
-        }
+            ranges
+        };
+        segments.reserve(req.data.len());
         for _ in 0..PIN_ATTEMPTS {
-            let pin = self.io.pin(ranges.clone());
+            let pin = self.io.pin(ranges());
             let range = |i: usize| (req.data[i].addr, req.data[i].len as usize);
             let walked = mem.translate_ranges(req.data.len(), &range, device_writes, &mut |host, n| match segments.last_mut() {
                 Some(s) if s.addr + s.len as u64 == host => s.len += n as u32,
