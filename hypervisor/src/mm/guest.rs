@@ -398,11 +398,10 @@ impl GuestMemory {
 
     /// Runs `f(host address)` on the guest bytes `[ipa, ipa + len)`, all in one page, the
     /// way the hypervisor touches guest memory: through its translation cache, populating
-    /// the page if needed, never writing a page the guest cannot write.
-    /// `wait`: wait out invalidations in progress (else fail with `Contended` at once, and
-    /// leave the translation cache as it is: a device's many pages would evict the hot ones,
-    /// its rings).
-    fn access(&self, ipa: u64, len: u64, write: bool, wait: bool, f: &mut dyn FnMut(u64)) -> Result<(), AccessError> {
+    /// the page if needed, never writing a page the guest cannot write. Invalidations in
+    /// progress are waited out (a device's DMA, which must not wait, and whose many pages
+    /// would evict the cache's hot ones, its rings, uses `translate_ranges`).
+    fn access(&self, ipa: u64, len: u64, write: bool, f: &mut dyn FnMut(u64)) -> Result<(), AccessError> {
         if !self.is_ram(ipa, len) {
             return Err(AccessError::NotRam);
         }
@@ -416,12 +415,8 @@ impl GuestMemory {
             }
             let filled = self.space.fill_secondary(ipa, || {}, |t| match t {
                 Some(t) if !t.attrs.read || (write && !t.attrs.write) => Err(AccessError::Protected),
-                Some(t) if wait => {
-                    self.cache.fill_with(ipa, t.pa & !(PAGE_SIZE - 1), t.attrs.write, &mut *f);
-                    Ok(true)
-                }
                 Some(t) => {
-                    f((t.pa & !(PAGE_SIZE - 1)) + ipa % PAGE_SIZE);
+                    self.cache.fill_with(ipa, t.pa & !(PAGE_SIZE - 1), t.attrs.write, &mut *f);
                     Ok(true)
                 }
                 None => Ok(false),
@@ -429,17 +424,8 @@ impl GuestMemory {
             match filled {
                 Some(Ok(true)) => return Ok(()),
                 Some(Err(e)) => return Err(e),
-                Some(Ok(false)) => match self.populate(ipa) {
-                    Err(MapError::NoMemory) => return Err(AccessError::NoMemory),
-                    Err(_) => return Err(AccessError::NotRam),
-                    Ok(_) => {}
-                },
-                None if !wait => return Err(AccessError::Contended),
-                None => {
-                    while self.space.notifiers.seq.in_progress() != 0 {
-                        core::hint::spin_loop();
-                    }
-                }
+                Some(Ok(false)) => self.populate_for_access(ipa)?,
+                None => self.wait_invalidations(),
             }
         }
         Err(AccessError::Contended)
@@ -448,15 +434,11 @@ impl GuestMemory {
     /// Calls `copy(host, offset, n)` for each page-sized piece of `[ipa, ipa + len)` in
     /// turn, `offset` counting from the start of the range.
     fn for_each_piece(&self, ipa: u64, len: usize, write: bool, copy: &mut dyn FnMut(u64, usize, usize)) -> Result<(), AccessError> {
-        self.pieces(ipa, len, write, true, copy)
-    }
-
-    fn pieces(&self, ipa: u64, len: usize, write: bool, wait: bool, copy: &mut dyn FnMut(u64, usize, usize)) -> Result<(), AccessError> {
         let mut done = 0;
         while done < len {
             let at = ipa + done as u64;
             let n = (len - done).min((PAGE_SIZE - at % PAGE_SIZE) as usize);
-            self.access(at, n as u64, write, wait, &mut |host| copy(host, done, n))?;
+            self.access(at, n as u64, write, &mut |host| copy(host, done, n))?;
             done += n;
         }
         Ok(())
@@ -509,11 +491,7 @@ impl GuestMemory {
                 (None, _) => return Err(AccessError::Contended),
                 (Some(()), Ok(())) => {}
                 (Some(()), Err(Some(e))) => return Err(e),
-                (Some(()), Err(None)) => match self.populate(range(i).0 + off as u64) {
-                    Err(MapError::NoMemory) => return Err(AccessError::NoMemory),
-                    Err(_) => return Err(AccessError::NotRam),
-                    Ok(_) => {}
-                },
+                (Some(()), Err(None)) => self.populate_for_access(range(i).0 + off as u64)?,
             }
             // Only a guest unmapping the same page in a tight loop keeps a page from
             // staying mapped until it is translated; bounded as in `access`.
@@ -523,6 +501,15 @@ impl GuestMemory {
             }
         }
         Ok(())
+    }
+
+    /// Maps the page at `ipa` for an access that found it unmapped.
+    fn populate_for_access(&self, ipa: u64) -> Result<(), AccessError> {
+        match self.populate(ipa) {
+            Ok(_) => Ok(()),
+            Err(MapError::NoMemory) => Err(AccessError::NoMemory),
+            Err(_) => Err(AccessError::NotRam),
+        }
     }
 
     /// Waits until no invalidation of this VM's stage-2 is in progress.
