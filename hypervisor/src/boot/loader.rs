@@ -46,12 +46,20 @@ pub struct BootInfo {
     pub copied: Copied,
 }
 
-/// Pages of the boot modules written into guest RAM, and pages a warm reset found unchanged
-/// (left alone).
+/// What loading the boot modules wrote into guest RAM: pages written, and at a warm reset
+/// the pages found unchanged (left alone) and the bytes stored into the changed ones.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Copied {
     pub pages: u64,
     pub unchanged: u64,
+    pub bytes: u64,
+}
+
+impl core::ops::Add for Copied {
+    type Output = Copied;
+    fn add(self, o: Copied) -> Copied {
+        Copied { pages: self.pages + o.pages, unchanged: self.unchanged + o.unchanged, bytes: self.bytes + o.bytes }
+    }
 }
 
 /// Bytes of a boot module (reserved host memory that nothing else uses).
@@ -66,10 +74,11 @@ fn module_bytes(r: Range) -> &'static [u8] {
 /// blocks), each source page and its destination share a slot of QEMU's direct-mapped TLB,
 /// and a direct copy evicts one with every access to the other (33 MB took 300 ms): the page
 /// goes through a buffer on the stack then. scripts/qemu.py places modules 4 KiB past a
-/// 2 MiB boundary, so that the copy is direct. After a warm reset (`warm`) pages that still
-/// hold the module's bytes are left alone: a store to a page QEMU translated code from
-/// throws those translations away (about 200 us per kernel page), and the translations of
-/// an unchanged page stay valid for the next boot.
+/// 2 MiB boundary, so that the copy is direct. After a warm reset (`warm`) only the words
+/// that no longer hold the module's bytes are stored (`GuestMemory::write_changed`): a
+/// store to a page QEMU translated code from throws translations away (about 200 us per
+/// kernel page when whole pages were rewritten), and the translations of unchanged code
+/// stay valid for the next boot.
 fn copy_module(mem: &GuestMemory, ipa: u64, bytes: &[u8], warm: bool) -> Result<Copied, LoadError> {
     const SLOTS: u64 = (2 << 20) - PAGE_SIZE;
     let mut buf = [0u8; PAGE_SIZE as usize];
@@ -77,20 +86,22 @@ fn copy_module(mem: &GuestMemory, ipa: u64, bytes: &[u8], warm: bool) -> Result<
     let aliased = (bytes.as_ptr() as u64 ^ ipa) & SLOTS == 0;
     for (i, piece) in bytes.chunks(buf.len()).enumerate() {
         let at = ipa + i as u64 * PAGE_SIZE;
-        let buf = &mut buf[..piece.len()];
-        if warm && mem.read(at, buf).is_ok() && buf == piece {
-            copied.unchanged += 1;
-            continue;
-        }
-        if warm && piece.len() == PAGE_SIZE as usize {
-            mem.zero_page(at).map_err(|_| LoadError::OutOfMemory)?;
-        }
         let from = if aliased {
-            buf.copy_from_slice(piece);
-            &*buf
+            buf[..piece.len()].copy_from_slice(piece);
+            &buf[..piece.len()]
         } else {
             piece
         };
+        if warm {
+            match mem.write_changed(at, from).map_err(|_| LoadError::OutOfMemory)? {
+                0 => copied.unchanged += 1,
+                n => {
+                    copied.pages += 1;
+                    copied.bytes += n as u64;
+                }
+            }
+            continue;
+        }
         mem.write(at, from).map_err(|_| LoadError::OutOfMemory)?;
         copied.pages += 1;
     }
@@ -145,7 +156,7 @@ pub fn load(guest: &Guest, mem: &GuestMemory) -> Result<BootInfo, LoadError> {
                 return Err(LoadError::TooBig { what: "initrd", need: header.text_offset + header.image_size + r.size() + reserved, ram });
             }
             let c = copy_module(mem, start, module_bytes(r), guest.warm)?;
-            copied = Copied { pages: copied.pages + c.pages, unchanged: copied.unchanged + c.unchanged };
+            copied = copied + c;
             Some((start, start + r.size()))
         }
         None => None,

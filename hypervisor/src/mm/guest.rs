@@ -616,18 +616,59 @@ impl GuestMemory {
         }
     }
 
-    /// Zeroes the guest page at `ipa` (page aligned) with whole-cache-line stores. Before a
-    /// page QEMU translated code from is rewritten: every store to such a page takes QEMU's
-    /// slow path until the last translation in it is thrown away, and 64 DC ZVAs get there
-    /// eight times sooner than the 512 stores of a copy.
-    pub fn zero_page(&self, ipa: u64) -> Result<(), AccessError> {
-        debug_assert!(ipa % PAGE_SIZE == 0);
-        self.for_each_piece(ipa, PAGE_SIZE as usize, true, &mut |host, _, _| {
-            // SAFETY: `host` is this VM's whole page (aligned `ipa`, one piece), kept from
-            // being freed by the cache lock around this call; no Rust reference points into
-            // guest RAM and the caller overwrites it.
-            unsafe { crate::arch::zero(host, PAGE_SIZE) }
-        })
+    /// Makes guest RAM at `ipa` hold `data`, storing only the 8-byte words (and tail bytes)
+    /// that differ: a warm reset's rewrite of a boot image. A store to a page QEMU
+    /// translated code from throws away the translations it overlaps and takes QEMU's slow
+    /// path while any are left on the page; a kernel's text differs from its image only
+    /// where it patched itself (alternatives, static keys), so storing just those words
+    /// keeps the rest of the page's translations for the next boot. Returns the bytes stored.
+    pub fn write_changed(&self, ipa: u64, data: &[u8]) -> Result<usize, AccessError> {
+        /// Words compared at once (a cache line).
+        const WORDS_PER_LINE: usize = 8;
+        let mut stored = 0;
+        self.for_each_piece(ipa, data.len(), true, &mut |host, off, n| {
+            let piece = &data[off..off + n];
+            // Whole aligned words where both sides allow (the target has strict alignment:
+            // a misaligned word would be assembled from bytes), then bytes.
+            let words = if (piece.as_ptr() as u64 | host) % 8 == 0 { n / 8 } else { 0 };
+            let (src, dst) = (piece.as_ptr().cast::<u64>(), host as *mut u64);
+            let mut k = 0;
+            while k < words {
+                let line = (words - k).min(WORDS_PER_LINE);
+                // SAFETY: `host` is this VM's writable page for `n` bytes, kept from being
+                // freed by the cache lock `access` holds around this call; words k..k+line
+                // are within them and within `piece`, both 8-byte aligned. No Rust reference
+                // points into guest RAM and nothing runs the guest while its images are
+                // written.
+                unsafe {
+                    // One comparison per line (unrolled for a whole one): most lines of a
+                    // changed page are unchanged.
+                    let differs = if line == WORDS_PER_LINE {
+                        (0..WORDS_PER_LINE).fold(0, |d, i| d | (dst.add(k + i).read() ^ src.add(k + i).read())) != 0
+                    } else {
+                        (k..k + line).any(|i| dst.add(i).read() != src.add(i).read())
+                    };
+                    if differs {
+                        for i in (k..k + line).filter(|&i| dst.add(i).read() != src.add(i).read()) {
+                            dst.add(i).write(src.add(i).read());
+                            stored += 8;
+                        }
+                    }
+                }
+                k += line;
+            }
+            for (i, &b) in piece.iter().enumerate().skip(8 * words) {
+                let at = (host + i as u64) as *mut u8;
+                // SAFETY: as above, a byte within the piece.
+                unsafe {
+                    if *at != b {
+                        *at = b;
+                        stored += 1;
+                    }
+                }
+            }
+        })?;
+        Ok(stored)
     }
 
     /// Pages left stage-2: the tracked region's frames there are no longer the region's

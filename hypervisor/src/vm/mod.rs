@@ -303,8 +303,16 @@ impl Vm {
         log::info!(
             "VM {id}: images loaded in {} ms ({} KiB written{})",
             load_us / 1000,
-            boot.copied.pages * hv_core::pgtable::PAGE_SIZE / 1024,
-            if warm { alloc::format!(", {} KiB unchanged since the last boot left alone", boot.copied.unchanged * hv_core::pgtable::PAGE_SIZE / 1024) } else { alloc::string::String::new() }
+            if warm { boot.copied.bytes / 1024 } else { boot.copied.pages * hv_core::pgtable::PAGE_SIZE / 1024 },
+            if warm {
+                alloc::format!(
+                    " into {} changed pages, {} KiB unchanged since the last boot left alone",
+                    boot.copied.pages,
+                    boot.copied.unchanged * hv_core::pgtable::PAGE_SIZE / 1024
+                )
+            } else {
+                alloc::string::String::new()
+            }
         );
         Ok(vm)
     }
