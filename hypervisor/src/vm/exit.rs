@@ -34,8 +34,11 @@ pub enum Next {
 }
 
 /// Set in `handle_exit`'s result when exception.S must save the rest of the frame and
-/// call `handle_exit_slow` (frames are 16-byte aligned, so bit 0 is free).
+/// call `handle_exit_slow` (frames are 16-byte aligned, so bits 0 and 1 are free).
 const SLOW: usize = 1;
+/// With SLOW: an MMIO access from x19..x29, for `handle_exit_full` once the whole frame is
+/// saved.
+const FULL: usize = 2;
 
 /// The fast path, with only x0..x18 and x30 saved. A hypercall that asks for a constant
 /// (a guest's null call: SMCCC_VERSION and the like) is answered first, by code that calls
@@ -97,11 +100,31 @@ fn sync_exit_fast(vcpu: &Vcpu, run: &mut VcpuRun, regs: *mut VcpuRegs, esr: Esr)
             }
             next
         }
+        // Pending nothing: `handle_exit_full` handles it or says what is pending.
+        ec::DABT_LOWER if transfer_register_valid(esr) => return regs as usize | SLOW | FULL,
         _ => {
             run.pending = Pending::Exit(ExitKind::Sync);
             return regs as usize | SLOW;
         }
     };
+    run.pending = Pending::Handled(next);
+    regs as usize | SLOW
+}
+
+/// An MMIO access whose transfer register is one of x19..x29 (`sync_exit_fast` left it
+/// pending), with the whole frame saved now: handled as the fast path handles the others,
+/// and the guest resumed from its frame unless something needs the slow path.
+#[no_mangle]
+extern "C" fn handle_exit_full(regs: *mut VcpuRegs) -> usize {
+    // SAFETY: as in `handle_exit`: the loaded vCPU's frame, from exception.S.
+    let vcpu = unsafe { Vcpu::from_regs(regs) };
+    // SAFETY: as in `handle_exit`.
+    let run = unsafe { vcpu.run_mut() };
+    let vm = vcpu.vm();
+    let next = mmio::handle_data_abort(vm, vcpu, run, Esr(ESR_EL2.get()));
+    if matches!(next, Next::Resume) && !vm.is_stopping() && !vcpu.needs_flush.load(Ordering::Acquire) {
+        return regs as usize;
+    }
     run.pending = Pending::Handled(next);
     regs as usize | SLOW
 }
@@ -145,8 +168,13 @@ fn guest_irqs_masked() -> bool {
 /// A data abort with a syndrome whose transfer register the fast path saved (x0..x18,
 /// x30, or XZR): the access can be emulated without the rest of the frame.
 fn transfer_register_saved(esr: Esr) -> bool {
+    transfer_register_valid(esr) && (esr.data_abort().reg <= 18 || esr.data_abort().reg >= 30)
+}
+
+/// A data abort with a valid syndrome (an access that can be emulated, given its register).
+fn transfer_register_valid(esr: Esr) -> bool {
     let da = esr.data_abort();
-    da.isv && !da.s1ptw && (da.reg <= 18 || da.reg >= 30)
+    da.isv && !da.s1ptw
 }
 
 /// What the fast path left for the slow one.

@@ -10,7 +10,11 @@
 // when it returns, as the calling convention preserves them, so a fast exit restores only
 // what it saved. When `slow` (bit 0) is set, the rest of the frame is saved and
 //     handle_exit_slow(regs) -> *mut VcpuRegs
-// does everything else and names the vCPU to run next. Nothing of the hypervisor lives on
+// does everything else and names the vCPU to run next; with `full` (bit 1) as well, an MMIO
+// access whose transfer register is one of x19..x29 (Linux's console and virtio writes
+// often are) is first given the whole frame in
+//     handle_exit_full(regs) -> regs | slow
+// and resumes the guest from it unless that sets `slow`. Nothing of the hypervisor lives on
 // the stack across a guest run. ELR_EL2/SPSR_EL2 stay live in their registers while a vCPU
 // is loaded; EL1 state is switched only when a CPU changes vCPUs (context.rs).
 //
@@ -196,14 +200,21 @@ restore_volatile:
     isb
 
 exit_slow:
-    bic     x0, x0, #1
+    // Bit 1 (`full`): an MMIO access whose transfer register is one of x19..x29, handled
+    // with the whole frame saved, and fast still unless handle_exit_full sets bit 0.
+    tst     x0, #2
+    bic     x0, x0, #3
     str     x19, [x0, #8 * 19]
     stp     x20, x21, [x0, #8 * 20]
     stp     x22, x23, [x0, #8 * 22]
     stp     x24, x25, [x0, #8 * 24]
     stp     x26, x27, [x0, #8 * 26]
     stp     x28, x29, [x0, #8 * 28]
-    bl      handle_exit_slow
+    b.eq    1f
+    bl      handle_exit_full
+    tbz     x0, #0, guest_resume    // the same vCPU, its frame (a read may have set x19..x29)
+    bic     x0, x0, #1
+1:  bl      handle_exit_slow
     // fall through with x0 = the frame to resume
 
 // x0 = *VcpuRegs. Loads all of the guest's registers, its keys if it owns them (last: no
