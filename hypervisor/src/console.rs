@@ -91,11 +91,23 @@ pub fn guest_raw(bytes: &[u8]) {
     }
     raw.track(bytes);
     // The tail keeps text: newlines, tabs and printable characters.
+    if let [b] = bytes {
+        // A byte at a time (a guest's data-register writes): no copy.
+        if kept_in_tail(*b) {
+            push_tail(bytes);
+        }
+        return;
+    }
     let mut clean = [0u8; 64];
     for chunk in bytes.chunks(clean.len()) {
-        let n = chunk.iter().filter(|&&b| b == b'\n' || b == b'\t' || (0x20..0x7f).contains(&b)).zip(clean.iter_mut()).map(|(&b, c)| *c = b).count();
+        let n = chunk.iter().filter(|&&b| kept_in_tail(b)).zip(clean.iter_mut()).map(|(&b, c)| *c = b).count();
         push_tail(&clean[..n]);
     }
+}
+
+/// What of a VM's raw output the tail keeps: newlines, tabs and printable characters.
+fn kept_in_tail(b: u8) -> bool {
+    b == b'\n' || b == b'\t' || (0x20..0x7f).contains(&b)
 }
 
 /// VM `vm` just got the focus: the line it was printing (`partial`, as a prefixed line it

@@ -35,6 +35,7 @@ pub mod net_switch;
 #[cfg(feature = "alloc")]
 pub mod notifier;
 pub mod outcome;
+pub mod panic_watch;
 pub mod pauth;
 pub mod pgtable;
 pub mod pl011;

@@ -163,6 +163,12 @@ impl Pl011 {
         self.ris() & self.imsc != 0
     }
 
+    /// Whether a write at `offset` may move the interrupt line: all but the data
+    /// register's (output leaves the always-empty transmit FIFO empty).
+    pub const fn write_moves_line(offset: u64) -> bool {
+        offset != DR
+    }
+
     /// A register read at `offset` (any offset; unknown ones read as zero).
     /// Whether a read at `offset` changes anything (reading DR takes a byte of input); all
     /// other reads only look.
@@ -235,6 +241,23 @@ impl Pl011 {
 mod tests {
     use super::*;
     use std::vec::Vec;
+
+    #[test]
+    fn output_never_moves_the_interrupt_line() {
+        assert!(!Pl011::write_moves_line(DR));
+        for imsc in [0, INT_TX, INT_RX | INT_RT, 0x7ff] {
+            for input in [&b""[..], b"x"] {
+                let mut u = Pl011::new();
+                u.write(IMSC, imsc as u64, &mut |_| {});
+                u.push_input(input);
+                let before = u.irq_line();
+                for b in b"text\r\n" {
+                    u.write(DR, *b as u64, &mut |_| {});
+                    assert_eq!(u.irq_line(), before, "imsc {imsc:#x} input {input:?}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn lines_input_interrupts_and_tail() {

@@ -6,6 +6,7 @@
 use crate::console;
 use hv_core::mmio::MmioDevice;
 use core::sync::atomic::{AtomicBool, Ordering};
+use hv_core::panic_watch::Seen;
 use hv_core::pl011::Pl011;
 use spin::Mutex;
 
@@ -24,14 +25,6 @@ pub struct VUart {
 /// The data register: a write there is output.
 const DR: u64 = 0;
 
-/// What Linux prints when it panics, and when its panic report is complete.
-const PANIC_START: &[u8] = b"Kernel panic - not syncing";
-const PANIC_END: &[u8] = b"---[ end Kernel panic";
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
-}
-
 impl VUart {
     pub fn new(vm: usize) -> VUart {
         VUart {
@@ -49,17 +42,18 @@ impl VUart {
         if !console::is_raw(self.vm) {
             console::guest_line(self.vm, line);
         }
-        if contains(line, PANIC_END) {
-            self.panic_ended.store(true, Ordering::Release);
-        } else if let Some(at) = line.windows(PANIC_START.len()).position(|w| w == PANIC_START) {
-            log::error!("VM {}: guest kernel panic: {}", self.vm, core::str::from_utf8(line).unwrap_or("(not text)"));
-            // What it says after "Kernel panic - not syncing: ", for the crash record.
-            let said = line[at + PANIC_START.len()..].strip_prefix(b": ").unwrap_or(&[]);
-            let mut m = self.panic_message.lock();
-            m.1 = said.len().min(m.0.len());
-            let n = m.1;
-            m.0[..n].copy_from_slice(&said[..n]);
-            self.panic_started.store(true, Ordering::Release);
+        match hv_core::panic_watch::watch(line) {
+            Seen::Nothing => {}
+            Seen::End => self.panic_ended.store(true, Ordering::Release),
+            Seen::Start(said) => {
+                log::error!("VM {}: guest kernel panic: {}", self.vm, core::str::from_utf8(line).unwrap_or("(not text)"));
+                // For the crash record.
+                let mut m = self.panic_message.lock();
+                m.1 = said.len().min(m.0.len());
+                let n = m.1;
+                m.0[..n].copy_from_slice(&said[..n]);
+                self.panic_started.store(true, Ordering::Release);
+            }
         }
     }
 

@@ -248,7 +248,12 @@ pub fn handle_data_abort(vm: &Vm, vcpu: &Vcpu, run: &mut VcpuRun, esr: Esr) -> N
         if !(da.write && hv_core::pl011::Pl011::read_has_effects(offset)) {
             vm.sync_uart_image();
         }
-        vm.after_uart_activity();
+        if da.write && !hv_core::pl011::Pl011::write_moves_line(offset) {
+            // Output (every byte a guest prints): only its panic watch can have news.
+            vm.after_uart_output();
+        } else {
+            vm.after_uart_activity();
+        }
         if !da.write && crate::console::input_held() {
             // The guest took a byte: input held back for want of room can follow.
             super::deliver_console_input();

@@ -324,6 +324,12 @@ impl Vm {
         if let Some(target) = self.vgic.as_ref().and_then(|g| g.set_level(32 + layout::UART_SPI, self.uart.irq_line())) {
             self.notify(1 << target);
         }
+        self.after_uart_output();
+    }
+
+    /// After guest output, which leaves the UART's line where it was: stops the VM once its
+    /// kernel has reported a panic and halted.
+    pub fn after_uart_output(&self) {
         if self.uart.take_panic_start() {
             // Recorded when the VM stops, crashed (after the panic report ends) or not (a
             // kernel that reboots on panic): either way with the whole report in the tail.
