@@ -77,7 +77,7 @@ extern "C" fn hv_main(dtb: u64) -> ! {
         }
     }
 
-    init_memory(&dt);
+    init_memory(&dt, config.ram_zeroed);
     // No VM's RAM is larger than the host's.
     let host_ram: u64 = dt.ram().map(|r| r.size()).sum();
     cpu::choose_ipa_bits(hv_core::guest_dt::layout::RAM_BASE + host_ram);
@@ -123,7 +123,8 @@ fn bring_online() {
 
 /// Frames and heap from the RAM the device tree lists, minus what must be kept (the image,
 /// the device tree, guest modules, firmware reservations); then the final EL2 tables.
-fn init_memory(dt: &HostDt) {
+fn init_memory(dt: &HostDt, ram_zeroed: bool) {
+    let powered_on = mm::frames::first_boot_since_power_on();
     let ram: Vec<Range> = dt.ram().collect();
     let mut reserved: Vec<Range> = dt.reservations().collect();
     reserved.push(mm::hyp_map::image_range());
@@ -134,10 +135,15 @@ fn init_memory(dt: &HostDt) {
     // Rounded down to a power of two: the buddy allocator would round it up anyway.
     let share = (mm::frames::free_bytes() / HEAP_SHARE).clamp(HEAP_MIN, HEAP_MAX);
     let heap = 1u64 << (63 - share.leading_zeros());
-    if mm::frames::grow_heap(heap).is_none() {
+    let Some(heap_range) = mm::frames::grow_heap(heap) else {
         panic!("not enough RAM for the hypervisor heap ({} MiB)", heap >> 20);
-    }
+    };
     log::debug!("heap: {} MiB", heap >> 20);
+    match (ram_zeroed, powered_on) {
+        (true, true) => mm::frames::trust_zeroed(&free, &[heap_range], mm::hyp_map::image_range().end),
+        (true, false) => log::info!("ram_zeroed=on, but the machine was reset since power-on: every frame is zeroed before use"),
+        _ => {}
+    }
     let mut devices: Vec<Range> = dt.uart().into_iter().collect();
     devices.extend(pstore::devices(dt));
     if let Some((d, r)) = dt.gicv3() {

@@ -2,7 +2,10 @@
 //! pattern, then power off (its frames go back to the hypervisor). Otherwise: wait until
 //! the writer is done, then read every word of its own RAM (faulting it in page by page)
 //! and find no secret and nothing but zeros. The reader's pages come from the pool the
-//! writer's frames went back to.
+//! writer's frames went back to. `role=2`: read first (as the reader, without waiting),
+//! then write the secret and wait a few seconds before passing: time for the test to reset
+//! the whole machine, after which the same VM, booted again, reads frames the hypervisor
+//! must not take for fresh ones.
 
 #![no_std]
 #![no_main]
@@ -30,9 +33,9 @@ fn main(info: &BootInfo) -> ! {
         println!("secret written: {} MiB", (end - start) / MIB);
         psci::system_off()
     }
-    let (t0, freq) = guest_rt::counter();
-    while guest_rt::counter().0 - t0 < WAIT_SECONDS * freq {
-        hvc::yield_cpu();
+    let role = info.arg("role");
+    if role != Some(2) {
+        wait(WAIT_SECONDS);
     }
     let populated = hvc::counter(Counter::PagesPopulated);
     let (mut secrets, mut nonzero) = (0u64, 0u64);
@@ -45,7 +48,23 @@ fn main(info: &BootInfo) -> ! {
     let populated = hvc::counter(Counter::PagesPopulated) - populated;
     println!("scanned {} MiB ({} pages given on first touch): {} secret words, {} non-zero words", (end - start) / MIB, populated, secrets, nonzero);
     check!(secrets == 0 && nonzero == 0, "another VM's data reached this one");
+    if role == Some(2) {
+        for addr in (start..end).step_by(64) {
+            // SAFETY: as above.
+            unsafe { core::ptr::write_volatile(addr as *mut u64, SECRET << 40 | addr) };
+        }
+        println!("secret written, waiting for a machine reset");
+        wait(WAIT_SECONDS);
+    }
     guest_rt::pass()
+}
+
+/// Lets `seconds` pass, giving the CPU away meanwhile.
+fn wait(seconds: u64) {
+    let (t0, freq) = guest_rt::counter();
+    while guest_rt::counter().0 - t0 < seconds * freq {
+        hvc::yield_cpu();
+    }
 }
 
 guest_rt::guest_main!(main);

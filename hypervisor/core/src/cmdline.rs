@@ -30,6 +30,7 @@
 //! | `debug_faults=on` | guests may make the hypervisor fault on purpose (HV_DEBUG_FAULT), to test crash reporting | off |
 //! | `selftest=on` | the hypervisor checks its own memory routines (memcpy, memmove, memset, memcmp) at boot | off |
 //! | `console_prefix=on` | every VM's console output as `vmN\| ` lines, the focused VM's too (else the focused VM's output passes raw) | off |
+//! | `ram_zeroed=on` | the machine's RAM reads as zero at power-on (QEMU's does; scripts/qemu.py says so): frames never used since are not zeroed again | off |
 
 use crate::guest_dt::RamoopsSizes;
 use crate::pauth::KeyPolicy;
@@ -153,6 +154,8 @@ pub struct HvConfig {
     pub selftest: bool,
     /// Every VM's output line-prefixed, the one with the input focus too.
     pub console_prefix: bool,
+    /// The machine's RAM is zero at power-on (mm::frames trusts frames never used since).
+    pub ram_zeroed: bool,
     pub pstore: PstoreConfig,
     default: VmParams,
     per_vm: [Overrides; MAX_VMS],
@@ -235,6 +238,7 @@ impl Default for HvConfig {
             debug_faults: false,
             selftest: false,
             console_prefix: false,
+            ram_zeroed: false,
             pstore: PstoreConfig::default(),
             default: VmParams::DEFAULT,
             per_vm: [Overrides::default(); MAX_VMS],
@@ -272,6 +276,7 @@ impl HvConfig {
                 },
                 ("debug_faults", None) => on_off(value).map(|on| cfg.debug_faults = on),
                 ("selftest", None) => on_off(value).map(|on| cfg.selftest = on),
+                ("ram_zeroed", None) => on_off(value).map(|on| cfg.ram_zeroed = on),
                 ("console_prefix", None) => on_off(value).map(|on| cfg.console_prefix = on),
                 ("pstore_serial", None) => match value.len() {
                     1..=20 => {
@@ -469,7 +474,7 @@ mod tests {
     fn defaults_and_overrides() {
         let mut bad = Vec::new();
         let c = HvConfig::parse(
-            "log=debug mem=256M smp=2 vm1.mem=64M vm1.smp=4 vm1.pauth=off debug_faults=on selftest=on pauth_keys=lazy vm2.pauth_keys=eager vm2.overcommit=on",
+            "log=debug mem=256M smp=2 vm1.mem=64M vm1.smp=4 vm1.pauth=off debug_faults=on selftest=on pauth_keys=lazy vm2.pauth_keys=eager vm2.overcommit=on ram_zeroed=on",
             |b| bad.push(b),
         );
         assert!(bad.is_empty());
@@ -477,6 +482,7 @@ mod tests {
         assert!(c.debug_faults);
         assert!(!HvConfig::default().debug_faults);
         assert!(c.selftest && !HvConfig::default().selftest);
+        assert!(c.ram_zeroed && !HvConfig::default().ram_zeroed);
         assert!(!HvConfig::default().console_prefix);
         assert!(HvConfig::parse("console_prefix=on", |_| {}).console_prefix);
         let lazy = VmParams { pauth_keys: KeyPolicy::Lazy, ..VmParams::DEFAULT };

@@ -39,6 +39,8 @@ pub mod panic_watch;
 pub mod pauth;
 pub mod pgtable;
 pub mod pl011;
+#[cfg(feature = "alloc")]
+pub mod pristine;
 pub mod pstore;
 #[cfg(feature = "alloc")]
 pub mod ranges;

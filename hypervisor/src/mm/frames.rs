@@ -4,6 +4,7 @@
 use buddy_system_allocator::{FrameAllocator, LockedHeap};
 use core::sync::atomic::{AtomicU64, Ordering};
 use hv_core::pgtable::PAGE_SIZE;
+use hv_core::pristine::Pristine;
 use hv_core::ranges::Range;
 use spin::Mutex;
 
@@ -22,20 +23,87 @@ pub fn add(free: &[Range]) {
     }
 }
 
+/// Frames known to hold zeros (`trust_zeroed`), or None: every frame is zeroed when asked.
+static PRISTINE: Mutex<Option<Pristine>> = Mutex::new(None);
+
 /// `pages` contiguous frames aligned to their size rounded up to a power of two.
 /// Not zeroed.
 pub fn alloc(pages: usize) -> Option<u64> {
+    let pa = take(pages)?;
+    if let Some(p) = PRISTINE.lock().as_mut() {
+        let first = pa / PAGE_SIZE;
+        p.take(first, first + pages.next_power_of_two() as u64);
+    }
+    Some(pa)
+}
+
+/// The frames of `alloc`, zeroed: those known to hold zeros already are left alone.
+pub fn alloc_zeroed(pages: usize) -> Option<u64> {
+    let pa = take(pages)?;
+    let first = pa / PAGE_SIZE;
+    let (pages, block) = (pages as u64, pages.next_power_of_two() as u64);
+    for chunk in (0..pages).step_by(64) {
+        let n = (pages - chunk).min(64);
+        let known = PRISTINE.lock().as_mut().map_or(0, |p| p.take(first + chunk, first + chunk + n));
+        // Runs of frames not known to be zero.
+        let mut i = 0;
+        while i < n {
+            if known >> i & 1 != 0 {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i < n && known >> i & 1 == 0 {
+                i += 1;
+            }
+            // SAFETY: the frames were just allocated to us, are identity-mapped read/write,
+            // and nothing else refers to them.
+            unsafe { crate::arch::zero(pa + (chunk + start) * PAGE_SIZE, (i - start) * PAGE_SIZE) };
+        }
+    }
+    if let Some(p) = PRISTINE.lock().as_mut() {
+        p.take(first + pages, first + block);
+    }
+    Some(pa)
+}
+
+/// The allocator's part of `alloc`.
+fn take(pages: usize) -> Option<u64> {
     let frame = FRAMES.lock().alloc(pages)?;
     FREE_BYTES.fetch_sub(pages.next_power_of_two() as u64 * PAGE_SIZE, Ordering::Relaxed);
     Some(frame as u64 * PAGE_SIZE)
 }
 
-pub fn alloc_zeroed(pages: usize) -> Option<u64> {
-    let pa = alloc(pages)?;
-    // SAFETY: the frames were just allocated to us, are identity-mapped read/write, and
-    // nothing else refers to them.
-    unsafe { crate::arch::zero(pa, pages as u64 * PAGE_SIZE) };
-    Some(pa)
+/// Set at every boot, in memory no image loads and nothing zeroes (`.noinit`): found set,
+/// the machine was reset without its RAM being cleared (QEMU's system reset reloads the
+/// images and keeps the rest).
+#[link_section = ".noinit"]
+static BOOTED: AtomicU64 = AtomicU64::new(0);
+const BOOTED_MAGIC: u64 = 0x6876_2062_6f6f_7465;
+
+/// Whether this is the machine's first boot since power-on (as far as `BOOTED` tells);
+/// call once.
+pub fn first_boot_since_power_on() -> bool {
+    BOOTED.swap(BOOTED_MAGIC, Ordering::AcqRel) != BOOTED_MAGIC
+}
+
+/// The machine's RAM read as zero at power-on: the free frames at or above `above` (below
+/// it, QEMU puts its boot code) that nobody has used (`used`: taken since `add`) hold zeros,
+/// and `alloc_zeroed` leaves them alone until they are first handed out.
+pub fn trust_zeroed(free: &[Range], used: &[Range], above: u64) {
+    let (Some(lo), Some(hi)) = (free.iter().map(|r| r.start).min(), free.iter().map(|r| r.end).max()) else { return };
+    let lo = lo.max(above);
+    if lo >= hi {
+        return;
+    }
+    let mut p = Pristine::new(lo / PAGE_SIZE, (hi - lo) / PAGE_SIZE);
+    for r in free {
+        p.mark(r.start.max(lo) / PAGE_SIZE, r.end / PAGE_SIZE);
+    }
+    for r in used {
+        p.take(r.start / PAGE_SIZE, r.end.div_ceil(PAGE_SIZE));
+    }
+    *PRISTINE.lock() = Some(p);
 }
 
 /// Returns frames from `alloc` (same `pages`).

@@ -993,15 +993,14 @@ fn alloc_ram(base: u64, size: u64) -> Option<Vec<RamChunk>> {
                 free_ram(&chunks);
                 return None;
             }
-            if let Some(pa) = frames::alloc((chunk / PAGE_SIZE) as usize) {
+            // Zeroed: whatever the frames held before (another VM's data) must not reach
+            // this guest.
+            if let Some(pa) = frames::alloc_zeroed((chunk / PAGE_SIZE) as usize) {
                 break pa;
             }
             chunk /= 2;
         };
         let pages = (chunk / PAGE_SIZE) as usize;
-        // SAFETY: freshly allocated frames, identity-mapped; zeroing them keeps whatever
-        // they held before (another VM's data) from reaching this guest.
-        unsafe { crate::arch::zero(pa, chunk) };
         chunks.push(RamChunk { ipa, pa, size: chunk, pages });
         ipa += chunk;
         left -= chunk;
