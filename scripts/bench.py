@@ -100,12 +100,15 @@ BENCHES = [
                 "vCPU 1 waiting in WFI on its own CPU (median of 15). Target <= 1500."),
     Bench("bench", bootargs="s2=2", hv_args="populate=lazy",
           notes="stage2_fault_2m: a store to an untouched 2 MiB block of a populate=lazy VM (blocks=on, the "
-                "default), minus the same store again: the fault exit, 2 MiB of frames allocated and zeroed, "
-                "mapped as 512 pages of a new table (s2leaf=page, the default), the return."),
+                "default), minus the same store again: the fault exit, 2 MiB of frames allocated (fresh since "
+                "power-on, ram_zeroed=on as qemu.py passes it: not zeroed again), mapped as 512 pages of a new "
+                "table (s2leaf=page, the default), the return; _zeroing: with ram_zeroed=off, the frames zeroed."),
+    Bench("bench", bootargs="s2=2", hv_args="populate=lazy ram_zeroed=off", label="zeroing"),
+    Bench("bench", bootargs="s2=1", hv_args="populate=lazy blocks=off ram_zeroed=off", label="zeroing"),
     Bench("bench", bootargs="s2=1", hv_args="populate=lazy blocks=off",
           notes="stage2_fault_4k: a store to a fresh page of a populate=lazy blocks=off VM, minus the same store to a "
-                "mapped page: the stage-2 fault exit, a frame allocated and zeroed, the page mapped under the "
-                "retry protocol, the return. Target <= 2000. unmap_one_page: HV_MEM_UNMAP of one mapped page "
+                "mapped page: the stage-2 fault exit, a frame allocated (fresh: not zeroed again; _zeroing: "
+                "ram_zeroed=off, zeroed), the page mapped under the retry protocol, the return. Target <= 2000. unmap_one_page: HV_MEM_UNMAP of one mapped page "
                 "(break-before-make, TLB invalidation by IPA and of the VMID's stage-1, the notifiers' start and "
                 "end: translation cache, access tracker, trace ring; the frame freed), whole hypercall; "
                 "_minus_null_call without the exit round trip. host_*: the table code alone on the host "
