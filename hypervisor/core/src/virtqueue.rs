@@ -87,6 +87,8 @@ pub struct DeviceQueue {
     next_used: u16,
     indirect: bool,
     event_idx: bool,
+    /// The last indirect table read, kept for its memory (no allocation per request).
+    table: Vec<u8>,
 }
 
 /// `base + offset` for guest-given bases, an error instead of an overflow.
@@ -113,6 +115,7 @@ impl DeviceQueue {
             next_used: 0,
             indirect: features & F_RING_INDIRECT_DESC != 0,
             event_idx: features & F_RING_EVENT_IDX != 0,
+            table: Vec::new(),
         }
     }
 
@@ -143,14 +146,14 @@ impl DeviceQueue {
     }
 
     /// The buffers of the chain starting at descriptor `head`.
-    fn walk(&self, mem: &impl GuestRam, head: u16) -> Result<Buffers, QueueError> {
+    fn walk(&mut self, mem: &impl GuestRam, head: u16) -> Result<Buffers, QueueError> {
         let mut buffers = Buffers::new();
         let (table, mut entries) = (self.desc, self.size as u32);
         let (mut index, mut visited, mut in_indirect, mut writes) = (head as u32, 0u32, false, false);
         // An indirect table is read whole, once: one guest-memory access instead of one
         // per descriptor, and a driver changing it meanwhile cannot make the walk see two
         // versions of it.
-        let mut indirect: Vec<u8> = Vec::new();
+        let indirect = &mut self.table;
         loop {
             if index >= entries {
                 return Err(QueueError::BadIndex);
@@ -175,7 +178,7 @@ impl DeviceQueue {
                     return Err(QueueError::BadIndirect);
                 }
                 indirect.resize(len as usize, 0);
-                mem.read(addr, &mut indirect)?;
+                mem.read(addr, indirect)?;
                 (entries, index, visited, in_indirect) = (len / 16, 0, 0, true);
                 buffers.reserve(entries as usize);
                 continue;
