@@ -45,6 +45,17 @@ pub struct Stats {
     pub aging_passes: AtomicU64,
 }
 
+/// Translates under the table lock `Stage2::translating` holds (a type, not a closure, so
+/// that a device request's loop over its pages inlines the walk).
+pub struct Translator<'a, M>(&'a Tables<M>);
+
+impl<M: TableMemory> Translator<'_, M> {
+    #[inline]
+    pub fn translate(&self, ipa: u64) -> Option<Translation> {
+        self.0.table.translate(&self.0.mem, ipa)
+    }
+}
+
 pub struct Stage2<M: TableMemory> {
     tables: Mutex<Tables<M>>,
     pub notifiers: Registry,
@@ -226,13 +237,13 @@ impl<M: TableMemory> Stage2<M> {
     /// translator that works under one sequence snapshot and one table lock for all of
     /// them. None (and `f` not called): an invalidation is in progress or ran since the
     /// snapshot.
-    pub fn translating<R>(&self, f: impl FnOnce(&dyn Fn(u64) -> Option<Translation>) -> R) -> Option<R> {
+    pub fn translating<R>(&self, f: impl FnOnce(Translator<'_, M>) -> R) -> Option<R> {
         let snapshot = self.notifiers.seq.snapshot();
         let t = self.tables.lock();
         if self.notifiers.seq.must_retry(snapshot) {
             return None;
         }
-        Some(f(&|ipa| t.table.translate(&t.mem, ipa)))
+        Some(f(Translator(&t)))
     }
 
     /// The VM goes away: everything is unmapped as one Teardown invalidation (`gone` per
@@ -411,13 +422,13 @@ mod tests {
         for (i, pa) in [(0, 0x9000_0000u64), (1, 0x9000_1000), (3, 0x9500_0000)] {
             assert_eq!(s.fault_in(BASE + i * PAGE_SIZE, PAGE_SIZE, || Some((pa, Attrs::RAM_RWX)), |_| panic!()), Ok(FaultOutcome::Mapped));
         }
-        let pas = s.translating(|tr| (0..4).map(|i| tr(BASE + i * PAGE_SIZE + 0x10).map(|t| t.pa)).collect::<Vec<_>>());
+        let pas = s.translating(|tr| (0..4).map(|i| tr.translate(BASE + i * PAGE_SIZE + 0x10).map(|t| t.pa)).collect::<Vec<_>>());
         assert_eq!(pas, Some(alloc::vec![Some(0x9000_0010), Some(0x9000_1010), None, Some(0x9500_0010)]));
         // An invalidation in progress: nothing is translated.
         s.notifiers.seq.begin();
         assert_eq!(s.translating(|_| panic!("translated during an invalidation")), None::<()>);
         s.notifiers.seq.end();
-        assert_eq!(s.translating(|tr| tr(BASE + 0x3000).map(|t| t.pa)), Some(Some(0x9500_0000)));
+        assert_eq!(s.translating(|tr| tr.translate(BASE + 0x3000).map(|t| t.pa)), Some(Some(0x9500_0000)));
     }
 
     #[test]

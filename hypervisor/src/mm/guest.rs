@@ -452,8 +452,8 @@ impl GuestMemory {
     /// seen by later invalidations (they find the pin) or was not given (the walk failed),
     /// and must not wait on an invalidation that may wait on its pin: it drops the pin and
     /// tries again.
-    pub fn translate_ranges(&self, count: usize, range: &dyn Fn(usize) -> (u64, usize), write: bool, f: &mut dyn FnMut(u64, usize)) -> Result<(), AccessError> {
-        if (0..count).map(range).any(|(ipa, len)| len != 0 && !self.is_ram(ipa, len as u64)) {
+    pub fn translate_ranges(&self, count: usize, range: impl Fn(usize) -> (u64, usize), write: bool, mut f: impl FnMut(u64, usize)) -> Result<(), AccessError> {
+        if (0..count).map(&range).any(|(ipa, len)| len != 0 && !self.is_ram(ipa, len as u64)) {
             return Err(AccessError::NotRam);
         }
         // All under one table lock (a 1 MiB request is 256 pages), until a page that is
@@ -471,7 +471,7 @@ impl GuestMemory {
                     }
                     let at = ipa + off as u64;
                     let n = (len - off).min((PAGE_SIZE - at % PAGE_SIZE) as usize);
-                    match tr(at) {
+                    match tr.translate(at) {
                         Some(t) if !t.attrs.read || (write && !t.attrs.write) => {
                             stop = Err(Some(AccessError::Protected));
                             return;

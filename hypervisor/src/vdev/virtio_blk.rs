@@ -456,7 +456,7 @@ impl GuestDisk {
         for _ in 0..PIN_ATTEMPTS {
             let pin = self.io.pin(ranges());
             let range = |i: usize| (req.data[i].addr, req.data[i].len as usize);
-            let walked = mem.translate_ranges(req.data.len(), &range, device_writes, &mut |host, n| match segments.last_mut() {
+            let walked = mem.translate_ranges(req.data.len(), range, device_writes, |host, n| match segments.last_mut() {
                 Some(s) if s.addr + s.len as u64 == host => s.len += n as u32,
                 _ => segments.push(Segment { addr: host, len: n as u32, device_writes }),
             });
