@@ -91,7 +91,10 @@ BENCHES = [
           notes="mmio_read_*: a 32-bit load from a device register in a loop, minus the empty loop: the "
                 "UART's flag register (vUART; read from its register image, no exit, while no input waits), the "
                 "distributor's GICD_TYPER (vGIC, trapped), the pvpanic device's register (trapped: the emulated "
-                "devices' MMIO exit; only where the machine has one). Target <= 200. "
+                "devices' MMIO exit; only where the machine has one). Target <= 200. mmio_write_uart_dr: a byte "
+                "stored to the UART's data register from x21 (as Linux's console writes it: every byte printed is "
+                "an exit) in a loop, minus the empty loop: the exit, the vUART's output path, the host UART's "
+                "write, the return. "
                 "vtimer_latency_*: the virtual timer set 10 ms (wfi) or 2 ms (busy) ahead, from the counter "
                 "reaching CVAL to the guest handler's first instruction, median of 15, waiting in WFI or spinning. "
                 "Target <= 1000."),
