@@ -21,8 +21,10 @@
 // Pointer-authentication keys (pauth.S, vm/pauth.rs): a vCPU either runs "lazy", with
 // HCR_EL2.API/APK clear, so it cannot touch the key registers, which keep the hypervisor's
 // APIA key; or it owns them (REGS_KEYS_LIVE set), and then its exits come through
-// el2_vectors_keys, which save its keys and put the hypervisor's back before any compiled
-// code runs, and every return to it loads its keys last. el2_vectors, used while a lazy
+// el2_vectors_keys, which save its APIA key and put the hypervisor's back before any
+// compiled code runs (the hypervisor signs with APIA alone: its other keys stay in their
+// registers until an exit goes the slow path, which saves them), and every return to it
+// loads its keys last (a fast one only APIA). el2_vectors, used while a lazy
 // vCPU runs, is exactly the path of a hypervisor that ignores PAuth: no added instruction.
 // guest_resume picks the table for the vCPU it enters; the fast paths keep the same vCPU.
 //
@@ -46,26 +48,41 @@
     b       \exit
 .endm
 
-// The ten key registers (APIA, APIB, APDA, APDB, APGA; lo, hi) to or from the frame at SP,
-// through x2..x11.
-.macro save_guest_keys
+// The guest's APIA key (the one the hypervisor's own code signs with) to or from the frame
+// at SP, through x2 and x3: what a fast exit and its return switch.
+.macro save_guest_apia
     mrs     x2, S3_0_C2_C1_0
     mrs     x3, S3_0_C2_C1_1
-    mrs     x4, S3_0_C2_C1_2
-    mrs     x5, S3_0_C2_C1_3
-    mrs     x6, S3_0_C2_C2_0
-    mrs     x7, S3_0_C2_C2_1
-    mrs     x8, S3_0_C2_C2_2
-    mrs     x9, S3_0_C2_C2_3
-    mrs     x10, S3_0_C2_C3_0
-    mrs     x11, S3_0_C2_C3_1
     stp     x2, x3, [sp, #{REGS_KEYS} + 16 * 0]
-    stp     x4, x5, [sp, #{REGS_KEYS} + 16 * 1]
-    stp     x6, x7, [sp, #{REGS_KEYS} + 16 * 2]
-    stp     x8, x9, [sp, #{REGS_KEYS} + 16 * 3]
-    stp     x10, x11, [sp, #{REGS_KEYS} + 16 * 4]
 .endm
 
+.macro load_guest_apia
+    ldp     x2, x3, [sp, #{REGS_KEYS} + 16 * 0]
+    msr     S3_0_C2_C1_0, x2
+    msr     S3_0_C2_C1_1, x3
+.endm
+
+// The other eight key registers (APIB, APDA, APDB, APGA; lo, hi) to the frame at \frame,
+// through x2..x9: the hypervisor never uses them, so they stay in the registers across a
+// fast exit and are saved only when an exit goes the slow path (which may run another
+// vCPU, or look at the frame).
+.macro save_guest_other_keys frame
+    mrs     x2, S3_0_C2_C1_2
+    mrs     x3, S3_0_C2_C1_3
+    mrs     x4, S3_0_C2_C2_0
+    mrs     x5, S3_0_C2_C2_1
+    mrs     x6, S3_0_C2_C2_2
+    mrs     x7, S3_0_C2_C2_3
+    mrs     x8, S3_0_C2_C3_0
+    mrs     x9, S3_0_C2_C3_1
+    stp     x2, x3, [\frame, #{REGS_KEYS} + 16 * 1]
+    stp     x4, x5, [\frame, #{REGS_KEYS} + 16 * 2]
+    stp     x6, x7, [\frame, #{REGS_KEYS} + 16 * 3]
+    stp     x8, x9, [\frame, #{REGS_KEYS} + 16 * 4]
+.endm
+
+// All ten key registers (APIA, APIB, APDA, APDB, APGA; lo, hi) from the frame at SP,
+// through x2..x11: a return that may follow a slow path.
 .macro load_guest_keys
     ldp     x2, x3, [sp, #{REGS_KEYS} + 16 * 0]
     ldp     x4, x5, [sp, #{REGS_KEYS} + 16 * 1]
@@ -152,10 +169,11 @@ el2_vectors_keys:
     vector_table guest_exit_keys
 
 // Exit of a vCPU that owns the key registers: x0 = frame = SP, x1 = kind; x2..x18 are
-// saved already. Its keys go to the frame and the hypervisor's APIA key comes back, made
-// effective (ISB) before handle_exit, the first signing code.
+// saved already. Its APIA key goes to the frame and the hypervisor's comes back, made
+// effective (ISB) before handle_exit, the first signing code (its other keys wait in their
+// registers: exit_slow saves them).
 guest_exit_keys:
-    save_guest_keys
+    save_guest_apia
     ldr     x2, [sp, #{REGS_KEY_SWITCHES}]
     add     x2, x2, #1
     str     x2, [sp, #{REGS_KEY_SWITCHES}]
@@ -172,7 +190,7 @@ guest_exit_keys:
     tbnz    x0, #0, exit_slow
     mov     sp, x0
     // The fast path resumes the same vCPU (hypercalls never change who owns the keys).
-    load_guest_keys
+    load_guest_apia
     b       restore_volatile
 
 guest_exit:
@@ -200,7 +218,13 @@ restore_volatile:
     isb
 
 exit_slow:
-    // Bit 1 (`full`): an MMIO access whose transfer register is one of x19..x29, handled
+    // A vCPU owning the keys: the rest of them to the frame, which the slow path may hand
+    // to another CPU's vCPU switch or load whole at the return (guest_resume).
+    bic     x1, x0, #3
+    ldr     x2, [x1, #{REGS_KEYS_LIVE}]
+    cbz     x2, 3f
+    save_guest_other_keys x1
+3:  // Bit 1 (`full`): an MMIO access whose transfer register is one of x19..x29, handled
     // with the whole frame saved, and fast still unless handle_exit_full sets bit 0.
     tst     x0, #2
     bic     x0, x0, #3
