@@ -81,7 +81,11 @@ fn module_bytes(r: Range) -> &'static [u8] {
 /// stay valid for the next boot.
 fn copy_module(mem: &GuestMemory, ipa: u64, bytes: &[u8], warm: bool) -> Result<Copied, LoadError> {
     const SLOTS: u64 = (2 << 20) - PAGE_SIZE;
-    let mut buf = [0u8; PAGE_SIZE as usize];
+    // Word-aligned, so that `write_changed` compares whole words from it too.
+    #[repr(C, align(8))]
+    struct PageBuf([u8; PAGE_SIZE as usize]);
+    let mut page = PageBuf([0; PAGE_SIZE as usize]);
+    let buf = &mut page.0;
     let mut copied = Copied::default();
     let aliased = (bytes.as_ptr() as u64 ^ ipa) & SLOTS == 0;
     for (i, piece) in bytes.chunks(buf.len()).enumerate() {
