@@ -45,7 +45,8 @@ def pac_benches() -> list[Bench]:
     rows = [
         Bench("bench", bootargs="pac=1", label="pac_user",
               notes="null_hypercall_round_trip_pac_user: the same for a guest that uses PAC (its keys live: "
-                    "saved and the hypervisor's restored at every exit, loaded at every entry)."),
+                    "its APIA key saved and the hypervisor's restored at every exit, loaded at every entry; "
+                    "its other keys only when an exit goes the slow path)."),
         Bench("bench", hv_args="pauth_keys=eager", label="no_pac_eager",
               notes="null_hypercall_round_trip_no_pac_eager: a guest that never uses PAC, keys forced live "
                     "(pauth_keys=eager): the cost eager switching puts on every exit."),

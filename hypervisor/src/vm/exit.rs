@@ -81,14 +81,7 @@ extern "C" fn handle_exit(regs: *mut VcpuRegs, kind: u64) -> usize {
 fn sync_exit_fast(vcpu: &Vcpu, run: &mut VcpuRun, regs: *mut VcpuRegs, esr: Esr) -> usize {
     let vm = vcpu.vm();
     let next = match esr.ec() {
-        ec::DABT_LOWER if transfer_register_saved(esr) => {
-            let next = mmio::handle_data_abort(vm, vcpu, run, esr);
-            // Interrupts to put in list registers (the UART's, say) need the slow path.
-            if matches!(next, Next::Resume) && !vm.is_stopping() && !vcpu.needs_flush.load(Ordering::Acquire) {
-                return regs as usize;
-            }
-            next
-        }
+        ec::DABT_LOWER if transfer_register_saved(esr) => return emulate_access(vcpu, run, regs, esr),
         ec::HVC64 | ec::SMC64 if esr.ec() == ec::SMC64 || esr.imm16() == 0 => {
             if esr.ec() == ec::SMC64 {
                 // A trapped SMC returns to the SMC itself: step over it.
@@ -112,16 +105,23 @@ fn sync_exit_fast(vcpu: &Vcpu, run: &mut VcpuRun, regs: *mut VcpuRegs, esr: Esr)
 }
 
 /// An MMIO access whose transfer register is one of x19..x29 (`sync_exit_fast` left it
-/// pending), with the whole frame saved now: handled as the fast path handles the others,
-/// and the guest resumed from its frame unless something needs the slow path.
+/// pending), with the whole frame saved now: handled as the fast path handles the others.
 #[no_mangle]
 extern "C" fn handle_exit_full(regs: *mut VcpuRegs) -> usize {
     // SAFETY: as in `handle_exit`: the loaded vCPU's frame, from exception.S.
     let vcpu = unsafe { Vcpu::from_regs(regs) };
     // SAFETY: as in `handle_exit`.
     let run = unsafe { vcpu.run_mut() };
+    emulate_access(vcpu, run, regs, Esr(ESR_EL2.get()))
+}
+
+/// Emulates a data abort whose transfer register is in the frame; `regs` (the guest
+/// resumes) unless something needs the slow path: interrupts to put in list registers (the
+/// UART's, say), a stopping VM, an exit that does not simply resume.
+#[inline(always)]
+fn emulate_access(vcpu: &Vcpu, run: &mut VcpuRun, regs: *mut VcpuRegs, esr: Esr) -> usize {
     let vm = vcpu.vm();
-    let next = mmio::handle_data_abort(vm, vcpu, run, Esr(ESR_EL2.get()));
+    let next = mmio::handle_data_abort(vm, vcpu, run, esr);
     if matches!(next, Next::Resume) && !vm.is_stopping() && !vcpu.needs_flush.load(Ordering::Acquire) {
         return regs as usize;
     }
@@ -168,7 +168,8 @@ fn guest_irqs_masked() -> bool {
 /// A data abort with a syndrome whose transfer register the fast path saved (x0..x18,
 /// x30, or XZR): the access can be emulated without the rest of the frame.
 fn transfer_register_saved(esr: Esr) -> bool {
-    transfer_register_valid(esr) && (esr.data_abort().reg <= 18 || esr.data_abort().reg >= 30)
+    let reg = esr.data_abort().reg;
+    transfer_register_valid(esr) && (reg <= 18 || reg >= 30)
 }
 
 /// A data abort with a valid syndrome (an access that can be emulated, given its register).
