@@ -435,6 +435,14 @@ pub struct PageTable {
     pages_only: bool,
 }
 
+/// A last-level table and the 2 MiB of input addresses it translates (by number), for
+/// [`PageTable::translate_near`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeafTable {
+    region: u64,
+    table: u64,
+}
+
 /// The result of a successful translation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Translation {
@@ -733,11 +741,22 @@ impl PageTable {
     /// Looks `va` up as the hardware walker would: one address, one entry per level (no
     /// range to visit, so no visitor).
     pub fn translate(&self, mem: &impl TableMemory, va: u64) -> Option<Translation> {
+        self.translate_near(mem, va, &mut None)
+    }
+
+    /// `translate`, starting at the last-level table `hint` names when `va` is in the 2 MiB
+    /// it covers, and leaving in `hint` the last-level table this walk went through (if
+    /// any): a device request's pages, mostly a few per 2 MiB, cost one entry each. The
+    /// hint is only good while no table changes (one `Stage2::translating` call holds the
+    /// table lock).
+    pub fn translate_near(&self, mem: &impl TableMemory, va: u64, hint: &mut Option<LeafTable>) -> Option<Translation> {
         if va >> self.va_bits != 0 {
             return None;
         }
-        let mut table = self.root;
-        let mut level = self.start_level;
+        let (mut table, mut level) = match *hint {
+            Some(h) if h.region == va >> entry_shift(2) => (h.table, 3),
+            _ => (self.root, self.start_level),
+        };
         loop {
             let desc = mem.read(table, self.index(level, va));
             if desc & DESC_VALID == 0 {
@@ -747,6 +766,9 @@ impl PageTable {
             if level < 3 && desc & DESC_TABLE_OR_PAGE != 0 {
                 table = desc & OA_MASK;
                 level += 1;
+                if level == 3 {
+                    *hint = Some(LeafTable { region: va >> entry_shift(2), table });
+                }
                 continue;
             }
             if level == 3 && desc & DESC_TABLE_OR_PAGE == 0 {
@@ -826,6 +848,48 @@ mod tests {
         assert_eq!(t.translate(&m, 2 * GIB + MIB2 + PAGE_SIZE), None);
         // root (2) + L2 table + L3 table
         assert_eq!(t.table_pages(), 4);
+    }
+
+    #[test]
+    fn a_walk_from_the_hinted_leaf_table_finds_what_a_whole_walk_finds() {
+        let mut m = Arena::default();
+        let mut t = PageTable::new(&mut m, Regime::Stage2, 32).unwrap();
+        // Pages in two 2 MiB regions, a block between them, holes in each.
+        t.map(&mut m, GIB + PAGE_SIZE, 5 * GIB, 3 * PAGE_SIZE, Attrs::RAM_RW).unwrap();
+        t.map(&mut m, GIB + MIB2, 7 * GIB, MIB2, Attrs::RAM_RWX).unwrap();
+        t.map(&mut m, GIB + 2 * MIB2 + 8 * PAGE_SIZE, 6 * GIB, PAGE_SIZE, Attrs::RAM_RO).unwrap();
+        // Counts the descriptors a walk reads.
+        struct Counting<'a>(&'a Arena, core::cell::Cell<u32>);
+        impl TableMemory for Counting<'_> {
+            fn alloc_zeroed(&mut self, _: usize) -> Option<u64> {
+                None
+            }
+            fn free(&mut self, _: u64, _: usize) {}
+            fn read(&self, table: u64, index: usize) -> u64 {
+                self.1.set(self.1.get() + 1);
+                self.0.read(table, index)
+            }
+            fn write(&mut self, _: u64, _: usize, _: u64) {}
+            fn invalidate_tlb(&mut self, _: u64, _: u64) {}
+        }
+        let c = Counting(&m, Default::default());
+        let (mut hint, mut hinted) = (None, 0);
+        // Back and forth between the regions, so the hint is used, missed and replaced.
+        for round in 0..3u64 {
+            for va in [GIB, GIB + PAGE_SIZE + 5, GIB + 3 * PAGE_SIZE + 7, GIB + 4 * PAGE_SIZE, GIB + MIB2 + round,
+                       GIB + 2 * MIB2 + 8 * PAGE_SIZE + 9, GIB + 2 * MIB2, GIB + 2 * PAGE_SIZE, 4 * GIB - 1] {
+                let from_hint = hint.is_some_and(|h: LeafTable| h.region == va >> 21);
+                let before = c.1.get();
+                assert_eq!(t.translate_near(&c, va, &mut hint), t.translate(&m, va), "{va:#x}");
+                // From the hint: the leaf entry alone; else the root's entry, then the leaf
+                // table's unless the root's is a block or empty.
+                let read = c.1.get() - before;
+                assert!(if from_hint { read == 1 } else { read == 1 || read == 2 }, "{read} descriptors read for {va:#x}");
+                hinted += from_hint as u32;
+            }
+        }
+        assert_eq!(hinted, 14, "walks that started from the hint");
+        assert_eq!(t.translate_near(&m, 1 << 32, &mut hint), None, "outside the input range, hint or not");
     }
 
     #[test]

@@ -15,7 +15,8 @@
 //! any notifier hears of them.
 
 use crate::notifier::{IpaRange, Reason, Registry};
-use crate::pgtable::{Attrs, MapError, PageTable, Regime, TableMemory, Translation, PAGE_SIZE};
+use crate::pgtable::{Attrs, LeafTable, MapError, PageTable, Regime, TableMemory, Translation, PAGE_SIZE};
+use core::cell::Cell;
 use core::sync::atomic::{AtomicU64, Ordering};
 use spin::Mutex;
 
@@ -47,12 +48,16 @@ pub struct Stats {
 
 /// Translates under the table lock `Stage2::translating` holds (a type, not a closure, so
 /// that a device request's loop over its pages inlines the walk).
-pub struct Translator<'a, M>(&'a Tables<M>);
+/// Consecutive translations in the same 2 MiB start at its last-level table.
+pub struct Translator<'a, M>(&'a Tables<M>, Cell<Option<LeafTable>>);
 
 impl<M: TableMemory> Translator<'_, M> {
     #[inline]
     pub fn translate(&self, ipa: u64) -> Option<Translation> {
-        self.0.table.translate(&self.0.mem, ipa)
+        let mut hint = self.1.get();
+        let t = self.0.table.translate_near(&self.0.mem, ipa, &mut hint);
+        self.1.set(hint);
+        t
     }
 }
 
@@ -243,7 +248,7 @@ impl<M: TableMemory> Stage2<M> {
         if self.notifiers.seq.must_retry(snapshot) {
             return None;
         }
-        Some(f(Translator(&t)))
+        Some(f(Translator(&t, Cell::new(None))))
     }
 
     /// The VM goes away: everything is unmapped as one Teardown invalidation (`gone` per

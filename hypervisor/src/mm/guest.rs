@@ -540,6 +540,18 @@ impl GuestMemory {
         self.read_pieces(ipa, buf)
     }
 
+    /// Reads little-endian 64-bit words of guest RAM at `ipa` (a device's descriptor
+    /// tables: decoded with word loads, hv_core::virtqueue::GuestRam::read_words).
+    pub fn read_words(&self, ipa: u64, words: &mut [u64]) -> Result<(), AccessError> {
+        // SAFETY: the bytes of `words`, which any byte pattern is a valid value of; the
+        // borrow keeps them ours for the copy.
+        let bytes = unsafe { core::slice::from_raw_parts_mut(words.as_mut_ptr() as *mut u8, words.len() * 8) };
+        self.read(ipa, bytes)?;
+        // The guest's words are little-endian, as this CPU (a no-op here).
+        words.iter_mut().for_each(|w| *w = u64::from_le(*w));
+        Ok(())
+    }
+
     /// `read` page by page, filling the translation cache (or populating pages) as needed.
     #[inline(never)]
     fn read_pieces(&self, ipa: u64, buf: &mut [u8]) -> Result<(), AccessError> {

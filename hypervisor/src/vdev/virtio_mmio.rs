@@ -37,6 +37,11 @@ impl GuestRam for Ram<'_> {
     fn write(&self, gpa: u64, data: &[u8]) -> Result<(), OutOfRam> {
         self.0.write(gpa, data).map_err(|_| OutOfRam)
     }
+
+    #[inline]
+    fn read_words(&self, gpa: u64, words: &mut [u64]) -> Result<(), OutOfRam> {
+        self.0.read_words(gpa, words).map_err(|_| OutOfRam)
+    }
 }
 
 /// Queue `q` of a device, set up at its first use once the device is live, or None.
