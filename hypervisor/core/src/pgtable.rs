@@ -753,17 +753,16 @@ impl PageTable {
         if va >> self.va_bits != 0 {
             return None;
         }
-        let (mut table, mut level) = match *hint {
-            Some(h) if h.region == va >> entry_shift(2) => (h.table, 3),
-            _ => (self.root, self.start_level),
-        };
+        if let Some(h) = *hint {
+            if h.region == va >> entry_shift(2) {
+                // The last level, spelled out: the shifts are constants here.
+                return self.leaf(mem.read(h.table, self.index(3, va)), 3, va);
+            }
+        }
+        let (mut table, mut level) = (self.root, self.start_level);
         loop {
             let desc = mem.read(table, self.index(level, va));
-            if desc & DESC_VALID == 0 {
-                return None;
-            }
-            let size = 1u64 << entry_shift(level);
-            if level < 3 && desc & DESC_TABLE_OR_PAGE != 0 {
+            if level < 3 && desc & (DESC_VALID | DESC_TABLE_OR_PAGE) == DESC_VALID | DESC_TABLE_OR_PAGE {
                 table = desc & OA_MASK;
                 level += 1;
                 if level == 3 {
@@ -771,12 +770,19 @@ impl PageTable {
                 }
                 continue;
             }
-            if level == 3 && desc & DESC_TABLE_OR_PAGE == 0 {
-                return None; // reserved encoding
-            }
-            let pa = (desc & OA_MASK & !(size - 1)) | (va & (size - 1));
-            return Some(Translation { pa, attrs: self.regime.decode_attrs(desc), size, young: desc & AF != 0 });
+            return self.leaf(desc, level, va);
         }
+    }
+
+    /// What leaf descriptor `desc` at `level` makes of `va`, if it is a valid leaf.
+    #[inline(always)]
+    fn leaf(&self, desc: u64, level: u8, va: u64) -> Option<Translation> {
+        if desc & DESC_VALID == 0 || (level == 3 && desc & DESC_TABLE_OR_PAGE == 0) {
+            return None; // invalid, or the reserved encoding at level 3
+        }
+        let size = 1u64 << entry_shift(level);
+        let pa = (desc & OA_MASK & !(size - 1)) | (va & (size - 1));
+        Some(Translation { pa, attrs: self.regime.decode_attrs(desc), size, young: desc & AF != 0 })
     }
 
     /// Frees every table frame (not the memory the leaves point to), without TLB

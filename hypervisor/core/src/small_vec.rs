@@ -47,6 +47,18 @@ impl<T: Copy + Default, const N: usize> SmallVec<T, N> {
         }
     }
 
+    /// Appends `more` (one copy, not a push per item).
+    pub fn extend_from_slice(&mut self, more: &[T]) {
+        self.reserve(more.len());
+        match self {
+            SmallVec::Inline { items, len } => {
+                items[*len..*len + more.len()].copy_from_slice(more);
+                *len += more.len();
+            }
+            SmallVec::Heap(v) => v.extend_from_slice(more),
+        }
+    }
+
     /// Empties it (a heap vector keeps its capacity).
     pub fn clear(&mut self) {
         match self {

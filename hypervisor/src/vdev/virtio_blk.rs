@@ -30,13 +30,12 @@ use hv_core::small_vec::SmallVec;
 use hv_core::virtio::{blk, Segment};
 use hv_core::virtio_blk_device::{finish, Backend, BlockDevice, IoError, Op, Parsed, RangeLimits, Request, QUEUE_SIZE, S_IOERR, S_UNSUPP};
 use hv_core::virtio_mmio::{Effect, Transport, INT_USED_BUFFER, VirtioDevice};
-use hv_core::virtqueue::{Chain, DeviceQueue};
+use hv_core::virtqueue::{Buffer, Buffers, Chain, DeviceQueue};
 use super::virtio_mmio::Ram;
 use spin::Mutex;
 
-/// A request's guest ranges and host segments: a block request's one data buffer (and most
-/// others) without a heap allocation.
-type Ranges = SmallVec<IpaRange, 4>;
+/// A request's host segments: a block request's one data buffer (and most others) without a
+/// heap allocation.
 type Segments = SmallVec<Segment, 4>;
 
 /// How long a notifier waits for the host device to finish with a page before resetting it.
@@ -112,25 +111,29 @@ struct IoState {
 struct DiskIo {
     host: &'static HostDisk,
     state: Mutex<IoState>,
-    /// The guest ranges the host device may be reading or writing, per request being
-    /// started or in flight (by pin number), and the next pin number. Never held while
-    /// taking another lock.
-    pins: Mutex<(Vec<(u64, Ranges)>, u64)>,
+    /// The guest buffers the host device may be reading or writing (their pages), per
+    /// request being started or in flight (by pin number), and the next pin number. Never
+    /// held while taking another lock.
+    pins: Mutex<(Vec<(u64, Buffers)>, u64)>,
     /// Invalidations that found pinned pages and waited for the device.
     waits: AtomicU64,
 }
 
 impl DiskIo {
+    /// Whether a pinned buffer's pages overlap `range`.
     fn pinned(&self, range: IpaRange) -> bool {
-        self.pins.lock().0.iter().any(|(_, ranges)| ranges.iter().any(|r| r.overlaps(&range)))
+        let pages = |b: &Buffer| IpaRange { start: b.addr & !(PAGE_SIZE - 1), end: b.addr.saturating_add(b.len as u64).next_multiple_of(PAGE_SIZE) };
+        self.pins.lock().0.iter().any(|(_, buffers)| buffers.iter().any(|b| b.len != 0 && pages(b).overlaps(&range)))
     }
 
-    /// Registers `ranges` as used by the device from now on; their pin number.
-    fn pin(&self, ranges: Ranges) -> u64 {
+    /// Registers the pages of `buffers` as used by the device from now on (a copy of the
+    /// list: one memcpy, where a list of page ranges took a pass); their pin number.
+    fn pin(&self, buffers: &Buffers) -> u64 {
+        let buffers = buffers.clone();
         let mut pins = self.pins.lock();
         let n = pins.1;
         pins.1 += 1;
-        pins.0.push((n, ranges));
+        pins.0.push((n, buffers));
         n
     }
 
@@ -440,23 +443,12 @@ impl GuestDisk {
     /// pages the guest can write). Returns the pin number.
     fn pin(&self, mem: &GuestMemory, req: &Request, segments: &mut Segments) -> Result<u64, AccessError> {
         let device_writes = matches!(req.op, Op::Read { .. });
-        let ranges = || {
-            let mut ranges = Ranges::new();
-            ranges.reserve(req.data.len());
-            for b in req.data.iter().filter(|b| b.len != 0) {
-                let (start, end) = (b.addr & !(PAGE_SIZE - 1), (b.addr.saturating_add(b.len as u64)).next_multiple_of(PAGE_SIZE));
-                match ranges.last_mut() {
-                    Some(r) if r.end == start => r.end = end,
-                    _ => ranges.push(IpaRange { start, end }),
-                }
-            }
-            ranges
-        };
         segments.reserve(req.data.len());
         for _ in 0..PIN_ATTEMPTS {
-            let pin = self.io.pin(ranges());
-            let range = |i: usize| (req.data[i].addr, req.data[i].len as usize);
-            let walked = mem.translate_ranges(req.data.len(), range, device_writes, |host, n| match segments.last_mut() {
+            let pin = self.io.pin(&req.data);
+            let data: &[Buffer] = &req.data;
+            let range = |i: usize| (data[i].addr, data[i].len as usize);
+            let walked = mem.translate_ranges(data.len(), range, device_writes, |host, n| match segments.last_mut() {
                 Some(s) if s.addr + s.len as u64 == host => s.len += n as u32,
                 _ => segments.push(Segment { addr: host, len: n as u32, device_writes }),
             });
