@@ -186,19 +186,21 @@ impl SplitQueue {
     /// Writes the chain into free descriptors and makes it available; returns its head
     /// (the token its completion carries). None if it is empty or does not fit now.
     pub fn submit(&mut self, mem: &mut impl QueueMemory, chain: &[Segment]) -> Option<u16> {
-        self.submit_n(mem, chain.len(), chain.iter().copied())
+        self.submit_parts(mem, &[chain])
     }
 
-    /// `submit` of the `n` segments `chain` yields (without collecting them first).
-    pub fn submit_n(&mut self, mem: &mut impl QueueMemory, n: usize, chain: impl Iterator<Item = Segment>) -> Option<u16> {
-        if !self.has_room(n) {
+    /// `submit` of the chain the slices of `parts` make one after the other (a request's
+    /// header, data and status without collecting them first).
+    pub fn submit_parts(&mut self, mem: &mut impl QueueMemory, parts: &[&[Segment]]) -> Option<u16> {
+        let n: usize = parts.iter().map(|p| p.len()).sum();
+        if n == 0 || !self.has_room(n) {
             return None;
         }
         if let Some(t) = self.table_for(n) {
             // One ring descriptor, the chain in its table (links are table indices).
             let head = *self.free.last()?;
             let table = head as usize * t.entries as usize * DESC_SIZE;
-            let writable = write_chain(mem, n, chain, |i| t.offset + table + i * DESC_SIZE, |i| i as u16 + 1)?;
+            let writable = write_chain(mem, n, parts, |i| t.offset + table + i * DESC_SIZE, |i| i as u16 + 1);
             self.free.pop();
             let at = self.layout.desc + head as usize * DESC_SIZE;
             mem.write64(at, t.addr + table as u64);
@@ -212,7 +214,7 @@ impl SplitQueue {
         let head = descs[n - 1];
         let (layout, next) = (self.layout, &mut self.next);
         let link = |i: usize| if i + 1 < n { descs[n - 2 - i] } else { 0 };
-        let writable = write_chain(mem, n, chain, |i| layout.desc + descs[n - 1 - i] as usize * DESC_SIZE, link)?;
+        let writable = write_chain(mem, n, parts, |i| layout.desc + descs[n - 1 - i] as usize * DESC_SIZE, link);
         for i in 0..n {
             next[descs[n - 1 - i] as usize] = link(i);
         }
@@ -272,13 +274,12 @@ impl SplitQueue {
     }
 }
 
-/// Writes the `n` segments `chain` yields as linked descriptors, the i-th at byte `at(i)`
-/// of the queue memory linking to `link(i)`; the bytes the device may write, or None if
-/// `chain` ran short.
+/// Writes the `n` segments of `parts` as linked descriptors, the i-th at byte `at(i)` of
+/// the queue memory linking to `link(i)`; the bytes the device may write.
 #[cfg(feature = "alloc")]
-fn write_chain(mem: &mut impl QueueMemory, n: usize, chain: impl Iterator<Item = Segment>, at: impl Fn(usize) -> usize, link: impl Fn(usize) -> u16) -> Option<u32> {
-    let (mut writable, mut count) = (0u32, 0);
-    for (i, s) in chain.take(n).enumerate() {
+fn write_chain(mem: &mut impl QueueMemory, n: usize, parts: &[&[Segment]], at: impl Fn(usize) -> usize, link: impl Fn(usize) -> u16) -> u32 {
+    let (mut writable, mut i) = (0u32, 0);
+    for s in parts.iter().flat_map(|p| p.iter()) {
         let last = i + 1 == n;
         let o = at(i);
         let flags = if last { 0 } else { DESC_NEXT } | if s.device_writes { DESC_WRITE } else { 0 };
@@ -289,9 +290,9 @@ fn write_chain(mem: &mut impl QueueMemory, n: usize, chain: impl Iterator<Item =
         if s.device_writes {
             writable = writable.saturating_add(s.len);
         }
-        count += 1;
+        i += 1;
     }
-    (count == n).then_some(writable)
+    writable
 }
 
 /// virtio-blk request types.

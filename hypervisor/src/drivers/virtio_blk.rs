@@ -236,8 +236,8 @@ impl VirtioBlk {
             unsafe { core::ptr::copy_nonoverlapping(r.as_ptr(), self.slot_ptr(slot, RANGE_AT), 16) };
             range_seg = Some(Segment { addr: self.slot_addr(slot, RANGE_AT), len: 16, device_writes: false });
         }
-        let chain = core::iter::once(header).chain(range_seg).chain(data.iter().copied()).chain(core::iter::once(status));
-        let head = self.queue.submit_n(&mut self.dma, n, chain)?;
+        let (header, range_seg, status) = ([header], range_seg.as_slice(), [status]);
+        let head = self.queue.submit_parts(&mut self.dma, &[&header, range_seg, data, &status])?;
         debug_assert_eq!(head, slot);
         self.transport.notify(0);
         Some(head)

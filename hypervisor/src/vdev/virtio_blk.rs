@@ -26,7 +26,6 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 use hv_core::notifier::{IpaRange, Notifier, NotifierId, Reason};
 use hv_core::pgtable::PAGE_SIZE;
-use hv_core::small_vec::SmallVec;
 use hv_core::virtio::{blk, Segment};
 use hv_core::virtio_blk_device::{finish, Backend, BlockDevice, IoError, Op, Parsed, RangeLimits, Request, QUEUE_SIZE, S_IOERR, S_UNSUPP};
 use hv_core::virtio_mmio::{Effect, Transport, INT_USED_BUFFER, VirtioDevice};
@@ -34,9 +33,6 @@ use hv_core::virtqueue::{Buffer, Buffers, Chain, DeviceQueue};
 use super::virtio_mmio::Ram;
 use spin::Mutex;
 
-/// A request's host segments: a block request's one data buffer (and most others) without a
-/// heap allocation.
-type Segments = SmallVec<Segment, 4>;
 
 /// How long a notifier waits for the host device to finish with a page before resetting it.
 const DMA_WAIT_MS: u64 = 2000;
@@ -89,6 +85,9 @@ struct GuestSide {
     stalled: VecDeque<Chain>,
     /// Counts the device's resets: completions of requests made before one are dropped.
     generation: u64,
+    /// The host segments of the request being started, kept for its memory (no allocation
+    /// per request).
+    segments: Vec<Segment>,
 }
 
 /// A request the host device is carrying out.
@@ -251,7 +250,7 @@ impl GuestDisk {
     /// Subscribes to `mem`'s stage-2 notifiers.
     pub fn new(slot: u64, host: &'static HostDisk, legacy: bool, mem: &GuestMemory) -> GuestDisk {
         let transport = Transport::new(legacy);
-        let guest = GuestSide { transport, device: BlockDevice::new(HostBackend(host)), queue: None, stalled: VecDeque::new(), generation: 0 };
+        let guest = GuestSide { transport, device: BlockDevice::new(HostBackend(host)), queue: None, stalled: VecDeque::new(), generation: 0, segments: Vec::new() };
         {
             // A previous owner's requests (a VM rebooting) are over: start clean.
             let mut blk = host.blk.lock();
@@ -403,8 +402,17 @@ impl GuestDisk {
             Op::Discard { sector, sectors } => (blk::T_DISCARD, 0, Some((sector, sectors, 0))),
             Op::WriteZeroes { sector, sectors, unmap } => (blk::T_WRITE_ZEROES, 0, Some((sector, sectors, unmap as u32))),
         };
-        let mut segments = Segments::new();
-        let pin = match self.pin(mem, &req, &mut segments) {
+        let mut segments = core::mem::take(&mut g.segments);
+        let started = self.start_io(g, mem, chain, req, (kind, sector, range), &mut segments);
+        g.segments = segments;
+        started
+    }
+
+    /// `start` of a request for the host disk (of `kind`, at `sector`, with `range`), its
+    /// host segments built in `segments`.
+    fn start_io(&self, g: &mut GuestSide, mem: &GuestMemory, chain: &Chain, req: Request, (kind, sector, range): (u32, u64, Option<(u64, u32, u32)>), segments: &mut Vec<Segment>) -> Started {
+        let ram = Ram(mem);
+        let pin = match self.pin(mem, &req, segments) {
             Ok(pin) => pin,
             Err(_) => {
                 let len = finish(&req, S_IOERR, &ram);
@@ -422,7 +430,7 @@ impl GuestDisk {
             return Started::Yes;
         }
         let mut st = self.io.state.lock();
-        let token = self.host.blk.lock().submit(kind, sector, &segments, range);
+        let token = self.host.blk.lock().submit(kind, sector, segments, range);
         let Some(token) = token else {
             drop(st);
             self.io.unpin(pin);
@@ -441,8 +449,9 @@ impl GuestDisk {
     /// the walk fail (`Contended`), and then the pin is dropped while it finishes and the
     /// walk starts over. Fails for buffers outside what the guest may access (a read needs
     /// pages the guest can write). Returns the pin number.
-    fn pin(&self, mem: &GuestMemory, req: &Request, segments: &mut Segments) -> Result<u64, AccessError> {
+    fn pin(&self, mem: &GuestMemory, req: &Request, segments: &mut Vec<Segment>) -> Result<u64, AccessError> {
         let device_writes = matches!(req.op, Op::Read { .. });
+        segments.clear();
         segments.reserve(req.data.len());
         for _ in 0..PIN_ATTEMPTS {
             let pin = self.io.pin(&req.data);
