@@ -33,7 +33,6 @@ use hv_core::virtqueue::{Buffer, Buffers, Chain, DeviceQueue};
 use super::virtio_mmio::Ram;
 use spin::Mutex;
 
-
 /// How long a notifier waits for the host device to finish with a page before resetting it.
 const DMA_WAIT_MS: u64 = 2000;
 
