@@ -120,7 +120,9 @@ struct DiskIo {
 impl DiskIo {
     /// Whether a pinned buffer's pages overlap `range`.
     fn pinned(&self, range: IpaRange) -> bool {
-        let pages = |b: &Buffer| IpaRange { start: b.addr & !(PAGE_SIZE - 1), end: b.addr.saturating_add(b.len as u64).next_multiple_of(PAGE_SIZE) };
+        // Guest-given: rounding the end up may not wrap (such a buffer fails translation).
+        let end = |b: &Buffer| b.addr.saturating_add(b.len as u64).checked_next_multiple_of(PAGE_SIZE).unwrap_or(u64::MAX);
+        let pages = |b: &Buffer| IpaRange { start: b.addr & !(PAGE_SIZE - 1), end: end(b) };
         self.pins.lock().0.iter().any(|(_, buffers)| buffers.iter().any(|b| b.len != 0 && pages(b).overlaps(&range)))
     }
 
