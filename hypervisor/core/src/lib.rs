@@ -40,6 +40,8 @@ pub mod pauth;
 pub mod pgtable;
 pub mod pl011;
 #[cfg(feature = "alloc")]
+pub mod page_bits;
+#[cfg(feature = "alloc")]
 pub mod pristine;
 pub mod pstore;
 #[cfg(feature = "alloc")]

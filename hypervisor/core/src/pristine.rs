@@ -5,54 +5,28 @@
 //! frame; any allocation takes the frames' bits away for good (a frame freed later holds
 //! whatever its user left).
 
-use alloc::vec::Vec;
+use crate::page_bits::PageBits;
 
-pub struct Pristine {
-    first: u64,
-    end: u64,
-    bits: Vec<u64>,
-}
+pub struct Pristine(PageBits);
 
 impl Pristine {
     /// Frames `first..first + count`, none known zero yet.
     pub fn new(first: u64, count: u64) -> Pristine {
-        Pristine { first, end: first.saturating_add(count), bits: alloc::vec![0; count.div_ceil(64) as usize] }
+        Pristine(PageBits::new(first, count))
     }
 
     /// Frames `first..end` (clipped to the map) hold zeros and nobody uses them.
     pub fn mark(&mut self, first: u64, end: u64) {
-        self.each(first, end, |w, m| *w |= m);
+        self.0.set(first, end, true);
     }
 
     /// Frames `first..end` are handed out: returns the mask of those among
     /// `first..first + 64.min(end - first)` that were known zero (bit i: frame first + i),
     /// and forgets every one of `first..end`.
     pub fn take(&mut self, first: u64, end: u64) -> u64 {
-        let mut known = 0u64;
-        let top = end.min(first.saturating_add(64));
-        for f in first..top {
-            if self.get(f) {
-                known |= 1 << (f - first);
-            }
-        }
-        self.each(first, end, |w, m| *w &= !m);
+        let known = self.0.mask(first, end);
+        self.0.set(first, end, false);
         known
-    }
-
-    fn get(&self, frame: u64) -> bool {
-        (self.first..self.end).contains(&frame) && self.bits[((frame - self.first) / 64) as usize] & 1 << ((frame - self.first) % 64) != 0
-    }
-
-    /// Calls `f(word, mask)` for the bits of frames `first..end` inside the map.
-    fn each(&mut self, first: u64, end: u64, mut f: impl FnMut(&mut u64, u64)) {
-        let (mut at, end) = (first.max(self.first), end.min(self.end));
-        while at < end {
-            let (i, bit) = (((at - self.first) / 64) as usize, (at - self.first) % 64);
-            let n = (64 - bit).min(end - at);
-            let mask = if n == 64 { u64::MAX } else { ((1u64 << n) - 1) << bit };
-            f(&mut self.bits[i], mask);
-            at += n;
-        }
     }
 }
 

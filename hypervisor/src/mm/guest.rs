@@ -13,6 +13,7 @@ use hv_core::access::AccessTracker;
 use hv_core::gpa_cache::GpaCache;
 use hv_core::hypercall::Counter;
 use hv_core::notifier::Reason;
+use hv_core::page_bits::PageBits;
 use hv_core::pgtable::{Attrs, MapError, PAGE_SIZE};
 use hv_core::ramoops_store::{Pages, REGION_PAGES};
 use hv_core::ranges::Range;
@@ -109,7 +110,7 @@ pub struct GuestMemory {
     committed: AtomicU64,
     /// Lazy VMs: pages the guest gave back to the host (`discard`), a bit per page: neither
     /// backed nor promised; a touch needs a new promise from the host.
-    given_back: Mutex<Vec<u64>>,
+    given_back: Mutex<PageBits>,
     /// Bytes given back now (the bits set in `given_back`).
     given_back_bytes: AtomicU64,
     /// Everything was given back (`teardown` ran).
@@ -171,7 +172,7 @@ impl GuestMemory {
             trace: Arc::new(TraceRing::new()),
             counters: Default::default(),
             committed: AtomicU64::new(if lazy { size } else { 0 }),
-            given_back: Mutex::new(if lazy { alloc::vec![0; (size / PAGE_SIZE).div_ceil(64) as usize] } else { Vec::new() }),
+            given_back: Mutex::new(PageBits::new(0, if lazy { size / PAGE_SIZE } else { 0 })),
             given_back_bytes: AtomicU64::new(0),
             torn_down: core::sync::atomic::AtomicBool::new(false),
             tracked: Mutex::new(None),
@@ -330,24 +331,14 @@ impl GuestMemory {
 
     /// Pages in `[ipa, ipa + size)` given back to the host.
     fn given_back_in(&self, ipa: u64, size: u64) -> u64 {
-        let bits = self.given_back.lock();
         let first = (ipa - self.ram.start) / PAGE_SIZE;
-        (first..first + size / PAGE_SIZE).filter(|p| bits.get((p / 64) as usize).is_some_and(|w| w & (1 << (p % 64)) != 0)).count() as u64
+        self.given_back.lock().count(first, first + size / PAGE_SIZE)
     }
 
     /// Marks the pages of `[ipa, ipa + size)` given back (or not); returns how many changed.
     fn set_given_back(&self, ipa: u64, size: u64, given: bool) -> u64 {
-        let mut bits = self.given_back.lock();
         let first = (ipa - self.ram.start) / PAGE_SIZE;
-        let mut changed = 0;
-        for p in first..first + size / PAGE_SIZE {
-            let Some(w) = bits.get_mut((p / 64) as usize) else { continue };
-            let bit = 1u64 << (p % 64);
-            if (*w & bit != 0) != given {
-                *w ^= bit;
-                changed += 1;
-            }
-        }
+        let changed = self.given_back.lock().set(first, first + size / PAGE_SIZE, given);
         if given {
             self.given_back_bytes.fetch_add(changed * PAGE_SIZE, Ordering::AcqRel);
         } else {
