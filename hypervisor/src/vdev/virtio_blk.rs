@@ -226,6 +226,9 @@ pub struct GuestDisk {
     notifier: NotifierId,
     /// Requests served with the guest's pages, and through the bounce buffer.
     zero_copy: AtomicU64,
+    /// The data buffers of the requests served with the guest's pages (how many pieces the
+    /// guest's memory gave them: the per-buffer work scales with it).
+    buffers: AtomicU64,
     bounced: AtomicU64,
     /// Register accesses (each one an exit of the guest).
     accesses: AtomicU64,
@@ -263,7 +266,7 @@ impl GuestDisk {
         let state = IoState { flying: (0..crate::drivers::virtio_blk::MAX_QUEUE_SIZE).map(|_| None).collect(), done: Vec::new() };
         let io = Arc::new(DiskIo { host, state: Mutex::new(state), pins: Mutex::new((Vec::new(), 0)), waits: AtomicU64::new(0) });
         let notifier = mem.space.notifiers.register(io.clone());
-        GuestDisk { slot, host, guest: Mutex::new(guest), io, notifier, zero_copy: AtomicU64::new(0), bounced: AtomicU64::new(0), accesses: AtomicU64::new(0), busy: AtomicU64::new(0) }
+        GuestDisk { slot, host, guest: Mutex::new(guest), io, notifier, zero_copy: AtomicU64::new(0), buffers: AtomicU64::new(0), bounced: AtomicU64::new(0), accesses: AtomicU64::new(0), busy: AtomicU64::new(0) }
     }
 
     /// Calls `f` with its transport and device under its lock: its registers as the
@@ -437,10 +440,11 @@ impl GuestDisk {
             self.io.unpin(pin);
             return Started::NoRoom;
         };
+        self.zero_copy.fetch_add(1, Ordering::Relaxed);
+        self.buffers.fetch_add(req.data.len() as u64, Ordering::Relaxed);
         if let Some(slot) = st.flying.get_mut(token as usize) {
             *slot = Some(Flying { head: chain.head, req, generation: g.generation, pin });
         }
-        self.zero_copy.fetch_add(1, Ordering::Relaxed);
         Started::Yes
     }
 
@@ -483,13 +487,14 @@ const PIN_ATTEMPTS: usize = 100;
 
 impl GuestDisk {
     /// Requests served with the guest's pages, through the bounce buffer, invalidations
-    /// that waited for the device, register accesses, and nanoseconds spent starting and
-    /// completing requests.
-    pub fn counts(&self) -> [u64; 5] {
+    /// that waited for the device, register accesses, nanoseconds spent starting and
+    /// completing requests, and the data buffers of the requests served with the guest's
+    /// pages.
+    pub fn counts(&self) -> [u64; 6] {
         let freq = crate::arch::cpu::counter().0.max(1);
         let busy_ns = (self.busy.load(Ordering::Relaxed) as u128 * 1_000_000_000 / freq as u128) as u64;
-        let [a, b, c, d] = [&self.zero_copy, &self.bounced, &self.io.waits, &self.accesses].map(|c| c.load(Ordering::Relaxed));
-        [a, b, c, d, busy_ns]
+        let [a, b, c, d, e] = [&self.zero_copy, &self.bounced, &self.io.waits, &self.accesses, &self.buffers].map(|c| c.load(Ordering::Relaxed));
+        [a, b, c, d, busy_ns, e]
     }
 
     /// The VM stops: waits for its requests in flight and leaves the notifiers of `mem`.

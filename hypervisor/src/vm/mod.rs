@@ -638,9 +638,9 @@ impl Vm {
         }
         log::info!("VM {} memory:{line} stage2_tables={}", self.id, self.mem.space.table_pages());
         for d in &self.disks {
-            let [zero_copy, bounced, waits, accesses, busy_ns] = d.counts();
+            let [zero_copy, bounced, waits, accesses, busy_ns, buffers] = d.counts();
             log::info!(
-                "VM {} disk \"{}\": requests zero_copy={zero_copy} bounced={bounced} unmap_waits={waits} register_accesses={accesses} busy_ns={busy_ns}",
+                "VM {} disk \"{}\": requests zero_copy={zero_copy} bounced={bounced} unmap_waits={waits} register_accesses={accesses} busy_ns={busy_ns} buffers={buffers}",
                 self.id,
                 d.host.serial
             );
