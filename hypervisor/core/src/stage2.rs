@@ -47,8 +47,8 @@ pub struct Stats {
 }
 
 /// Translates under the table lock `Stage2::translating` holds (a type, not a closure, so
-/// that a device request's loop over its pages inlines the walk).
-/// Consecutive translations in the same 2 MiB start at its last-level table.
+/// that a device request's loop over its pages inlines the walk); consecutive translations
+/// in the same 2 MiB start at its last-level table.
 pub struct Translator<'a, M>(&'a Tables<M>, Cell<Option<LeafTable>>);
 
 impl<M: TableMemory> Translator<'_, M> {
