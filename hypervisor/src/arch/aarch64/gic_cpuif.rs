@@ -22,6 +22,7 @@ pub fn enable() {
     // SAFETY: configures this CPU's GIC CPU interface only; interrupts stay masked in
     // PSTATE at EL2, so nothing is taken here.
     unsafe { gic_cpuif_open() }
+    ich::reset_hcr();
 }
 
 /// Writes ICC_SGI1R_EL1.
@@ -51,10 +52,25 @@ pub fn deactivate(intid: u32) {
 /// The virtual CPU interface (ICH_*_EL2): registers of the vCPU loaded on this CPU.
 pub mod ich {
     use super::*;
+    use crate::arch::stacks::{cpu_index, MAX_CPUS};
+    use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+    /// ICH_VTR_EL2's count of list registers, read once: every CPU has the same, and under
+    /// QEMU each ICH_* access ends a translation block and takes its global lock (a 4-vCPU
+    /// Linux boot read ICH_VTR_EL2 17,000 times).
+    static LIST_REGISTERS: AtomicUsize = AtomicUsize::new(0);
 
     /// Number of list registers.
+    #[inline]
     pub fn list_registers() -> usize {
-        ICH_VTR_EL2.read(ICH_VTR_EL2::ListRegs) as usize + 1
+        match LIST_REGISTERS.load(Ordering::Relaxed) {
+            0 => {
+                let n = ICH_VTR_EL2.read(ICH_VTR_EL2::ListRegs) as usize + 1;
+                LIST_REGISTERS.store(n, Ordering::Relaxed);
+                n
+            }
+            n => n,
+        }
     }
 
     /// ICH_ELRSR_EL2: bit n set when list register n holds no interrupt (neither pending
@@ -64,12 +80,32 @@ pub mod ich {
         unsafe { gic_empty_lrs() }
     }
 
+    /// ICH_HCR_EL2 as last written on each CPU: only the hypervisor changes the bits it
+    /// uses (the hardware's EOIcount, which it does not use, is kept by `save`), so they are
+    /// read from here and a write that changes nothing is skipped (each ICH_* access costs
+    /// an exit from QEMU's translated code and its global lock).
+    static HCR: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
+    fn hcr_shadow() -> &'static AtomicU64 {
+        &HCR[cpu_index()]
+    }
+
     pub fn hcr() -> u64 {
-        ICH_HCR_EL2.get()
+        hcr_shadow().load(Ordering::Relaxed)
     }
 
     pub fn set_hcr(v: u64) {
-        ICH_HCR_EL2.set(v);
+        if hcr_shadow().swap(v, Ordering::Relaxed) != v {
+            ICH_HCR_EL2.set(v);
+            barrier::isb(barrier::SY);
+        }
+    }
+
+    /// Clears this CPU's ICH_HCR_EL2 (no vCPU loaded: the virtual interface off), and its
+    /// copy. At each CPU's start.
+    pub fn reset_hcr() {
+        hcr_shadow().store(0, Ordering::Relaxed);
+        ICH_HCR_EL2.set(0);
         barrier::isb(barrier::SY);
     }
 
@@ -122,7 +158,9 @@ pub mod ich {
 
     /// VMCR, AP0R0, AP1R0, HCR of the loaded vCPU.
     pub fn save(state: &mut [u64; 4]) {
-        *state = [ICH_VMCR_EL2.get(), ICH_AP0R0_EL2.get(), ICH_AP1R0_EL2.get(), ICH_HCR_EL2.get()];
+        let hcr = ICH_HCR_EL2.get();
+        hcr_shadow().store(hcr, Ordering::Relaxed);
+        *state = [ICH_VMCR_EL2.get(), ICH_AP0R0_EL2.get(), ICH_AP1R0_EL2.get(), hcr];
     }
 
     /// Loads a vCPU's own virtual-interface state (as `save` left it).
@@ -131,6 +169,7 @@ pub mod ich {
         ICH_AP0R0_EL2.set(state[1]);
         ICH_AP1R0_EL2.set(state[2]);
         ICH_HCR_EL2.set(state[3]);
+        hcr_shadow().store(state[3], Ordering::Relaxed);
         barrier::isb(barrier::SY);
     }
 }
