@@ -64,8 +64,8 @@ fn wait(vm: &Vm, vcpu: &Vcpu) -> *mut VcpuRegs {
         // SAFETY: the vCPU is loaded on this CPU, its assigned one, and stopped here.
         let run = unsafe { vcpu.run_mut() };
         // An interrupt its timer took back since must not end the wait.
-        vcpu.sync_lines(run);
-        if !vcpu.has_interrupt() && !vm.is_stopping() {
+        let mut lrs = vcpu.sync_lines(run);
+        if !vcpu.has_interrupt(&mut lrs) && !vm.is_stopping() {
             crate::arch::cpu::wait_for_interrupt();
             let arrived = take_interrupts(vm, vcpu, run, None);
             if let Some(regs) = arrived.kick.then(after_kick).flatten() {

@@ -90,19 +90,22 @@ impl Vgic {
     pub fn flush(&self, index: usize, irqs_masked: bool) {
         let nr = ich::list_registers().min(MAX_LRS);
         let all = (1u32 << nr) - 1;
-        // Only the list registers the hardware does not call empty are read.
-        let mut free_set = ich::empty_lrs() & all;
+        // Only the list registers the hardware does not call empty are read, once; the
+        // writes below keep `lrs` true.
+        let mut lrs = LrSnapshot::default();
+        lrs.fill();
+        let mut free_set = all & !lrs.held;
         let mut in_lr = [u32::MAX; MAX_LRS];
-        let mut used = all & !free_set;
+        let mut used = lrs.held;
         while used != 0 {
             let n = used.trailing_zeros() as usize;
             used &= used - 1;
-            let value = ich::lr(n);
+            let value = lrs.values[n];
             if lr::is_free(value) {
                 // Free. One the guest completed with EOI maintenance requested is not
                 // "empty" to the hardware and keeps the maintenance interrupt asserted
                 // until it is rewritten.
-                ich::set_lr(n, 0);
+                lrs.set(n, 0);
                 free_set |= 1 << n;
             } else {
                 in_lr[n] = value as u32;
@@ -129,8 +132,8 @@ impl Vgic {
                 }
                 if let Some(q) = irq_mut(dist, r, intid).filter(|q| q.pending && q.enabled) {
                     q.pending = false;
-                    if let Some(v) = lr::raise_again(ich::lr(n)) {
-                        ich::set_lr(n, v);
+                    if let Some(v) = lr::raise_again(lrs.values[n]) {
+                        lrs.set(n, v);
                     }
                 }
             }
@@ -139,7 +142,7 @@ impl Vgic {
             (taken, taken == nfree && has_deliverable(dist, r, index, &in_lr[..nr]))
         };
         for (d, &n) in out[..taken].iter().zip(&free[..nfree]) {
-            ich::set_lr(n as usize, lr_value(d));
+            lrs.set(n as usize, lr_value(d));
         }
         let mut hcr = (ich::hcr() | ICH_HCR_EN) & !(ICH_HCR_UIE | ICH_HCR_TALL1);
         if more {
@@ -147,7 +150,7 @@ impl Vgic {
         }
         // The guest may turn its timer off (or clear its overflow) before it unmasks and
         // acknowledges.
-        let waiting = |intid| lr_holding(intid).is_some_and(|(_, v)| v & lr::STATE_MASK == lr::STATE_PENDING);
+        let mut waiting = |intid| lrs.holding(intid).is_some_and(|(_, v)| v & lr::STATE_MASK == lr::STATE_PENDING);
         if irqs_masked && GUEST_PPIS.iter().any(|&i| waiting(i)) {
             hcr |= ICH_HCR_TALL1;
         }
@@ -198,14 +201,14 @@ impl Vgic {
     /// sampled now, is `level`. A fallen line takes back what it made pending: a list
     /// register still pending (its physical PPI is deactivated, so the next rise fires
     /// again) or the model's pending state (likewise, if the physical PPI was held for it).
-    pub fn sync_hw_line(&self, index: usize, intid: u32, level: bool) {
+    pub fn sync_hw_line(&self, index: usize, intid: u32, level: bool, lrs: &mut LrSnapshot) {
         if level {
             return;
         }
-        let held = lr_holding(intid);
+        let held = lrs.holding(intid);
         if let Some((n, v)) = held {
             if v & lr::STATE_MASK == lr::STATE_PENDING {
-                ich::set_lr(n, 0);
+                lrs.set(n, 0);
                 crate::arch::gic_cpuif::deactivate(intid);
             }
         }
@@ -221,14 +224,14 @@ impl Vgic {
     }
 
     /// Sets the level of vCPU `index`'s private, emulated, level-triggered line `intid` (its
-    /// physical timer's PPI). `loaded_here`: the vCPU's list registers are this CPU's, and a
-    /// fallen line takes back a pending state they hold. Returns whether the vCPU must be
-    /// told (the line rose).
-    pub fn set_private_level(&self, index: usize, intid: u32, level: bool, loaded_here: bool) -> bool {
-        if !level && loaded_here {
-            if let Some((n, v)) = lr_holding(intid) {
+    /// physical timer's PPI). The vCPU is loaded here (`lrs`: its list registers): a fallen
+    /// line takes back a pending state they hold. Returns whether the vCPU must be told (the
+    /// line rose).
+    pub fn set_private_level(&self, index: usize, intid: u32, level: bool, lrs: &mut LrSnapshot) -> bool {
+        if !level {
+            if let Some((n, v)) = lrs.holding(intid) {
                 if v & lr::STATE_PENDING != 0 {
-                    ich::set_lr(n, v & !lr::STATE_PENDING);
+                    lrs.set(n, v & !lr::STATE_PENDING);
                 }
             }
         }
@@ -310,8 +313,8 @@ impl Vgic {
 
     /// Whether an interrupt waits for vCPU `index`, deliverable or already in a list register
     /// (which the caller's CPU holds: `index` must be loaded here).
-    pub fn has_pending(&self, index: usize) -> bool {
-        let in_lrs = held_lrs().any(|(_, v)| v & lr::STATE_PENDING != 0);
+    pub fn has_pending(&self, index: usize, lrs: &mut LrSnapshot) -> bool {
+        let in_lrs = lrs.any_pending();
         if in_lrs {
             return true;
         }
@@ -335,9 +338,59 @@ impl Vgic {
     }
 }
 
-/// The list register (number and value) holding virtual INTID `intid`, on this CPU.
-fn lr_holding(intid: u32) -> Option<(usize, u64)> {
-    held_lrs().find(|&(_, v)| holds(v, intid))
+/// This CPU's busy list registers, read at the first question and kept for the next ones:
+/// the paths that sync a loaded vCPU's lines ask about two or three interrupts in a row,
+/// and under QEMU every ICH_* access ends a translation block and takes its global lock.
+/// Only writes through `set` keep it true; the guest cannot change a list register while
+/// the hypervisor runs.
+#[derive(Default)]
+pub struct LrSnapshot {
+    read: bool,
+    held: u32,
+    values: [u64; MAX_LRS],
+}
+
+impl LrSnapshot {
+    /// Reads the busy list registers, the first time.
+    fn fill(&mut self) {
+        if !self.read {
+            self.read = true;
+            for (n, v) in held_lrs() {
+                self.held |= 1 << n;
+                self.values[n] = v;
+            }
+        }
+    }
+
+    /// The busy list registers, number and value.
+    fn busy(&mut self) -> impl Iterator<Item = (usize, u64)> + '_ {
+        self.fill();
+        let mut left = self.held;
+        core::iter::from_fn(move || {
+            if left == 0 {
+                return None;
+            }
+            let n = left.trailing_zeros() as usize;
+            left &= left - 1;
+            Some((n, self.values[n]))
+        })
+    }
+
+    fn holding(&mut self, intid: u32) -> Option<(usize, u64)> {
+        self.busy().find(|&(_, v)| holds(v, intid))
+    }
+
+    fn any_pending(&mut self) -> bool {
+        self.busy().any(|(_, v)| v & lr::STATE_PENDING != 0)
+    }
+
+    /// Writes list register `n` (a value that holds nothing frees it: `holds` looks at the
+    /// state).
+    fn set(&mut self, n: usize, v: u64) {
+        ich::set_lr(n, v);
+        self.values[n] = v;
+        self.held |= 1 << n;
+    }
 }
 
 /// The list registers (number and value) that hold an interrupt on this CPU: ICH_ELRSR_EL2

@@ -3,6 +3,7 @@
 //! rest (`handle_slow`) runs from the scheduler's slow-path entry, which decides what runs
 //! next from the `Next` returned here.
 
+use crate::vdev::vgic::LrSnapshot;
 use super::vcpu::{Vcpu, VcpuRun};
 use super::{hypercall, inject, mmio, pauth, sysreg, Crash, StopReason, Vm};
 use crate::arch::context::VcpuRegs;
@@ -235,12 +236,12 @@ pub fn take_interrupts(vm: &Vm, vcpu: &Vcpu, run: &VcpuRun, first: Option<u32>) 
         if arrived.maintenance {
             // A level-triggered interrupt was completed: is its line still high?
             vm.after_uart_activity();
-            super::timer::sync_physical(vcpu, run);
+            super::timer::sync_physical(vcpu, run, &mut LrSnapshot::default());
             vcpu.needs_flush.store(true, Ordering::Release);
         }
     }
     if arrived.hyp_timer {
-        super::timer::sync_physical(vcpu, run);
+        super::timer::sync_physical(vcpu, run, &mut LrSnapshot::default());
         super::timer::arm_hyp_timer(run);
     }
     arrived

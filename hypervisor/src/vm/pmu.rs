@@ -44,8 +44,8 @@ pub fn unload(run: &mut VcpuRun) {
 }
 
 /// Brings the vGIC up to date with the PMU's overflow line of the vCPU loaded here.
-pub fn sync_line(vcpu: &Vcpu, run: &VcpuRun) {
+pub fn sync_line(vcpu: &Vcpu, run: &VcpuRun, lrs: &mut crate::vdev::vgic::LrSnapshot) {
     if let Some(g) = &vcpu.vm().vgic {
-        g.sync_hw_line(vcpu.index, PMU_PPI, run.pmu_live && pmu::irq_line());
+        g.sync_hw_line(vcpu.index, PMU_PPI, run.pmu_live && pmu::irq_line(), lrs);
     }
 }

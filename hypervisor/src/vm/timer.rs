@@ -8,6 +8,7 @@ use super::exit::{skip_instruction, Next};
 use super::vcpu::{Vcpu, VcpuRun};
 use crate::arch::cpu;
 use crate::drivers::gicv3::VTIMER_PPI;
+use crate::vdev::vgic::LrSnapshot;
 use crate::percpu::{this_cpu, NO_DEADLINE};
 use aarch64_cpu::registers::{Readable, CNTVCT_EL0, CNTV_CTL_EL0, CNTV_CVAL_EL0};
 use core::sync::atomic::Ordering;
@@ -24,7 +25,7 @@ pub fn access(vcpu: &Vcpu, run: &mut VcpuRun, reg: TimerReg, read: bool, rt: u8)
         }
     } else {
         run.ptimer.write(reg, if rt == 31 { 0 } else { run.regs.x[rt] }, now);
-        sync_physical(vcpu, run);
+        sync_physical(vcpu, run, &mut LrSnapshot::default());
         arm_hyp_timer(run);
     }
     skip_instruction();
@@ -33,9 +34,9 @@ pub fn access(vcpu: &Vcpu, run: &mut VcpuRun, reg: TimerReg, read: bool, rt: u8)
 
 /// Drives the emulated physical timer's line, as it is now, into the vGIC. The vCPU is
 /// loaded here.
-pub fn sync_physical(vcpu: &Vcpu, run: &VcpuRun) {
+pub fn sync_physical(vcpu: &Vcpu, run: &VcpuRun, lrs: &mut LrSnapshot) {
     if let Some(g) = &vcpu.vm().vgic {
-        if g.set_private_level(vcpu.index, PTIMER_INTID, run.ptimer.level(cpu::now()), true) {
+        if g.set_private_level(vcpu.index, PTIMER_INTID, run.ptimer.level(cpu::now()), lrs) {
             vcpu.needs_flush.store(true, Ordering::Release);
         }
     }
@@ -46,16 +47,16 @@ pub fn sync_physical(vcpu: &Vcpu, run: &VcpuRun) {
 /// physical PPI has not been taken for the vCPU yet (not active: it was just loaded, or the
 /// deadline passed an instant ago, and its guest reads its interrupt state at once) is
 /// pending for the guest already; the physical PPI, when it comes, finds it so.
-pub fn sync(vcpu: &Vcpu, run: &VcpuRun) {
+pub fn sync(vcpu: &Vcpu, run: &VcpuRun, lrs: &mut LrSnapshot) {
     if let Some(g) = &vcpu.vm().vgic {
         let level = line_level(CNTV_CTL_EL0.get(), CNTV_CVAL_EL0.get(), CNTVCT_EL0.get());
-        g.sync_hw_line(vcpu.index, VTIMER_PPI, level);
+        g.sync_hw_line(vcpu.index, VTIMER_PPI, level, lrs);
         if level && crate::drivers::gicv3::guest_ppis_active() & 1 << VTIMER_PPI == 0 {
             g.hw_ppi_fired(vcpu.index, VTIMER_PPI);
             vcpu.needs_flush.store(true, Ordering::Release);
         }
     }
-    sync_physical(vcpu, run);
+    sync_physical(vcpu, run, lrs);
 }
 
 /// Arms the hypervisor's timer for the earlier of this CPU's slice end (if still ahead)

@@ -9,7 +9,7 @@ use crate::arch::debug::DebugState;
 use crate::arch::fp::SveState;
 use crate::arch::pmu::PmuState;
 use crate::arch::exception::ExitKind;
-use crate::vdev::vgic::{self, CpuInterface};
+use crate::vdev::vgic::{self, CpuInterface, LrSnapshot};
 use aarch64_cpu::registers::{Readable, Writeable, HCR_EL2, SPSR_EL2, VTTBR_EL2};
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -193,17 +193,20 @@ impl Vcpu {
     }
 
     /// Brings the vGIC up to date with the lines of this vCPU's own devices (both timers,
-    /// the PMU); it must be loaded here. Out of line: the MMIO path calls it only for the
-    /// vGIC's interrupt-state registers.
+    /// the PMU); it must be loaded here. Returns its list registers as they are now. Out of
+    /// line: the MMIO path calls it only for the vGIC's interrupt-state registers.
     #[inline(never)]
-    pub fn sync_lines(&self, run: &VcpuRun) {
-        super::timer::sync(self, run);
-        super::pmu::sync_line(self, run);
+    pub fn sync_lines(&self, run: &VcpuRun) -> LrSnapshot {
+        let mut lrs = LrSnapshot::default();
+        super::timer::sync(self, run, &mut lrs);
+        super::pmu::sync_line(self, run, &mut lrs);
+        lrs
     }
 
     /// Whether an interrupt is waiting for this vCPU, loaded on this CPU.
-    pub fn has_interrupt(&self) -> bool {
-        self.needs_flush.load(Ordering::Acquire) || self.vm().vgic.as_ref().is_some_and(|g| g.has_pending(self.index))
+    /// `lrs`: its list registers as `sync_lines` left them.
+    pub fn has_interrupt(&self, lrs: &mut LrSnapshot) -> bool {
+        self.needs_flush.load(Ordering::Acquire) || self.vm().vgic.as_ref().is_some_and(|g| g.has_pending(self.index, lrs))
     }
 
     /// Starts the vCPU if PSCI switched it on since it last ran (reset state at its entry
@@ -247,7 +250,7 @@ impl Vcpu {
         if vm.vgic.is_some() {
             vgic::restore(&run.gic);
             // Time passed while it was away: its emulated timer may be due.
-            super::timer::sync_physical(self, run);
+            super::timer::sync_physical(self, run, &mut LrSnapshot::default());
             self.flush_interrupts();
         }
     }
