@@ -189,6 +189,22 @@ def time_to_marker(argv: list[str]) -> tuple[float, str]:
     return r.marker_at, r.out
 
 
+def gic_sysreg_accesses(argv: list[str]) -> int:
+    """Accesses to the GIC's CPU-interface system registers (ICC_*, ICV_*, ICH_*) during one
+    boot (the guest powers off at the marker), counted by QEMU's trace events (one line
+    each): under TCG each one ends a translation block and takes QEMU's global lock."""
+    trace = qemu.ROOT / "target" / "bench-gic-trace.log"
+    trace.unlink(missing_ok=True)
+    r = qemu.run(argv + ["-trace", "gicv3_icc_*", "-trace", "gicv3_icv_*", "-trace", "gicv3_ich_*", "-D", str(trace)],
+                 timeout=300, marker=re.escape(MARKER))
+    if r.marker_at is None or not trace.exists():
+        raise SystemExit(f"bench: no {MARKER!r} or no trace from: {' '.join(argv)}\n{r.out[-2000:]}")
+    with trace.open(errors="replace") as f:
+        count = sum(1 for line in f if "gicv3_ic" in line)
+    trace.unlink()
+    return count
+
+
 def linux_boot(cpus: int) -> list[dict]:
     """Linux to its initramfs marker under the hypervisor and directly under QEMU, like for
     like: the same kernel, initramfs, command line, guest memory, vCPUs (= QEMU's CPUs in both,
@@ -227,6 +243,9 @@ def linux_boot(cpus: int) -> list[dict]:
     # keys_live is a state, not a count.
     rows += [{"benchmark": f"linux_boot_{cpus}cpu_{k}", "value": v // LINUX_ROUNDS, "unit": "per boot"}
              for k, v in exits.items() if k != "keys_live"]
+    for which, argv in (("hypervisor", hv_argv), ("direct", direct_argv)):
+        rows.append({"benchmark": f"linux_boot_{cpus}cpu_gic_sysreg_accesses_{which}", "value": gic_sysreg_accesses(argv),
+                     "unit": "per boot"})
     for r in rows:
         r["guest"] = "linux"
     return rows
