@@ -100,7 +100,7 @@ impl Vgic {
         while used != 0 {
             let n = used.trailing_zeros() as usize;
             used &= used - 1;
-            let value = lrs.values[n];
+            let value = lrs.value(n);
             if lr::is_free(value) {
                 // Free. One the guest completed with EOI maintenance requested is not
                 // "empty" to the hardware and keeps the maintenance interrupt asserted
@@ -132,7 +132,7 @@ impl Vgic {
                 }
                 if let Some(q) = irq_mut(dist, r, intid).filter(|q| q.pending && q.enabled) {
                     q.pending = false;
-                    if let Some(v) = lr::raise_again(lrs.values[n]) {
+                    if let Some(v) = lr::raise_again(lrs.value(n)) {
                         lrs.set(n, v);
                     }
                 }
@@ -347,19 +347,34 @@ impl Vgic {
 pub struct LrSnapshot {
     read: bool,
     held: u32,
-    values: [u64; MAX_LRS],
+    /// The first KEPT_LRS list registers' values (bit n of `held` set): a small array is
+    /// zeroed inline, 16 entries would take a `memset` call on every exit path.
+    values: [u64; KEPT_LRS],
 }
 
+/// List registers whose values a snapshot keeps (QEMU's GICv3 has four); the others are
+/// read again when asked about.
+const KEPT_LRS: usize = 4;
+
 impl LrSnapshot {
-    /// Reads the busy list registers, the first time.
+    /// Reads ICH_ELRSR_EL2 and the busy list registers kept here, the first time.
     fn fill(&mut self) {
         if !self.read {
             self.read = true;
-            for (n, v) in held_lrs() {
-                self.held |= 1 << n;
-                self.values[n] = v;
+            let all = (1u32 << ich::list_registers().min(MAX_LRS)) - 1;
+            self.held = all & !ich::empty_lrs();
+            let mut kept = self.held & ((1 << KEPT_LRS) - 1);
+            while kept != 0 {
+                let n = kept.trailing_zeros() as usize;
+                kept &= kept - 1;
+                self.values[n] = ich::lr(n);
             }
         }
+    }
+
+    /// List register `n`'s value (read now if it is not kept here).
+    fn value(&self, n: usize) -> u64 {
+        self.values.get(n).copied().unwrap_or_else(|| ich::lr(n))
     }
 
     /// The busy list registers, number and value.
@@ -372,7 +387,7 @@ impl LrSnapshot {
             }
             let n = left.trailing_zeros() as usize;
             left &= left - 1;
-            Some((n, self.values[n]))
+            Some((n, self.value(n)))
         })
     }
 
@@ -388,7 +403,9 @@ impl LrSnapshot {
     /// state).
     fn set(&mut self, n: usize, v: u64) {
         ich::set_lr(n, v);
-        self.values[n] = v;
+        if let Some(kept) = self.values.get_mut(n) {
+            *kept = v;
+        }
         self.held |= 1 << n;
     }
 }
