@@ -25,7 +25,17 @@ pub fn output_level(ctl: u64) -> bool {
 /// yet (QEMU sets it only when its own timer callback has run, which may come after the
 /// guest already read a counter past the deadline).
 pub fn line_level(ctl: u64, cval: u64, now: u64) -> bool {
-    ctl & (CTL_ENABLE | CTL_IMASK) == CTL_ENABLE && (ctl & CTL_ISTATUS != 0 || now >= cval)
+    line_level_with(ctl, || (cval, now))
+}
+
+/// `line_level`, with the compare value and the counter (`cval_now`) read only when the
+/// control register leaves the answer open (enabled, unmasked, ISTATUS clear): under QEMU
+/// each timer register read ends a translation block and takes its global lock.
+pub fn line_level_with(ctl: u64, cval_now: impl FnOnce() -> (u64, u64)) -> bool {
+    ctl & (CTL_ENABLE | CTL_IMASK) == CTL_ENABLE && (ctl & CTL_ISTATUS != 0 || {
+        let (cval, now) = cval_now();
+        now >= cval
+    })
 }
 
 /// The three registers of a timer.
@@ -63,6 +73,12 @@ impl EmulatedTimer {
     /// The output line at counter value `now`.
     pub fn level(&self, now: u64) -> bool {
         self.condition(now) && self.ctl & CTL_IMASK == 0
+    }
+
+    /// Enabled and unmasked: otherwise the line is low whatever the counter says (no need
+    /// to read it).
+    pub fn can_rise(&self) -> bool {
+        self.ctl & (CTL_ENABLE | CTL_IMASK) == CTL_ENABLE
     }
 
     /// When the line will rise if nothing is written first: the compare value, for an
@@ -108,6 +124,30 @@ mod tests {
         assert_eq!(t.read(TimerReg::Ctl, 60), CTL_ENABLE | CTL_IMASK | CTL_ISTATUS, "ISTATUS shows the condition even when masked");
         t.write(TimerReg::Ctl, 0, 60);
         assert_eq!(t.read(TimerReg::Ctl, 60), 0, "no ISTATUS while disabled");
+    }
+
+    #[test]
+    fn the_counter_is_read_only_when_the_control_bits_leave_the_line_open() {
+        for ctl in 0..8 {
+            for (cval, now) in [(50, 49), (50, 50), (50, u64::MAX), (u64::MAX, 0)] {
+                let reads = core::cell::Cell::new(0);
+                let lazy = line_level_with(ctl, || {
+                    reads.set(reads.get() + 1);
+                    (cval, now)
+                });
+                assert_eq!(lazy, line_level(ctl, cval, now), "ctl {ctl:#x} cval {cval} now {now}");
+                let open = ctl & (CTL_ENABLE | CTL_IMASK | CTL_ISTATUS) == CTL_ENABLE;
+                assert_eq!(reads.get(), open as i32, "ctl {ctl:#x}: counter read only when needed");
+            }
+            let mut t = EmulatedTimer::default();
+            t.write(TimerReg::Ctl, ctl, 0);
+            t.write(TimerReg::Cval, 50, 0);
+            if !t.can_rise() {
+                assert!([0, 50, u64::MAX].iter().all(|&now| !t.level(now)), "ctl {ctl:#x}: low whatever the counter");
+            } else {
+                assert!(t.level(50) && !t.level(49), "ctl {ctl:#x}");
+            }
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::percpu::{this_cpu, NO_DEADLINE};
 use aarch64_cpu::registers::{Readable, CNTVCT_EL0, CNTV_CTL_EL0, CNTV_CVAL_EL0};
 use core::sync::atomic::Ordering;
 use hv_core::guest_dt::layout::PTIMER_INTID;
-use hv_core::timer::{line_level, TimerReg};
+use hv_core::timer::{line_level_with, TimerReg};
 
 /// A trapped access to the EL1 physical timer: register `reg`, general register `rt`.
 pub fn access(vcpu: &Vcpu, run: &mut VcpuRun, reg: TimerReg, read: bool, rt: u8) -> Next {
@@ -36,7 +36,9 @@ pub fn access(vcpu: &Vcpu, run: &mut VcpuRun, reg: TimerReg, read: bool, rt: u8)
 /// loaded here.
 pub fn sync_physical(vcpu: &Vcpu, run: &VcpuRun, lrs: &mut LrSnapshot) {
     if let Some(g) = &vcpu.vm().vgic {
-        if g.set_private_level(vcpu.index, PTIMER_INTID, run.ptimer.level(cpu::now()), lrs) {
+        // A timer the guest never armed (Linux uses the virtual one) needs no counter read.
+        let level = run.ptimer.can_rise() && run.ptimer.level(cpu::now());
+        if g.set_private_level(vcpu.index, PTIMER_INTID, level, lrs) {
             vcpu.needs_flush.store(true, Ordering::Release);
         }
     }
@@ -49,7 +51,7 @@ pub fn sync_physical(vcpu: &Vcpu, run: &VcpuRun, lrs: &mut LrSnapshot) {
 /// pending for the guest already; the physical PPI, when it comes, finds it so.
 pub fn sync(vcpu: &Vcpu, run: &VcpuRun, lrs: &mut LrSnapshot) {
     if let Some(g) = &vcpu.vm().vgic {
-        let level = line_level(CNTV_CTL_EL0.get(), CNTV_CVAL_EL0.get(), CNTVCT_EL0.get());
+        let level = line_level_with(CNTV_CTL_EL0.get(), || (CNTV_CVAL_EL0.get(), CNTVCT_EL0.get()));
         g.sync_hw_line(vcpu.index, VTIMER_PPI, level, lrs);
         if level && crate::drivers::gicv3::guest_ppis_active() & 1 << VTIMER_PPI == 0 {
             g.hw_ppi_fired(vcpu.index, VTIMER_PPI);
