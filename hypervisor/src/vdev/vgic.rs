@@ -260,7 +260,7 @@ impl Vgic {
             Region::Dist(o) if size == 4 && (0x384..0x400).contains(&o) => (((o - 0x380) / 4 * 32) as u32, lr::STATE_ACTIVE),
             _ => return value,
         };
-        held_lrs().map(|(_, v)| v).filter(|v| v & state != 0).fold(value, |acc, v| {
+        LrSnapshot::default().busy().map(|(_, v)| v).filter(|v| v & state != 0).fold(value, |acc, v| {
             match ((v & LR_INTID) as u32).checked_sub(first_intid) {
                 Some(bit) if bit < 32 => acc | 1 << bit,
                 _ => acc,
@@ -410,22 +410,6 @@ impl LrSnapshot {
     }
 }
 
-/// The list registers (number and value) that hold an interrupt on this CPU: ICH_ELRSR_EL2
-/// first, so that empty ones are not read (an empty one holds nothing: its state is
-/// invalid). Under QEMU every ICH_* access ends a translation block and takes its global
-/// lock.
-fn held_lrs() -> impl Iterator<Item = (usize, u64)> {
-    let all = (1u32 << ich::list_registers().min(MAX_LRS)) - 1;
-    let mut held = all & !ich::empty_lrs();
-    core::iter::from_fn(move || {
-        if held == 0 {
-            return None;
-        }
-        let n = held.trailing_zeros() as usize;
-        held &= held - 1;
-        Some((n, ich::lr(n)))
-    })
-}
 
 /// Whether list register value `v` holds virtual INTID `intid`.
 fn holds(v: u64, intid: u32) -> bool {
