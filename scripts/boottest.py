@@ -287,8 +287,12 @@ def boot_tests() -> list[BootTest]:
             r"machine exit status 0"], dialog=[(r"secret written, waiting for a machine reset", "\x01csystem_reset\n")]),
         BootTest("stop-spinning-vcpu", Machine([guest("spin", smp=2)], cpus=2), [
             r"vm0\| vCPU 1 is spinning", *verdict]),
+        # Alone on its CPU, a vCPU's WFI stays in the guest (wfx=0): the stop's kick wakes it.
         BootTest("stop-wfi-masked-vcpu", Machine([guest("spin", smp=2, bootargs="wfi=1"), guest("hello")], cpus=2), [
-            r"vm0\| vCPU 1 is waiting with interrupts masked", r"VM 0 vCPU 1: .* wfx=[1-9]\d* ", r"VM 1: test verdict PASS", *verdict]),
+            r"vm0\| vCPU 1 is waiting with interrupts masked", r"VM 0 vCPU 1: .* wfx=0 ", r"VM 1: test verdict PASS", *verdict]),
+        # Sharing a CPU, its WFI traps (wfx>0), so that the other vCPU runs.
+        BootTest("stop-wfi-masked-vcpu-shared-cpu", Machine([guest("spin", smp=2, bootargs="wfi=1")], cpus=1, hv_args="overcommit=on"), [
+            r"vm0\| vCPU 1 is waiting with interrupts masked", r"VM 0 vCPU 1: .* wfx=[1-9]\d* ", *verdict]),
         BootTest("exception-loop-contained", Machine([guest("vectorless"), guest("smp", smp=2)], cpus=2), [
             r"vm0\| breaking my exception vectors", r"VM 0: stopping: crashed \(ExceptionLoop\)",
             r"vm1\| 2 vCPUs added 20000 each", r"VM 1: test verdict PASS", r"machine exit status 2"], status=2),

@@ -29,6 +29,12 @@ static PERCPU: [PerCpu; MAX_CPUS] = [const {
 }; MAX_CPUS];
 
 impl PerCpu {
+    /// Whether another vCPU waits for this CPU (the running one has a time slice), so its
+    /// vCPU's WFI must come to the scheduler (cpu::guest_hcr).
+    pub fn shared(&self) -> bool {
+        self.slice_end.load(core::sync::atomic::Ordering::Relaxed) != NO_DEADLINE
+    }
+
     /// This CPU's index (0 = the boot CPU): its position in PERCPU.
     pub fn index(&self) -> usize {
         (self as *const PerCpu as usize - PERCPU.as_ptr() as usize) / core::mem::size_of::<PerCpu>()

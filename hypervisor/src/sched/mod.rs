@@ -62,14 +62,20 @@ fn others_waiting(rq: &RunQueue) -> bool {
 }
 
 /// Starts a time slice for the loaded vCPU if another one waits for this CPU (none if no
-/// other does), and arms the hypervisor's timer for it and the vCPU's emulated timer.
+/// other does), and arms the hypervisor's timer for it and the vCPU's emulated timer. Its
+/// WFI traps only then (PerCpu::shared).
 fn start_slice(rq: &RunQueue) {
     let end = if others_waiting(rq) { cpu::now() + cpu::ticks(SLICE_US) } else { NO_DEADLINE };
+    let was_shared = this_cpu().shared();
     this_cpu().slice_end.store(end, Ordering::Relaxed);
     if let Some(l) = rq.loaded {
         let vcpu = rq.entries[l].vcpu();
         // SAFETY: the loaded vCPU is assigned to this CPU and stopped in the hypervisor here.
-        crate::vm::timer::arm_hyp_timer(unsafe { vcpu.run_mut() });
+        let run = unsafe { vcpu.run_mut() };
+        crate::vm::timer::arm_hyp_timer(run);
+        if this_cpu().shared() != was_shared {
+            crate::vm::pauth::refresh_hcr(run);
+        }
     }
 }
 

@@ -15,7 +15,7 @@ pub fn load(run: &mut VcpuRun) -> u64 {
     run.count(Counter::Loads);
     let live = run.pauth.load();
     run.regs.keys_live = live as u64;
-    cpu::guest_hcr(live)
+    cpu::guest_hcr(live, crate::percpu::this_cpu().shared())
 }
 
 /// The residency ends (the guest's keys are in its frame already: every exit while they
@@ -23,6 +23,12 @@ pub fn load(run: &mut VcpuRun) -> u64 {
 pub fn unload(run: &mut VcpuRun) {
     run.pauth.unload(run.el1.sctlr_el1);
     run.regs.keys_live = 0;
+}
+
+/// The loaded vCPU's HCR_EL2 again, after what it depends on changed (whether the CPU is
+/// shared).
+pub fn refresh_hcr(run: &VcpuRun) {
+    HCR_EL2.set(cpu::guest_hcr(run.regs.keys_live != 0, crate::percpu::this_cpu().shared()));
 }
 
 /// A PAC instruction (EC 0x09) or key-register access (EC 0x18) trapped. With PAuth for
@@ -36,6 +42,6 @@ pub fn trap(v: &Vcpu, run: &mut VcpuRun) -> Option<Next> {
     }
     run.count(Counter::PauthTraps);
     run.regs.keys_live = 1;
-    HCR_EL2.set(cpu::guest_hcr(true));
+    HCR_EL2.set(cpu::guest_hcr(true, crate::percpu::this_cpu().shared()));
     Some(Next::Resume)
 }

@@ -68,12 +68,14 @@ pub fn random_bytes(buf: &mut [u8]) -> usize {
 }
 
 /// HCR_EL2 while a guest runs: stage-2 on, AArch64 EL1, interrupts and SErrors routed to
-/// EL2, and traps for what the hypervisor must see: SMC (TSC), WFI (TWI), set/way cache
-/// maintenance (TSW), ACTLR (TACR), IMPLEMENTATION DEFINED registers (TIDCP), LOR (TLOR),
-/// and the ID registers (TID3), so that features not virtualized are hidden. PAC
-/// instructions and key-register accesses trap unless the vCPU owns the keys (`keys_live`,
-/// vm/pauth.rs); for a VM without PAuth they always trap and get UNDEF.
-pub fn guest_hcr(keys_live: bool) -> u64 {
+/// EL2, and traps for what the hypervisor must see: SMC (TSC), set/way cache maintenance
+/// (TSW), ACTLR (TACR), IMPLEMENTATION DEFINED registers (TIDCP), LOR (TLOR), and the ID
+/// registers (TID3), so that features not virtualized are hidden. PAC instructions and
+/// key-register accesses trap unless the vCPU owns the keys (`keys_live`, vm/pauth.rs); for
+/// a VM without PAuth they always trap and get UNDEF. WFI traps (TWI) when `trap_wfi`: the
+/// scheduler wants it when another vCPU waits for the CPU; a vCPU alone on its CPU waits in
+/// the guest, since every interrupt for it reaches EL2 anyway (IMO), and kicks are interrupts.
+pub fn guest_hcr(keys_live: bool, trap_wfi: bool) -> u64 {
     // The two fields aarch64-cpu 10 does not name.
     const PTW: u64 = 1 << 2;
     const TWI: u64 = 1 << 13;
@@ -93,7 +95,7 @@ pub fn guest_hcr(keys_live: bool) -> u64 {
         + HCR_EL2::RW::EL1IsAarch64
         + HCR_EL2::TLOR::SET
         + pauth;
-    fields.value | PTW | TWI
+    fields.value | PTW | if trap_wfi { TWI } else { 0 }
 }
 
 /// IPA size given to every VM (`choose_ipa_bits`).
