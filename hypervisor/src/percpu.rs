@@ -17,6 +17,10 @@ pub struct PerCpu {
     /// Counter value at which the running vCPU's time slice ends (NO_DEADLINE: none, no
     /// other vCPU waits for this CPU).
     pub slice_end: AtomicU64,
+    /// Set before a kick when this CPU's run queue, or the state of a vCPU in it, changed
+    /// (a VM started or stopping, a vCPU switched on): that kick must look at the run
+    /// queue. A kick without it only says that a vCPU here has interrupts to take.
+    pub reschedule: AtomicBool,
 }
 
 pub const NO_DEADLINE: u64 = u64::MAX;
@@ -25,7 +29,7 @@ pub const NO_VM: usize = usize::MAX;
 
 static PERCPU: [PerCpu; MAX_CPUS] = [const {
     PerCpu { online: AtomicBool::new(false), mpidr: AtomicU64::new(0), kickable: AtomicBool::new(false), current_vm: AtomicUsize::new(NO_VM),
-             slice_end: AtomicU64::new(NO_DEADLINE) }
+             slice_end: AtomicU64::new(NO_DEADLINE), reschedule: AtomicBool::new(false) }
 }; MAX_CPUS];
 
 impl PerCpu {

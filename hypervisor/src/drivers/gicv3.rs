@@ -227,6 +227,21 @@ pub fn kick_cpu(index: usize) {
     }
 }
 
+/// `kick_cpu` for a change to CPU `index`'s run queue or to a vCPU in it (PerCpu::reschedule).
+pub fn kick_cpu_to_reschedule(index: usize) {
+    if let Some(c) = percpu::cpu(index) {
+        c.reschedule.store(true, Ordering::Release);
+    }
+    kick_cpu(index);
+}
+
+/// Completes an acknowledged kick (as `handle_pending` does), for a fast path that handles
+/// it itself.
+pub fn complete_kick() {
+    gic_cpuif::eoi(KICK_SGI);
+    gic_cpuif::deactivate(KICK_SGI);
+}
+
 /// What arrived in one round of acknowledging this CPU's interrupts.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Arrived {

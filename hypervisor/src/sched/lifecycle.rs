@@ -26,7 +26,7 @@ pub fn start(vm: Arc<Vm>) {
         assign(v.pcpu, vm.clone(), v.index);
     }
     for v in &vm.vcpus {
-        crate::drivers::gicv3::kick_cpu(v.pcpu);
+        crate::drivers::gicv3::kick_cpu_to_reschedule(v.pcpu);
     }
 }
 

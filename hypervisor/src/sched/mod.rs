@@ -84,6 +84,7 @@ fn start_slice(rq: &RunQueue) {
 /// have become runnable here. Returns the frame to run if the CPU must reschedule; else the
 /// running vCPU's time is bounded if another one now waits.
 fn after_kick() -> Option<*mut VcpuRegs> {
+    this_cpu().reschedule.store(false, Ordering::Relaxed);
     let stopping = {
         let rq = this_queue().lock();
         let stopping = rq.entries.iter().any(|e| e.vm.is_stopping());

@@ -139,6 +139,9 @@ fn emulate_access(vcpu: &Vcpu, run: &mut VcpuRun, regs: *mut VcpuRegs, esr: Esr)
 #[inline(never)]
 fn irq_exit_fast(vcpu: &Vcpu, run: &mut VcpuRun, regs: *mut VcpuRegs) -> usize {
     let intid = gicv3::acknowledge();
+    if intid == gicv3::KICK_SGI {
+        return kick_exit(vcpu, run, regs);
+    }
     let ppi = gicv3::GUEST_PPIS.contains(&intid);
     if (ppi || gicv3::is_device_spi(intid)) && !vcpu.needs_flush.load(Ordering::Acquire) && !vcpu.vm().is_stopping() {
         let vm = vcpu.vm();
@@ -158,6 +161,21 @@ fn irq_exit_fast(vcpu: &Vcpu, run: &mut VcpuRun, regs: *mut VcpuRegs) -> usize {
     }
     run.pending = Pending::Irq(intid);
     regs as usize | SLOW
+}
+
+/// A kick: another CPU made interrupts pending for this vCPU (its list registers are
+/// flushed here and it resumes), or changed this CPU's run queue or a VM on it is stopping
+/// (PerCpu::reschedule; the slow path's `after_kick` looks at the run queue).
+#[inline(never)]
+fn kick_exit(vcpu: &Vcpu, run: &mut VcpuRun, regs: *mut VcpuRegs) -> usize {
+    crate::percpu::park_if_stopping();
+    gicv3::complete_kick();
+    if crate::percpu::this_cpu().reschedule.load(Ordering::Acquire) || vcpu.vm().is_stopping() {
+        run.pending = Pending::Handled(Next::ResumeAfterKick);
+        return regs as usize | SLOW;
+    }
+    vcpu.flush_interrupts();
+    regs as usize
 }
 
 /// Whether the loaded vCPU has its interrupts masked (PSTATE.I, bit 7 of SPSR_EL2, which

@@ -243,7 +243,7 @@ fn cpu_on(vm: &Vm, target: u64, entry: u64, context: u64) -> i64 {
         Power::Off => {
             *power = Power::OnPending { entry, context };
             drop(power);
-            crate::drivers::gicv3::kick_cpu(target.pcpu);
+            crate::drivers::gicv3::kick_cpu_to_reschedule(target.pcpu);
             ret::SUCCESS
         }
     }

@@ -588,7 +588,7 @@ impl Vm {
         let me = crate::percpu::this_cpu().index();
         for v in &self.vcpus {
             if v.pcpu != me {
-                crate::drivers::gicv3::kick_cpu(v.pcpu);
+                crate::drivers::gicv3::kick_cpu_to_reschedule(v.pcpu);
             }
         }
     }
