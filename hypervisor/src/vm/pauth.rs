@@ -15,7 +15,13 @@ pub fn load(run: &mut VcpuRun) -> u64 {
     run.count(Counter::Loads);
     let live = run.pauth.load();
     run.regs.keys_live = live as u64;
-    cpu::guest_hcr(live, crate::percpu::this_cpu().shared())
+    hcr(live)
+}
+
+/// HCR_EL2 for a vCPU loaded here: its keys live or not, its WFI trapped while the CPU is
+/// shared.
+fn hcr(keys_live: bool) -> u64 {
+    cpu::guest_hcr(keys_live, crate::percpu::this_cpu().shared())
 }
 
 /// The residency ends (the guest's keys are in its frame already: every exit while they
@@ -28,7 +34,7 @@ pub fn unload(run: &mut VcpuRun) {
 /// The loaded vCPU's HCR_EL2 again, after what it depends on changed (whether the CPU is
 /// shared).
 pub fn refresh_hcr(run: &VcpuRun) {
-    HCR_EL2.set(cpu::guest_hcr(run.regs.keys_live != 0, crate::percpu::this_cpu().shared()));
+    HCR_EL2.set(hcr(run.regs.keys_live != 0));
 }
 
 /// A PAC instruction (EC 0x09) or key-register access (EC 0x18) trapped. With PAuth for
@@ -42,6 +48,6 @@ pub fn trap(v: &Vcpu, run: &mut VcpuRun) -> Option<Next> {
     }
     run.count(Counter::PauthTraps);
     run.regs.keys_live = 1;
-    HCR_EL2.set(cpu::guest_hcr(true, crate::percpu::this_cpu().shared()));
+    refresh_hcr(run);
     Some(Next::Resume)
 }
